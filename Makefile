@@ -1,0 +1,56 @@
+# One entry point for developers and CI. `make test` works on a fresh Debian machine
+# (as root it installs mosquitto); reruns are fast thanks to the stamp file.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := test
+
+PYTHON ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+LINT_PATHS := protocol coordinator edge_node modelcast
+
+.PHONY: setup venv mosquitto test lint demo clean
+
+setup: mosquitto $(STAMP)
+venv: setup
+
+# The broker binary only: tests start their own mosquitto on free loopback ports,
+# so the Debian package's system service is never needed (no systemd here anyway;
+# if the package starts it, it is simply unused).
+mosquitto:
+	@if command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; then \
+		exit 0; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "installing mosquitto (apt-get)"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -q && apt-get install -y -q --no-install-recommends mosquitto; \
+	else \
+		echo "error: the mosquitto broker binary is missing and this is not root." >&2; \
+		echo "       run 'sudo apt-get install mosquitto', or set MODELCAST_BROKER=mqtt://host:port" >&2; \
+		exit 1; \
+	fi
+
+$(VPY):
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 needed, got " + sys.version'
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstall when dependencies change, or when a new top-level package appears
+# (the editable install only maps the packages that existed when it ran).
+$(STAMP): pyproject.toml $(wildcard */__init__.py) | $(VPY)
+	$(VPY) -m pip install --disable-pip-version-check -q -e '.[dev]'
+	touch $@
+
+test: setup
+	$(VPY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/mypy $(LINT_PATHS)
+
+demo: setup
+	$(VENV)/bin/modelcast demo
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -not -path './.git/*' -exec rm -rf {} +

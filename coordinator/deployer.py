@@ -1,0 +1,198 @@
+"""What the coordinator publishes retained: release manifests and the signed deployment index.
+
+Decides, from the registry's deployments, when a new index is due (targets changed, or the
+current one is past half its lifetime) and when the same bytes must simply be published again
+(after a reconnect: a broker without persistence forgets retained messages). No MQTT here: the
+service publishes the ``Publication`` list in order and then calls ``commit``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import protocol
+from protocol.envelope import Envelope
+
+from .keystore import ReleaseKeys
+from .registry import Registry, ReleaseRecord
+
+log = logging.getLogger(__name__)
+
+#: Warn about a deployed release whose manifest expires within this many seconds...
+EXPIRY_WARNING_S = 7 * 86400.0
+#: ...checking this often (and whenever a new index is signed).
+EXPIRY_CHECK_INTERVAL_S = 3600.0
+
+
+@dataclass(frozen=True)
+class Publication:
+    topic: str
+    payload: bytes
+    what: str  # for log lines: "index seq 5", "manifest m@3"
+
+
+@dataclass(frozen=True)
+class SignedIndex:
+    seq: int
+    issued: float
+    expires: float
+    targets: dict[str, int]
+    payload: bytes
+
+    def due_for_renewal(self, now: float) -> bool:
+        """Past half its lifetime: re-sign well before any edge would refuse it as expired."""
+        return now >= self.issued + (self.expires - self.issued) / 2
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Messages to publish, in order (manifests before the index that names them)."""
+
+    publications: tuple[Publication, ...]
+    index: SignedIndex
+    records: tuple[ReleaseRecord, ...]
+    deployed: dict[str, int]  # the registry's deployments this plan was made from
+
+
+class DeploymentPublisher:
+    def __init__(
+        self, registry: Registry, keys: ReleaseKeys, fleet: str, *, index_expires_in: float
+    ) -> None:
+        if index_expires_in <= 0:
+            raise ValueError("index_expires_in must be positive")
+        self._registry = registry
+        self._keys = keys
+        self._fleet = fleet
+        self._topics = protocol.Topics(fleet)
+        self._index_expires_in = index_expires_in
+        self._current: SignedIndex | None = None
+        self._records: tuple[ReleaseRecord, ...] = ()
+        self._deployed: dict[str, int] = {}
+        self._expiry_warned: dict[bytes, str] = {}
+        self._expiry_checked = float("-inf")
+
+    @property
+    def records(self) -> tuple[ReleaseRecord, ...]:
+        """The releases the current index names."""
+        return self._records
+
+    @property
+    def current(self) -> SignedIndex | None:
+        """The last index that was published (and committed)."""
+        return self._current
+
+    def plan(self, now: float, *, republish: bool) -> Plan | None:
+        """What to publish now, or None when the published index is still right."""
+        deployed = self._registry.deployments(self._fleet)
+        current = self._current
+        if now - self._expiry_checked >= EXPIRY_CHECK_INTERVAL_S:
+            self._expiry_checked = now
+            for record in self._records:
+                self._warn_if_expired(record, now)
+        if current is None and not deployed:
+            return None
+        if current is not None and deployed == self._deployed:
+            records = self._records
+            if current.due_for_renewal(now):
+                index = self._sign(now, records)
+                pubs = (
+                    self._publications(records, index)
+                    if republish
+                    else (self._index_publication(index),)
+                )
+                return Plan(pubs, index, records, deployed)
+            if republish:
+                return Plan(self._publications(records, current), current, records, deployed)
+            return None
+        records = self._deployed_records(deployed)
+        index = self._sign(now, records)
+        return Plan(self._publications(records, index), index, records, deployed)
+
+    def commit(self, plan: Plan) -> None:
+        """The plan's messages were handed to the broker connection: remember and log."""
+        previous = self._current
+        self._current, self._records, self._deployed = plan.index, plan.records, plan.deployed
+        if previous is plan.index:
+            log.info("republished index seq %d of fleet %s", plan.index.seq, self._fleet)
+            return
+        before = previous.targets if previous is not None else {}
+        changed = [r for r in plan.records if before.get(r.name) != r.version]
+        for record in changed:
+            log.info(
+                "release %s deployed to fleet %s (index seq %d)",
+                record.release, self._fleet, plan.index.seq,
+            )
+        if not changed:
+            log.info("renewed index of fleet %s (seq %d)", self._fleet, plan.index.seq)
+
+    # --- internals -----------------------------------------------------------------------
+    def _deployed_records(self, deployed: dict[str, int]) -> tuple[ReleaseRecord, ...]:
+        records = []
+        for name, version in sorted(deployed.items()):
+            record = self._registry.release(self._fleet, name, version)
+            if record is None:  # deploy() checks this; only a hand-edited database gets here
+                log.error("release %s@%d is deployed in fleet %s but unknown: skipped",
+                          name, version, self._fleet)
+                continue
+            records.append(record)
+        return tuple(records)
+
+    def _sign(self, now: float, records: tuple[ReleaseRecord, ...]) -> SignedIndex:
+        seq = self._registry.next_index_seq(self._fleet)
+        expires = now + self._index_expires_in
+        if expires > self._keys.expires:
+            log.warning("fleet %s: index seq %d outlives the release key certificate "
+                        "(expires %.0f); edges refuse it from then on", self._fleet, seq,
+                        self._keys.expires)
+        index = protocol.DeploymentIndex(
+            fleet=self._fleet,
+            seq=seq,
+            issued=now,
+            expires=expires,
+            targets={r.name: protocol.Target(r.version, r.release_id) for r in records},
+        )
+        for record in records:
+            self._warn_if_expired(record, now)
+        return SignedIndex(
+            seq=seq, issued=now, expires=expires,
+            targets={r.name: r.version for r in records},
+            payload=index.sign(self._keys.key, self._keys.cert),
+        )
+
+    def _warn_if_expired(self, record: ReleaseRecord, now: float) -> None:
+        """A manifest's expiry is part of its signed identity (the release id), so it cannot
+        be renewed here: say so, once per release, before and when it happens."""
+        warned = self._expiry_warned.get(record.release_id)
+        try:
+            body = Envelope.decode(record.manifest, len(record.manifest)).body
+            expires = protocol.Manifest.parse(body).expires
+        except protocol.ProtocolError as exc:
+            if warned is None:
+                self._expiry_warned[record.release_id] = "damaged"
+                log.error("release %s in fleet %s: stored manifest is damaged (%s)",
+                          record.release, self._fleet, exc)
+            return
+        if now >= expires and warned != "expired":
+            self._expiry_warned[record.release_id] = "expired"
+            log.error("release %s in fleet %s: its manifest has expired and edges refuse it; "
+                      "release a new version", record.release, self._fleet)
+        elif now < expires <= now + EXPIRY_WARNING_S and warned is None:
+            self._expiry_warned[record.release_id] = "soon"
+            log.warning("release %s in fleet %s: its manifest expires in %.1f days; release a "
+                        "new version before then", record.release, self._fleet,
+                        (expires - now) / 86400)
+
+    def _publications(
+        self, records: tuple[ReleaseRecord, ...], index: SignedIndex
+    ) -> tuple[Publication, ...]:
+        manifests = tuple(
+            Publication(
+                self._topics.manifest(r.name, r.version), r.manifest, f"manifest {r.release}"
+            )
+            for r in records
+        )
+        return (*manifests, self._index_publication(index))
+
+    def _index_publication(self, index: SignedIndex) -> Publication:
+        return Publication(self._topics.index(), index.payload, f"index seq {index.seq}")

@@ -1,0 +1,120 @@
+"""What devices report (state, status, events): batched into the registry, changes logged.
+
+Only the latest report of each kind per device is kept between flushes, so a chatty device costs
+one row write per flush, not one per message.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from protocol import DeviceEvent, DeviceState, DeviceStatus, UpdateState
+
+from .registry import DeviceUpdate, Registry
+
+log = logging.getLogger(__name__)
+
+_WARN_EVENTS = frozenset({"rejected", "activation-failed"})
+_INFO_EVENTS = frozenset({"verified", "activated"})
+
+
+def describe_state(state: DeviceState) -> str:
+    """``m@3 downloading 40/48``, ``m@3 active``, ``failed (hash-mismatch)``."""
+    parts = []
+    if state.model is not None:
+        parts.append(f"{state.model}@{state.version}" if state.version is not None else state.model)
+    parts.append(state.state.value)
+    if state.state is UpdateState.DOWNLOADING and state.chunks_total:
+        parts.append(f"{state.chunks_held}/{state.chunks_total}")
+    if state.reason and state.state in (UpdateState.FAILED, UpdateState.REJECTED):
+        parts.append(f"({state.reason})")
+    return " ".join(parts)
+
+
+class DeviceTracker:
+    def __init__(self, registry: Registry, fleet: str, *, flush_interval: float = 0.5) -> None:
+        self._registry = registry
+        self._fleet = fleet
+        self._flush_interval = flush_interval
+        self._batch: dict[tuple[str, type], DeviceUpdate] = {}
+        self._batch_since: float | None = None
+        self._last_state: dict[str, tuple[UpdateState, str | None, int | None]] = {}
+        self._online: dict[str, bool] = {}
+
+    @staticmethod
+    def _seen(ts: float | None, *, retained: bool, received_at: float) -> float | None:
+        """When the device was last heard from. A retained message may be weeks old: trust its
+        own timestamp (never later than now) rather than the time it was replayed to us."""
+        if not retained:
+            return received_at
+        return None if ts is None else min(ts, received_at)
+
+    def on_state(self, state: DeviceState, *, retained: bool, received_at: float) -> None:
+        seen = self._seen(state.ts, retained=retained, received_at=received_at)
+        self._add(DeviceUpdate(state, seen), received_at)
+        key = (state.state, state.model, state.version)
+        if self._last_state.get(state.device) != key:
+            self._last_state[state.device] = key
+            level = logging.WARNING if state.state is UpdateState.FAILED else logging.INFO
+            log.log(level, "device %s: %s%s", state.device, describe_state(state),
+                    " (retained)" if retained else "")
+        else:
+            log.debug("device %s: %s", state.device, describe_state(state))
+
+    def on_status(self, status: DeviceStatus, *, retained: bool, received_at: float) -> None:
+        # An offline status is the broker speaking (the will), not the device: it says nothing
+        # about when the device was last heard from.
+        seen = (
+            self._seen(status.ts, retained=retained, received_at=received_at)
+            if status.online
+            else None
+        )
+        self._add(DeviceUpdate(status, seen), received_at)
+        if self._online.get(status.device) != status.online:
+            self._online[status.device] = status.online
+            active = ", ".join(f"{n}@{v}" for n, v in sorted(status.active.items()))
+            log.info("device %s %s%s%s", status.device, "online" if status.online else "offline",
+                     f" running {active}" if active else "",
+                     " (retained)" if retained else "")
+
+    def on_event(self, event: DeviceEvent) -> None:
+        release = f" {event.model}@{event.version}" if event.model is not None else ""
+        detail = "".join(
+            f" {k}={v}"
+            for k, v in (("reason", event.reason), ("topic", event.topic), ("detail", event.detail))
+            if v is not None
+        )
+        if event.event in _WARN_EVENTS:
+            level = logging.WARNING
+        elif event.event in _INFO_EVENTS:
+            level = logging.INFO
+        else:
+            level = logging.DEBUG
+        log.log(level, "device %s: event %s%s%s", event.device, event.event, release, detail)
+
+    def _add(self, update: DeviceUpdate, now: float) -> None:
+        self._batch[(update.message.device, type(update.message))] = update
+        if self._batch_since is None:
+            self._batch_since = now
+
+    def due(self, now: float) -> bool:
+        return self._batch_since is not None and now - self._batch_since >= self._flush_interval
+
+    @property
+    def pending(self) -> int:
+        return len(self._batch)
+
+    def flush(self) -> int:
+        """Write the batch to the registry; returns how many reports it held."""
+        if not self._batch:
+            return 0
+        updates = list(self._batch.values())
+        self._batch.clear()
+        self._batch_since = None
+        started = time.monotonic()
+        self._registry.record_devices(self._fleet, updates)
+        log.debug("recorded %d device reports of fleet %s in %.1f ms", len(updates), self._fleet,
+                  (time.monotonic() - started) * 1000)
+        return len(updates)
+

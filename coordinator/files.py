@@ -1,0 +1,76 @@
+"""Durable file writes: a crash leaves either the old file or the new one, whole, never a mix."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename inside ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class StagedFile:
+    """A temporary file in ``directory`` that becomes a real file only on ``commit``.
+
+    Use as a context manager: write to ``file``, then ``commit(path)`` (fsync, rename, fsync the
+    directory). Leaving the block without committing, or by an exception, removes the temporary
+    file. The destination can be chosen after writing (e.g. named by the content's hash).
+    """
+
+    def __init__(self, directory: Path, *, mode: int = 0o644) -> None:
+        fd, name = tempfile.mkstemp(prefix=".staged-", suffix=".tmp", dir=directory)
+        self.path = Path(name)
+        try:
+            os.fchmod(fd, mode)
+            self.file: BinaryIO = os.fdopen(fd, "wb")
+        except BaseException:
+            os.close(fd)
+            self.path.unlink(missing_ok=True)
+            raise
+        self._committed = False
+
+    def commit(self, path: Path, *, replace: bool = True) -> None:
+        """Move the written bytes to ``path``. ``replace=False`` refuses (``FileExistsError``)
+        to clobber an existing file, atomically: the temporary file is hard-linked, not renamed,
+        so two racing writers cannot both win."""
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        if replace:
+            os.replace(self.path, path)
+        else:
+            os.link(self.path, path)
+            self.path.unlink()
+        self._committed = True
+        fsync_dir(path.parent)
+
+    def __enter__(self) -> StagedFile:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if not self._committed:
+            self.file.close()
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+
+
+def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, replace: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically (see ``StagedFile.commit`` for ``replace``)."""
+    with StagedFile(path.parent, mode=mode) as staged:
+        staged.file.write(data)
+        staged.commit(path, replace=replace)

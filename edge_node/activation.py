@@ -1,0 +1,59 @@
+"""The last gate before a model becomes active: it must load in onnxruntime and run once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ActivationError
+
+_DTYPES: dict[str, Any] = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(int16)": np.int16,
+    "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8,
+    "tensor(bool)": np.bool_,
+}
+
+
+def sample_inputs(session: Any) -> dict[str, np.ndarray]:
+    """Zero-filled inputs shaped from the model's signature; symbolic dimensions become 1."""
+    feeds: dict[str, np.ndarray] = {}
+    for inp in session.get_inputs():
+        dtype = _DTYPES.get(inp.type)
+        if dtype is None:
+            raise ActivationError(f"input {inp.name!r} has unsupported type {inp.type}")
+        shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
+        feeds[inp.name] = np.zeros(shape, dtype=dtype)
+    return feeds
+
+
+def load_session(path: Path, threads: int = 1) -> Any:
+    import onnxruntime as ort  # deferred: ~33 MB of RSS, only once a model is there
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 4  # we report failures ourselves, with the device and release
+    try:
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own hierarchy (Fail, InvalidGraph, ...)
+        raise ActivationError(f"onnxruntime cannot load {path.name}: {exc}") from None
+
+
+def check_model(path: Path) -> None:
+    """Load ``path`` and run one inference on sample inputs; raise ``ActivationError`` if either
+    fails. This is what keeps a model that is signed and whole, but broken, off the device."""
+    session = load_session(path)
+    try:
+        session.run(None, sample_inputs(session))
+    except ActivationError:
+        raise
+    except Exception as exc:
+        raise ActivationError(f"test inference failed: {exc}") from None

@@ -1,0 +1,102 @@
+"""Which model versions are active, persisted so that a restart (or SIGKILL) always finds a whole,
+verified, activated model: the pointer ``active.json`` is only ever replaced atomically, and only
+after the new version passed every check."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from .files import read_json, write_json_atomic
+
+
+@dataclass(frozen=True)
+class ActiveModel:
+    name: str
+    version: int
+    path: Path
+    sha256: str
+    previous_version: int | None = None
+    previous_path: Path | None = None
+
+
+class ActiveModels:
+    """The ``active.json`` pointer file: one entry per model name."""
+
+    def __init__(self, data: Path) -> None:
+        self.data = data
+        self._path = data / "active.json"
+        self._models: dict[str, ActiveModel] = {}
+        for name, e in read_json(self._path, {}).items():
+            self._models[name] = ActiveModel(
+                name=name,
+                version=int(e["version"]),
+                path=Path(e["path"]),
+                sha256=str(e["sha256"]),
+                previous_version=e.get("previous_version"),
+                previous_path=Path(e["previous_path"]) if e.get("previous_path") else None,
+            )
+
+    def get(self, name: str) -> ActiveModel | None:
+        return self._models.get(name)
+
+    def versions(self) -> dict[str, int]:
+        return {name: m.version for name, m in sorted(self._models.items())}
+
+    def switch(self, name: str, version: int, path: Path, sha256: str) -> ActiveModel:
+        """Make ``version`` active; the one it replaces becomes ``previous`` (kept for rollback);
+        older versions on disk are removed."""
+        old = self._models.get(name)
+        new = ActiveModel(
+            name=name,
+            version=version,
+            path=path,
+            sha256=sha256,
+            previous_version=old.version if old else None,
+            previous_path=old.path if old else None,
+        )
+        models = dict(self._models)
+        models[name] = new
+        write_json_atomic(
+            self._path,
+            {
+                n: {
+                    "version": m.version,
+                    "path": str(m.path),
+                    "sha256": m.sha256,
+                    "previous_version": m.previous_version,
+                    "previous_path": str(m.previous_path) if m.previous_path else None,
+                }
+                for n, m in models.items()
+            },
+        )
+        self._models = models
+        self._prune(new)
+        return new
+
+    def _prune(self, model: ActiveModel) -> None:
+        keep = {model.version, model.previous_version}
+        root = self.data / "models" / model.name
+        for entry in root.iterdir() if root.exists() else []:
+            if entry.is_dir() and entry.name.isdigit() and int(entry.name) < model.version \
+                    and int(entry.name) not in keep:
+                shutil.rmtree(entry, ignore_errors=True)
+
+
+@dataclass
+class AgentRecord:
+    """What the agent remembers across restarts besides models: replay and retry protection."""
+
+    index_seq: int = -1
+    failed: tuple[str, ...] = ()  # release ids (hex) that failed to activate: never retried
+
+    @classmethod
+    def load(cls, data: Path) -> AgentRecord:
+        raw = read_json(data / "agent.json", {})
+        return cls(index_seq=int(raw.get("index_seq", -1)), failed=tuple(raw.get("failed", ())))
+
+    def save(self, data: Path) -> None:
+        write_json_atomic(
+            data / "agent.json", {"index_seq": self.index_seq, "failed": list(self.failed[-100:])}
+        )

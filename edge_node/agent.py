@@ -1,0 +1,579 @@
+"""The edge agent: one MQTT session, one worker thread that owns all state.
+
+The paho network thread only hands messages to a bounded inbox; the worker verifies, writes,
+plans requests, activates, and reports. Nothing blocks inside a paho callback.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import queue
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from modelcast import __version__
+from modelcast.mqtt import MqttSession, Will
+from protocol import (
+    DeploymentIndex,
+    DeviceEvent,
+    DeviceState,
+    DeviceStatus,
+    DigestMismatch,
+    DownloadSession,
+    MalformedMessage,
+    Manifest,
+    Phase,
+    ProtocolError,
+    StaleError,
+    Target,
+    Topics,
+    TrustedRoot,
+    UpdateState,
+    VerifiedManifest,
+    VerifyKey,
+    open_index,
+    open_manifest,
+)
+
+from .activation import check_model
+from .active import ActiveModels, AgentRecord
+from .config import EdgeConfig
+from .errors import ActivationError, StorageError
+from .storage import PartialDownload, release_dir, verified_file
+
+log = logging.getLogger("modelcast.edge")
+
+
+def load_trust(path: Path) -> TrustedRoot:
+    """The root public key (PEM) this device trusts."""
+    return TrustedRoot(VerifyKey.from_pem(path.read_bytes()))
+
+
+@dataclass
+class _Download:
+    release: VerifiedManifest
+    part: PartialDownload
+    session: DownloadSession
+    chunk_prefix: str
+
+    @property
+    def label(self) -> str:
+        return self.release.manifest.release
+
+
+class EdgeAgent:
+    def __init__(self, config: EdgeConfig, *, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.device = config.device_id
+        self.topics = Topics(config.fleet)
+        self.trust = load_trust(config.trust_path)
+        self.data = config.data_dir
+        self.data.mkdir(parents=True, exist_ok=True)
+        self.clock = clock
+        self.boot = uuid.uuid4().hex[:12]
+        self.actives = ActiveModels(self.data)
+        self.record = AgentRecord.load(self.data)
+        self._inbox: queue.Queue[tuple[str, bytes]] = queue.Queue(maxsize=config.inbox_size)
+        self._control: collections.deque[bool] = collections.deque()
+        self._stopping = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._connected = False
+        # update state (worker thread only)
+        self._targets: dict[str, Target] = {}
+        self._pending: tuple[str, Target] | None = None
+        self._dl: _Download | None = None
+        self._state = DeviceState(
+            device=self.device, state=UpdateState.IDLE, ts=clock(), boot=self.boot,
+            active=self.actives.versions(),
+        )
+        self._state_dirty = True
+        self._state_sent_at = 0.0
+        self._synced_at = 0.0
+        self._write_blocked_until = 0.0
+        self._write_failures = 0
+        self._interval_ewma = 0.0
+        self._last_chunk_at = 0.0
+        self._logged_decile = -1
+        self._event_seq = 0
+        self._told_stale: set[bytes] = set()
+        # counters (read by tests, the demo and telemetry)
+        self.rejections: collections.Counter[str] = collections.Counter()
+        self.dropped_messages = 0
+        self.stalls = 0
+        self.mqtt = MqttSession(
+            config.broker_url,
+            f"modelcast-edge-{config.fleet}-{self.device}",
+            on_message=self._on_message,
+            on_connect=self._on_connect,
+            on_disconnect=self._on_disconnect,
+            clean_session=False,
+            keepalive=config.keepalive,
+            will=Will(self.topics.status(self.device),
+                      DeviceStatus(self.device, online=False).encode()),
+            max_inflight=20,
+            max_queued=200,
+        )
+
+    # --- lifecycle -----------------------------------------------------------------------
+    def start(self) -> None:
+        log.info("edge %s: starting (fleet %s, data %s, active %s)", self.device,
+                 self.config.fleet, self.data, self.actives.versions() or "none")
+        self._worker = threading.Thread(target=self._run, name=f"edge-{self.device}", daemon=True)
+        self._worker.start()
+        self.mqtt.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._worker is not None:
+            self._worker.join(timeout=10)
+        if self._dl is not None:
+            try:
+                self._dl.part.sync()
+            except StorageError as exc:
+                log.warning("edge %s: final sync failed: %s", self.device, exc)
+            self._dl.part.close()
+        offline = DeviceStatus(self.device, online=False, ts=self.clock(), boot=self.boot)
+        self.mqtt.stop(final=[(self.topics.status(self.device), offline.encode(), True)])
+        log.info("edge %s: stopped", self.device)
+
+    def run_forever(self, stop: threading.Event) -> None:
+        self.start()
+        try:
+            stop.wait()
+        finally:
+            self.stop()
+
+    @property
+    def state(self) -> DeviceState:
+        return self._state
+
+    # --- network thread: hand over, never block long -------------------------------------
+    def _on_message(self, topic: str, payload: bytes, retain: bool) -> None:
+        try:
+            self._inbox.put((topic, payload), timeout=0.5)
+        except queue.Full:
+            self.dropped_messages += 1  # a dropped chunk is asked for again on the next stall
+
+    def _on_connect(self, session_present: bool) -> None:
+        self._control.append(session_present)
+
+    def _on_disconnect(self) -> None:
+        self._connected = False
+
+    # --- worker --------------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                while self._control:
+                    self._handle_connect(self._control.popleft())
+                try:
+                    topic, payload = self._inbox.get(timeout=0.1)
+                except queue.Empty:
+                    pass
+                else:
+                    self._dispatch(topic, payload)
+                self._tick()
+            except Exception:  # keep serving: a bug in one message must not stop the agent
+                log.exception("edge %s: unexpected error in worker", self.device)
+
+    def _handle_connect(self, session_present: bool) -> None:
+        self._connected = True
+        self._publish_status()
+        self._state_dirty = True
+        self.mqtt.subscribe([self.topics.index()])
+        if self._pending is not None:
+            name, target = self._pending
+            self.mqtt.subscribe([self.topics.manifest(name, target.version)])
+        if self._dl is not None:
+            if not session_present:
+                self._dl.session.forget_subscriptions()
+            self._pump()
+
+    def _dispatch(self, topic: str, payload: bytes) -> None:
+        if topic == self.topics.index():
+            self._on_index(topic, payload)
+        elif self._dl is not None and topic.startswith(self._dl.chunk_prefix):
+            self._on_chunk(topic, payload)
+        elif self._pending is not None and topic == self.topics.manifest(
+            self._pending[0], self._pending[1].version
+        ):
+            self._on_manifest(topic, payload)
+        # anything else is a late chunk of an abandoned release or a manifest we no longer want
+
+    # --- index and manifest --------------------------------------------------------------
+    def _on_index(self, topic: str, payload: bytes) -> None:
+        try:
+            index: DeploymentIndex = open_index(
+                self.trust, payload, now=self.clock(), fleet=self.config.fleet,
+                last_seq=self.record.index_seq,
+            )
+        except ProtocolError as exc:
+            self._reject(topic, exc, update_state=True)
+            return
+        if index.seq > self.record.index_seq:
+            self.record.index_seq = index.seq
+            self._save_record()
+        self._targets = dict(index.targets)
+        self._choose_target()
+
+    def _choose_target(self) -> None:
+        for name, target in sorted(self._targets.items()):
+            active = self.actives.get(name)
+            if active is not None and target.version <= active.version:
+                if target.version < active.version and target.manifest_id not in self._told_stale:
+                    self._told_stale.add(target.manifest_id)
+                    self._reject(
+                        self.topics.index(),
+                        StaleError(f"index targets {name}@{target.version} but "
+                                   f"{name}@{active.version} is active: downgrade refused"),
+                        update_state=True, model=name, version=target.version,
+                    )
+                continue
+            if target.manifest_id.hex() in self.record.failed:
+                continue
+            if self._dl is not None:
+                current = self._dl.release.manifest
+                if current.name != name:
+                    continue  # one download at a time; this name's turn comes next
+                if self._dl.release.id == target.manifest_id:
+                    return
+                if target.version <= current.version:
+                    return
+                log.info("edge %s: abandoning %s for %s@%d", self.device, self._dl.label, name,
+                         target.version)
+                self._drop_download(discard=True)
+            if self._pending is not None:
+                if self._pending == (name, target):
+                    return
+                old_name, old = self._pending
+                self.mqtt.unsubscribe([self.topics.manifest(old_name, old.version)])
+            self._pending = (name, target)
+            self.mqtt.subscribe([self.topics.manifest(name, target.version)])
+            log.info("edge %s: target %s@%d, fetching its manifest", self.device, name,
+                     target.version)
+            return
+
+    def _on_manifest(self, topic: str, payload: bytes) -> None:
+        assert self._pending is not None
+        name, target = self._pending
+        try:
+            release = open_manifest(self.trust, payload, now=self.clock(),
+                                    fleet=self.config.fleet)
+            m = release.manifest
+            if release.id != target.manifest_id:
+                raise MalformedMessage(
+                    f"manifest {m.release} is not the release the index names", reason="mismatch"
+                )
+            if (m.name, m.version) != (name, target.version):
+                raise MalformedMessage(f"manifest {m.release} on the topic of {name}@"
+                                       f"{target.version}", reason="mismatch")
+            active = self.actives.get(name)
+            if active is not None and m.version <= active.version:
+                raise StaleError(f"{m.release} is not newer than active {name}@{active.version}")
+        except ProtocolError as exc:
+            self._reject(topic, exc, update_state=True, model=name, version=target.version)
+            return
+        self.mqtt.unsubscribe([topic])
+        self._pending = None
+        self._begin(release)
+
+    # --- download ------------------------------------------------------------------------
+    def _begin(self, release: VerifiedManifest) -> None:
+        m = release.manifest
+        directory = release_dir(self.data, m.name, m.version)
+        done = verified_file(directory, m)
+        if done is not None:
+            log.info("edge %s: %s already verified on disk, activating", self.device, m.release)
+            self._activate(release, done)
+            return
+        try:
+            part = PartialDownload(directory, m, release.envelope)
+            held = part.recover()
+        except StorageError as exc:
+            self._storage_failed(exc, release=m.release)
+            self._pending = (m.name, Target(m.version, release.id))
+            return
+        session = DownloadSession(release, held, now=self.clock())
+        self._dl = _Download(
+            release, part, session, f"{self.topics.base}/chunks/{m.name}/{m.version}/"
+        )
+        self._logged_decile = -1
+        if held:
+            log.info("edge %s: resuming %s with %d/%d chunks already verified on disk",
+                     self.device, m.release, len(held), m.n_chunks)
+            self._event("resumed", model=m.name, version=m.version,
+                        detail=f"{len(held)}/{m.n_chunks} chunks on disk")
+        else:
+            log.info("edge %s: downloading %s (%d bytes, %d chunks)", self.device, m.release,
+                     m.size, m.n_chunks)
+            self._event("downloading", model=m.name, version=m.version)
+        self._set_state(UpdateState.DOWNLOADING, reason=None)
+        self._flush_state()  # the first report after a (re)start says how much was on disk
+        if session.phase is Phase.COMPLETE:
+            self._complete()
+        else:
+            self._pump()
+
+    def _pump(self) -> None:
+        dl = self._dl
+        if dl is None or not self._connected or self.clock() < self._write_blocked_until:
+            return
+        plan = dl.session.plan(self.device, self.clock(), self.config.window)
+        m = dl.release.manifest
+        self.mqtt.unsubscribe([self.topics.chunk_block(m.name, m.version, b)
+                               for b in plan.unsubscribe])
+        self.mqtt.subscribe([self.topics.chunk_block(m.name, m.version, b)
+                             for b in plan.subscribe])
+        if plan.request is not None:
+            self.mqtt.publish(self.topics.request(self.device), plan.request.encode())
+
+    def _on_chunk(self, topic: str, payload: bytes) -> None:
+        dl = self._dl
+        assert dl is not None
+        try:
+            chunk = dl.session.accept(payload)
+        except ProtocolError as exc:
+            self._reject(topic, exc, update_state=False, model=dl.release.manifest.name,
+                         version=dl.release.manifest.version)
+            return
+        if chunk is None:
+            return
+        now = self.clock()
+        if now < self._write_blocked_until:
+            dl.session.release_accepted(chunk)
+            return
+        try:
+            dl.part.write(chunk)
+        except StorageError as exc:
+            dl.session.release_accepted(chunk)
+            self._storage_failed(exc, release=dl.label)
+            return
+        dl.session.commit(chunk, now)
+        if self._write_failures:
+            self._write_failures = 0
+            log.info("edge %s: writes succeed again, %s continues", self.device, dl.label)
+        if self._last_chunk_at:
+            gap = now - self._last_chunk_at
+            self._interval_ewma = gap if not self._interval_ewma else (
+                0.9 * self._interval_ewma + 0.1 * gap)
+        self._last_chunk_at = now
+        self._progress()
+        if dl.session.phase is Phase.COMPLETE:
+            self._complete()
+        else:
+            self._pump()
+
+    def _progress(self) -> None:
+        dl = self._dl
+        assert dl is not None
+        s = dl.session
+        if self._state.state is not UpdateState.DOWNLOADING:
+            self._set_state(UpdateState.DOWNLOADING, reason=None)
+        else:
+            self._state_dirty = True
+        decile = s.held_count * 10 // dl.release.manifest.n_chunks
+        if decile != self._logged_decile:
+            self._logged_decile = decile
+            log.info("edge %s: %s %d%% (%d/%d chunks)", self.device, dl.label, decile * 10,
+                     s.held_count, dl.release.manifest.n_chunks)
+
+    def _complete(self) -> None:
+        dl = self._dl
+        assert dl is not None
+        self._set_state(UpdateState.VERIFYING, reason=None)
+        self._flush_state()
+        try:
+            dl.part.sync()
+            digest = dl.part.sha256()
+            dl.session.finish(digest)
+            path = dl.part.finalize()
+        except DigestMismatch as exc:
+            self._reject(self.topics.manifest(dl.release.manifest.name,
+                                              dl.release.manifest.version), exc,
+                         update_state=True)
+            self._pump()
+            return
+        except StorageError as exc:
+            self._storage_failed(exc, release=dl.label)
+            return
+        release = dl.release
+        self._dl = None
+        self._unsubscribe_blocks(dl)
+        self._set_state(UpdateState.VERIFIED, reason=None, release=release)
+        self._event("verified", model=release.manifest.name, version=release.manifest.version)
+        self._activate(release, path)
+
+    def _activate(self, release: VerifiedManifest, path: Path) -> None:
+        m = release.manifest
+        self._set_state(UpdateState.ACTIVATING, reason=None, release=release)
+        self._flush_state()
+        try:
+            check_model(path)
+            active = self.actives.switch(m.name, m.version, path, m.sha256.hex())
+        except (ActivationError, OSError) as exc:
+            reason = exc.reason if isinstance(exc, ActivationError) else "write-failed"
+            log.error("edge %s: %s failed activation, keeping %s: %s", self.device, m.release,
+                      self.actives.versions() or "nothing", exc)
+            self.record.failed = (*self.record.failed, release.id.hex())
+            self._save_record()
+            self._event("activation-failed", model=m.name, version=m.version, reason=reason,
+                        detail=str(exc))
+            self._set_state(UpdateState.FAILED, reason=f"{reason}: {exc}", release=release)
+            self._remove_release(m)
+            self._choose_target()
+            return
+        log.info("edge %s: %s is active (previous %s)", self.device, m.release,
+                 active.previous_version)
+        self._event("activated", model=m.name, version=m.version)
+        self._set_state(UpdateState.ACTIVE, reason=None, release=release)
+        self._publish_status()
+        self._choose_target()
+
+    def _remove_release(self, m: Manifest) -> None:
+        shutil.rmtree(release_dir(self.data, m.name, m.version), ignore_errors=True)
+
+    def _drop_download(self, *, discard: bool) -> None:
+        dl = self._dl
+        if dl is None:
+            return
+        self._unsubscribe_blocks(dl)
+        if discard:
+            dl.part.discard()
+        else:
+            dl.part.close()
+        self._dl = None
+
+    def _unsubscribe_blocks(self, dl: _Download) -> None:
+        m = dl.release.manifest
+        self.mqtt.unsubscribe([self.topics.chunk_block(m.name, m.version, b)
+                               for b in dl.session.subscribed])
+
+    def _storage_failed(self, exc: StorageError, *, release: str) -> None:
+        self._write_failures += 1
+        delay = min(30.0, 0.5 * 2 ** min(self._write_failures - 1, 6))
+        self._write_blocked_until = self.clock() + delay
+        log.error("edge %s: %s: %s; active model untouched, retrying in %.1fs", self.device,
+                  release, exc, delay)
+        self._set_state(UpdateState.FAILED, reason=f"{exc.reason}: {exc}")
+        self._event("write-failed", reason=exc.reason, detail=str(exc))
+
+    # --- periodic work -------------------------------------------------------------------
+    def _tick(self) -> None:
+        now = self.clock()
+        dl = self._dl
+        if dl is not None and dl.session.phase is Phase.DOWNLOADING:
+            if self._write_blocked_until and now >= self._write_blocked_until:
+                self._write_blocked_until = 0.0
+                self._pump()
+            timeout = max(self.config.stall_timeout, 4 * self._interval_ewma)
+            if self._connected and dl.session.stalled(now, timeout):
+                self._repair(dl)
+            if now - self._synced_at >= self.config.sync_interval:
+                self._synced_at = now
+                try:
+                    dl.part.sync()
+                except StorageError as exc:
+                    self._storage_failed(exc, release=dl.label)
+        elif self._pending is not None and self._write_blocked_until \
+                and now >= self._write_blocked_until:
+            self._write_blocked_until = 0.0
+            self._choose_target_again()
+        if self._state_dirty and now - self._state_sent_at >= self.config.state_interval:
+            self._flush_state()
+
+    def _choose_target_again(self) -> None:
+        pending = self._pending
+        self._pending = None
+        if pending is not None:
+            self._targets.setdefault(pending[0], pending[1])
+        self._choose_target()
+
+    def _repair(self, dl: _Download) -> None:
+        self.stalls += 1
+        m = dl.release.manifest
+        request = dl.session.repair(self.device, self.clock())
+        if request is None:
+            return
+        log.info("edge %s: %s stalled at %d/%d chunks, asking again for %d", self.device,
+                 dl.label, dl.session.held_count, m.n_chunks, len(request.indices()))
+        # re-subscribing is idempotent at the broker and repairs a subscription lost in a race
+        self.mqtt.subscribe([self.topics.chunk_block(m.name, m.version, b)
+                             for b in sorted(dl.session.subscribed)])
+        self.mqtt.publish(self.topics.request(self.device), request.encode())
+
+    # --- reporting -----------------------------------------------------------------------
+    def _set_state(self, state: UpdateState, *, reason: str | None,
+                   release: VerifiedManifest | None = None) -> None:
+        dl = self._dl
+        rel = release or (dl.release if dl else None)
+        fields: dict[str, object] = {"state": state, "reason": reason}
+        if rel is not None:
+            m = rel.manifest
+            fields.update(model=m.name, version=m.version, chunks_total=m.n_chunks, size=m.size)
+        self._state = replace(self._state, **fields)  # type: ignore[arg-type]
+        self._state_dirty = True
+        if state is not UpdateState.DOWNLOADING:
+            self._flush_state()
+
+    def _flush_state(self) -> None:
+        dl = self._dl
+        s = self._state
+        extra: dict[str, object] = {}
+        if dl is not None:
+            extra = {
+                "chunks_held": dl.session.held_count,
+                "bytes_held": dl.session.bytes_held,
+                "received": dl.session.received,
+                "duplicates": dl.session.duplicates,
+            }
+        elif s.state in (UpdateState.ACTIVE, UpdateState.VERIFIED, UpdateState.ACTIVATING):
+            extra = {"chunks_held": s.chunks_total, "bytes_held": s.size}
+        self._state = replace(
+            s, ts=self.clock(), active=self.actives.versions(),
+            rejections=sum(self.rejections.values()), **extra,  # type: ignore[arg-type]
+        )
+        self._state_dirty = False
+        self._state_sent_at = self.clock()
+        if self._connected:
+            self.mqtt.publish(self.topics.state(self.device), self._state.encode(), retain=True)
+        else:
+            self._state_dirty = True
+
+    def _publish_status(self) -> None:
+        status = DeviceStatus(self.device, online=True, ts=self.clock(), boot=self.boot,
+                              agent=__version__, active=self.actives.versions())
+        self.mqtt.publish(self.topics.status(self.device), status.encode(), retain=True)
+
+    def _event(self, event: str, **fields: object) -> None:
+        self._event_seq += 1
+        msg = DeviceEvent(device=self.device, event=event, ts=self.clock(), boot=self.boot,
+                          seq=self._event_seq, **fields)  # type: ignore[arg-type]
+        if self._connected:
+            self.mqtt.publish(self.topics.telemetry(self.device, "events"), msg.encode())
+
+    def _reject(self, topic: str, exc: ProtocolError, *, update_state: bool,
+                model: str | None = None, version: int | None = None) -> None:
+        self.rejections[exc.reason] += 1
+        log.warning("edge %s: rejected message on %s: %s", self.device, topic, exc)
+        self._event("rejected", reason=exc.reason, detail=exc.detail[:500], topic=topic,
+                    model=model, version=version)
+        if update_state:
+            fields: dict[str, object] = {"state": UpdateState.REJECTED, "reason": str(exc)[:500]}
+            if model is not None:
+                fields.update(model=model, version=version)
+            self._state = replace(self._state, **fields)  # type: ignore[arg-type]
+            self._flush_state()
+        else:
+            self._state_dirty = True
+
+    def _save_record(self) -> None:
+        try:
+            self.record.save(self.data)
+        except OSError as exc:
+            log.error("edge %s: cannot save agent record: %s", self.device, exc)

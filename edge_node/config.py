@@ -1,0 +1,29 @@
+"""Edge agent settings. Every field has a CLI flag and an environment variable (see cli.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from protocol import DEFAULT_LIMITS, Limits
+
+
+@dataclass(frozen=True)
+class EdgeConfig:
+    broker_url: str
+    device_id: str
+    data_dir: Path
+    trust_path: Path
+    fleet: str = "default"
+    #: chunks asked for and not yet received, at most (pull-based flow control)
+    window: int = 16
+    #: re-ask for outstanding chunks after this long without progress (grows with slow links)
+    stall_timeout: float = 10.0
+    keepalive: int = 30
+    #: at most one progress message per this many seconds (state changes go out at once)
+    state_interval: float = 0.5
+    #: written chunks are fsynced and journalled in batches this far apart
+    sync_interval: float = 0.5
+    #: MQTT messages waiting for the worker, at most; beyond it the network thread waits
+    inbox_size: int = 32
+    limits: Limits = field(default=DEFAULT_LIMITS)

@@ -1,0 +1,65 @@
+"""Synthetic ONNX models for the demo, tests and benchmarks (real graphs onnxruntime runs).
+
+``make_model`` writes ``Y = X @ W + b`` with seeded random weights sized to roughly the bytes
+asked for; ``make_failing_model`` writes one that loads but fails when run (a Reshape to a shape
+its input cannot take), the case an activation check exists to catch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 17
+
+
+def _save(model: onnx.ModelProto, path: Path) -> Path:
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(model.SerializeToString())
+    os.replace(tmp, path)
+    return path
+
+
+def make_model(path: Path, size_bytes: int = 1 << 20, *, seed: int = 0, inputs: int = 256) -> Path:
+    """A dense layer whose float32 weights take about ``size_bytes``."""
+    outputs = max(1, math.ceil(size_bytes / (4 * inputs)))
+    rng = np.random.default_rng(seed)
+    weight = rng.standard_normal((inputs, outputs), dtype=np.float32)
+    bias = rng.standard_normal((outputs,), dtype=np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w"], ["xw"]),
+            helper.make_node("Add", ["xw", "b"], ["y"]),
+        ],
+        f"dense_{seed}",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", inputs])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", outputs])],
+        initializer=[numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="modelcast")
+    model.ir_version = 8
+    return _save(model, path)
+
+
+def make_failing_model(path: Path) -> Path:
+    """Loads fine in onnxruntime, fails on the first inference."""
+    shape = numpy_helper.from_array(np.array([7, 3], dtype=np.int64), "shape")
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["y"])],
+        "fails_at_run",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [7, 3])],
+        initializer=[shape],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="modelcast")
+    model.ir_version = 8
+    return _save(model, path)

@@ -1,0 +1,231 @@
+"""A small, typed MQTT session over paho-mqtt 2 shared by the coordinator and the edge.
+
+What it adds to paho, and why:
+
+* explicit client id and a persistent session (MQTT 3.1.1 ``clean_session=False``, the portable
+  subset), so QoS 1 messages for a briefly disconnected device wait at the broker;
+* reconnect with capped exponential backoff *with jitter*, so a fleet does not reconnect in lockstep
+  after a broker restart (paho's own backoff has no jitter: we set its delay before each wait);
+* bounded in-memory queues (paho's out-queue is unbounded by default) and delivery tracked with
+  ``on_publish``, never ``wait_for_publish()`` (which deadlocks inside callbacks and raises for
+  messages queued while offline);
+* callbacks that only hand messages over: the caller's handler must not block.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+
+from .urls import parse_broker_url
+
+log = logging.getLogger(__name__)
+
+MessageHandler = Callable[[str, bytes, bool], None]
+ConnectHandler = Callable[[bool], None]
+
+
+@dataclass
+class Backoff:
+    """Capped exponential backoff with equal jitter: half the delay fixed, half random."""
+
+    initial: float = 0.5
+    cap: float = 30.0
+    rng: random.Random | None = None
+    attempts: int = 0
+
+    def next(self) -> float:
+        base = min(self.cap, self.initial * (2 ** min(self.attempts, 30)))
+        self.attempts += 1
+        rng = self.rng or random
+        return base / 2 + rng.uniform(0, base / 2)
+
+    def reset(self) -> None:
+        self.attempts = 0
+
+
+@dataclass(frozen=True)
+class Will:
+    topic: str
+    payload: bytes
+    retain: bool = True
+
+
+class MqttSession:
+    """One paho client, its network thread and its reconnect policy."""
+
+    def __init__(
+        self,
+        url: str,
+        client_id: str,
+        *,
+        on_message: MessageHandler,
+        on_connect: ConnectHandler | None = None,
+        on_disconnect: Callable[[], None] | None = None,
+        clean_session: bool = False,
+        keepalive: int = 30,
+        will: Will | None = None,
+        max_inflight: int = 64,
+        max_queued: int = 1000,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.host, self.port = parse_broker_url(url)
+        self.client_id = client_id
+        self.keepalive = keepalive
+        self._on_message = on_message
+        self._on_connect_cb = on_connect
+        self._on_disconnect_cb = on_disconnect
+        self._backoff = backoff or Backoff()
+        self._pending = 0
+        self._pending_lock = threading.Condition()
+        self.connected = threading.Event()
+        self.reconnects = 0
+        self.connects = 0
+        self.bytes_received = 0
+        self._client = paho.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=MQTTProtocolVersion.MQTTv311,
+            clean_session=clean_session,
+        )
+        self._client.max_inflight_messages_set(max_inflight)
+        self._client.max_queued_messages_set(max_queued)
+        if will is not None:
+            self._client.will_set(will.topic, will.payload, qos=1, retain=will.retain)
+        self._client.on_connect = self._handle_connect
+        self._client.on_connect_fail = self._handle_connect_fail
+        self._client.on_disconnect = self._handle_disconnect
+        self._client.on_message = self._handle_message
+        self._client.on_publish = self._handle_publish
+        self._started = False
+        self._stopping = False
+
+    # --- lifecycle -----------------------------------------------------------------------
+    def start(self) -> None:
+        """Connect in the background; reconnects forever until ``stop``."""
+        self._client.reconnect_delay_set(self._backoff.initial, self._backoff.cap)
+        self._client.connect_async(self.host, self.port, keepalive=self.keepalive)
+        self._stopping = False
+        self._client.loop_start()
+        self._started = True
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self.connected.wait(timeout)
+
+    def stop(self, final: list[tuple[str, bytes, bool]] | None = None, timeout: float = 3.0) -> None:
+        """Publish ``final`` messages (e.g. a clean ``online: false``), then disconnect."""
+        if not self._started:
+            return
+        if final and self.connected.is_set():
+            infos = [self._client.publish(t, p, qos=1, retain=r) for t, p, r in final]
+            for info in infos:
+                try:
+                    info.wait_for_publish(timeout)
+                except (RuntimeError, ValueError):
+                    break
+        self._stopping = True
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._started = False
+        self.connected.clear()
+
+    # --- publishing ----------------------------------------------------------------------
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> bool:
+        """Queue a message. False when paho's bounded queue is full (the caller decides what to
+        drop); delivery is counted by ``on_publish``."""
+        with self._pending_lock:
+            self._pending += 1
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
+            with self._pending_lock:
+                self._pending -= 1
+                self._pending_lock.notify_all()
+            return False
+        return True
+
+    @property
+    def pending(self) -> int:
+        """Messages handed to paho and not yet acknowledged (QoS 1) or written (QoS 0)."""
+        return self._pending
+
+    def wait_below(self, limit: int, timeout: float) -> bool:
+        """Block (never from a paho callback) until fewer than ``limit`` messages are pending."""
+        with self._pending_lock:
+            return self._pending_lock.wait_for(lambda: self._pending < limit, timeout)
+
+    def subscribe(self, topics: list[str], qos: int = 1) -> None:
+        if topics:
+            self._client.subscribe([(t, qos) for t in topics])
+
+    def unsubscribe(self, topics: list[str]) -> None:
+        if topics:
+            self._client.unsubscribe(topics)
+
+    # --- paho callbacks (network thread: never block here) -------------------------------
+    def _handle_connect(
+        self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
+        if reason.is_failure:
+            log.warning("%s: broker refused connection: %s", self.client_id, reason)
+            self._set_next_delay()
+            return
+        self._backoff.reset()
+        self._client.reconnect_delay_set(self._backoff.initial, self._backoff.cap)
+        self.connects += 1
+        if self.connects > 1:
+            self.reconnects += 1
+        session_present = bool(getattr(flags, "session_present", False))
+        log.info(
+            "%s: connected to %s:%d (session %s)",
+            self.client_id, self.host, self.port, "resumed" if session_present else "new",
+        )
+        self.connected.set()
+        if self._on_connect_cb is not None:
+            self._on_connect_cb(session_present)
+
+    def _handle_connect_fail(self, client: paho.Client, userdata: Any) -> None:
+        delay = self._set_next_delay()
+        log.info("%s: cannot reach %s:%d, retrying in %.1fs", self.client_id, self.host, self.port,
+                 delay)
+
+    def _handle_disconnect(
+        self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
+        was = self.connected.is_set()
+        self.connected.clear()
+        if self._stopping:
+            log.info("%s: disconnected", self.client_id)
+        elif was:
+            delay = self._set_next_delay()
+            log.warning("%s: disconnected (%s), reconnecting in %.1fs", self.client_id, reason,
+                        delay)
+            if self._on_disconnect_cb is not None:
+                self._on_disconnect_cb()
+
+    def _set_next_delay(self) -> float:
+        delay = self._backoff.next()
+        # paho doubles its delay up to max before each wait; pinning min=max=delay makes the
+        # next wait exactly our jittered value.
+        self._client.reconnect_delay_set(delay, delay)
+        return delay
+
+    def _handle_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        self.bytes_received += len(msg.payload)
+        try:
+            self._on_message(msg.topic, msg.payload, bool(msg.retain))
+        except Exception:  # a handler bug must not kill the network thread
+            log.exception("%s: message handler failed on %s", self.client_id, msg.topic)
+
+    def _handle_publish(
+        self, client: paho.Client, userdata: Any, mid: int, reason: Any, properties: Any
+    ) -> None:
+        with self._pending_lock:
+            self._pending = max(0, self._pending - 1)
+            self._pending_lock.notify_all()

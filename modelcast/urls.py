@@ -1,0 +1,42 @@
+"""Broker URLs: the one place that parses and formats ``mqtt://host:port``."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+DEFAULT_MQTT_PORT = 1883
+
+
+def parse_broker_url(url: str) -> tuple[str, int]:
+    """Return ``(host, port)`` for ``mqtt://host[:port]``; the port defaults to 1883.
+
+    Raises ValueError naming what is wrong, since these URLs come from env vars and
+    command lines where a typo should fail loudly rather than connect somewhere odd.
+    """
+    parts = urlsplit(url.strip())
+    if parts.scheme != "mqtt":
+        if parts.scheme in ("mqtts", "ssl", "tls", "ws", "wss"):
+            raise ValueError(f"broker URL {url!r}: scheme {parts.scheme!r} is not supported yet")
+        raise ValueError(f"broker URL {url!r} must look like mqtt://host:port")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(f"broker URL {url!r}: credentials in the URL are not supported")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(f"broker URL {url!r}: unexpected path, query or fragment")
+    host = parts.hostname
+    if not host:
+        raise ValueError(f"broker URL {url!r} has no host")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"broker URL {url!r}: port must be a number in 1..65535") from None
+    if port is None:
+        return host, DEFAULT_MQTT_PORT
+    if port == 0:
+        raise ValueError(f"broker URL {url!r}: port must be a number in 1..65535")
+    return host, port
+
+
+def format_broker_url(host: str, port: int) -> str:
+    """Inverse of parse_broker_url (brackets IPv6 literals)."""
+    shown = f"[{host}]" if ":" in host else host
+    return f"mqtt://{shown}:{port}"

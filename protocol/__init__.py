@@ -1,0 +1,77 @@
+"""modelcast's wire contract: pure functions and state objects over bytes. No I/O here.
+
+See docs/PROTOCOL.md for every topic and payload.
+"""
+
+from .chunks import HEADER_SIZE, ChunkFrame, verify_chunk
+from .download import DownloadSession, Phase, Plan, VerifiedChunk
+from .envelope import KeyCertificate, TrustedRoot, certify, seal
+from .errors import (
+    ChunkRejected,
+    DigestMismatch,
+    ExpiredError,
+    MalformedMessage,
+    OversizedMessage,
+    ProtocolError,
+    SequenceError,
+    SignatureError,
+    StaleError,
+    UnsupportedVersion,
+)
+from .index import DeploymentIndex, Target, open_index
+from .limits import DEFAULT_CHUNK_SIZE, DEFAULT_LIMITS, MAX_CHUNK_SIZE, Limits
+from .manifest import Manifest, VerifiedManifest, hash_chunks, manifest_id, open_manifest
+from .messages import ChunkRequest, DeviceEvent, DeviceState, DeviceStatus, UpdateState
+from .names import check_name, is_valid_name
+from .ranges import iter_ranges, to_ranges
+from .signing import SigningKey, VerifyKey, key_id
+from .topics import Topics
+
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "DEFAULT_LIMITS",
+    "HEADER_SIZE",
+    "MAX_CHUNK_SIZE",
+    "ChunkFrame",
+    "ChunkRejected",
+    "ChunkRequest",
+    "DeploymentIndex",
+    "DeviceEvent",
+    "DeviceState",
+    "DeviceStatus",
+    "DigestMismatch",
+    "DownloadSession",
+    "ExpiredError",
+    "KeyCertificate",
+    "Limits",
+    "MalformedMessage",
+    "Manifest",
+    "OversizedMessage",
+    "Phase",
+    "Plan",
+    "ProtocolError",
+    "SequenceError",
+    "SignatureError",
+    "SigningKey",
+    "StaleError",
+    "Target",
+    "Topics",
+    "TrustedRoot",
+    "UnsupportedVersion",
+    "UpdateState",
+    "VerifiedChunk",
+    "VerifiedManifest",
+    "VerifyKey",
+    "certify",
+    "check_name",
+    "hash_chunks",
+    "is_valid_name",
+    "iter_ranges",
+    "key_id",
+    "manifest_id",
+    "open_index",
+    "open_manifest",
+    "seal",
+    "to_ranges",
+    "verify_chunk",
+]

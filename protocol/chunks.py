@@ -1,0 +1,83 @@
+"""Chunk framing: a fixed 32-byte header followed by the chunk's bytes.
+
+Header (big-endian)::
+
+    0   4  magic  b"MCCH"
+    4   1  frame format (1)
+    5   1  flags (0)
+    6   2  reserved (0)
+    8   4  chunk index
+    12  4  payload length
+    16 16  release id: first 16 bytes of sha256(manifest body)
+
+A fixed header (not msgpack) lets the edge verify and write the payload as a zero-copy slice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import dataclass
+
+from .errors import ChunkRejected, MalformedMessage, OversizedMessage
+from .limits import MAX_CHUNK_SIZE
+from .manifest import Manifest
+
+MAGIC = b"MCCH"
+FRAME_FORMAT = 1
+_HEADER = struct.Struct(">4sBBHII16s")
+HEADER_SIZE = _HEADER.size  # 32
+RELEASE_ID_LEN = 16
+
+
+@dataclass(frozen=True)
+class ChunkFrame:
+    index: int
+    release_id: bytes
+    payload: memoryview
+
+    @staticmethod
+    def encode(index: int, release_id: bytes, payload: bytes) -> bytes:
+        header = _HEADER.pack(
+            MAGIC, FRAME_FORMAT, 0, 0, index, len(payload), release_id[:RELEASE_ID_LEN]
+        )
+        return header + payload
+
+    @classmethod
+    def decode(cls, frame: bytes) -> ChunkFrame:
+        if len(frame) < HEADER_SIZE:
+            raise MalformedMessage(f"chunk frame of {len(frame)} bytes is shorter than its header")
+        if len(frame) > HEADER_SIZE + MAX_CHUNK_SIZE:
+            raise OversizedMessage(f"chunk frame of {len(frame)} bytes exceeds the cap")
+        magic, fmt, _flags, _reserved, index, length, release_id = _HEADER.unpack_from(frame)
+        if magic != MAGIC:
+            raise MalformedMessage("chunk frame has a bad magic number")
+        if fmt != FRAME_FORMAT:
+            raise MalformedMessage(f"chunk frame format {fmt} is not supported")
+        if length != len(frame) - HEADER_SIZE:
+            raise MalformedMessage(
+                f"chunk frame declares {length} bytes but carries {len(frame) - HEADER_SIZE}"
+            )
+        return cls(index, release_id, memoryview(frame)[HEADER_SIZE:])
+
+
+def verify_chunk(manifest: Manifest, release_id: bytes, frame: ChunkFrame) -> None:
+    """Refuse a chunk of another release, out of range, of the wrong length, or whose hash differs."""
+    if frame.release_id != release_id[:RELEASE_ID_LEN]:
+        raise ChunkRejected(
+            f"chunk {frame.index} belongs to another release (id {frame.release_id.hex()})",
+            reason="wrong-release",
+        )
+    if frame.index >= manifest.n_chunks:
+        raise ChunkRejected(
+            f"chunk index {frame.index} out of range (release has {manifest.n_chunks})",
+            reason="index-out-of-range",
+        )
+    expected_len = manifest.chunk_length(frame.index)
+    if len(frame.payload) != expected_len:
+        raise ChunkRejected(
+            f"chunk {frame.index} has {len(frame.payload)} bytes, expected {expected_len}",
+            reason="bad-length",
+        )
+    if hashlib.sha256(frame.payload).digest() != manifest.chunk_hash(frame.index):
+        raise ChunkRejected(f"chunk {frame.index} sha256 mismatch", reason="hash-mismatch")

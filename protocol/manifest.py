@@ -1,0 +1,189 @@
+"""The release manifest: what a model release is, chunk by chunk, and how it is verified."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .codec import check_schema_version, field, non_negative, optional, pack, unpack_map
+from .envelope import KeyCertificate, TrustedRoot, seal
+from .errors import ExpiredError, MalformedMessage, OversizedMessage
+from .limits import (
+    DEFAULT_BLOCK_CHUNKS,
+    DEFAULT_LIMITS,
+    MAX_CHUNK_SIZE,
+    MIN_CHUNK_SIZE,
+    Limits,
+)
+from .names import check_name
+from .signing import SigningKey
+
+KIND_MANIFEST = "manifest"
+FORMAT_ONNX = "onnx"
+
+
+def chunk_count(size: int, chunk_size: int) -> int:
+    return (size + chunk_size - 1) // chunk_size
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """One release of one model. ``chunks`` is the sha256 of every chunk, concatenated."""
+
+    fleet: str
+    name: str
+    version: int
+    size: int
+    sha256: bytes
+    chunk_size: int
+    chunks: bytes
+    created: float
+    expires: float
+    block_chunks: int = DEFAULT_BLOCK_CHUNKS
+    format: str = FORMAT_ONNX
+
+    @property
+    def n_chunks(self) -> int:
+        return len(self.chunks) // 32
+
+    @property
+    def n_blocks(self) -> int:
+        return chunk_count(self.n_chunks, self.block_chunks)
+
+    @property
+    def release(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    def chunk_hash(self, index: int) -> bytes:
+        return self.chunks[index * 32 : index * 32 + 32]
+
+    def chunk_length(self, index: int) -> int:
+        if index < self.n_chunks - 1:
+            return self.chunk_size
+        return self.size - self.chunk_size * (self.n_chunks - 1)
+
+    def block_of(self, index: int) -> int:
+        return index // self.block_chunks
+
+    def block_range(self, block: int) -> range:
+        start = block * self.block_chunks
+        return range(start, min(start + self.block_chunks, self.n_chunks))
+
+    def body(self) -> bytes:
+        return pack(
+            {
+                "v": 1,
+                "fleet": self.fleet,
+                "name": self.name,
+                "version": self.version,
+                "format": self.format,
+                "size": self.size,
+                "sha256": self.sha256,
+                "chunk_size": self.chunk_size,
+                "block_chunks": self.block_chunks,
+                "chunks": self.chunks,
+                "created": self.created,
+                "expires": self.expires,
+            }
+        )
+
+    @classmethod
+    def parse(cls, body: bytes, limits: Limits = DEFAULT_LIMITS) -> Manifest:
+        what = "manifest"
+        obj = unpack_map(body, limits.max_envelope_bytes, what)
+        check_schema_version(obj, what)
+        m = cls(
+            fleet=check_name(field(obj, "fleet", str, what), "fleet"),
+            name=check_name(field(obj, "name", str, what), "model name"),
+            version=non_negative(field(obj, "version", int, what), "version", what),
+            format=optional(obj, "format", str, what, FORMAT_ONNX),
+            size=field(obj, "size", int, what),
+            sha256=field(obj, "sha256", bytes, what),
+            chunk_size=field(obj, "chunk_size", int, what),
+            block_chunks=optional(obj, "block_chunks", int, what, DEFAULT_BLOCK_CHUNKS),
+            chunks=field(obj, "chunks", bytes, what),
+            created=field(obj, "created", float, what),
+            expires=field(obj, "expires", float, what),
+        )
+        m.check(limits)
+        return m
+
+    def check(self, limits: Limits = DEFAULT_LIMITS) -> None:
+        """Internal consistency: every number agrees with every other, within the caps."""
+        what = f"manifest {self.name}@{self.version}"
+        if len(self.sha256) != 32:
+            raise MalformedMessage(f"{what}: sha256 must be 32 bytes")
+        if self.format != FORMAT_ONNX:
+            raise MalformedMessage(f"{what}: format {self.format!r} is not {FORMAT_ONNX!r}")
+        if not MIN_CHUNK_SIZE <= self.chunk_size <= MAX_CHUNK_SIZE:
+            raise MalformedMessage(
+                f"{what}: chunk size {self.chunk_size} outside {MIN_CHUNK_SIZE}..{MAX_CHUNK_SIZE}"
+            )
+        if not 1 <= self.block_chunks <= 4096:
+            raise MalformedMessage(f"{what}: block_chunks {self.block_chunks} outside 1..4096")
+        if self.size <= 0:
+            raise MalformedMessage(f"{what}: size must be positive")
+        if self.size > limits.max_model_bytes:
+            raise OversizedMessage(f"{what}: {self.size} bytes exceeds {limits.max_model_bytes}")
+        if len(self.chunks) % 32:
+            raise MalformedMessage(f"{what}: chunk hash list is not a multiple of 32 bytes")
+        if self.n_chunks != chunk_count(self.size, self.chunk_size):
+            raise MalformedMessage(
+                f"{what}: {self.n_chunks} chunk hashes for {self.size} bytes in "
+                f"{self.chunk_size}-byte chunks (expected {chunk_count(self.size, self.chunk_size)})"
+            )
+        if self.n_chunks > limits.max_chunks:
+            raise OversizedMessage(f"{what}: {self.n_chunks} chunks exceeds {limits.max_chunks}")
+        if self.expires <= self.created:
+            raise MalformedMessage(f"{what}: expires before it was created")
+
+    def sign(self, key: SigningKey, cert: bytes) -> bytes:
+        return seal(KIND_MANIFEST, self.body(), key, cert)
+
+
+def manifest_id(body: bytes) -> bytes:
+    """The identity of a signed release: sha256 of its manifest body (32 bytes).
+
+    Chunk frames carry its first 16 bytes, so a chunk of another release is refused.
+    """
+    return hashlib.sha256(body).digest()
+
+
+@dataclass(frozen=True)
+class VerifiedManifest:
+    """A manifest whose signature chain checked out, with the facts needed to trust its chunks."""
+
+    manifest: Manifest
+    id: bytes
+    signer: KeyCertificate
+    envelope: bytes
+
+
+def open_manifest(
+    trust: TrustedRoot, data: bytes, *, now: float, fleet: str | None = None
+) -> VerifiedManifest:
+    """Verify signature chain, schema, consistency, expiry and (optionally) the fleet."""
+    body, cert = trust.open(data, KIND_MANIFEST, now)
+    manifest = Manifest.parse(body, trust.limits)
+    if now >= manifest.expires:
+        raise ExpiredError(f"manifest {manifest.release} expired at {manifest.expires}")
+    if fleet is not None and manifest.fleet != fleet:
+        raise MalformedMessage(f"manifest {manifest.release} is for fleet {manifest.fleet!r}")
+    return VerifiedManifest(manifest, manifest_id(body), cert, bytes(data))
+
+
+def hash_chunks(blocks: Iterable[bytes]) -> tuple[bytes, bytes, int]:
+    """sha256 of each chunk and of the whole, from an iterable of chunk-sized pieces.
+
+    Returns ``(whole_sha256, concatenated_chunk_hashes, size)``. The caller reads the file in
+    ``chunk_size`` pieces, so this never holds more than one chunk.
+    """
+    whole = hashlib.sha256()
+    hashes = bytearray()
+    size = 0
+    for piece in blocks:
+        whole.update(piece)
+        hashes += hashlib.sha256(piece).digest()
+        size += len(piece)
+    return whole.digest(), bytes(hashes), size

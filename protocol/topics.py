@@ -1,0 +1,81 @@
+"""Every MQTT topic modelcast uses, in one place. See docs/PROTOCOL.md for payloads.
+
+All topics live under ``modelcast/{fleet}/``. Coordinator-to-device traffic: ``releases/...`` and
+``chunks/...``; device-to-coordinator traffic: ``devices/{id}/...``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .names import check_name, is_valid_name
+
+ROOT = "modelcast"
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Topic names of one fleet."""
+
+    fleet: str = "default"
+
+    def __post_init__(self) -> None:
+        check_name(self.fleet, "fleet")
+
+    @property
+    def base(self) -> str:
+        return f"{ROOT}/{self.fleet}"
+
+    # --- coordinator -> devices -------------------------------------------------------------
+    def index(self) -> str:
+        """Retained, signed deployment index: which version of each model the fleet should run."""
+        return f"{self.base}/releases/index"
+
+    def manifest(self, name: str, version: int) -> str:
+        """Retained, signed release manifest."""
+        return f"{self.base}/releases/{check_name(name)}/{int(version)}"
+
+    def chunk_block(self, name: str, version: int, block: int) -> str:
+        """Chunks of one block of a release, published once and fanned out by the broker."""
+        return f"{self.base}/chunks/{check_name(name)}/{int(version)}/{int(block)}"
+
+    # --- devices -> coordinator -------------------------------------------------------------
+    def device(self, device_id: str) -> str:
+        return f"{self.base}/devices/{check_name(device_id, 'device id')}"
+
+    def status(self, device_id: str) -> str:
+        """Retained online/offline flag; also the MQTT will."""
+        return f"{self.device(device_id)}/status"
+
+    def state(self, device_id: str) -> str:
+        """Retained update state: downloading with progress, verified, active, failed, rejected."""
+        return f"{self.device(device_id)}/state"
+
+    def request(self, device_id: str) -> str:
+        """Chunk requests (ranges of chunk indices the device lacks)."""
+        return f"{self.device(device_id)}/request"
+
+    def telemetry(self, device_id: str, kind: str) -> str:
+        return f"{self.device(device_id)}/telemetry/{check_name(kind, 'telemetry kind')}"
+
+    # --- wildcards the coordinator subscribes to --------------------------------------------
+    def all_status(self) -> str:
+        return f"{self.base}/devices/+/status"
+
+    def all_state(self) -> str:
+        return f"{self.base}/devices/+/state"
+
+    def all_requests(self) -> str:
+        return f"{self.base}/devices/+/request"
+
+    def all_events(self) -> str:
+        return f"{self.base}/devices/+/telemetry/events"
+
+    def device_of(self, topic: str) -> str | None:
+        """The device id in a ``devices/{id}/...`` topic of this fleet, or None (also when the id
+        is not a valid name, so it can never be spliced into another topic)."""
+        prefix = f"{self.base}/devices/"
+        if not topic.startswith(prefix):
+            return None
+        device_id = topic[len(prefix):].split("/", 1)[0]
+        return device_id if is_valid_name(device_id) else None

@@ -1,0 +1,1 @@
+"""Helpers shared by the test suites (broker fixtures, MQTT probe, fault proxy)."""

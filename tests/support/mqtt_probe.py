@@ -1,0 +1,215 @@
+"""A plain paho-mqtt 2 client that records what it sees, for asserting on topics.
+
+Deliberately independent of the project's own MQTT code, so tests observe the
+wire through a second, boring implementation. All waiting is on a Condition or an
+Event with a timeout; nothing polls or sleeps.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import Any, NamedTuple
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+
+class Received(NamedTuple):
+    topic: str
+    payload: bytes
+    retain: bool
+
+
+class TopicRecorder:
+    """Subscribe to `topics` on host:port and record every message received.
+
+    After a lost connection paho reconnects by itself and the recorder subscribes
+    again (clean sessions lose subscriptions), so it survives broker restarts.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        topics: Iterable[str] | str = (),
+        *,
+        qos: int = 1,
+        client_id: str | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.qos = qos
+        self.timeout = timeout
+        self.client_id = client_id or f"probe-{uuid.uuid4().hex[:12]}"
+        self._filters: list[str] = [topics] if isinstance(topics, str) else list(topics)
+        self._cond = threading.Condition()
+        self._items: list[Received] = []
+        self._subacks: dict[int, list[ReasonCode]] = {}
+        self._connected = threading.Event()
+        self._connect_result: ReasonCode | None = None
+        self.connects = 0
+        self._client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=MQTTProtocolVersion.MQTTv311,
+            clean_session=True,
+        )
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_subscribe = self._on_subscribe
+        self._client.on_message = self._on_message
+        # Reconnect quickly after a broker restart or a proxy cut.
+        self._client.reconnect_delay_set(min_delay=1, max_delay=2)
+
+    # -- lifecycle ----------------------------------------------------------
+    def start(self) -> TopicRecorder:
+        """Connect, wait for CONNACK, then subscribe and wait for the SUBACK."""
+        self._client.connect(self.host, self.port, keepalive=30)
+        self._client.loop_start()
+        if not self._connected.wait(self.timeout):
+            self.close()
+            raise AssertionError(f"no CONNACK from {self.host}:{self.port} in {self.timeout}s")
+        if self._connect_result is not None and self._connect_result.is_failure:
+            self.close()
+            raise AssertionError(f"broker refused connection: {self._connect_result}")
+        filters, self._filters = self._filters, []
+        for topic_filter in filters:
+            self.subscribe(topic_filter)
+        return self
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def __enter__(self) -> TopicRecorder:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- actions ------------------------------------------------------------
+    def subscribe(self, topic_filter: str, qos: int | None = None) -> None:
+        """Subscribe and block until the broker's SUBACK grants it."""
+        self._filters.append(topic_filter)
+        result, mid = self._client.subscribe(topic_filter, self.qos if qos is None else qos)
+        if result != mqtt.MQTT_ERR_SUCCESS or mid is None:
+            raise AssertionError(f"subscribe {topic_filter!r} failed: {mqtt.error_string(result)}")
+        with self._cond:
+            if not self._cond.wait_for(lambda: mid in self._subacks, self.timeout):
+                raise AssertionError(f"no SUBACK for {topic_filter!r} in {self.timeout}s")
+            codes = self._subacks.pop(mid)
+        if any(code.is_failure for code in codes):
+            raise AssertionError(f"subscription {topic_filter!r} refused: {codes}")
+
+    def publish(
+        self, topic: str, payload: bytes | str | None, qos: int = 1, retain: bool = False
+    ) -> None:
+        """Publish and wait until it is delivered to the broker (PUBACK for QoS 1).
+
+        Must not be called from a paho callback: it blocks on the network thread.
+        """
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        info.wait_for_publish(self.timeout)
+        if not info.is_published():
+            raise AssertionError(f"publish to {topic!r} not acknowledged in {self.timeout}s")
+
+    # -- observations -------------------------------------------------------
+    @property
+    def messages(self) -> list[Received]:
+        with self._cond:
+            return list(self._items)
+
+    def clear(self) -> None:
+        with self._cond:
+            self._items.clear()
+
+    def wait_for(
+        self, predicate: Callable[[Received], bool], timeout: float | None = None
+    ) -> Received:
+        """First recorded message (already seen or arriving) matching predicate."""
+        limit = self.timeout if timeout is None else timeout
+
+        def match() -> Received | None:
+            return next((item for item in self._items if predicate(item)), None)
+
+        with self._cond:
+            found = self._cond.wait_for(match, limit)
+            if found is None:
+                seen = "\n  ".join(
+                    f"{i.topic} retain={i.retain} {i.payload[:60]!r}" for i in self._items
+                )
+                raise AssertionError(
+                    f"no matching message within {limit}s; {len(self._items)} seen:\n  {seen}"
+                )
+            return found
+
+    def wait_for_topic(self, topic: str, timeout: float | None = None) -> Received:
+        return self.wait_for(lambda item: item.topic == topic, timeout)
+
+    def wait_connected(self, timeout: float | None = None) -> None:
+        """Block until connected (e.g. again, after a broker restart)."""
+        if not self._connected.wait(self.timeout if timeout is None else timeout):
+            raise AssertionError(f"not connected to {self.host}:{self.port}")
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    # -- paho callbacks (network thread) -------------------------------------
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        self._connect_result = reason_code
+        if reason_code.is_failure:
+            self._connected.set()  # let start() see the failure
+            return
+        self.connects += 1
+        if self.connects > 1 and self._filters:
+            # Reconnected with a clean session: subscriptions are gone, renew them.
+            client.subscribe([(f, self.qos) for f in self._filters])
+        self._connected.set()
+
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        self._connected.clear()
+
+    def _on_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        with self._cond:
+            self._subacks[mid] = reason_codes
+            self._cond.notify_all()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        with self._cond:
+            self._items.append(
+                Received(message.topic, bytes(message.payload), bool(message.retain))
+            )
+            self._cond.notify_all()
