@@ -121,7 +121,9 @@ class DeploymentPublisher:
         for record in changed:
             log.info(
                 "release %s deployed to fleet %s (index seq %d)",
-                record.release, self._fleet, plan.index.seq,
+                record.release,
+                self._fleet,
+                plan.index.seq,
             )
         if not changed:
             log.info("renewed index of fleet %s (seq %d)", self._fleet, plan.index.seq)
@@ -132,8 +134,12 @@ class DeploymentPublisher:
         for name, version in sorted(deployed.items()):
             record = self._registry.release(self._fleet, name, version)
             if record is None:  # deploy() checks this; only a hand-edited database gets here
-                log.error("release %s@%d is deployed in fleet %s but unknown: skipped",
-                          name, version, self._fleet)
+                log.error(
+                    "release %s@%d is deployed in fleet %s but unknown: skipped",
+                    name,
+                    version,
+                    self._fleet,
+                )
                 continue
             records.append(record)
         return tuple(records)
@@ -142,9 +148,13 @@ class DeploymentPublisher:
         seq = self._registry.next_index_seq(self._fleet)
         expires = now + self._index_expires_in
         if expires > self._keys.expires:
-            log.warning("fleet %s: index seq %d outlives the release key certificate "
-                        "(expires %.0f); edges refuse it from then on", self._fleet, seq,
-                        self._keys.expires)
+            log.warning(
+                "fleet %s: index seq %d outlives the release key certificate "
+                "(expires %.0f); edges refuse it from then on",
+                self._fleet,
+                seq,
+                self._keys.expires,
+            )
         index = protocol.DeploymentIndex(
             fleet=self._fleet,
             seq=seq,
@@ -155,7 +165,9 @@ class DeploymentPublisher:
         for record in records:
             self._warn_if_expired(record, now)
         return SignedIndex(
-            seq=seq, issued=now, expires=expires,
+            seq=seq,
+            issued=now,
+            expires=expires,
             targets={r.name: r.version for r in records},
             payload=index.sign(self._keys.key, self._keys.cert),
         )
@@ -170,18 +182,30 @@ class DeploymentPublisher:
         except protocol.ProtocolError as exc:
             if warned is None:
                 self._expiry_warned[record.release_id] = "damaged"
-                log.error("release %s in fleet %s: stored manifest is damaged (%s)",
-                          record.release, self._fleet, exc)
+                log.error(
+                    "release %s in fleet %s: stored manifest is damaged (%s)",
+                    record.release,
+                    self._fleet,
+                    exc,
+                )
             return
         if now >= expires and warned != "expired":
             self._expiry_warned[record.release_id] = "expired"
-            log.error("release %s in fleet %s: its manifest has expired and edges refuse it; "
-                      "release a new version", record.release, self._fleet)
+            log.error(
+                "release %s in fleet %s: its manifest has expired and edges refuse it; "
+                "release a new version",
+                record.release,
+                self._fleet,
+            )
         elif now < expires <= now + EXPIRY_WARNING_S and warned is None:
             self._expiry_warned[record.release_id] = "soon"
-            log.warning("release %s in fleet %s: its manifest expires in %.1f days; release a "
-                        "new version before then", record.release, self._fleet,
-                        (expires - now) / 86400)
+            log.warning(
+                "release %s in fleet %s: its manifest expires in %.1f days; release a "
+                "new version before then",
+                record.release,
+                self._fleet,
+                (expires - now) / 86400,
+            )
 
     def _publications(
         self, records: tuple[ReleaseRecord, ...], index: SignedIndex

@@ -57,8 +57,13 @@ class DeviceTracker:
         if self._last_state.get(state.device) != key:
             self._last_state[state.device] = key
             level = logging.WARNING if state.state is UpdateState.FAILED else logging.INFO
-            log.log(level, "device %s: %s%s", state.device, describe_state(state),
-                    " (retained)" if retained else "")
+            log.log(
+                level,
+                "device %s: %s%s",
+                state.device,
+                describe_state(state),
+                " (retained)" if retained else "",
+            )
         else:
             log.debug("device %s: %s", state.device, describe_state(state))
 
@@ -74,9 +79,13 @@ class DeviceTracker:
         if self._online.get(status.device) != status.online:
             self._online[status.device] = status.online
             active = ", ".join(f"{n}@{v}" for n, v in sorted(status.active.items()))
-            log.info("device %s %s%s%s", status.device, "online" if status.online else "offline",
-                     f" running {active}" if active else "",
-                     " (retained)" if retained else "")
+            log.info(
+                "device %s %s%s%s",
+                status.device,
+                "online" if status.online else "offline",
+                f" running {active}" if active else "",
+                " (retained)" if retained else "",
+            )
 
     def on_event(self, event: DeviceEvent) -> None:
         release = f" {event.model}@{event.version}" if event.model is not None else ""
@@ -114,7 +123,10 @@ class DeviceTracker:
         self._batch_since = None
         started = time.monotonic()
         self._registry.record_devices(self._fleet, updates)
-        log.debug("recorded %d device reports of fleet %s in %.1f ms", len(updates), self._fleet,
-                  (time.monotonic() - started) * 1000)
+        log.debug(
+            "recorded %d device reports of fleet %s in %.1f ms",
+            len(updates),
+            self._fleet,
+            (time.monotonic() - started) * 1000,
+        )
         return len(updates)
-

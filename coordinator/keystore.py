@@ -74,7 +74,10 @@ def init_keys(keydir: Path, *, validity_days: float = 365) -> None:
         raise
     log.info(
         "created keys in %s: root %s, release %s (certified for %.0f days)",
-        keydir, root.verify_key.key_id, release.verify_key.key_id, validity_days,
+        keydir,
+        root.verify_key.key_id,
+        release.verify_key.key_id,
+        validity_days,
     )
 
 
@@ -126,6 +129,7 @@ def load_release_keys(keydir: Path) -> ReleaseKeys:
     if certified.expires <= time.time():
         log.warning(
             "release key %s: certificate in %s has expired; edges will refuse what it signs",
-            key.verify_key.key_id, cert_path,
+            key.verify_key.key_id,
+            cert_path,
         )
     return ReleaseKeys(key, cert)

@@ -84,8 +84,18 @@ class ReleaseRecord:
 
 
 _RELEASE_COLUMNS = (
-    "fleet", "name", "version", "size", "sha256", "chunk_size", "n_chunks", "block_chunks",
-    "manifest", "release_id", "blob_path", "created",
+    "fleet",
+    "name",
+    "version",
+    "size",
+    "sha256",
+    "chunk_size",
+    "n_chunks",
+    "block_chunks",
+    "manifest",
+    "release_id",
+    "blob_path",
+    "created",
 )
 
 _DEVICE_COLUMNS: dict[str, type] = {
@@ -135,9 +145,18 @@ class Registry:
         db = self._db
         db.table("releases").create(
             {
-                "fleet": str, "name": str, "version": int, "size": int, "sha256": str,
-                "chunk_size": int, "n_chunks": int, "block_chunks": int, "manifest": bytes,
-                "release_id": bytes, "blob_path": str, "created": float,
+                "fleet": str,
+                "name": str,
+                "version": int,
+                "size": int,
+                "sha256": str,
+                "chunk_size": int,
+                "n_chunks": int,
+                "block_chunks": int,
+                "manifest": bytes,
+                "release_id": bytes,
+                "blob_path": str,
+                "created": float,
             },
             pk=("fleet", "name", "version"),
             not_null={"manifest", "release_id", "blob_path"},
@@ -189,8 +208,15 @@ class Registry:
             if size == 0:
                 raise RegistryError(f"{model_path} is empty: nothing to release")
             manifest = protocol.Manifest(
-                fleet=fleet, name=name, version=version, size=size, sha256=whole,
-                chunk_size=chunk_size, chunks=hashes, created=now, expires=now + expires_in,
+                fleet=fleet,
+                name=name,
+                version=version,
+                size=size,
+                sha256=whole,
+                chunk_size=chunk_size,
+                chunks=hashes,
+                created=now,
+                expires=now + expires_in,
             )
             try:
                 manifest.check()
@@ -202,15 +228,27 @@ class Registry:
 
         signed = manifest.sign(keys.key, keys.cert)
         record = ReleaseRecord(
-            fleet=fleet, name=name, version=version, size=size, sha256=whole.hex(),
-            chunk_size=chunk_size, n_chunks=manifest.n_chunks, block_chunks=manifest.block_chunks,
-            manifest=signed, release_id=protocol.manifest_id(manifest.body()),
-            blob_path=str(blob), created=now,
+            fleet=fleet,
+            name=name,
+            version=version,
+            size=size,
+            sha256=whole.hex(),
+            chunk_size=chunk_size,
+            n_chunks=manifest.n_chunks,
+            block_chunks=manifest.block_chunks,
+            manifest=signed,
+            release_id=manifest.release_id,
+            blob_path=str(blob),
+            created=now,
         )
         self._insert_if_newest(record)
         log.info(
             "release %s added to fleet %s: %d bytes, %d chunks, sha256 %s",
-            release, fleet, size, record.n_chunks, record.sha256[:16],
+            release,
+            fleet,
+            size,
+            record.n_chunks,
+            record.sha256[:16],
         )
         return record
 
@@ -405,4 +443,3 @@ def _copy_pieces(src: BinaryIO, dst: BinaryIO, chunk_size: int) -> Iterator[byte
             return
         dst.write(piece)
         yield piece
-

@@ -67,8 +67,14 @@ class _Rejections:
         self.counts[reason] += 1
         n = self.counts[reason]
         if n <= self.LOUD or n % 100 == 0:
-            log.warning("device %s: refused message on %s: %s: %s%s", device or "?", topic,
-                        reason, detail, f" ({n} so far)" if n > self.LOUD else "")
+            log.warning(
+                "device %s: refused message on %s: %s: %s%s",
+                device or "?",
+                topic,
+                reason,
+                detail,
+                f" ({n} so far)" if n > self.LOUD else "",
+            )
 
 
 class Coordinator:
@@ -130,12 +136,21 @@ class Coordinator:
         if self._started:
             raise RuntimeError("coordinator already started")
         self._started = True
-        log.info("coordinator of fleet %s starting (broker %s:%d, client id %s)", self.fleet,
-                 self._session.host, self._session.port, self._session.client_id)
-        for name, target in (("worker", self._work), ("sender", self._send),
-                             ("poller", self._poll)):
-            thread = threading.Thread(target=target, name=f"coordinator-{self.fleet}-{name}",
-                                      daemon=True)
+        log.info(
+            "coordinator of fleet %s starting (broker %s:%d, client id %s)",
+            self.fleet,
+            self._session.host,
+            self._session.port,
+            self._session.client_id,
+        )
+        for name, target in (
+            ("worker", self._work),
+            ("sender", self._send),
+            ("poller", self._poll),
+        ):
+            thread = threading.Thread(
+                target=target, name=f"coordinator-{self.fleet}-{name}", daemon=True
+            )
             thread.start()
             self._threads.append(thread)
         self._session.start()
@@ -152,14 +167,17 @@ class Coordinator:
         for thread in self._threads:
             thread.join(timeout)
             if thread.is_alive():
-                log.warning("coordinator thread %s did not stop within %.1fs", thread.name,
-                            timeout)
+                log.warning("coordinator thread %s did not stop within %.1fs", thread.name, timeout)
         self._flush_devices()
         self._session.stop()
         self._chunks.close()
         self._registry.close()
-        log.info("coordinator of fleet %s stopped: %d chunks (%d bytes) published", self.fleet,
-                 self._chunks_published, self._bytes_published)
+        log.info(
+            "coordinator of fleet %s stopped: %d chunks (%d bytes) published",
+            self.fleet,
+            self._chunks_published,
+            self._bytes_published,
+        )
 
     def run_forever(self, stop_event: threading.Event) -> None:
         """Serve until ``stop_event`` is set (the CLI sets it on SIGINT/SIGTERM)."""
@@ -234,8 +252,13 @@ class Coordinator:
         except queue.Full:
             self._inbox_dropped += 1
             if self._inbox_dropped == 1 or self._inbox_dropped % 1000 == 0:
-                log.warning("fleet %s: inbox full (%d messages), dropped %d so far (last on %s)",
-                            self.fleet, INBOX_SIZE, self._inbox_dropped, topic)
+                log.warning(
+                    "fleet %s: inbox full (%d messages), dropped %d so far (last on %s)",
+                    self.fleet,
+                    INBOX_SIZE,
+                    self._inbox_dropped,
+                    topic,
+                )
 
     # --- worker: device messages ---------------------------------------------------------
     def _work(self) -> None:
@@ -303,20 +326,21 @@ class Coordinator:
         if isinstance(message, protocol.DeviceState):
             self._devices.on_state(message, retained=item.retained, received_at=item.received_at)
         elif isinstance(message, protocol.DeviceStatus):
-            self._devices.on_status(message, retained=item.retained,
-                                    received_at=item.received_at)
+            self._devices.on_status(message, retained=item.retained, received_at=item.received_at)
         else:
             self._devices.on_event(message)
 
     def _handle_request(self, item: _Inbound, device: str) -> None:
         if item.retained:
             # Replayed on every reconnect: whatever it asked for is long stale.
-            raise protocol.MalformedMessage("chunk requests must not be retained",
-                                            reason="retained-request")
+            raise protocol.MalformedMessage(
+                "chunk requests must not be retained", reason="retained-request"
+            )
         req = protocol.ChunkRequest.decode(item.payload)
         if req.device != device:
-            raise protocol.MalformedMessage(f"request names device {req.device!r}",
-                                            reason="device-mismatch")
+            raise protocol.MalformedMessage(
+                f"request names device {req.device!r}", reason="device-mismatch"
+            )
         record = self._release(req.name, req.version)
         if record is None:
             raise protocol.MalformedMessage(
@@ -333,9 +357,15 @@ class Coordinator:
             self._scheduler.on_request(req, record.n_chunks, record.block_chunks)
             if self._scheduler.has_pending:
                 self._sched_cond.notify_all()
-        log.debug("device %s: %s request for %s: %d ranges, subscribed %s%s", device,
-                  "repair" if req.repair else "chunk", record.release, len(req.ranges),
-                  list(req.subscribed), " (fresh)" if req.fresh else "")
+        log.debug(
+            "device %s: %s request for %s: %d ranges, subscribed %s%s",
+            device,
+            "repair" if req.repair else "chunk",
+            record.release,
+            len(req.ranges),
+            list(req.subscribed),
+            " (fresh)" if req.fresh else "",
+        )
 
     def _release(self, name: str, version: int) -> ReleaseRecord | None:
         """A release of this fleet, from the cache or the registry (releases never change)."""
@@ -380,12 +410,16 @@ class Coordinator:
                 self._read_error(record, exc)
                 continue
             frame = protocol.ChunkFrame.encode(index, record.release_id, data)
-            topic = self.topics.chunk_block(record.name, record.version,
-                                            index // record.block_chunks)
+            topic = self.topics.chunk_block(
+                record.name, record.version, index // record.block_chunks
+            )
             if not self._await_room() or not self._session.publish(topic, frame, qos=1):
                 if not self._stopping.is_set():
-                    log.warning("release %s: MQTT client queue full, chunk %d put back",
-                                record.release, index)
+                    log.warning(
+                        "release %s: MQTT client queue full, chunk %d put back",
+                        record.release,
+                        index,
+                    )
                 self._requeue(batch[position:])
                 break
             published += 1
@@ -443,8 +477,11 @@ class Coordinator:
             # In order, on one connection: the broker stores each manifest before the index
             # that names it, so a device never fetches a manifest that is not there yet.
             if not self._session.publish(pub.topic, pub.payload, qos=1, retain=True):
-                log.warning("fleet %s: MQTT client queue full publishing %s; will retry",
-                            self.fleet, pub.what)
+                log.warning(
+                    "fleet %s: MQTT client queue full publishing %s; will retry",
+                    self.fleet,
+                    pub.what,
+                )
                 if republish:
                     self._republish.set()
                 return
@@ -465,7 +502,14 @@ class Coordinator:
         log.debug(
             "fleet %s: %d chunks (%d bytes) published; %d requests, %d chunks requested, "
             "%d coalesced, %d pending; %d messages processed, %d rejected, %d dropped",
-            self.fleet, self.chunks_published, self.bytes_published, stats.requests,
-            stats.chunks_requested, stats.chunks_coalesced, stats.pending,
-            self.messages_processed, sum(self.rejections.values()), self._inbox_dropped,
+            self.fleet,
+            self.chunks_published,
+            self.bytes_published,
+            stats.requests,
+            stats.chunks_requested,
+            stats.chunks_coalesced,
+            stats.pending,
+            self.messages_processed,
+            sum(self.rejections.values()),
+            self._inbox_dropped,
         )

@@ -78,8 +78,17 @@ def format_status(status: dict[str, Any], *, now: float | None = None) -> str:
             state = f"{state} {d['model']}@{d['version']}"
         progress = f"{d['progress'] * 100:.0f}%" if d["state"] not in (None, "idle") else "-"
         last_seen = format_age(now - d["last_seen"]) if d["last_seen"] is not None else "never"
-        rows.append((d["device_id"], online, state, progress, _releases(d["active"]) or "-",
-                     last_seen, d["reason"] or ""))
+        rows.append(
+            (
+                d["device_id"],
+                online,
+                state,
+                progress,
+                _releases(d["active"]) or "-",
+                last_seen,
+                d["reason"] or "",
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
     lines = [header]
     for row in rows:

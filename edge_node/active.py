@@ -79,8 +79,12 @@ class ActiveModels:
         keep = {model.version, model.previous_version}
         root = self.data / "models" / model.name
         for entry in root.iterdir() if root.exists() else []:
-            if entry.is_dir() and entry.name.isdigit() and int(entry.name) < model.version \
-                    and int(entry.name) not in keep:
+            if (
+                entry.is_dir()
+                and entry.name.isdigit()
+                and int(entry.name) < model.version
+                and int(entry.name) not in keep
+            ):
                 shutil.rmtree(entry, ignore_errors=True)
 
 

@@ -89,7 +89,10 @@ class EdgeAgent:
         self._pending: tuple[str, Target] | None = None
         self._dl: _Download | None = None
         self._state = DeviceState(
-            device=self.device, state=UpdateState.IDLE, ts=clock(), boot=self.boot,
+            device=self.device,
+            state=UpdateState.IDLE,
+            ts=clock(),
+            boot=self.boot,
             active=self.actives.versions(),
         )
         self._state_dirty = True
@@ -114,16 +117,22 @@ class EdgeAgent:
             on_disconnect=self._on_disconnect,
             clean_session=False,
             keepalive=config.keepalive,
-            will=Will(self.topics.status(self.device),
-                      DeviceStatus(self.device, online=False).encode()),
+            will=Will(
+                self.topics.status(self.device), DeviceStatus(self.device, online=False).encode()
+            ),
             max_inflight=20,
             max_queued=200,
         )
 
     # --- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
-        log.info("edge %s: starting (fleet %s, data %s, active %s)", self.device,
-                 self.config.fleet, self.data, self.actives.versions() or "none")
+        log.info(
+            "edge %s: starting (fleet %s, data %s, active %s)",
+            self.device,
+            self.config.fleet,
+            self.data,
+            self.actives.versions() or "none",
+        )
         self._worker = threading.Thread(target=self._run, name=f"edge-{self.device}", daemon=True)
         self._worker.start()
         self.mqtt.start()
@@ -210,7 +219,10 @@ class EdgeAgent:
     def _on_index(self, topic: str, payload: bytes) -> None:
         try:
             index: DeploymentIndex = open_index(
-                self.trust, payload, now=self.clock(), fleet=self.config.fleet,
+                self.trust,
+                payload,
+                now=self.clock(),
+                fleet=self.config.fleet,
                 last_seq=self.record.index_seq,
             )
         except ProtocolError as exc:
@@ -230,9 +242,13 @@ class EdgeAgent:
                     self._told_stale.add(target.manifest_id)
                     self._reject(
                         self.topics.index(),
-                        StaleError(f"index targets {name}@{target.version} but "
-                                   f"{name}@{active.version} is active: downgrade refused"),
-                        update_state=True, model=name, version=target.version,
+                        StaleError(
+                            f"index targets {name}@{target.version} but "
+                            f"{name}@{active.version} is active: downgrade refused"
+                        ),
+                        update_state=True,
+                        model=name,
+                        version=target.version,
                     )
                 continue
             if target.manifest_id.hex() in self.record.failed:
@@ -245,8 +261,13 @@ class EdgeAgent:
                     return
                 if target.version <= current.version:
                     return
-                log.info("edge %s: abandoning %s for %s@%d", self.device, self._dl.label, name,
-                         target.version)
+                log.info(
+                    "edge %s: abandoning %s for %s@%d",
+                    self.device,
+                    self._dl.label,
+                    name,
+                    target.version,
+                )
                 self._drop_download(discard=True)
             if self._pending is not None:
                 if self._pending == (name, target):
@@ -255,24 +276,26 @@ class EdgeAgent:
                 self.mqtt.unsubscribe([self.topics.manifest(old_name, old.version)])
             self._pending = (name, target)
             self.mqtt.subscribe([self.topics.manifest(name, target.version)])
-            log.info("edge %s: target %s@%d, fetching its manifest", self.device, name,
-                     target.version)
+            log.info(
+                "edge %s: target %s@%d, fetching its manifest", self.device, name, target.version
+            )
             return
 
     def _on_manifest(self, topic: str, payload: bytes) -> None:
         assert self._pending is not None
         name, target = self._pending
         try:
-            release = open_manifest(self.trust, payload, now=self.clock(),
-                                    fleet=self.config.fleet)
+            release = open_manifest(self.trust, payload, now=self.clock(), fleet=self.config.fleet)
             m = release.manifest
             if release.id != target.manifest_id:
                 raise MalformedMessage(
                     f"manifest {m.release} is not the release the index names", reason="mismatch"
                 )
             if (m.name, m.version) != (name, target.version):
-                raise MalformedMessage(f"manifest {m.release} on the topic of {name}@"
-                                       f"{target.version}", reason="mismatch")
+                raise MalformedMessage(
+                    f"manifest {m.release} on the topic of {name}@{target.version}",
+                    reason="mismatch",
+                )
             active = self.actives.get(name)
             if active is not None and m.version <= active.version:
                 raise StaleError(f"{m.release} is not newer than active {name}@{active.version}")
@@ -305,13 +328,27 @@ class EdgeAgent:
         )
         self._logged_decile = -1
         if held:
-            log.info("edge %s: resuming %s with %d/%d chunks already verified on disk",
-                     self.device, m.release, len(held), m.n_chunks)
-            self._event("resumed", model=m.name, version=m.version,
-                        detail=f"{len(held)}/{m.n_chunks} chunks on disk")
+            log.info(
+                "edge %s: resuming %s with %d/%d chunks already verified on disk",
+                self.device,
+                m.release,
+                len(held),
+                m.n_chunks,
+            )
+            self._event(
+                "resumed",
+                model=m.name,
+                version=m.version,
+                detail=f"{len(held)}/{m.n_chunks} chunks on disk",
+            )
         else:
-            log.info("edge %s: downloading %s (%d bytes, %d chunks)", self.device, m.release,
-                     m.size, m.n_chunks)
+            log.info(
+                "edge %s: downloading %s (%d bytes, %d chunks)",
+                self.device,
+                m.release,
+                m.size,
+                m.n_chunks,
+            )
             self._event("downloading", model=m.name, version=m.version)
         self._set_state(UpdateState.DOWNLOADING, reason=None)
         self._flush_state()  # the first report after a (re)start says how much was on disk
@@ -326,10 +363,10 @@ class EdgeAgent:
             return
         plan = dl.session.plan(self.device, self.clock(), self.config.window)
         m = dl.release.manifest
-        self.mqtt.unsubscribe([self.topics.chunk_block(m.name, m.version, b)
-                               for b in plan.unsubscribe])
-        self.mqtt.subscribe([self.topics.chunk_block(m.name, m.version, b)
-                             for b in plan.subscribe])
+        self.mqtt.unsubscribe(
+            [self.topics.chunk_block(m.name, m.version, b) for b in plan.unsubscribe]
+        )
+        self.mqtt.subscribe([self.topics.chunk_block(m.name, m.version, b) for b in plan.subscribe])
         if plan.request is not None:
             self.mqtt.publish(self.topics.request(self.device), plan.request.encode())
 
@@ -339,8 +376,13 @@ class EdgeAgent:
         try:
             chunk = dl.session.accept(payload)
         except ProtocolError as exc:
-            self._reject(topic, exc, update_state=False, model=dl.release.manifest.name,
-                         version=dl.release.manifest.version)
+            self._reject(
+                topic,
+                exc,
+                update_state=False,
+                model=dl.release.manifest.name,
+                version=dl.release.manifest.version,
+            )
             return
         if chunk is None:
             return
@@ -360,8 +402,9 @@ class EdgeAgent:
             log.info("edge %s: writes succeed again, %s continues", self.device, dl.label)
         if self._last_chunk_at:
             gap = now - self._last_chunk_at
-            self._interval_ewma = gap if not self._interval_ewma else (
-                0.9 * self._interval_ewma + 0.1 * gap)
+            self._interval_ewma = (
+                gap if not self._interval_ewma else (0.9 * self._interval_ewma + 0.1 * gap)
+            )
         self._last_chunk_at = now
         self._progress()
         if dl.session.phase is Phase.COMPLETE:
@@ -380,8 +423,14 @@ class EdgeAgent:
         decile = s.held_count * 10 // dl.release.manifest.n_chunks
         if decile != self._logged_decile:
             self._logged_decile = decile
-            log.info("edge %s: %s %d%% (%d/%d chunks)", self.device, dl.label, decile * 10,
-                     s.held_count, dl.release.manifest.n_chunks)
+            log.info(
+                "edge %s: %s %d%% (%d/%d chunks)",
+                self.device,
+                dl.label,
+                decile * 10,
+                s.held_count,
+                dl.release.manifest.n_chunks,
+            )
 
     def _complete(self) -> None:
         dl = self._dl
@@ -394,9 +443,11 @@ class EdgeAgent:
             dl.session.finish(digest)
             path = dl.part.finalize()
         except DigestMismatch as exc:
-            self._reject(self.topics.manifest(dl.release.manifest.name,
-                                              dl.release.manifest.version), exc,
-                         update_state=True)
+            self._reject(
+                self.topics.manifest(dl.release.manifest.name, dl.release.manifest.version),
+                exc,
+                update_state=True,
+            )
             self._pump()
             return
         except StorageError as exc:
@@ -418,18 +469,25 @@ class EdgeAgent:
             active = self.actives.switch(m.name, m.version, path, m.sha256.hex())
         except (ActivationError, OSError) as exc:
             reason = exc.reason if isinstance(exc, ActivationError) else "write-failed"
-            log.error("edge %s: %s failed activation, keeping %s: %s", self.device, m.release,
-                      self.actives.versions() or "nothing", exc)
+            log.error(
+                "edge %s: %s failed activation, keeping %s: %s",
+                self.device,
+                m.release,
+                self.actives.versions() or "nothing",
+                exc,
+            )
             self.record.failed = (*self.record.failed, release.id.hex())
             self._save_record()
-            self._event("activation-failed", model=m.name, version=m.version, reason=reason,
-                        detail=str(exc))
+            self._event(
+                "activation-failed", model=m.name, version=m.version, reason=reason, detail=str(exc)
+            )
             self._set_state(UpdateState.FAILED, reason=f"{reason}: {exc}", release=release)
             self._remove_release(m)
             self._choose_target()
             return
-        log.info("edge %s: %s is active (previous %s)", self.device, m.release,
-                 active.previous_version)
+        log.info(
+            "edge %s: %s is active (previous %s)", self.device, m.release, active.previous_version
+        )
         self._event("activated", model=m.name, version=m.version)
         self._set_state(UpdateState.ACTIVE, reason=None, release=release)
         self._publish_status()
@@ -451,15 +509,21 @@ class EdgeAgent:
 
     def _unsubscribe_blocks(self, dl: _Download) -> None:
         m = dl.release.manifest
-        self.mqtt.unsubscribe([self.topics.chunk_block(m.name, m.version, b)
-                               for b in dl.session.subscribed])
+        self.mqtt.unsubscribe(
+            [self.topics.chunk_block(m.name, m.version, b) for b in dl.session.subscribed]
+        )
 
     def _storage_failed(self, exc: StorageError, *, release: str) -> None:
         self._write_failures += 1
         delay = min(30.0, 0.5 * 2 ** min(self._write_failures - 1, 6))
         self._write_blocked_until = self.clock() + delay
-        log.error("edge %s: %s: %s; active model untouched, retrying in %.1fs", self.device,
-                  release, exc, delay)
+        log.error(
+            "edge %s: %s: %s; active model untouched, retrying in %.1fs",
+            self.device,
+            release,
+            exc,
+            delay,
+        )
         self._set_state(UpdateState.FAILED, reason=f"{exc.reason}: {exc}")
         self._event("write-failed", reason=exc.reason, detail=str(exc))
 
@@ -480,8 +544,11 @@ class EdgeAgent:
                     dl.part.sync()
                 except StorageError as exc:
                     self._storage_failed(exc, release=dl.label)
-        elif self._pending is not None and self._write_blocked_until \
-                and now >= self._write_blocked_until:
+        elif (
+            self._pending is not None
+            and self._write_blocked_until
+            and now >= self._write_blocked_until
+        ):
             self._write_blocked_until = 0.0
             self._choose_target_again()
         if self._state_dirty and now - self._state_sent_at >= self.config.state_interval:
@@ -500,16 +567,24 @@ class EdgeAgent:
         request = dl.session.repair(self.device, self.clock())
         if request is None:
             return
-        log.info("edge %s: %s stalled at %d/%d chunks, asking again for %d", self.device,
-                 dl.label, dl.session.held_count, m.n_chunks, len(request.indices()))
+        log.info(
+            "edge %s: %s stalled at %d/%d chunks, asking again for %d",
+            self.device,
+            dl.label,
+            dl.session.held_count,
+            m.n_chunks,
+            len(request.indices()),
+        )
         # re-subscribing is idempotent at the broker and repairs a subscription lost in a race
-        self.mqtt.subscribe([self.topics.chunk_block(m.name, m.version, b)
-                             for b in sorted(dl.session.subscribed)])
+        self.mqtt.subscribe(
+            [self.topics.chunk_block(m.name, m.version, b) for b in sorted(dl.session.subscribed)]
+        )
         self.mqtt.publish(self.topics.request(self.device), request.encode())
 
     # --- reporting -----------------------------------------------------------------------
-    def _set_state(self, state: UpdateState, *, reason: str | None,
-                   release: VerifiedManifest | None = None) -> None:
+    def _set_state(
+        self, state: UpdateState, *, reason: str | None, release: VerifiedManifest | None = None
+    ) -> None:
         dl = self._dl
         rel = release or (dl.release if dl else None)
         fields: dict[str, object] = {"state": state, "reason": reason}
@@ -535,8 +610,11 @@ class EdgeAgent:
         elif s.state in (UpdateState.ACTIVE, UpdateState.VERIFIED, UpdateState.ACTIVATING):
             extra = {"chunks_held": s.chunks_total, "bytes_held": s.size}
         self._state = replace(
-            s, ts=self.clock(), active=self.actives.versions(),
-            rejections=sum(self.rejections.values()), **extra,  # type: ignore[arg-type]
+            s,
+            ts=self.clock(),
+            active=self.actives.versions(),
+            rejections=sum(self.rejections.values()),
+            **extra,  # type: ignore[arg-type]
         )
         self._state_dirty = False
         self._state_sent_at = self.clock()
@@ -546,23 +624,61 @@ class EdgeAgent:
             self._state_dirty = True
 
     def _publish_status(self) -> None:
-        status = DeviceStatus(self.device, online=True, ts=self.clock(), boot=self.boot,
-                              agent=__version__, active=self.actives.versions())
+        status = DeviceStatus(
+            self.device,
+            online=True,
+            ts=self.clock(),
+            boot=self.boot,
+            agent=__version__,
+            active=self.actives.versions(),
+        )
         self.mqtt.publish(self.topics.status(self.device), status.encode(), retain=True)
 
-    def _event(self, event: str, **fields: object) -> None:
+    def _event(
+        self,
+        event: str,
+        *,
+        reason: str | None = None,
+        detail: str | None = None,
+        topic: str | None = None,
+        model: str | None = None,
+        version: int | None = None,
+    ) -> None:
         self._event_seq += 1
-        msg = DeviceEvent(device=self.device, event=event, ts=self.clock(), boot=self.boot,
-                          seq=self._event_seq, **fields)  # type: ignore[arg-type]
+        msg = DeviceEvent(
+            device=self.device,
+            event=event,
+            ts=self.clock(),
+            boot=self.boot,
+            seq=self._event_seq,
+            reason=reason,
+            detail=detail,
+            topic=topic,
+            model=model,
+            version=version,
+        )
         if self._connected:
             self.mqtt.publish(self.topics.telemetry(self.device, "events"), msg.encode())
 
-    def _reject(self, topic: str, exc: ProtocolError, *, update_state: bool,
-                model: str | None = None, version: int | None = None) -> None:
+    def _reject(
+        self,
+        topic: str,
+        exc: ProtocolError,
+        *,
+        update_state: bool,
+        model: str | None = None,
+        version: int | None = None,
+    ) -> None:
         self.rejections[exc.reason] += 1
         log.warning("edge %s: rejected message on %s: %s", self.device, topic, exc)
-        self._event("rejected", reason=exc.reason, detail=exc.detail[:500], topic=topic,
-                    model=model, version=version)
+        self._event(
+            "rejected",
+            reason=exc.reason,
+            detail=exc.detail[:500],
+            topic=topic,
+            model=model,
+            version=version,
+        )
         if update_state:
             fields: dict[str, object] = {"state": UpdateState.REJECTED, "reason": str(exc)[:500]}
             if model is not None:

@@ -1,4 +1,5 @@
-"""The edge's own failures. Bad data from the wire is ``protocol.ProtocolError``; these are local."""
+"""The edge's own failures. Bad data from the wire is ``protocol.ProtocolError``; these are
+local."""
 
 from __future__ import annotations
 

@@ -32,7 +32,9 @@ class _Processes:
     def start(self, label: str, *args: str) -> None:
         log = (self.workdir / f"{label}.log").open("ab")
         self.procs[label] = subprocess.Popen(
-            [sys.executable, "-m", "modelcast.cli", *args], stdout=log, stderr=log,
+            [sys.executable, "-m", "modelcast.cli", *args],
+            stdout=log,
+            stderr=log,
             stdin=subprocess.DEVNULL,
         )
 
@@ -53,8 +55,9 @@ class _Processes:
                 proc.kill()
 
 
-def _wait(cond: threading.Condition, pred: Callable[[], bool], deadline: float,
-          procs: _Processes) -> None:
+def _wait(
+    cond: threading.Condition, pred: Callable[[], bool], deadline: float, procs: _Processes
+) -> None:
     with cond:
         while not pred():
             remaining = deadline - time.monotonic()
@@ -97,8 +100,10 @@ def run_demo(*, edges: int, size_mb: float, workdir: Path | None, timeout: float
     def all_active(devices: list[str], version: int) -> bool:
         states = board.states()
         return all(
-            d in states and states[d].state is UpdateState.ACTIVE
-            and states[d].active.get("demo-model") == version for d in devices
+            d in states
+            and states[d].state is UpdateState.ACTIVE
+            and states[d].active.get("demo-model") == version
+            for d in devices
         )
 
     with LocalBroker(workdir=workdir / "broker") as broker:
@@ -108,33 +113,58 @@ def run_demo(*, edges: int, size_mb: float, workdir: Path | None, timeout: float
         registry = Registry(db)
         size = int(size_mb * (1 << 20))
         v1 = make_model(workdir / "model-v1.onnx", size, seed=1)
-        rel = registry.add_release(v1, name="demo-model", version=1,
-                                   keys=load_release_keys(keys), fleet=FLEET)
+        rel = registry.add_release(
+            v1, name="demo-model", version=1, keys=load_release_keys(keys), fleet=FLEET
+        )
         registry.deploy("demo-model", 1, fleet=FLEET)
-        board.note(f"released and deployed demo-model@1: {rel.size} bytes in {rel.n_chunks} "
-                   "signed chunks")
-        watcher = MqttSession(broker.url, f"modelcast-demo-watch-{int(time.time())}",
-                              on_message=on_message, clean_session=True,
-                              on_connect=lambda _s: watcher.subscribe([topics.all_state()]))
+        board.note(
+            f"released and deployed demo-model@1: {rel.size} bytes in {rel.n_chunks} signed chunks"
+        )
+        watcher = MqttSession(
+            broker.url,
+            f"modelcast-demo-watch-{int(time.time())}",
+            on_message=on_message,
+            clean_session=True,
+            on_connect=lambda _s: watcher.subscribe([topics.all_state()]),
+        )
         watcher.start()
         try:
             common = ["--broker", broker.url, "--fleet", FLEET]
-            procs.start("coordinator", "coordinator", *common, "--db", str(db),
-                        "--keys", str(keys))
+            procs.start("coordinator", "coordinator", *common, "--db", str(db), "--keys", str(keys))
             devices = [f"edge-{i + 1}" for i in range(edges)]
             for d in devices:
-                procs.start(d, "edge", *common, "--id", d, "--data", str(workdir / d),
-                            "--trust", str(keys / "root.pub"))
+                procs.start(
+                    d,
+                    "edge",
+                    *common,
+                    "--id",
+                    d,
+                    "--data",
+                    str(workdir / d),
+                    "--trust",
+                    str(keys / "root.pub"),
+                )
             _wait(cond, lambda: all_active(devices, 1), deadline, procs)
-            board.note("all edges run demo-model@1; releasing demo-model@2 and starting a "
-                       "late joiner")
+            board.note(
+                "all edges run demo-model@1; releasing demo-model@2 and starting a late joiner"
+            )
             v2 = make_model(workdir / "model-v2.onnx", size, seed=2)
-            registry.add_release(v2, name="demo-model", version=2,
-                                 keys=load_release_keys(keys), fleet=FLEET)
+            registry.add_release(
+                v2, name="demo-model", version=2, keys=load_release_keys(keys), fleet=FLEET
+            )
             registry.deploy("demo-model", 2, fleet=FLEET)
             late = "edge-late"
-            procs.start(late, "edge", *common, "--id", late, "--data", str(workdir / late),
-                        "--trust", str(keys / "root.pub"))
+            procs.start(
+                late,
+                "edge",
+                *common,
+                "--id",
+                late,
+                "--data",
+                str(workdir / late),
+                "--trust",
+                str(keys / "root.pub"),
+            )
             _wait(cond, lambda: all_active([*devices, late], 2), deadline, procs)
             board.note("every edge, the late joiner included, runs demo-model@2:")
             board.note(format_status(fleet_status(db, FLEET)))

@@ -43,8 +43,9 @@ def make_model(path: Path, size_bytes: int = 1 << 20, *, seed: int = 0, inputs: 
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", outputs])],
         initializer=[numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="modelcast")
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="modelcast"
+    )
     model.ir_version = 8
     return _save(model, path)
 
@@ -59,7 +60,8 @@ def make_failing_model(path: Path) -> Path:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [7, 3])],
         initializer=[shape],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="modelcast")
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="modelcast"
+    )
     model.ir_version = 8
     return _save(model, path)

@@ -45,7 +45,7 @@ class Backoff:
         base = min(self.cap, self.initial * (2 ** min(self.attempts, 30)))
         self.attempts += 1
         rng = self.rng or random
-        return base / 2 + rng.uniform(0, base / 2)
+        return float(base / 2 + rng.uniform(0, base / 2))
 
     def reset(self) -> None:
         self.attempts = 0
@@ -110,7 +110,7 @@ class MqttSession:
     # --- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
         """Connect in the background; reconnects forever until ``stop``."""
-        self._client.reconnect_delay_set(self._backoff.initial, self._backoff.cap)
+        self._reconnect_delay(self._backoff.initial, self._backoff.cap)
         self._client.connect_async(self.host, self.port, keepalive=self.keepalive)
         self._stopping = False
         self._client.loop_start()
@@ -119,7 +119,9 @@ class MqttSession:
     def wait_connected(self, timeout: float) -> bool:
         return self.connected.wait(timeout)
 
-    def stop(self, final: list[tuple[str, bytes, bool]] | None = None, timeout: float = 3.0) -> None:
+    def stop(
+        self, final: list[tuple[str, bytes, bool]] | None = None, timeout: float = 3.0
+    ) -> None:
         """Publish ``final`` messages (e.g. a clean ``online: false``), then disconnect."""
         if not self._started:
             return
@@ -177,14 +179,17 @@ class MqttSession:
             self._set_next_delay()
             return
         self._backoff.reset()
-        self._client.reconnect_delay_set(self._backoff.initial, self._backoff.cap)
+        self._reconnect_delay(self._backoff.initial, self._backoff.cap)
         self.connects += 1
         if self.connects > 1:
             self.reconnects += 1
         session_present = bool(getattr(flags, "session_present", False))
         log.info(
             "%s: connected to %s:%d (session %s)",
-            self.client_id, self.host, self.port, "resumed" if session_present else "new",
+            self.client_id,
+            self.host,
+            self.port,
+            "resumed" if session_present else "new",
         )
         self.connected.set()
         if self._on_connect_cb is not None:
@@ -192,8 +197,9 @@ class MqttSession:
 
     def _handle_connect_fail(self, client: paho.Client, userdata: Any) -> None:
         delay = self._set_next_delay()
-        log.info("%s: cannot reach %s:%d, retrying in %.1fs", self.client_id, self.host, self.port,
-                 delay)
+        log.info(
+            "%s: cannot reach %s:%d, retrying in %.1fs", self.client_id, self.host, self.port, delay
+        )
 
     def _handle_disconnect(
         self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any
@@ -204,8 +210,9 @@ class MqttSession:
             log.info("%s: disconnected", self.client_id)
         elif was:
             delay = self._set_next_delay()
-            log.warning("%s: disconnected (%s), reconnecting in %.1fs", self.client_id, reason,
-                        delay)
+            log.warning(
+                "%s: disconnected (%s), reconnecting in %.1fs", self.client_id, reason, delay
+            )
             if self._on_disconnect_cb is not None:
                 self._on_disconnect_cb()
 
@@ -213,13 +220,18 @@ class MqttSession:
         delay = self._backoff.next()
         # paho doubles its delay up to max before each wait; pinning min=max=delay makes the
         # next wait exactly our jittered value.
-        self._client.reconnect_delay_set(delay, delay)
+        self._reconnect_delay(delay, delay)
         return delay
+
+    def _reconnect_delay(self, low: float, high: float) -> None:
+        # paho annotates these as int, but only does float arithmetic with them; sub-second
+        # jitter matters when a whole fleet reconnects at once.
+        self._client.reconnect_delay_set(low, high)  # type: ignore[arg-type]
 
     def _handle_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         self.bytes_received += len(msg.payload)
         try:
-            self._on_message(msg.topic, msg.payload, bool(msg.retain))
+            self._on_message(msg.topic, bytes(msg.payload), bool(msg.retain))
         except Exception:  # a handler bug must not kill the network thread
             log.exception("%s: message handler failed on %s", self.client_id, msg.topic)
 

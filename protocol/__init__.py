@@ -20,7 +20,7 @@ from .errors import (
 )
 from .index import DeploymentIndex, Target, open_index
 from .limits import DEFAULT_CHUNK_SIZE, DEFAULT_LIMITS, MAX_CHUNK_SIZE, Limits
-from .manifest import Manifest, VerifiedManifest, hash_chunks, manifest_id, open_manifest
+from .manifest import Manifest, VerifiedManifest, hash_chunks, open_manifest
 from .messages import ChunkRequest, DeviceEvent, DeviceState, DeviceStatus, UpdateState
 from .names import check_name, is_valid_name
 from .ranges import iter_ranges, to_ranges
@@ -68,7 +68,6 @@ __all__ = [
     "is_valid_name",
     "iter_ranges",
     "key_id",
-    "manifest_id",
     "open_index",
     "open_manifest",
     "seal",

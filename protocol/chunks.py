@@ -62,7 +62,8 @@ class ChunkFrame:
 
 
 def verify_chunk(manifest: Manifest, release_id: bytes, frame: ChunkFrame) -> None:
-    """Refuse a chunk of another release, out of range, of the wrong length, or whose hash differs."""
+    """Refuse a chunk of another release, out of range, of the wrong length, or whose hash
+    differs."""
     if frame.release_id != release_id[:RELEASE_ID_LEN]:
         raise ChunkRejected(
             f"chunk {frame.index} belongs to another release (id {frame.release_id.hex()})",

@@ -17,7 +17,7 @@ SCHEMA_VERSION = 1
 
 def pack(obj: Any) -> bytes:
     """Deterministic encoding: maps are written in the order given, bytes as ``bin``."""
-    return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
+    return msgpack.packb(obj, use_bin_type=True)
 
 
 def unpack_map(data: bytes, max_bytes: int, what: str) -> dict[str, Any]:
@@ -70,7 +70,7 @@ def field(obj: Mapping[str, Any], key: str, kind: type[T], what: str) -> T:
         )
     if isinstance(value, float) and not math.isfinite(value):  # a NaN expiry never expires
         raise MalformedMessage(f"{what}: field {key!r} must be finite, got {value}")
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 def optional(obj: Mapping[str, Any], key: str, kind: type[T], what: str, default: T) -> T:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from .chunks import ChunkFrame, verify_chunk
 from .errors import DigestMismatch, SequenceError
@@ -24,7 +24,7 @@ from .messages import ChunkRequest
 from .ranges import to_ranges
 
 
-class Phase(str, Enum):
+class Phase(StrEnum):
     DOWNLOADING = "downloading"
     COMPLETE = "complete"
     VERIFIED = "verified"
@@ -196,7 +196,8 @@ class DownloadSession:
         return Plan(tuple(subscribe), tuple(unsubscribe), request)
 
     def stalled(self, now: float, timeout: float) -> bool:
-        """True when chunks are outstanding and none has arrived (or been re-asked) for ``timeout``."""
+        """True when chunks are outstanding and none has arrived (or been re-asked) for
+        ``timeout``."""
         if self.phase is not Phase.DOWNLOADING or not self._outstanding:
             return False
         last_ask = max(self._outstanding.values())

@@ -141,5 +141,7 @@ class TrustedRoot:
         if cert.key.key_id in self.revoked:
             raise SignatureError(f"release key {cert.key.key_id} is revoked", reason="revoked-key")
         if now >= cert.expires:
-            raise ExpiredError(f"release key {cert.key.key_id} certificate expired at {cert.expires}")
+            raise ExpiredError(
+                f"release key {cert.key.key_id} certificate expired at {cert.expires}"
+            )
         return cert

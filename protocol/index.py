@@ -7,7 +7,8 @@ index is refused.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field as dc_field
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from typing import Any
 
 from .codec import check_schema_version, field, non_negative, pack, unpack_map
@@ -59,7 +60,9 @@ class DeploymentIndex:
         check_schema_version(obj, what)
         raw_targets = field(obj, "targets", dict, what)
         if len(raw_targets) > limits.max_targets:
-            raise OversizedMessage(f"{what}: {len(raw_targets)} targets exceeds {limits.max_targets}")
+            raise OversizedMessage(
+                f"{what}: {len(raw_targets)} targets exceeds {limits.max_targets}"
+            )
         targets: dict[str, Target] = {}
         for name, raw in raw_targets.items():
             check_name(name, "model name")
@@ -69,7 +72,9 @@ class DeploymentIndex:
             mid = field(t, "manifest", bytes, what)
             if len(mid) != 32:
                 raise MalformedMessage(f"{what}: target {name!r} manifest id must be 32 bytes")
-            targets[name] = Target(non_negative(field(t, "version", int, what), "version", what), mid)
+            targets[name] = Target(
+                non_negative(field(t, "version", int, what), "version", what), mid
+            )
         return cls(
             fleet=check_name(field(obj, "fleet", str, what), "fleet"),
             seq=non_negative(field(obj, "seq", int, what), "seq", what),

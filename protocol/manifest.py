@@ -70,6 +70,29 @@ class Manifest:
         start = block * self.block_chunks
         return range(start, min(start + self.block_chunks, self.n_chunks))
 
+    @property
+    def release_id(self) -> bytes:
+        """The identity of a release (32 bytes): sha256 over everything that defines its bytes,
+        but not over its signing times, so a manifest re-signed with a later expiry is the same
+        release. Chunk frames carry its first 16 bytes, so a chunk of another release is refused.
+        """
+        return hashlib.sha256(
+            pack(
+                [
+                    "modelcast-release-v1",
+                    self.fleet,
+                    self.name,
+                    self.version,
+                    self.format,
+                    self.size,
+                    self.sha256,
+                    self.chunk_size,
+                    self.block_chunks,
+                    self.chunks,
+                ]
+            )
+        ).digest()
+
     def body(self) -> bytes:
         return pack(
             {
@@ -131,7 +154,8 @@ class Manifest:
         if self.n_chunks != chunk_count(self.size, self.chunk_size):
             raise MalformedMessage(
                 f"{what}: {self.n_chunks} chunk hashes for {self.size} bytes in "
-                f"{self.chunk_size}-byte chunks (expected {chunk_count(self.size, self.chunk_size)})"
+                f"{self.chunk_size}-byte chunks "
+                f"(expected {chunk_count(self.size, self.chunk_size)})"
             )
         if self.n_chunks > limits.max_chunks:
             raise OversizedMessage(f"{what}: {self.n_chunks} chunks exceeds {limits.max_chunks}")
@@ -140,14 +164,6 @@ class Manifest:
 
     def sign(self, key: SigningKey, cert: bytes) -> bytes:
         return seal(KIND_MANIFEST, self.body(), key, cert)
-
-
-def manifest_id(body: bytes) -> bytes:
-    """The identity of a signed release: sha256 of its manifest body (32 bytes).
-
-    Chunk frames carry its first 16 bytes, so a chunk of another release is refused.
-    """
-    return hashlib.sha256(body).digest()
 
 
 @dataclass(frozen=True)
@@ -170,7 +186,7 @@ def open_manifest(
         raise ExpiredError(f"manifest {manifest.release} expired at {manifest.expires}")
     if fleet is not None and manifest.fleet != fleet:
         raise MalformedMessage(f"manifest {manifest.release} is for fleet {manifest.fleet!r}")
-    return VerifiedManifest(manifest, manifest_id(body), cert, bytes(data))
+    return VerifiedManifest(manifest, manifest.release_id, cert, bytes(data))
 
 
 def hash_chunks(blocks: Iterable[bytes]) -> tuple[bytes, bytes, int]:

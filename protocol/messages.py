@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field as dc_field
-from enum import Enum
+from dataclasses import dataclass
+from dataclasses import field as dc_field
+from enum import StrEnum
 from typing import Any
 
 from .codec import check_schema_version, field, non_negative, optional, pack, unpack_map
@@ -13,7 +14,7 @@ from .names import check_name
 from .ranges import iter_ranges
 
 
-class UpdateState(str, Enum):
+class UpdateState(StrEnum):
     """What the device reports on its state topic."""
 
     IDLE = "idle"
@@ -177,8 +178,13 @@ class DeviceState:
         ints = {
             k: non_negative(optional(obj, k, int, what, 0), k, what)
             for k in (
-                "chunks_held", "chunks_total", "bytes_held", "size", "received",
-                "duplicates", "rejections",
+                "chunks_held",
+                "chunks_total",
+                "bytes_held",
+                "size",
+                "received",
+                "duplicates",
+                "rejections",
             )
         }
         return cls(
@@ -237,7 +243,8 @@ class DeviceStatus:
 
 @dataclass(frozen=True)
 class DeviceEvent:
-    """One entry on ``devices/{id}/telemetry/events``: a rejection, a state change, an activation."""
+    """One entry on ``devices/{id}/telemetry/events``: a rejection, a state change, an
+    activation."""
 
     device: str
     event: str
@@ -284,5 +291,5 @@ class DeviceEvent:
             boot=optional(obj, "boot", str, what, ""),
             seq=optional(obj, "seq", int, what, 0),
             version=version,
-            **opt_str,  # type: ignore[arg-type]
+            **opt_str,
         )

@@ -43,7 +43,9 @@ class VerifyKey:
         try:
             Ed25519PublicKey.from_public_bytes(self.raw).verify(signature, signed_bytes(kind, body))
         except InvalidSignature:
-            raise SignatureError(f"{kind} signature does not verify with key {self.key_id}") from None
+            raise SignatureError(
+                f"{kind} signature does not verify with key {self.key_id}"
+            ) from None
 
     def to_pem(self) -> bytes:
         return Ed25519PublicKey.from_public_bytes(self.raw).public_bytes(

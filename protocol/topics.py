@@ -77,5 +77,5 @@ class Topics:
         prefix = f"{self.base}/devices/"
         if not topic.startswith(prefix):
             return None
-        device_id = topic[len(prefix):].split("/", 1)[0]
+        device_id = topic[len(prefix) :].split("/", 1)[0]
         return device_id if is_valid_name(device_id) else None

@@ -45,12 +45,19 @@ def setup(broker: Broker, mqtt_fleet: str, tmp_path: Path) -> Iterator[Setup]:
     model.write_bytes(os.urandom(SIZE))
     db = tmp_path / "registry.db"
     registry = Registry(db)
-    record = registry.add_release(model, name="m", version=3, keys=load_release_keys(keydir),
-                                  fleet=mqtt_fleet, chunk_size=CHUNK)
+    record = registry.add_release(
+        model,
+        name="m",
+        version=3,
+        keys=load_release_keys(keydir),
+        fleet=mqtt_fleet,
+        chunk_size=CHUNK,
+    )
     registry.deploy("m", 3, fleet=mqtt_fleet)
     registry.close()
-    coordinator = Coordinator(broker_url=broker.url, db_path=db, keydir=keydir,
-                              fleet=mqtt_fleet, poll_interval=0.2)
+    coordinator = Coordinator(
+        broker_url=broker.url, db_path=db, keydir=keydir, fleet=mqtt_fleet, poll_interval=0.2
+    )
     coordinator.start()
     trust = protocol.TrustedRoot(protocol.VerifyKey.from_pem((keydir / "root.pub").read_bytes()))
     try:
@@ -60,13 +67,13 @@ def setup(broker: Broker, mqtt_fleet: str, tmp_path: Path) -> Iterator[Setup]:
 
 
 def manifest_of(setup: Setup) -> protocol.VerifiedManifest:
-    return protocol.open_manifest(setup.trust, setup.record.manifest, now=time.time(),
-                                  fleet=setup.topics.fleet)
+    return protocol.open_manifest(
+        setup.trust, setup.record.manifest, now=time.time(), fleet=setup.topics.fleet
+    )
 
 
 def index_of(setup: Setup, item: Received) -> protocol.DeploymentIndex:
-    return protocol.open_index(setup.trust, item.payload, now=time.time(),
-                               fleet=setup.topics.fleet)
+    return protocol.open_index(setup.trust, item.payload, now=time.time(), fleet=setup.topics.fleet)
 
 
 def await_index(broker: Broker, setup: Setup) -> protocol.DeploymentIndex:
@@ -92,10 +99,13 @@ def request(
     release_id: bytes | None = None,
 ) -> tuple[str, bytes]:
     req = protocol.ChunkRequest(
-        device=device, name="m", version=3,
+        device=device,
+        name="m",
+        version=3,
         release_id=(release_id or setup.record.release_id)[:16],
         ranges=tuple((s, c) for s, c in protocol.to_ranges(indices)),
-        subscribed=tuple(subscribed), fresh=fresh,
+        subscribed=tuple(subscribed),
+        fresh=fresh,
     )
     return setup.topics.request(device), req.encode()
 
@@ -123,17 +133,16 @@ def await_chunks(probe: TopicRecorder, setup: Setup, wanted: set[int]) -> list[i
     return indices
 
 
-def test_publishes_a_retained_index_and_manifest_that_verify(
-    broker: Broker, setup: Setup
-) -> None:
+def test_publishes_a_retained_index_and_manifest_that_verify(broker: Broker, setup: Setup) -> None:
     index = await_index(broker, setup)
     assert index.targets == {"m": protocol.Target(3, setup.record.release_id)}
     assert setup.coordinator.index_seq == index.seq
     with TopicRecorder(broker.host, broker.port, [setup.topics.manifest("m", 3)]) as probe:
         item = probe.wait_for_topic(setup.topics.manifest("m", 3), TIMEOUT)
     assert item.retain
-    verified = protocol.open_manifest(setup.trust, item.payload, now=time.time(),
-                                      fleet=setup.topics.fleet)
+    verified = protocol.open_manifest(
+        setup.trust, item.payload, now=time.time(), fleet=setup.topics.fleet
+    )
     assert verified.id == index.targets["m"].manifest_id
     assert verified.manifest.n_chunks == N_CHUNKS
 
@@ -148,9 +157,7 @@ def test_serves_exactly_the_requested_chunks(broker: Broker, setup: Setup) -> No
             lambda: setup.coordinator.chunks_published == len(wanted), TIMEOUT
         )
     assert sorted(got) == wanted  # each once, nothing else
-    assert setup.coordinator.bytes_published == sum(
-        protocol.HEADER_SIZE + CHUNK for _ in wanted
-    )
+    assert setup.coordinator.bytes_published == sum(protocol.HEADER_SIZE + CHUNK for _ in wanted)
 
 
 def test_two_subscribed_devices_asking_for_the_same_chunks_cost_one_publish_each(
@@ -183,9 +190,7 @@ def test_two_subscribed_devices_asking_for_the_same_chunks_cost_one_publish_each
     assert sorted(got_a) == sorted(got_b) == everything
 
 
-def test_garbage_is_counted_and_the_service_keeps_serving(
-    broker: Broker, setup: Setup
-) -> None:
+def test_garbage_is_counted_and_the_service_keeps_serving(broker: Broker, setup: Setup) -> None:
     await_index(broker, setup)
     coordinator = setup.coordinator
     with fake_device(broker, setup, [0]) as device:
@@ -194,8 +199,9 @@ def test_garbage_is_counted_and_the_service_keeps_serving(
         _, spoofed = request(setup, "d2", [1])
         device.publish(setup.topics.request("d1"), spoofed)  # d1's topic, d2 in the payload
         assert coordinator.wait_until(
-            lambda: coordinator.rejections
-            == {"malformed": 1, "wrong-release": 1, "device-mismatch": 1},
+            lambda: (
+                coordinator.rejections == {"malformed": 1, "wrong-release": 1, "device-mismatch": 1}
+            ),
             TIMEOUT,
         ), coordinator.rejections
         device.publish(*request(setup, "d1", [2, 3], subscribed=[0], fresh=True))
@@ -206,19 +212,28 @@ def test_garbage_is_counted_and_the_service_keeps_serving(
 def test_device_reports_reach_the_registry(broker: Broker, setup: Setup) -> None:
     await_index(broker, setup)
     topics = setup.topics
-    state = protocol.DeviceState(device="d7", state=protocol.UpdateState.DOWNLOADING,
-                                 ts=time.time(), model="m", version=3, chunks_held=10,
-                                 chunks_total=N_CHUNKS)
-    status = protocol.DeviceStatus(device="d7", online=True, ts=time.time(), agent="fake/1",
-                                   active={"m": 2})
+    state = protocol.DeviceState(
+        device="d7",
+        state=protocol.UpdateState.DOWNLOADING,
+        ts=time.time(),
+        model="m",
+        version=3,
+        chunks_held=10,
+        chunks_total=N_CHUNKS,
+    )
+    status = protocol.DeviceStatus(
+        device="d7", online=True, ts=time.time(), agent="fake/1", active={"m": 2}
+    )
     with TopicRecorder(broker.host, broker.port) as device:
         device.publish(topics.state("d7"), state.encode(), retain=True)
         device.publish(topics.status("d7"), status.encode(), retain=True)
 
         def recorded() -> bool:
             devices = fleet_status(setup.db, topics.fleet)["devices"]
-            return bool(devices) and devices[0]["online"] is True and devices[0]["state"] == (
-                "downloading"
+            return (
+                bool(devices)
+                and devices[0]["online"] is True
+                and devices[0]["state"] == ("downloading")
             )
 
         assert setup.coordinator.wait_until(recorded, TIMEOUT)
@@ -238,9 +253,14 @@ def test_a_new_deployment_is_published_with_a_higher_seq(
     model = tmp_path / "model-v4.onnx"
     model.write_bytes(os.urandom(2 * CHUNK))
     registry = Registry(setup.db)  # as the CLI would, from another process
-    record = registry.add_release(model, name="m", version=4,
-                                  keys=load_release_keys(tmp_path / "keys"),
-                                  fleet=setup.topics.fleet, chunk_size=CHUNK)
+    record = registry.add_release(
+        model,
+        name="m",
+        version=4,
+        keys=load_release_keys(tmp_path / "keys"),
+        fleet=setup.topics.fleet,
+        chunk_size=CHUNK,
+    )
     registry.deploy("m", 4, fleet=setup.topics.fleet)
     registry.close()
     topics = setup.topics
@@ -264,13 +284,24 @@ def test_retained_messages_are_republished_after_a_broker_restart(
     model = tmp_path / "model.onnx"
     model.write_bytes(os.urandom(SIZE))
     registry = Registry(tmp_path / "registry.db")
-    registry.add_release(model, name="m", version=1, keys=load_release_keys(keydir),
-                         fleet=mqtt_fleet, chunk_size=CHUNK)
+    registry.add_release(
+        model,
+        name="m",
+        version=1,
+        keys=load_release_keys(keydir),
+        fleet=mqtt_fleet,
+        chunk_size=CHUNK,
+    )
     registry.deploy("m", 1, fleet=mqtt_fleet)
     registry.close()
     topics = protocol.Topics(mqtt_fleet)
-    coordinator = Coordinator(broker_url=fresh_broker.url, db_path=tmp_path / "registry.db",
-                              keydir=keydir, fleet=mqtt_fleet, poll_interval=0.2)
+    coordinator = Coordinator(
+        broker_url=fresh_broker.url,
+        db_path=tmp_path / "registry.db",
+        keydir=keydir,
+        fleet=mqtt_fleet,
+        poll_interval=0.2,
+    )
     coordinator.start()
     try:
         wanted = [topics.index(), topics.manifest("m", 1)]
@@ -284,9 +315,15 @@ def test_retained_messages_are_republished_after_a_broker_restart(
         # And it still serves chunks over the new connection.
         block = topics.chunk_block("m", 1, 0)
         with TopicRecorder(fresh_broker.host, fresh_broker.port, [block]) as device:
-            req = protocol.ChunkRequest(device="d1", name="m", version=1,
-                                        release_id=index_of_payload(after, keydir, mqtt_fleet),
-                                        ranges=((0, 3),), subscribed=(0,), fresh=True)
+            req = protocol.ChunkRequest(
+                device="d1",
+                name="m",
+                version=1,
+                release_id=index_of_payload(after, keydir, mqtt_fleet),
+                ranges=((0, 3),),
+                subscribed=(0,),
+                fresh=True,
+            )
             device.publish(topics.request("d1"), req.encode())
             device.wait_for(lambda _: len(device.messages) >= 3, TIMEOUT)
         assert coordinator.chunks_published == 3

@@ -41,24 +41,36 @@ class Env:
     edges: list[EdgeProcess] = field(default_factory=list)
     coordinator: Coordinator | None = None
 
-    def edge(self, device: str, *, broker_url: str | None = None,
-             extra: tuple[str, ...] = ()) -> EdgeProcess:
-        e = EdgeProcess(device, broker_url=broker_url or self.broker.url,
-                        data=self.tmp / device, trust=self.keys.root_pub, fleet=self.fleet,
-                        log_dir=self.tmp, extra=extra)
+    def edge(
+        self, device: str, *, broker_url: str | None = None, extra: tuple[str, ...] = ()
+    ) -> EdgeProcess:
+        e = EdgeProcess(
+            device,
+            broker_url=broker_url or self.broker.url,
+            data=self.tmp / device,
+            trust=self.keys.root_pub,
+            fleet=self.fleet,
+            log_dir=self.tmp,
+            extra=extra,
+        )
         self.edges.append(e)
         return e.start()
 
     def start_coordinator(self) -> Coordinator:
-        self.coordinator = Coordinator(broker_url=self.broker.url, db_path=self.tmp / "coord.db",
-                                       keydir=self.keys.dir, fleet=self.fleet)
+        self.coordinator = Coordinator(
+            broker_url=self.broker.url,
+            db_path=self.tmp / "coord.db",
+            keydir=self.keys.dir,
+            fleet=self.fleet,
+        )
         self.coordinator.start()
         return self.coordinator
 
     def wait_online(self, device: str) -> None:
         topic = self.watch.topics.status(device)
         self.watch.recorder.wait_for(
-            lambda m: m.topic == topic and DeviceStatus.decode(m.payload).online, timeout=30)
+            lambda m: m.topic == topic and DeviceStatus.decode(m.payload).online, timeout=30
+        )
 
 
 @pytest.fixture
@@ -111,8 +123,10 @@ def test_edge_killed_mid_transfer_resumes_without_refetching(env: Env) -> None:
     manifest = Manifest.parse(_manifest_body(record.manifest))
     host, port = parse_broker_url(env.broker.url)
     requests: list[ChunkRequest] = []
-    with FaultProxy(host, port, rate_bytes_per_s=2 * MB) as proxy, \
-            TopicRecorder(host, port, [env.watch.topics.request("victim")]) as req_probe:
+    with (
+        FaultProxy(host, port, rate_bytes_per_s=2 * MB) as proxy,
+        TopicRecorder(host, port, [env.watch.topics.request("victim")]) as req_probe,
+    ):
         env.start_coordinator()
         victim = env.edge("victim", broker_url=proxy.url)
         n = manifest.n_chunks
@@ -146,8 +160,9 @@ def _manifest_body(envelope: bytes) -> bytes:
     return Envelope.decode(envelope, 1 << 20).body
 
 
-def test_status_reports_devices_as_the_cli_shows_them(env: Env, capsys: pytest.CaptureFixture[str]
-                                                      ) -> None:
+def test_status_reports_devices_as_the_cli_shows_them(
+    env: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
     from modelcast.cli import main
 
     model = make_model(env.tmp / "m1.onnx", 300_000, seed=3)
@@ -159,14 +174,19 @@ def test_status_reports_devices_as_the_cli_shows_them(env: Env, capsys: pytest.C
 
     def cli_sees_active() -> bool:
         capsys.readouterr()
-        assert main(["status", "--db", str(env.tmp / "coord.db"), "--fleet", env.fleet,
-                     "--json"]) == 0
+        assert (
+            main(["status", "--db", str(env.tmp / "coord.db"), "--fleet", env.fleet, "--json"]) == 0
+        )
         import json
 
         status = json.loads(capsys.readouterr().out)
         devices = {d["device_id"]: d for d in status["devices"]}
-        return "solo" in devices and devices["solo"]["active"] == {"m": 1} \
-            and devices["solo"]["state"] == UpdateState.ACTIVE.value and devices["solo"]["online"]
+        return (
+            "solo" in devices
+            and devices["solo"]["active"] == {"m": 1}
+            and devices["solo"]["state"] == UpdateState.ACTIVE.value
+            and devices["solo"]["online"]
+        )
 
     for _ in range(100):  # the coordinator writes device states in batches; poll the CLI
         if cli_sees_active():

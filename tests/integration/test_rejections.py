@@ -27,7 +27,6 @@ from protocol import (
     Topics,
     UpdateState,
     hash_chunks,
-    manifest_id,
 )
 from tests.support.brokers import Broker
 from tests.support.fleet import EdgeProcess, FleetWatch, Keys, make_keys, sha256_file
@@ -56,18 +55,23 @@ class ScriptedCoordinator:
 
     def release(self, path: Path, name: str, version: int, keys: Keys | None = None) -> Release:
         data = path.read_bytes()
-        whole, hashes, size = hash_chunks(data[i:i + CHUNK] for i in range(0, len(data), CHUNK))
+        whole, hashes, size = hash_chunks(data[i : i + CHUNK] for i in range(0, len(data), CHUNK))
         now = time.time()
         m = Manifest(self.fleet, name, version, size, whole, CHUNK, hashes, now, now + 3600)
         k = (keys or self.keys).release
         env = m.sign(k.key, k.cert)
-        return Release(m, env, manifest_id(m.body()), data)
+        return Release(m, env, m.release_id, data)
 
     def index(self, targets: dict[str, Release], keys: Keys | None = None) -> bytes:
         self.seq += 1
         now = time.time()
-        idx = DeploymentIndex(self.fleet, self.seq, now, now + 3600,
-                              {n: Target(r.manifest.version, r.id) for n, r in targets.items()})
+        idx = DeploymentIndex(
+            self.fleet,
+            self.seq,
+            now,
+            now + 3600,
+            {n: Target(r.manifest.version, r.id) for n, r in targets.items()},
+        )
         k = (keys or self.keys).release
         return idx.sign(k.key, k.cert)
 
@@ -76,13 +80,16 @@ class ScriptedCoordinator:
 
     def publish_manifest(self, r: Release, payload: bytes | None = None) -> None:
         m = r.manifest
-        self.probe.publish(self.topics.manifest(m.name, m.version),
-                           payload if payload is not None else r.envelope, retain=True)
+        self.probe.publish(
+            self.topics.manifest(m.name, m.version),
+            payload if payload is not None else r.envelope,
+            retain=True,
+        )
 
     def publish_chunk(self, r: Release, index: int, frame: bytes | None = None) -> None:
         m = r.manifest
         if frame is None:
-            frame = ChunkFrame.encode(index, r.id, r.data[index * CHUNK:(index + 1) * CHUNK])
+            frame = ChunkFrame.encode(index, r.id, r.data[index * CHUNK : (index + 1) * CHUNK])
         self.probe.publish(self.topics.chunk_block(m.name, m.version, m.block_of(index)), frame)
 
     def serve_all(self, r: Release) -> None:
@@ -102,8 +109,11 @@ class Setup:
 
     def rejected(self, reason: str, topic_part: str) -> DeviceEvent:
         return self.watch.wait_event(
-            "target", lambda e: e.event == "rejected" and e.reason == reason
-            and topic_part in (e.topic or ""))
+            "target",
+            lambda e: (
+                e.event == "rejected" and e.reason == reason and topic_part in (e.topic or "")
+            ),
+        )
 
     def assert_untouched(self) -> None:
         assert self.edge.alive, "the edge died"
@@ -117,15 +127,23 @@ def setup(tmp_path: Path, broker: Broker, mqtt_fleet: str) -> Iterator[Setup]:
     keys = make_keys(tmp_path / "keys")
     host, port = parse_broker_url(broker.url)
     topics = Topics(mqtt_fleet)
-    with TopicRecorder(host, port, [topics.request("target")]) as probe, \
-            FleetWatch(broker.url, mqtt_fleet) as watch:
+    with (
+        TopicRecorder(host, port, [topics.request("target")]) as probe,
+        FleetWatch(broker.url, mqtt_fleet) as watch,
+    ):
         coord = ScriptedCoordinator(probe, keys, mqtt_fleet)
         v1_path = make_model(tmp_path / "v1.onnx", 200_000, seed=1)
         v1 = coord.release(v1_path, "m", 1)
         coord.publish_manifest(v1)
         coord.publish_index(coord.index({"m": v1}))
-        edge = EdgeProcess("target", broker_url=broker.url, data=tmp_path / "target",
-                           trust=keys.root_pub, fleet=mqtt_fleet, log_dir=tmp_path).start()
+        edge = EdgeProcess(
+            "target",
+            broker_url=broker.url,
+            data=tmp_path / "target",
+            trust=keys.root_pub,
+            fleet=mqtt_fleet,
+            log_dir=tmp_path,
+        ).start()
         try:
             probe.wait_for(lambda m: m.topic == topics.request("target"))
             coord.serve_all(v1)
@@ -135,21 +153,27 @@ def setup(tmp_path: Path, broker: Broker, mqtt_fleet: str) -> Iterator[Setup]:
         finally:
             edge.stop()
             print(edge.log()[-4000:])
-            for topic in (topics.index(), topics.manifest("m", 1), topics.manifest("m", 2),
-                          topics.manifest("m", 0)):
+            for topic in (
+                topics.index(),
+                topics.manifest("m", 1),
+                topics.manifest("m", 2),
+                topics.manifest("m", 0),
+            ):
                 probe.publish(topic, b"", retain=True)  # clear retained leftovers
 
 
 def test_index_signed_by_an_unknown_key_is_refused(setup: Setup) -> None:
     stranger = make_keys(setup.tmp / "stranger")
-    v2 = setup.coord.release(make_model(setup.tmp / "v2.onnx", 200_000, seed=2), "m", 2,
-                             keys=stranger)
+    v2 = setup.coord.release(
+        make_model(setup.tmp / "v2.onnx", 200_000, seed=2), "m", 2, keys=stranger
+    )
     setup.coord.publish_manifest(v2)
     setup.coord.publish_index(setup.coord.index({"m": v2}, keys=stranger))
     event = setup.rejected("untrusted-key", "releases/index")
     assert "root" in (event.detail or "")
-    setup.watch.wait_state("target", lambda s: s.state is UpdateState.REJECTED
-                           and "untrusted-key" in (s.reason or ""))
+    setup.watch.wait_state(
+        "target", lambda s: s.state is UpdateState.REJECTED and "untrusted-key" in (s.reason or "")
+    )
     setup.assert_untouched()
 
 
@@ -178,8 +202,11 @@ def test_garbage_on_every_subscribed_topic_is_refused(setup: Setup) -> None:
 
     # now the right manifest: the edge starts downloading and asks for chunks
     c.publish_manifest(v2)
-    c.probe.wait_for(lambda m: m.topic == c.topics.request("target")
-                     and ChunkRequest.decode(m.payload).version == 2)
+    c.probe.wait_for(
+        lambda m: (
+            m.topic == c.topics.request("target") and ChunkRequest.decode(m.payload).version == 2
+        )
+    )
     tampered = bytearray(ChunkFrame.encode(0, v2.id, v2.data[:CHUNK]))
     tampered[-1] ^= 0xFF
     c.publish_chunk(v2, 0, bytes(tampered))
@@ -209,4 +236,3 @@ def test_a_model_that_fails_to_load_is_not_activated(setup: Setup) -> None:
     state = setup.watch.wait_state("target", lambda s: s.state is UpdateState.FAILED)
     assert state.reason is not None and state.reason.startswith("load-failed")
     setup.assert_untouched()
-

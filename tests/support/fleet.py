@@ -48,13 +48,36 @@ def make_keys(path: Path) -> Keys:
 class EdgeProcess:
     """``python -m modelcast.cli edge`` as a child process, logging to a file."""
 
-    def __init__(self, device: str, *, broker_url: str, data: Path, trust: Path, fleet: str,
-                 log_dir: Path, extra: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        device: str,
+        *,
+        broker_url: str,
+        data: Path,
+        trust: Path,
+        fleet: str,
+        log_dir: Path,
+        extra: tuple[str, ...] = (),
+    ) -> None:
         self.device = device
         self.args = [
-            sys.executable, "-m", "modelcast.cli", "--log-level", "DEBUG", "edge",
-            "--broker", broker_url, "--id", device, "--data", str(data), "--trust", str(trust),
-            "--fleet", fleet, *extra,
+            sys.executable,
+            "-m",
+            "modelcast.cli",
+            "--log-level",
+            "DEBUG",
+            "edge",
+            "--broker",
+            broker_url,
+            "--id",
+            device,
+            "--data",
+            str(data),
+            "--trust",
+            str(trust),
+            "--fleet",
+            fleet,
+            *extra,
         ]
         self.data = data
         self.log_path = log_dir / f"{device}.log"
@@ -62,8 +85,14 @@ class EdgeProcess:
 
     def start(self) -> EdgeProcess:
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(self.args, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                                     cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.proc = subprocess.Popen(
+            self.args,
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            cwd=REPO,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
         return self
 
     def kill(self) -> None:
@@ -98,8 +127,7 @@ class FleetWatch:
     def __init__(self, broker_url: str, fleet: str) -> None:
         host, port = parse_broker_url(broker_url)
         self.topics = Topics(fleet)
-        self.recorder = TopicRecorder(host, port, [f"{self.topics.base}/devices/#"],
-                                      timeout=60.0)
+        self.recorder = TopicRecorder(host, port, [f"{self.topics.base}/devices/#"], timeout=60.0)
 
     def __enter__(self) -> FleetWatch:
         self.recorder.start()
@@ -118,8 +146,9 @@ class FleetWatch:
         topic = self.topics.telemetry(device, "events")
         return [DeviceEvent.decode(i.payload) for i in self.recorder.messages if i.topic == topic]
 
-    def wait_state(self, device: str, pred: Callable[[DeviceState], bool],
-                   timeout: float = 60.0) -> DeviceState:
+    def wait_state(
+        self, device: str, pred: Callable[[DeviceState], bool], timeout: float = 60.0
+    ) -> DeviceState:
         topic = self.topics.state(device)
 
         def match(item: Received) -> bool:
@@ -132,16 +161,18 @@ class FleetWatch:
 
         return DeviceState.decode(self.recorder.wait_for(match, timeout).payload)
 
-    def wait_active(self, device: str, name: str, version: int,
-                    timeout: float = 90.0) -> DeviceState:
+    def wait_active(
+        self, device: str, name: str, version: int, timeout: float = 90.0
+    ) -> DeviceState:
         return self.wait_state(
             device,
             lambda s: s.state is UpdateState.ACTIVE and s.active.get(name) == version,
             timeout,
         )
 
-    def wait_event(self, device: str, pred: Callable[[DeviceEvent], bool],
-                   timeout: float = 30.0) -> DeviceEvent:
+    def wait_event(
+        self, device: str, pred: Callable[[DeviceEvent], bool], timeout: float = 30.0
+    ) -> DeviceEvent:
         topic = self.topics.telemetry(device, "events")
 
         def match(item: Received) -> bool:
@@ -150,9 +181,17 @@ class FleetWatch:
         return DeviceEvent.decode(self.recorder.wait_for(match, timeout).payload)
 
 
-def release_and_deploy(registry: Registry, keys: Keys, model: Path, name: str, version: int,
-                       fleet: str, chunk_size: int | None = None) -> None:
+def release_and_deploy(
+    registry: Registry,
+    keys: Keys,
+    model: Path,
+    name: str,
+    version: int,
+    fleet: str,
+    chunk_size: int | None = None,
+) -> None:
     kwargs = {"chunk_size": chunk_size} if chunk_size else {}
-    registry.add_release(model, name=name, version=version, keys=keys.release, fleet=fleet,
-                         **kwargs)
+    registry.add_release(
+        model, name=name, version=version, keys=keys.release, fleet=fleet, **kwargs
+    )
     registry.deploy(name, version, fleet=fleet)

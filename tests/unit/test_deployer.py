@@ -55,8 +55,9 @@ def test_manifests_first_then_a_signed_index(
     assert plan is not None
     topics = protocol.Topics("default")
     assert [p.topic for p in plan.publications] == [topics.manifest("m", 1), topics.index()]
-    index = protocol.open_index(trust(tmp_path), plan.publications[-1].payload, now=now,
-                                fleet="default")
+    index = protocol.open_index(
+        trust(tmp_path), plan.publications[-1].payload, now=now, fleet="default"
+    )
     record = registry.release("default", "m", 1)
     assert record is not None
     assert index.seq == 1
@@ -90,9 +91,7 @@ def test_a_changed_deployment_gets_a_new_seq(registry: Registry, keys: ReleaseKe
     assert second.index.targets == {"m": 2}
 
 
-def test_the_index_is_renewed_past_half_its_lifetime(
-    registry: Registry, keys: ReleaseKeys
-) -> None:
+def test_the_index_is_renewed_past_half_its_lifetime(registry: Registry, keys: ReleaseKeys) -> None:
     registry.deploy("m", 1)
     publisher = DeploymentPublisher(registry, keys, "default", index_expires_in=10 * DAY)
     now = time.time()

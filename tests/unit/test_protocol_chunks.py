@@ -16,7 +16,6 @@ from protocol import (
     Manifest,
     OversizedMessage,
     hash_chunks,
-    manifest_id,
     verify_chunk,
 )
 
@@ -31,12 +30,18 @@ def _manifest(version: int = 1) -> Manifest:
 
 
 MANIFEST = _manifest()
-RID = manifest_id(MANIFEST.body())
+RID = MANIFEST.release_id
 
 
 def _header(
-    *, magic: bytes = b"MCCH", fmt: int = 1, flags: int = 0, reserved: int = 0, index: int = 0,
-    length: int = 0, rid: bytes = RID[:16],
+    *,
+    magic: bytes = b"MCCH",
+    fmt: int = 1,
+    flags: int = 0,
+    reserved: int = 0,
+    index: int = 0,
+    length: int = 0,
+    rid: bytes = RID[:16],
 ) -> bytes:
     return struct.pack(">4sBBHII16s", magic, fmt, flags, reserved, index, length, rid)
 
@@ -132,7 +137,7 @@ def test_release_id_may_be_given_as_16_bytes() -> None:
 
 def test_chunk_of_another_release() -> None:
     """Mix-and-match: a genuine chunk (same bytes, same hash), framed for another release."""
-    other = manifest_id(_manifest(version=2).body())
+    other = _manifest(version=2).release_id
     assert other[:16] != RID[:16]
     assert _reason_of(ChunkFrame.encode(0, other, PIECES[0])) == "wrong-release"
 

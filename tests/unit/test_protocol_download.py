@@ -47,8 +47,7 @@ WINDOW = 3
 
 def _release(pieces: list[bytes] = PIECES, block_chunks: int = BLOCK) -> VerifiedManifest:
     whole, hashes, size = hash_chunks(pieces)
-    m = Manifest("default", "m", 5, size, whole, CHUNK, hashes, 1e9, 2e9,
-                 block_chunks=block_chunks)
+    m = Manifest("default", "m", 5, size, whole, CHUNK, hashes, 1e9, 2e9, block_chunks=block_chunks)
     return open_manifest(TRUST, m.sign(RELEASE, CERT), now=NOW, fleet="default")
 
 
@@ -682,8 +681,16 @@ def test_without_coalescing_the_fleet_costs_one_stream_per_device() -> None:
 
     def no_coalescing(self: FakeCoordinator, payload: bytes) -> None:
         req = ChunkRequest.decode(payload)
-        forced = ChunkRequest(req.device, req.name, req.version, req.release_id, req.ranges,
-                              req.subscribed, req.fresh, repair=True)
+        forced = ChunkRequest(
+            req.device,
+            req.name,
+            req.version,
+            req.release_id,
+            req.ranges,
+            req.subscribed,
+            req.fresh,
+            repair=True,
+        )
         original(self, forced.encode())
 
     FakeCoordinator.on_request = no_coalescing  # type: ignore[method-assign]

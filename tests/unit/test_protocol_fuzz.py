@@ -53,9 +53,22 @@ FUZZ = settings(
 
 # Every reason code a receiver may put on its state topic (docs/PROTOCOL.md, "Device state").
 DOCUMENTED_REASONS = {
-    "malformed", "oversized", "unsupported-version", "unsigned", "bad-signature",
-    "untrusted-key", "revoked-key", "expired", "stale", "wrong-release", "index-out-of-range",
-    "bad-length", "hash-mismatch", "digest-mismatch", "load-failed", "write-failed",
+    "malformed",
+    "oversized",
+    "unsupported-version",
+    "unsigned",
+    "bad-signature",
+    "untrusted-key",
+    "revoked-key",
+    "expired",
+    "stale",
+    "wrong-release",
+    "index-out-of-range",
+    "bad-length",
+    "hash-mismatch",
+    "digest-mismatch",
+    "load-failed",
+    "write-failed",
 }
 
 ROOT = SigningKey(Ed25519PrivateKey.from_private_bytes(b"\x31" * 32))
@@ -100,8 +113,9 @@ DECODERS: dict[str, Callable[[bytes], object]] = {
     "DeviceEvent.decode": DeviceEvent.decode,
 }
 ALL = sorted(DECODERS)
-MSGPACK_DECODERS = [name for name in ALL if name not in ("ChunkFrame.decode",
-                                                          "DownloadSession.accept")]
+MSGPACK_DECODERS = [
+    name for name in ALL if name not in ("ChunkFrame.decode", "DownloadSession.accept")
+]
 
 
 def _only_protocol_errors(decoder: str, data: bytes) -> ProtocolError | None:
@@ -132,15 +146,21 @@ _scalars = (
 )
 ANY = st.recursive(
     _scalars,
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=6) | st.sampled_from([b"v", b"kind"]), children,
-                      max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.text(max_size=6) | st.sampled_from([b"v", b"kind"]), children, max_size=4
+        )
+    ),
     max_leaves=8,
 )
 #: Small values for single fields: wrong types more often than deep structures.
-ANY_FIELD = _scalars | st.lists(_scalars, max_size=3) | st.dictionaries(
-    st.text(max_size=4), _scalars, max_size=2
+ANY_FIELD = (
+    _scalars
+    | st.lists(_scalars, max_size=3)
+    | st.dictionaries(st.text(max_size=4), _scalars, max_size=2)
 )
+
 
 # Weighted by hand: ``a | b`` flattens b's branches into one one_of, which would drown a.
 @st.composite
@@ -154,8 +174,9 @@ def _pick(good: list[Any], bad: list[Any]) -> st.SearchStrategy[Any]:
     return _mostly(st.sampled_from(good), st.sampled_from(bad))
 
 
-_names = _pick(["default", "m", "edge-01", "x" * 64],
-               ["a.b", "", "x" * 65, "a/b", "+", "#", "é", "a\n"])
+_names = _pick(
+    ["default", "m", "edge-01", "x" * 64], ["a.b", "", "x" * 65, "a/b", "+", "#", "é", "a\n"]
+)
 _ints = _mostly(
     st.sampled_from([0, 1, 2, 3, 16]) | st.integers(min_value=0, max_value=2**16),
     st.sampled_from([-1, 2**32, 2**63 - 1, 2**64 - 1, -(2**63), 30_000, 29_999])
@@ -197,8 +218,9 @@ MANIFEST_FIELDS: dict[str, st.SearchStrategy[Any]] = {
     "sha256": _digests,
     "chunk_size": _pick([4096], [4095, MAX_CHUNK_SIZE, MAX_CHUNK_SIZE + 1, 0, -1, 2**64 - 1]),
     "block_chunks": _pick([1, 2, 16], [0, 4097, -1]),
-    "chunks": _mostly(st.just(_hashes), st.sampled_from([_hashes[:-1], b"", _hashes * 2])
-                      | st.binary()),
+    "chunks": _mostly(
+        st.just(_hashes), st.sampled_from([_hashes[:-1], b"", _hashes * 2]) | st.binary()
+    ),
     "created": _floats,
     "expires": _floats,
 }
@@ -241,8 +263,18 @@ STATE_FIELDS: dict[str, st.SearchStrategy[Any]] = {
     "boot": st.text(max_size=10),
     "model": _names,
     "version": _ints,
-    **{k: _ints for k in ("chunks_held", "chunks_total", "bytes_held", "size", "received",
-                          "duplicates", "rejections")},
+    **{
+        k: _ints
+        for k in (
+            "chunks_held",
+            "chunks_total",
+            "bytes_held",
+            "size",
+            "received",
+            "duplicates",
+            "rejections",
+        )
+    },
     "reason": st.text(max_size=10),
     "active": _active,
 }
@@ -266,9 +298,17 @@ EVENT_FIELDS: dict[str, st.SearchStrategy[Any]] = {
 
 #: schema name -> (the fields of that map, every decoder that reads such a map)
 STRUCTURED: dict[str, tuple[dict[str, st.SearchStrategy[Any]], list[str]]] = {
-    "envelope": (ENVELOPE_FIELDS, ["Envelope.decode", "TrustedRoot.open/manifest",
-                                   "TrustedRoot.open/index", "TrustedRoot.check_certificate",
-                                   "open_manifest", "open_index"]),
+    "envelope": (
+        ENVELOPE_FIELDS,
+        [
+            "Envelope.decode",
+            "TrustedRoot.open/manifest",
+            "TrustedRoot.open/index",
+            "TrustedRoot.check_certificate",
+            "open_manifest",
+            "open_index",
+        ],
+    ),
     "manifest": (MANIFEST_FIELDS, ["Manifest.parse"]),
     "index": (INDEX_FIELDS, ["DeploymentIndex.parse"]),
     "key-cert": (CERT_FIELDS, ["KeyCertificate.parse"]),
@@ -346,8 +386,14 @@ def _frames(draw: st.DrawFn) -> bytes:
     payload = draw(_payload)
     length = draw(st.just(len(payload)) | st.integers(min_value=0, max_value=2**32 - 1))
     header = struct.pack(
-        ">4sBBHII16s", draw(_magic), draw(st.sampled_from([1, 1, 0, 2])),
-        draw(st.integers(0, 255)), draw(st.integers(0, 65535)), draw(_index), length, draw(_rid),
+        ">4sBBHII16s",
+        draw(_magic),
+        draw(st.sampled_from([1, 1, 0, 2])),
+        draw(st.integers(0, 255)),
+        draw(st.integers(0, 65535)),
+        draw(_index),
+        length,
+        draw(_rid),
     )
     return header + payload
 

@@ -25,7 +25,6 @@ from protocol import (
     TrustedRoot,
     certify,
     hash_chunks,
-    manifest_id,
     open_manifest,
 )
 
@@ -49,7 +48,8 @@ CHUNK_HASHES_HEX = (
     "588423ae2272364c343eb9e110296ae18f07abbaa5d0094755b484076eea538b"
 )
 BODY_LEN = 262
-RELEASE_ID_HEX = "c6c1c813f61724c831f3515064219fa32a0aaa6871322470557e42eb4080d2c5"
+BODY_SHA256_HEX = "c6c1c813f61724c831f3515064219fa32a0aaa6871322470557e42eb4080d2c5"
+RELEASE_ID_HEX = "b8f8b5c28943a20bf8309a63d598afd69d17cd8e7c7e1568f82903b168c142e9"
 CERT_LEN = 183
 CERT_SHA256_HEX = "c70a5386eebf6247756b5bc9ab9f835ae623402508c98044b3a48272dbacf472"
 ENVELOPE_LEN = 548
@@ -63,19 +63,32 @@ FRAME_HEADER_HEX = (
     "0000"  # reserved
     "00000001"  # chunk index 1
     "00000003"  # payload length 3
-    "c6c1c813f61724c831f3515064219fa3"  # first 16 bytes of the release id
+    "b8f8b5c28943a20bf8309a63d598afd6"  # first 16 bytes of the release id
 )
 CHUNK_REQUEST_HEX = (
     "89"  # map of 9
-    "a176" "01"  # "v": 1
-    "a6646576696365" "a56465762d31"  # "device": "dev-1"
-    "a46e616d65" "a16d"  # "name": "m"
-    "a776657273696f6e" "03"  # "version": 3
-    "a772656c65617365" "c410" "c6c1c813f61724c831f3515064219fa3"  # "release": bin8(16)
-    "a672616e676573" "92" "920002" "920501"  # "ranges": [[0, 2], [5, 1]]
-    "aa73756273637269626564" "91" "00"  # "subscribed": [0]
-    "a56672657368" "c3"  # "fresh": true
-    "a6726570616972" "c2"  # "repair": false
+    "a176"
+    "01"  # "v": 1
+    "a6646576696365"
+    "a56465762d31"  # "device": "dev-1"
+    "a46e616d65"
+    "a16d"  # "name": "m"
+    "a776657273696f6e"
+    "03"  # "version": 3
+    "a772656c65617365"
+    "c410"
+    "b8f8b5c28943a20bf8309a63d598afd6"  # "release": bin8(16)
+    "a672616e676573"
+    "92"
+    "920002"
+    "920501"  # "ranges": [[0, 2], [5, 1]]
+    "aa73756273637269626564"
+    "91"
+    "00"  # "subscribed": [0]
+    "a56672657368"
+    "c3"  # "fresh": true
+    "a6726570616972"
+    "c2"  # "repair": false
 )
 
 
@@ -90,7 +103,7 @@ def _manifest() -> Manifest:
 
 
 def _release_id() -> bytes:
-    return manifest_id(_manifest().body())
+    return _manifest().release_id
 
 
 def test_keys_are_the_deterministic_ones() -> None:
@@ -114,15 +127,34 @@ def test_chunk_hashes_and_file_digest() -> None:
 def test_manifest_body_release_id() -> None:
     body = _manifest().body()
     assert len(body) == BODY_LEN
-    assert hashlib.sha256(body).hexdigest() == RELEASE_ID_HEX
-    assert manifest_id(body).hex() == RELEASE_ID_HEX
+    assert hashlib.sha256(body).hexdigest() == BODY_SHA256_HEX
+    assert _manifest().release_id.hex() == RELEASE_ID_HEX
+
+
+def test_release_id_ignores_signing_times_but_not_content() -> None:
+    from dataclasses import replace
+
+    m = _manifest()
+    assert replace(m, expires=EXPIRES + 86400, created=CREATED + 5).release_id == m.release_id
+    assert replace(m, version=4).release_id != m.release_id
+    assert replace(m, fleet="other").release_id != m.release_id
 
 
 def test_manifest_body_has_the_documented_fields_in_order() -> None:
     obj = msgpack.unpackb(_manifest().body(), raw=False)
     assert list(obj) == [
-        "v", "fleet", "name", "version", "format", "size", "sha256", "chunk_size",
-        "block_chunks", "chunks", "created", "expires",
+        "v",
+        "fleet",
+        "name",
+        "version",
+        "format",
+        "size",
+        "sha256",
+        "chunk_size",
+        "block_chunks",
+        "chunks",
+        "created",
+        "expires",
     ]
     assert obj == {
         "v": 1,
@@ -200,7 +232,11 @@ def test_chunk_frame_header_bytes() -> None:
     assert frame[32:] == b"abc"
     # cross-check: the literal is exactly the documented layout
     assert bytes.fromhex(FRAME_HEADER_HEX) == (
-        b"MCCH" + bytes([1, 0]) + b"\x00\x00" + (1).to_bytes(4, "big") + (3).to_bytes(4, "big")
+        b"MCCH"
+        + bytes([1, 0])
+        + b"\x00\x00"
+        + (1).to_bytes(4, "big")
+        + (3).to_bytes(4, "big")
         + bytes.fromhex(RELEASE_ID_HEX)[:16]
     )
 

@@ -54,12 +54,26 @@ STATE = DeviceState(
     active={"resnet_50": 11, "other": 2},
     rejections=1,
 )
-STATUS = DeviceStatus(device="edge-01", online=True, ts=1_700_000_000.25, boot="b0",
-                      agent="modelcast/0.1", active={"resnet_50": 11})
-EVENT = DeviceEvent(device="edge-01", event="rejected", ts=1_700_000_001.0, boot="b0", seq=9,
-                    reason="bad-signature", detail="manifest signature does not verify",
-                    topic="modelcast/default/releases/resnet_50/12", model="resnet_50",
-                    version=12)
+STATUS = DeviceStatus(
+    device="edge-01",
+    online=True,
+    ts=1_700_000_000.25,
+    boot="b0",
+    agent="modelcast/0.1",
+    active={"resnet_50": 11},
+)
+EVENT = DeviceEvent(
+    device="edge-01",
+    event="rejected",
+    ts=1_700_000_001.0,
+    boot="b0",
+    seq=9,
+    reason="bad-signature",
+    detail="manifest signature does not verify",
+    topic="modelcast/default/releases/resnet_50/12",
+    model="resnet_50",
+    version=12,
+)
 
 MESSAGES: list[tuple[Any, Any]] = [
     (ChunkRequest, REQUEST),
@@ -141,7 +155,13 @@ def test_every_documented_state_round_trips(state: UpdateState) -> None:
 
 def test_documented_state_names() -> None:
     assert {s.value for s in UpdateState} == {
-        "idle", "downloading", "verifying", "verified", "activating", "active", "failed",
+        "idle",
+        "downloading",
+        "verifying",
+        "verified",
+        "activating",
+        "active",
+        "failed",
         "rejected",
     }
 
@@ -339,8 +359,23 @@ def test_unknown_extra_fields_are_ignored(cls: Any, msg: Any) -> None:
 
 
 # --- names ----------------------------------------------------------------------------------------
-BAD_NAMES = ["a.b", "a/b", "a+b", "+", "a#", "#", "", "x" * 65, "a b", "é", "a\n", "a\x00",
-             "$share", "..", "a\tb"]
+BAD_NAMES = [
+    "a.b",
+    "a/b",
+    "a+b",
+    "+",
+    "a#",
+    "#",
+    "",
+    "x" * 65,
+    "a b",
+    "é",
+    "a\n",
+    "a\x00",
+    "$share",
+    "..",
+    "a\tb",
+]
 GOOD_NAMES = ["a", "A-z_0", "x" * 64, "edge-01", "_", "-", "0"]
 
 

@@ -7,7 +7,6 @@ what a device reports on its state topic and what the fleet dashboards count.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 from typing import Any
 
@@ -31,7 +30,6 @@ from protocol import (
     UnsupportedVersion,
     certify,
     hash_chunks,
-    manifest_id,
     open_index,
     open_manifest,
     seal,
@@ -67,8 +65,7 @@ def _manifest(**changes: Any) -> Manifest:
 
 
 def _index(**changes: Any) -> DeploymentIndex:
-    idx = DeploymentIndex("default", 7, CREATED, EXPIRES,
-                          {"m": Target(3, manifest_id(_manifest().body()))})
+    idx = DeploymentIndex("default", 7, CREATED, EXPIRES, {"m": Target(3, _manifest().release_id)})
     return dataclasses.replace(idx, **changes)
 
 
@@ -88,7 +85,7 @@ def test_valid_manifest_opens() -> None:
     env = m.sign(RELEASE, CERT)
     vm = open_manifest(TRUST, env, now=NOW, fleet="default")
     assert vm.manifest == m
-    assert vm.id == hashlib.sha256(m.body()).digest()
+    assert vm.id == m.release_id
     assert vm.signer.key == RELEASE.verify_key
     assert vm.signer.role == "release"
     assert vm.signer.expires == CERT_EXPIRES
@@ -110,13 +107,14 @@ def test_manifest_fleet_check_is_optional() -> None:
 def test_accepts_a_bytearray_envelope() -> None:
     env = _manifest().sign(RELEASE, CERT)
     vm = open_manifest(TRUST, bytearray(env), now=NOW)  # type: ignore[arg-type]
-    assert vm.id == manifest_id(_manifest().body())
+    assert vm.id == _manifest().release_id
 
 
 # --- the chain refuses ---------------------------------------------------------------------------
 def test_unknown_release_key_certified_by_another_root() -> None:
-    stranger_cert = certify(OTHER_ROOT, OTHER_RELEASE.verify_key, issued=ISSUED,
-                            expires=CERT_EXPIRES)
+    stranger_cert = certify(
+        OTHER_ROOT, OTHER_RELEASE.verify_key, issued=ISSUED, expires=CERT_EXPIRES
+    )
     env = _manifest().sign(OTHER_RELEASE, stranger_cert)
     with pytest.raises(SignatureError) as exc:
         open_manifest(TRUST, env, now=NOW)
@@ -125,8 +123,9 @@ def test_unknown_release_key_certified_by_another_root() -> None:
 
 
 def test_envelope_without_a_cert() -> None:
-    env = Envelope("manifest", _manifest().body(), RELEASE.sign("manifest", _manifest().body()),
-                   None).encode()
+    env = Envelope(
+        "manifest", _manifest().body(), RELEASE.sign("manifest", _manifest().body()), None
+    ).encode()
     with pytest.raises(SignatureError) as exc:
         open_manifest(TRUST, env, now=NOW)
     assert _reason(exc) == "untrusted-key"
@@ -357,8 +356,10 @@ def test_inconsistent_manifest_is_refused(key: str, value: object) -> None:
     assert _reason(exc) == "malformed"
 
 
-@pytest.mark.parametrize("key", ["fleet", "name", "version", "size", "sha256", "chunk_size",
-                                 "chunks", "created", "expires"])
+@pytest.mark.parametrize(
+    "key",
+    ["fleet", "name", "version", "size", "sha256", "chunk_size", "chunks", "created", "expires"],
+)
 def test_manifest_missing_field_is_refused(key: str) -> None:
     obj = _manifest_obj()
     del obj[key]
@@ -396,8 +397,15 @@ def test_manifest_with_more_chunks_than_the_cap() -> None:
 
 def test_nan_certificate_expiry_is_refused() -> None:
     """A NaN expiry compares false with everything: it would never expire."""
-    body = pack({"v": 1, "role": "release", "key": RELEASE.verify_key.raw,
-                 "issued": ISSUED, "expires": math.nan})
+    body = pack(
+        {
+            "v": 1,
+            "role": "release",
+            "key": RELEASE.verify_key.raw,
+            "issued": ISSUED,
+            "expires": math.nan,
+        }
+    )
     cert = Envelope("key-cert", body, ROOT.sign("key-cert", body), None).encode()
     with pytest.raises(MalformedMessage):
         open_manifest(TRUST, _manifest().sign(RELEASE, cert), now=NOW)
@@ -405,8 +413,7 @@ def test_nan_certificate_expiry_is_refused() -> None:
 
 @pytest.mark.parametrize("key", [b"\x00" * 31, b"\x00" * 33, "k" * 32])
 def test_certificate_with_a_bad_key(key: object) -> None:
-    body = pack({"v": 1, "role": "release", "key": key, "issued": ISSUED,
-                 "expires": CERT_EXPIRES})
+    body = pack({"v": 1, "role": "release", "key": key, "issued": ISSUED, "expires": CERT_EXPIRES})
     cert = Envelope("key-cert", body, ROOT.sign("key-cert", body), None).encode()
     with pytest.raises(MalformedMessage):
         open_manifest(TRUST, _manifest().sign(RELEASE, cert), now=NOW)
@@ -417,7 +424,7 @@ def test_index_opens() -> None:
     idx = _index()
     got = open_index(TRUST, idx.sign(RELEASE, CERT), now=NOW, fleet="default", last_seq=6)
     assert got == idx
-    assert got.targets["m"] == Target(3, manifest_id(_manifest().body()))
+    assert got.targets["m"] == Target(3, _manifest().release_id)
 
 
 def test_index_with_the_same_seq_is_accepted() -> None:
@@ -449,8 +456,9 @@ def test_expired_index() -> None:
 
 
 def test_index_signed_by_an_unknown_key() -> None:
-    stranger_cert = certify(OTHER_ROOT, OTHER_RELEASE.verify_key, issued=ISSUED,
-                            expires=CERT_EXPIRES)
+    stranger_cert = certify(
+        OTHER_ROOT, OTHER_RELEASE.verify_key, issued=ISSUED, expires=CERT_EXPIRES
+    )
     with pytest.raises(SignatureError) as exc:
         open_index(TRUST, _index().sign(OTHER_RELEASE, stranger_cert), now=NOW, fleet="default")
     assert _reason(exc) == "untrusted-key"
@@ -477,8 +485,14 @@ def test_index_target_with_a_bad_manifest_id_length(length: int) -> None:
     ],
 )
 def test_index_with_bad_targets(targets: object) -> None:
-    body = {"v": 1, "fleet": "default", "seq": 1, "issued": CREATED, "expires": EXPIRES,
-            "targets": targets}
+    body = {
+        "v": 1,
+        "fleet": "default",
+        "seq": 1,
+        "issued": CREATED,
+        "expires": EXPIRES,
+        "targets": targets,
+    }
     with pytest.raises(MalformedMessage):
         open_index(TRUST, _signed_body(body, "index"), now=NOW, fleet="default")
 

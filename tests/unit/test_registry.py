@@ -57,8 +57,12 @@ def test_init_keys_writes_a_private_key_directory(keydir: Path) -> None:
     assert stat.S_IMODE(keydir.stat().st_mode) == 0o700
     for name in ("root.key", "release.key"):
         assert stat.S_IMODE((keydir / name).stat().st_mode) == 0o600
-    assert {p.name for p in keydir.iterdir()} == {"root.key", "root.pub", "release.key",
-                                                   "release.cert"}
+    assert {p.name for p in keydir.iterdir()} == {
+        "root.key",
+        "root.pub",
+        "release.key",
+        "release.cert",
+    }
 
 
 def test_the_release_certificate_chains_to_root_pub(
@@ -96,8 +100,7 @@ def test_add_release_builds_a_manifest_that_verifies(
     registry: Registry, model: Path, keys: ReleaseKeys, trust: protocol.TrustedRoot
 ) -> None:
     now = time.time()
-    record = registry.add_release(model, name="m", version=3, keys=keys, chunk_size=CHUNK,
-                                  now=now)
+    record = registry.add_release(model, name="m", version=3, keys=keys, chunk_size=CHUNK, now=now)
     verified = protocol.open_manifest(trust, record.manifest, now=now + 1, fleet="default")
     m = verified.manifest
     data = model.read_bytes()
@@ -201,9 +204,16 @@ def test_state_and_status_reports_merge(registry: Registry) -> None:
     )
     registry.record_state(
         "default",
-        protocol.DeviceState(device="d1", state=protocol.UpdateState.DOWNLOADING, ts=101.0,
-                             model="m", version=2, chunks_held=3, chunks_total=11,
-                             active={"m": 1}),
+        protocol.DeviceState(
+            device="d1",
+            state=protocol.UpdateState.DOWNLOADING,
+            ts=101.0,
+            model="m",
+            version=2,
+            chunks_held=3,
+            chunks_total=11,
+            active={"m": 1},
+        ),
         seen=101.0,
     )
     registry.record_status("default", protocol.DeviceStatus(device="d1", online=False))
@@ -243,8 +253,9 @@ def test_concurrent_writers_neither_fail_nor_lose_updates(registry: Registry) ->
                 seqs[k].append(instances[k].next_index_seq("default"))
                 instances[k].record_state(
                     "default",
-                    protocol.DeviceState(device=f"d{k}-{i}", state=protocol.UpdateState.IDLE,
-                                         ts=float(i)),
+                    protocol.DeviceState(
+                        device=f"d{k}-{i}", state=protocol.UpdateState.IDLE, ts=float(i)
+                    ),
                 )
         except BaseException as exc:
             errors.append(exc)

@@ -28,8 +28,14 @@ def req(
     rid: bytes = RID,
 ) -> ChunkRequest:
     return ChunkRequest(
-        device=device, name="m", version=1, release_id=rid, ranges=tuple(ranges),
-        subscribed=subscribed, fresh=fresh, repair=repair,
+        device=device,
+        name="m",
+        version=1,
+        release_id=rid,
+        ranges=tuple(ranges),
+        subscribed=subscribed,
+        fresh=fresh,
+        repair=repair,
     )
 
 
