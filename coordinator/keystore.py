@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import protocol
+from modelcast.files import write_atomic
 from protocol.envelope import Envelope, KeyCertificate
-
-from .files import write_atomic
 
 log = logging.getLogger(__name__)
 

@@ -23,10 +23,10 @@ from typing import Any, BinaryIO
 import sqlite_utils
 
 import protocol
+from modelcast.files import StagedFile
 from protocol.limits import MIN_CHUNK_SIZE
 from protocol.manifest import chunk_count
 
-from .files import StagedFile
 from .keystore import ReleaseKeys
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .files import read_json, write_json_atomic
+from modelcast.files import read_json, write_json_atomic
 
 
 @dataclass(frozen=True)

@@ -26,10 +26,10 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from modelcast.files import fsync_dir, write_atomic
 from protocol import Manifest, VerifiedChunk
 
 from .errors import StorageError
-from .files import fsync_dir, write_atomic
 
 PART = "model.part"
 FINAL = "model.onnx"

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 
 def fsync_dir(path: Path) -> None:
@@ -71,6 +72,18 @@ class StagedFile:
 
 def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, replace: bool = True) -> None:
     """Write ``data`` to ``path`` atomically (see ``StagedFile.commit`` for ``replace``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     with StagedFile(path.parent, mode=mode) as staged:
         staged.file.write(data)
         staged.commit(path, replace=replace)
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    write_atomic(path, json.dumps(obj, indent=2, sort_keys=True).encode())
+
+
+def read_json(path: Path, default: Any) -> Any:
+    try:
+        return json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return default
