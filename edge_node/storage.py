@@ -51,9 +51,9 @@ class PartialDownload:
             directory.mkdir(parents=True, exist_ok=True)
             if not (directory / MANIFEST).exists():
                 write_atomic(directory / MANIFEST, envelope)
+            # no up-front truncate: the file grows (sparse) as chunks land, so a full disk
+            # shows up as a failed chunk write, reported and retried, not a failed start
             self._fd = os.open(directory / PART, os.O_RDWR | os.O_CREAT, 0o644)
-            if os.fstat(self._fd).st_size != manifest.size:
-                os.ftruncate(self._fd, manifest.size)  # sparse: no space taken until written
         except OSError as exc:
             raise StorageError(f"cannot open {directory / PART}: {exc}") from exc
         self._bitmap = bytearray(manifest.n_chunks)

@@ -170,7 +170,8 @@ class DownloadSession:
         return out
 
     def plan(self, device: str, now: float, window: int) -> Plan:
-        """Subscriptions to change and new chunks to ask for, keeping ``window`` outstanding."""
+        """Subscriptions to change and new chunks to ask for: at most ``window`` outstanding,
+        asked for once at least half a window is free (one request per chunk would be a storm)."""
         if self.phase is not Phase.DOWNLOADING:
             # forget them as we hand them out: after a digest mismatch they must be subscribed anew
             done = tuple(sorted(self._subscribed))
@@ -187,6 +188,8 @@ class DownloadSession:
         self._subscribed.difference_update(unsubscribe)
         self._new_subs.update(subscribe)
         room = window - len(self._outstanding)
+        if self._outstanding and room < max(1, window // 2):
+            room = 0  # ask in batches of half a window, not once per arriving chunk
         new = [i for i in ahead if i not in self._outstanding][: max(room, 0)]
         request = None
         if new:

@@ -323,6 +323,18 @@ def test_plan_keeps_at_most_window_outstanding() -> None:
     assert len(s.outstanding) == WINDOW
 
 
+def test_plan_asks_in_batches_of_half_a_window() -> None:
+    s = DownloadSession(REL)
+    first = s.plan("d", 0.0, 8).request
+    assert first is not None and first.indices() == list(range(8))
+    for i in range(3):
+        _take(s, i)
+        assert s.plan("d", 1.0, 8).request is None  # 3 free slots: not yet worth a request
+    _take(s, 3)
+    batch = s.plan("d", 2.0, 8).request
+    assert batch is not None and batch.indices() == [8, 9, 10, 11]
+
+
 def test_plan_with_a_larger_window_later() -> None:
     s = DownloadSession(REL)
     s.plan("d", 0.0, 2)
