@@ -9,7 +9,7 @@ import numpy as np
 
 from .errors import ActivationError
 
-_DTYPES: dict[str, Any] = {
+DTYPES: dict[str, Any] = {
     "tensor(float)": np.float32,
     "tensor(float16)": np.float16,
     "tensor(double)": np.float64,
@@ -26,7 +26,7 @@ def sample_inputs(session: Any) -> dict[str, np.ndarray]:
     """Zero-filled inputs shaped from the model's signature; symbolic dimensions become 1."""
     feeds: dict[str, np.ndarray] = {}
     for inp in session.get_inputs():
-        dtype = _DTYPES.get(inp.type)
+        dtype = DTYPES.get(inp.type)
         if dtype is None:
             raise ActivationError(f"input {inp.name!r} has unsupported type {inp.type}")
         shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from modelcast import __version__
-from modelcast.mqtt import MqttSession, Will
+from modelcast.mqtt import Backoff, MqttSession, Will
 from protocol import (
     DeploymentIndex,
     DeviceEvent,
@@ -45,7 +45,11 @@ from .activation import check_model
 from .active import ActiveModels, AgentRecord
 from .config import EdgeConfig
 from .errors import ActivationError, StorageError
+from .http_api import LocalEndpoint
+from .inference import InferenceService
+from .profile import device_profile
 from .storage import PartialDownload, release_dir, verified_file
+from .telemetry import Telemetry
 
 log = logging.getLogger("modelcast.edge")
 
@@ -103,7 +107,6 @@ class EdgeAgent:
         self._interval_ewma = 0.0
         self._last_chunk_at = 0.0
         self._logged_decile = -1
-        self._event_seq = 0
         self._told_stale: set[bytes] = set()
         # counters (read by tests, the demo and telemetry)
         self.rejections: collections.Counter[str] = collections.Counter()
@@ -122,6 +125,23 @@ class EdgeAgent:
             ),
             max_inflight=20,
             max_queued=200,
+            backoff=Backoff(config.reconnect_min, config.reconnect_max),
+        )
+        self.telemetry = Telemetry(
+            device=self.device,
+            boot=self.boot,
+            topics=self.topics,
+            data_dir=self.data,
+            interval=config.telemetry_interval,
+            capacity=config.telemetry_queue,
+            clock=clock,
+        )
+        self.inference = InferenceService(self.actives, self.telemetry.stats)
+        self.endpoint: LocalEndpoint | None = None
+        if config.http is not None:
+            self.endpoint = LocalEndpoint(self.inference, self.device, *config.http)
+        self.profile = device_profile(
+            config.tags, self.endpoint.address[1] if self.endpoint else None
         )
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -135,10 +155,14 @@ class EdgeAgent:
         )
         self._worker = threading.Thread(target=self._run, name=f"edge-{self.device}", daemon=True)
         self._worker.start()
+        if self.endpoint is not None:
+            self.endpoint.start()
         self.mqtt.start()
 
     def stop(self) -> None:
         self._stopping.set()
+        if self.endpoint is not None:
+            self.endpoint.stop()
         if self._worker is not None:
             self._worker.join(timeout=10)
         if self._dl is not None:
@@ -149,6 +173,7 @@ class EdgeAgent:
             self._dl.part.close()
         offline = DeviceStatus(self.device, online=False, ts=self.clock(), boot=self.boot)
         self.mqtt.stop(final=[(self.topics.status(self.device), offline.encode(), True)])
+        self.telemetry.close()
         log.info("edge %s: stopped", self.device)
 
     def run_forever(self, stop: threading.Event) -> None:
@@ -530,6 +555,15 @@ class EdgeAgent:
     # --- periodic work -------------------------------------------------------------------
     def _tick(self) -> None:
         now = self.clock()
+        if self.telemetry.due():
+            self.telemetry.sample(
+                connected=self._connected,
+                active=self.actives.versions(),
+                reconnects=self.mqtt.reconnects,
+                bytes_received=self.mqtt.bytes_received,
+            )
+        if self._connected:
+            self.telemetry.pump(self.mqtt.publish)
         dl = self._dl
         if dl is not None and dl.session.phase is Phase.DOWNLOADING:
             if self._write_blocked_until and now >= self._write_blocked_until:
@@ -631,6 +665,7 @@ class EdgeAgent:
             boot=self.boot,
             agent=__version__,
             active=self.actives.versions(),
+            profile=self.profile,
         )
         self.mqtt.publish(self.topics.status(self.device), status.encode(), retain=True)
 
@@ -644,21 +679,17 @@ class EdgeAgent:
         model: str | None = None,
         version: int | None = None,
     ) -> None:
-        self._event_seq += 1
         msg = DeviceEvent(
             device=self.device,
             event=event,
             ts=self.clock(),
-            boot=self.boot,
-            seq=self._event_seq,
             reason=reason,
             detail=detail,
             topic=topic,
             model=model,
             version=version,
         )
-        if self._connected:
-            self.mqtt.publish(self.topics.telemetry(self.device, "events"), msg.encode())
+        self.telemetry.event(msg, connected=self._connected)
 
     def _reject(
         self,

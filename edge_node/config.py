@@ -20,10 +20,21 @@ class EdgeConfig:
     #: re-ask for outstanding chunks after this long without progress (grows with slow links)
     stall_timeout: float = 10.0
     keepalive: int = 30
+    #: reconnect backoff: the first delay, doubled per failed attempt up to the cap, jittered
+    reconnect_min: float = 0.5
+    reconnect_max: float = 30.0
     #: at most one progress message per this many seconds (state changes go out at once)
     state_interval: float = 0.5
     #: written chunks are fsynced and journalled in batches this far apart
     sync_interval: float = 0.5
     #: MQTT messages waiting for the worker, at most; beyond it the network thread waits
     inbox_size: int = 32
+    #: seconds between metrics samples
+    telemetry_interval: float = 60.0
+    #: telemetry messages kept on disk while the broker is unreachable (oldest dropped beyond)
+    telemetry_queue: int = 10_000
+    #: the local inference endpoint, (host, port); port 0 picks a free one; None: no endpoint
+    http: tuple[str, int] | None = ("127.0.0.1", 8470)
+    #: free-form labels reported in the device profile (site=plant-3, class=gateway)
+    tags: dict[str, str] = field(default_factory=dict)
     limits: Limits = field(default=DEFAULT_LIMITS)

@@ -158,6 +158,40 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds without progress before asking again",
     )
     edge.add_argument("--keepalive", type=int, default=30, help="MQTT keepalive in seconds")
+    edge.add_argument(
+        "--reconnect-min",
+        type=float,
+        default=0.5,
+        help="first reconnect delay in seconds; doubles per failed attempt (jittered)",
+    )
+    edge.add_argument(
+        "--reconnect-max", type=float, default=30.0, help="reconnect delay cap in seconds"
+    )
+    edge.add_argument(
+        "--telemetry-interval",
+        type=float,
+        default=float(_env("MODELCAST_TELEMETRY_INTERVAL", "60") or 60),
+        help="seconds between metrics samples [env MODELCAST_TELEMETRY_INTERVAL]",
+    )
+    edge.add_argument(
+        "--telemetry-queue",
+        type=int,
+        default=10_000,
+        help="telemetry messages kept on disk while offline; the oldest go beyond it",
+    )
+    edge.add_argument(
+        "--http",
+        default=_env("MODELCAST_HTTP", "127.0.0.1:8470"),
+        help="local inference endpoint HOST:PORT (port 0: any free port), or 'off' "
+        "[env MODELCAST_HTTP]",
+    )
+    edge.add_argument(
+        "--tag",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a label reported in the device profile; repeatable",
+    )
     edge.set_defaults(func=cmd_edge)
 
     rel = sub.add_parser("release", formatter_class=_Help, help="register and sign a model release")
@@ -258,6 +292,10 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
 def cmd_edge(args: argparse.Namespace) -> int:
     from edge_node import EdgeAgent, EdgeConfig
 
+    if not 0 < args.reconnect_min <= args.reconnect_max:
+        raise ValueError("need 0 < --reconnect-min <= --reconnect-max")
+    if args.telemetry_interval <= 0:
+        raise ValueError("--telemetry-interval must be positive")
     config = EdgeConfig(
         broker_url=args.broker,
         device_id=args.id,
@@ -267,9 +305,34 @@ def cmd_edge(args: argparse.Namespace) -> int:
         window=args.window,
         stall_timeout=args.stall_timeout,
         keepalive=args.keepalive,
+        reconnect_min=args.reconnect_min,
+        reconnect_max=args.reconnect_max,
+        telemetry_interval=args.telemetry_interval,
+        telemetry_queue=args.telemetry_queue,
+        http=_parse_http(args.http),
+        tags=_parse_tags(args.tag),
     )
     agent = EdgeAgent(config)
     return _run_until_signal(agent.run_forever)
+
+
+def _parse_http(text: str) -> tuple[str, int] | None:
+    if text.lower() == "off":
+        return None
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(f"--http expects HOST:PORT or 'off', got {text!r}")
+    return host, int(port)
+
+
+def _parse_tags(items: list[str]) -> dict[str, str]:
+    tags: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--tag expects KEY=VALUE, got {item!r}")
+        tags[key] = value
+    return tags
 
 
 def _parse_release(text: str) -> tuple[str, int]:

@@ -143,6 +143,8 @@ def run_demo(*, edges: int, size_mb: float, workdir: Path | None, timeout: float
                     str(workdir / d),
                     "--trust",
                     str(keys / "root.pub"),
+                    "--http",
+                    "127.0.0.1:0",
                 )
             _wait(cond, lambda: all_active(devices, 1), deadline, procs)
             board.note(
@@ -164,6 +166,8 @@ def run_demo(*, edges: int, size_mb: float, workdir: Path | None, timeout: float
                 str(workdir / late),
                 "--trust",
                 str(keys / "root.pub"),
+                "--http",
+                "127.0.0.1:0",
             )
             _wait(cond, lambda: all_active([*devices, late], 2), deadline, procs)
             board.note("every edge, the late joiner included, runs demo-model@2:")

@@ -51,6 +51,20 @@ class Backoff:
         self.attempts = 0
 
 
+class Delivery:
+    """Whether one published message has reached the broker (PUBACK for QoS 1). Polled, never
+    waited on: ``wait_for_publish()`` deadlocks in callbacks and raises for offline messages."""
+
+    __slots__ = ("_info",)
+
+    def __init__(self, info: paho.MQTTMessageInfo) -> None:
+        self._info = info
+
+    @property
+    def delivered(self) -> bool:
+        return self._info.is_published()
+
+
 @dataclass(frozen=True)
 class Will:
     topic: str
@@ -139,9 +153,12 @@ class MqttSession:
         self.connected.clear()
 
     # --- publishing ----------------------------------------------------------------------
-    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> bool:
-        """Queue a message. False when paho's bounded queue is full (the caller decides what to
-        drop); delivery is counted by ``on_publish``."""
+    def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+    ) -> Delivery | None:
+        """Queue a message. None when paho's bounded queue is full (the caller decides what to
+        drop); otherwise a handle that says when the broker has acknowledged it. A QoS 1
+        message queued while offline is sent after the reconnect and acknowledged then."""
         with self._pending_lock:
             self._pending += 1
         info = self._client.publish(topic, payload, qos=qos, retain=retain)
@@ -149,8 +166,8 @@ class MqttSession:
             with self._pending_lock:
                 self._pending -= 1
                 self._pending_lock.notify_all()
-            return False
-        return True
+            return None
+        return Delivery(info)
 
     @property
     def pending(self) -> int:

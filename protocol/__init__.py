@@ -25,6 +25,7 @@ from .messages import ChunkRequest, DeviceEvent, DeviceState, DeviceStatus, Upda
 from .names import check_name, is_valid_name
 from .ranges import iter_ranges, to_ranges
 from .signing import SigningKey, VerifyKey, key_id
+from .telemetry import MetricsSample, ModelStats
 from .topics import Topics
 
 __all__ = [
@@ -46,6 +47,8 @@ __all__ = [
     "Limits",
     "MalformedMessage",
     "Manifest",
+    "MetricsSample",
+    "ModelStats",
     "OversizedMessage",
     "Phase",
     "Plan",

@@ -210,6 +210,8 @@ class DeviceStatus:
     boot: str = ""
     agent: str = ""
     active: dict[str, int] = dc_field(default_factory=dict)
+    #: what the device is: os, arch, cores, ram_mb, onnxruntime, providers, tags, ...
+    profile: dict[str, Any] = dc_field(default_factory=dict)
 
     def encode(self) -> bytes:
         obj: dict[str, Any] = {"v": 1, "device": self.device, "online": self.online}
@@ -221,6 +223,8 @@ class DeviceStatus:
             obj["agent"] = self.agent
         if self.active:
             obj["active"] = self.active
+        if self.profile:
+            obj["profile"] = self.profile
         return pack(obj)
 
     @classmethod
@@ -238,6 +242,7 @@ class DeviceStatus:
             boot=optional(obj, "boot", str, what, ""),
             agent=optional(obj, "agent", str, what, ""),
             active=_active_map(obj, what),
+            profile=optional(obj, "profile", dict, what, {}),
         )
 
 
@@ -256,6 +261,8 @@ class DeviceEvent:
     topic: str | None = None
     model: str | None = None
     version: int | None = None
+    hist: bool = False
+    dropped: int = 0
 
     def encode(self) -> bytes:
         obj: dict[str, Any] = {
@@ -264,6 +271,8 @@ class DeviceEvent:
             "boot": self.boot,
             "seq": self.seq,
             "ts": self.ts,
+            "hist": self.hist,
+            "dropped": self.dropped,
             "event": self.event,
         }
         for key in ("reason", "detail", "topic", "model", "version"):
@@ -289,7 +298,9 @@ class DeviceEvent:
             event=field(obj, "event", str, what),
             ts=field(obj, "ts", float, what),
             boot=optional(obj, "boot", str, what, ""),
-            seq=optional(obj, "seq", int, what, 0),
+            seq=non_negative(optional(obj, "seq", int, what, 0), "seq", what),
             version=version,
+            hist=optional(obj, "hist", bool, what, False),
+            dropped=non_negative(optional(obj, "dropped", int, what, 0), "dropped", what),
             **opt_str,
         )

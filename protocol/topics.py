@@ -71,6 +71,12 @@ class Topics:
     def all_events(self) -> str:
         return f"{self.base}/devices/+/telemetry/events"
 
+    def all_metrics(self) -> str:
+        return f"{self.base}/devices/+/telemetry/metrics"
+
+    def all_telemetry(self) -> str:
+        return f"{self.base}/devices/+/telemetry/+"
+
     def device_of(self, topic: str) -> str | None:
         """The device id in a ``devices/{id}/...`` topic of this fleet, or None (also when the id
         is not a valid name, so it can never be spliced into another topic)."""

@@ -58,8 +58,11 @@ class EdgeProcess:
         fleet: str,
         log_dir: Path,
         extra: tuple[str, ...] = (),
+        preexec_fn: Callable[[], None] | None = None,
     ) -> None:
+        """``preexec_fn`` runs in the child before ``exec`` (e.g. ``resource.setrlimit``)."""
         self.device = device
+        self.preexec_fn = preexec_fn
         self.args = [
             sys.executable,
             "-m",
@@ -77,6 +80,10 @@ class EdgeProcess:
             str(trust),
             "--fleet",
             fleet,
+            "--http",
+            "127.0.0.1:0",  # several edges per machine: each takes a free port
+            "--telemetry-interval",
+            "1",
             *extra,
         ]
         self.data = data
@@ -92,6 +99,7 @@ class EdgeProcess:
             stdin=subprocess.DEVNULL,
             cwd=REPO,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            preexec_fn=self.preexec_fn,
         )
         return self
 

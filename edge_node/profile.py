@@ -1,0 +1,30 @@
+"""What a device is, reported in its retained status so the coordinator can target and pick
+variants: OS, CPU architecture, cores, RAM, onnxruntime and its execution providers, tags."""
+
+from __future__ import annotations
+
+import os
+import platform
+from typing import Any
+
+
+def device_profile(tags: dict[str, str], http_port: int | None) -> dict[str, Any]:
+    import onnxruntime as ort  # the agent needs it to activate anyway
+
+    try:
+        ram_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1 << 20)
+    except (ValueError, OSError):
+        ram_mb = 0
+    profile: dict[str, Any] = {
+        "os": f"{platform.system()} {platform.release()}",
+        "arch": platform.machine(),
+        "cores": os.cpu_count() or 0,
+        "ram_mb": int(ram_mb),
+        "python": platform.python_version(),
+        "onnxruntime": ort.__version__,
+        "providers": list(ort.get_available_providers()),
+        "tags": dict(tags),
+    }
+    if http_port is not None:
+        profile["http_port"] = http_port
+    return profile

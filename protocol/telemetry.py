@@ -1,0 +1,154 @@
+"""Telemetry samples, a public contract: integrators decode these with their own MQTT clients.
+
+Published on ``modelcast/{fleet}/devices/{id}/telemetry/metrics``, one sample per message. ``seq``
+counts every telemetry message of one agent start (``boot``), metrics and events alike, +1 per
+message with no gaps; ``(device, boot, seq)`` identifies a message, so a consumer can drop the
+duplicates that at-least-once delivery allows. ``hist`` marks samples replayed from the device's
+on-disk queue after an outage; ``dropped`` says how many samples the full queue discarded (oldest
+first) since the previous message.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from dataclasses import field as dc_field
+from typing import Any
+
+from .codec import check_schema_version, field, non_negative, optional, pack, unpack_map
+from .errors import MalformedMessage, OversizedMessage
+from .limits import DEFAULT_LIMITS, Limits
+from .names import check_name
+
+MAX_MODELS = 64
+
+
+def _opt_float(obj: dict[str, Any], key: str, what: str) -> float | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if type(value) not in (int, float) or not math.isfinite(value):
+        raise MalformedMessage(f"{what}: {key!r} must be a finite number")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class ModelStats:
+    """Inference statistics of one model version over one sampling interval."""
+
+    version: int
+    inferences: int = 0
+    errors: int = 0
+    latency_p50_ms: float | None = None
+    latency_p95_ms: float | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "inferences": self.inferences,
+            "errors": self.errors,
+            "latency_p50_ms": self.latency_p50_ms,
+            "latency_p95_ms": self.latency_p95_ms,
+        }
+
+    @classmethod
+    def from_wire(cls, obj: object, what: str) -> ModelStats:
+        if not isinstance(obj, dict):
+            raise MalformedMessage(f"{what}: per-model stats must be a map")
+        return cls(
+            version=non_negative(field(obj, "version", int, what), "version", what),
+            inferences=non_negative(optional(obj, "inferences", int, what, 0), "inferences", what),
+            errors=non_negative(optional(obj, "errors", int, what, 0), "errors", what),
+            latency_p50_ms=_opt_float(obj, "latency_p50_ms", what),
+            latency_p95_ms=_opt_float(obj, "latency_p95_ms", what),
+        )
+
+
+@dataclass(frozen=True)
+class MetricsSample:
+    device: str
+    boot: str
+    seq: int
+    ts: float
+    interval_s: float = 0.0
+    uptime_s: float = 0.0
+    cpu_pct: float = 0.0
+    rss_mb: float = 0.0
+    disk_free_mb: float = 0.0
+    reconnects: int = 0
+    bytes_received: int = 0
+    inferences: int = 0
+    errors: int = 0
+    latency_p50_ms: float | None = None
+    latency_p95_ms: float | None = None
+    active: dict[str, int] = dc_field(default_factory=dict)
+    models: dict[str, ModelStats] = dc_field(default_factory=dict)
+    hist: bool = False
+    dropped: int = 0
+
+    def encode(self) -> bytes:
+        return pack(
+            {
+                "v": 1,
+                "device": self.device,
+                "boot": self.boot,
+                "seq": self.seq,
+                "ts": self.ts,
+                "hist": self.hist,
+                "dropped": self.dropped,
+                "interval_s": self.interval_s,
+                "uptime_s": self.uptime_s,
+                "cpu_pct": self.cpu_pct,
+                "rss_mb": self.rss_mb,
+                "disk_free_mb": self.disk_free_mb,
+                "reconnects": self.reconnects,
+                "bytes_received": self.bytes_received,
+                "inferences": self.inferences,
+                "errors": self.errors,
+                "latency_p50_ms": self.latency_p50_ms,
+                "latency_p95_ms": self.latency_p95_ms,
+                "active": self.active,
+                "models": {n: s.to_wire() for n, s in sorted(self.models.items())},
+            }
+        )
+
+    @classmethod
+    def decode(cls, data: bytes, limits: Limits = DEFAULT_LIMITS) -> MetricsSample:
+        what = "metrics sample"
+        obj = unpack_map(data, limits.max_message_bytes, what)
+        check_schema_version(obj, what)
+        raw_models = optional(obj, "models", dict, what, {})
+        raw_active = optional(obj, "active", dict, what, {})
+        if len(raw_models) > MAX_MODELS or len(raw_active) > MAX_MODELS:
+            raise OversizedMessage(f"{what}: more than {MAX_MODELS} models")
+        active: dict[str, int] = {}
+        for name, version in raw_active.items():
+            check_name(name, "model name")
+            if type(version) is not int:
+                raise MalformedMessage(f"{what}: active version of {name!r} must be int")
+            active[name] = version
+        models = {
+            check_name(name, "model name"): ModelStats.from_wire(stats, what)
+            for name, stats in raw_models.items()
+        }
+        counters: dict[str, Any] = {
+            k: non_negative(optional(obj, k, int, what, 0), k, what)
+            for k in ("reconnects", "bytes_received", "inferences", "errors", "dropped")
+        }
+        floats: dict[str, Any] = {
+            k: optional(obj, k, float, what, 0.0)
+            for k in ("interval_s", "uptime_s", "cpu_pct", "rss_mb", "disk_free_mb")
+        }
+        return cls(
+            device=check_name(field(obj, "device", str, what), "device id"),
+            boot=field(obj, "boot", str, what),
+            seq=non_negative(field(obj, "seq", int, what), "seq", what),
+            ts=field(obj, "ts", float, what),
+            hist=optional(obj, "hist", bool, what, False),
+            latency_p50_ms=_opt_float(obj, "latency_p50_ms", what),
+            latency_p95_ms=_opt_float(obj, "latency_p95_ms", what),
+            active=active,
+            models=models,
+            **counters,
+            **floats,
+        )

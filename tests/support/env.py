@@ -1,0 +1,75 @@
+"""The usual integration set-up: keys, a registry, a fleet watcher, edges as processes and an
+in-process coordinator, all torn down (and the edges' logs printed) at the end."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from coordinator.registry import Registry
+from coordinator.service import Coordinator
+from protocol import DeviceStatus
+from tests.support.brokers import Broker
+from tests.support.fleet import EdgeProcess, FleetWatch, Keys, make_keys
+
+
+@dataclass
+class Env:
+    tmp: Path
+    broker: Broker
+    fleet: str
+    keys: Keys
+    registry: Registry
+    watch: FleetWatch
+    edges: list[EdgeProcess] = field(default_factory=list)
+    coordinator: Coordinator | None = None
+
+    def edge(
+        self, device: str, *, broker_url: str | None = None, extra: tuple[str, ...] = ()
+    ) -> EdgeProcess:
+        e = EdgeProcess(
+            device,
+            broker_url=broker_url or self.broker.url,
+            data=self.tmp / device,
+            trust=self.keys.root_pub,
+            fleet=self.fleet,
+            log_dir=self.tmp,
+            extra=extra,
+        )
+        self.edges.append(e)
+        return e.start()
+
+    def start_coordinator(self) -> Coordinator:
+        self.coordinator = Coordinator(
+            broker_url=self.broker.url,
+            db_path=self.tmp / "coord.db",
+            keydir=self.keys.dir,
+            fleet=self.fleet,
+        )
+        self.coordinator.start()
+        return self.coordinator
+
+    def wait_online(self, device: str) -> None:
+        topic = self.watch.topics.status(device)
+        self.watch.recorder.wait_for(
+            lambda m: m.topic == topic and DeviceStatus.decode(m.payload).online, timeout=30
+        )
+
+
+@pytest.fixture
+def env(tmp_path: Path, broker: Broker, mqtt_fleet: str) -> Iterator[Env]:
+    keys = make_keys(tmp_path / "keys")
+    with FleetWatch(broker.url, mqtt_fleet) as watch:
+        e = Env(tmp_path, broker, mqtt_fleet, keys, Registry(tmp_path / "coord.db"), watch)
+        try:
+            yield e
+        finally:
+            for edge in e.edges:
+                edge.stop()
+            if e.coordinator is not None:
+                e.coordinator.stop()
+            for edge in e.edges:  # on failure, show what the edges said
+                print(f"----- {edge.device} log (tail) -----\n{edge.log()[-3000:]}")
