@@ -4,6 +4,7 @@ See docs/PROTOCOL.md for every topic and payload.
 """
 
 from .chunks import HEADER_SIZE, ChunkFrame, verify_chunk
+from .commands import ALL_DEVICES, Command, open_command
 from .download import DownloadSession, Phase, Plan, VerifiedChunk
 from .envelope import KeyCertificate, TrustedRoot, certify, seal
 from .errors import (
@@ -24,11 +25,21 @@ from .manifest import Manifest, VerifiedManifest, hash_chunks, open_manifest
 from .messages import ChunkRequest, DeviceEvent, DeviceState, DeviceStatus, UpdateState
 from .names import check_name, is_valid_name
 from .ranges import iter_ranges, to_ranges
+from .rotation import (
+    Revocations,
+    RootRotation,
+    apply_revocations,
+    apply_rotation,
+    encode_chain,
+    follow_chain,
+    rotate_root,
+)
 from .signing import SigningKey, VerifyKey, key_id
 from .telemetry import MetricsSample, ModelStats
 from .topics import Topics
 
 __all__ = [
+    "ALL_DEVICES",
     "DEFAULT_CHUNK_SIZE",
     "DEFAULT_LIMITS",
     "HEADER_SIZE",
@@ -36,6 +47,7 @@ __all__ = [
     "ChunkFrame",
     "ChunkRejected",
     "ChunkRequest",
+    "Command",
     "DeploymentIndex",
     "DeviceEvent",
     "DeviceState",
@@ -53,6 +65,8 @@ __all__ = [
     "Phase",
     "Plan",
     "ProtocolError",
+    "Revocations",
+    "RootRotation",
     "SequenceError",
     "SignatureError",
     "SigningKey",
@@ -65,14 +79,20 @@ __all__ = [
     "VerifiedChunk",
     "VerifiedManifest",
     "VerifyKey",
+    "apply_revocations",
+    "apply_rotation",
     "certify",
     "check_name",
+    "encode_chain",
+    "follow_chain",
     "hash_chunks",
     "is_valid_name",
     "iter_ranges",
     "key_id",
+    "open_command",
     "open_index",
     "open_manifest",
+    "rotate_root",
     "seal",
     "to_ranges",
     "verify_chunk",

@@ -29,11 +29,15 @@ class Envelope:
     body: bytes
     sig: bytes
     cert: bytes | None
+    #: a second signature over the same body (a new root key accepting its rotation)
+    cosig: bytes | None = None
 
     def encode(self) -> bytes:
         obj: dict[str, Any] = {"v": 1, "kind": self.kind, "body": self.body, "sig": self.sig}
         if self.cert is not None:
             obj["cert"] = self.cert
+        if self.cosig is not None:
+            obj["cosig"] = self.cosig
         return pack(obj)
 
     @classmethod
@@ -51,7 +55,10 @@ class Envelope:
         cert = obj.get("cert")
         if cert is not None and type(cert) is not bytes:
             raise MalformedMessage(f"{what}: field 'cert' must be bytes")
-        return cls(kind, body, sig, cert)
+        cosig = obj.get("cosig")
+        if cosig is not None and (type(cosig) is not bytes or len(cosig) != 64):
+            raise MalformedMessage(f"{what}: field 'cosig' must be 64 bytes")
+        return cls(kind, body, sig, cert, cosig)
 
 
 @dataclass(frozen=True)
@@ -109,6 +116,10 @@ class TrustedRoot:
     root: VerifyKey
     revoked: frozenset[str] = frozenset()
     limits: Limits = DEFAULT_LIMITS
+    #: how many root rotations led here (the first root is version 1)
+    root_version: int = 1
+    #: sequence number of the last revocation list applied
+    revocations_seq: int = -1
 
     def open(self, data: bytes, kind: str, now: float) -> tuple[bytes, KeyCertificate]:
         """Verify a ``kind`` envelope against the chain; return its body and the signer's cert."""

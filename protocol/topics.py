@@ -35,6 +35,22 @@ class Topics:
         """Retained, signed release manifest."""
         return f"{self.base}/releases/{check_name(name)}/{int(version)}"
 
+    def root_chain(self) -> str:
+        """Retained chain of root rotations (each signed by the old and the new root)."""
+        return f"{self.base}/releases/root"
+
+    def revocations(self) -> str:
+        """Retained, root-signed list of revoked release keys."""
+        return f"{self.base}/releases/revocations"
+
+    def commands(self, device: str) -> str:
+        """Signed commands for one device."""
+        return f"{self.base}/commands/{check_name(device, 'device id')}"
+
+    def fleet_commands(self) -> str:
+        """Signed commands for every device of the fleet."""
+        return f"{self.base}/commands"
+
     def chunk_block(self, name: str, version: int, block: int) -> str:
         """Chunks of one block of a release, published once and fanned out by the broker."""
         return f"{self.base}/chunks/{check_name(name)}/{int(version)}/{int(block)}"

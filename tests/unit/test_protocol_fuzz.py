@@ -22,6 +22,7 @@ from protocol import (
     MAX_CHUNK_SIZE,
     ChunkFrame,
     ChunkRequest,
+    Command,
     DeploymentIndex,
     DeviceEvent,
     DeviceState,
@@ -30,19 +31,26 @@ from protocol import (
     KeyCertificate,
     MalformedMessage,
     Manifest,
+    MetricsSample,
     OversizedMessage,
     ProtocolError,
+    Revocations,
     SigningKey,
     TrustedRoot,
     UpdateState,
     VerifiedChunk,
+    apply_revocations,
+    apply_rotation,
     certify,
+    follow_chain,
     hash_chunks,
+    open_command,
     open_index,
     open_manifest,
     seal,
 )
 from protocol.envelope import Envelope
+from protocol.rotation import RootRotation
 
 FUZZ = settings(
     max_examples=200,
@@ -111,6 +119,16 @@ DECODERS: dict[str, Callable[[bytes], object]] = {
     "DeviceState.decode": DeviceState.decode,
     "DeviceStatus.decode": DeviceStatus.decode,
     "DeviceEvent.decode": DeviceEvent.decode,
+    "MetricsSample.decode": MetricsSample.decode,
+    "Command.parse": Command.parse,
+    "open_command": lambda d: open_command(
+        TRUST, d, now=NOW, fleet="default", device="d1", last_seq=3
+    ),
+    "RootRotation.parse": RootRotation.parse,
+    "apply_rotation": lambda d: apply_rotation(TRUST, d),
+    "follow_chain": lambda d: follow_chain(TRUST, d),
+    "Revocations.parse": Revocations.parse,
+    "apply_revocations": lambda d: apply_revocations(TRUST, d, now=NOW),
 }
 ALL = sorted(DECODERS)
 MSGPACK_DECODERS = [
@@ -295,6 +313,41 @@ EVENT_FIELDS: dict[str, st.SearchStrategy[Any]] = {
     **{k: st.text(max_size=10) for k in ("reason", "detail", "topic", "model")},
     "version": _ints,
 }
+METRICS_FIELDS: dict[str, st.SearchStrategy[Any]] = {
+    "device": _names,
+    "boot": st.text(max_size=10),
+    "seq": _ints,
+    "ts": _floats,
+    "hist": st.booleans(),
+    "dropped": _ints,
+    **{k: _floats for k in ("interval_s", "uptime_s", "cpu_pct", "rss_mb", "latency_p95_ms")},
+    **{k: _ints for k in ("reconnects", "bytes_received", "inferences", "errors")},
+    "active": _active,
+    "models": st.dictionaries(_names, st.dictionaries(st.text(max_size=8), _ints), max_size=3),
+}
+COMMAND_FIELDS: dict[str, st.SearchStrategy[Any]] = {
+    "fleet": _names,
+    "device": st.one_of(_names, st.just("*")),
+    "seq": _ints,
+    "issued": _floats,
+    "expires": _floats,
+    "action": st.sampled_from(["rollback", "config", "re-request", "format-disk"]),
+    "args": st.dictionaries(st.sampled_from(["model", "version"]), st.one_of(_names, _ints)),
+}
+ROTATION_FIELDS: dict[str, st.SearchStrategy[Any]] = {
+    "version": _ints,
+    "key": st.binary(min_size=30, max_size=34),
+    "issued": _floats,
+}
+REVOCATION_FIELDS: dict[str, st.SearchStrategy[Any]] = {
+    "seq": _ints,
+    "revoked": st.lists(st.text(min_size=15, max_size=17), max_size=3),
+    "issued": _floats,
+    "expires": _floats,
+}
+CHAIN_FIELDS: dict[str, st.SearchStrategy[Any]] = {
+    "chain": st.lists(st.binary(max_size=200), max_size=3),
+}
 
 #: schema name -> (the fields of that map, every decoder that reads such a map)
 STRUCTURED: dict[str, tuple[dict[str, st.SearchStrategy[Any]], list[str]]] = {
@@ -307,8 +360,16 @@ STRUCTURED: dict[str, tuple[dict[str, st.SearchStrategy[Any]], list[str]]] = {
             "TrustedRoot.check_certificate",
             "open_manifest",
             "open_index",
+            "open_command",
+            "apply_rotation",
+            "apply_revocations",
         ],
     ),
+    "metrics": (METRICS_FIELDS, ["MetricsSample.decode"]),
+    "command": (COMMAND_FIELDS, ["Command.parse"]),
+    "rotation": (ROTATION_FIELDS, ["RootRotation.parse"]),
+    "revocations": (REVOCATION_FIELDS, ["Revocations.parse"]),
+    "chain": (CHAIN_FIELDS, ["follow_chain"]),
     "manifest": (MANIFEST_FIELDS, ["Manifest.parse"]),
     "index": (INDEX_FIELDS, ["DeploymentIndex.parse"]),
     "key-cert": (CERT_FIELDS, ["KeyCertificate.parse"]),
