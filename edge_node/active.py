@@ -5,7 +5,7 @@ after the new version passed every check."""
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from modelcast.files import read_json, write_json_atomic
@@ -94,13 +94,24 @@ class AgentRecord:
 
     index_seq: int = -1
     failed: tuple[str, ...] = ()  # release ids (hex) that failed to activate: never retried
+    #: {model: version} rolled back from by a signed directive: not upgraded to again
+    held_back: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def load(cls, data: Path) -> AgentRecord:
         raw = read_json(data / "agent.json", {})
-        return cls(index_seq=int(raw.get("index_seq", -1)), failed=tuple(raw.get("failed", ())))
+        return cls(
+            index_seq=int(raw.get("index_seq", -1)),
+            failed=tuple(raw.get("failed", ())),
+            held_back={str(k): int(v) for k, v in raw.get("held_back", {}).items()},
+        )
 
     def save(self, data: Path) -> None:
         write_json_atomic(
-            data / "agent.json", {"index_seq": self.index_seq, "failed": list(self.failed[-100:])}
+            data / "agent.json",
+            {
+                "index_seq": self.index_seq,
+                "failed": list(self.failed[-100:]),
+                "held_back": self.held_back,
+            },
         )

@@ -7,6 +7,7 @@ plans requests, activates, and reports. Nothing blocks inside a paho callback.
 from __future__ import annotations
 
 import collections
+import hashlib
 import logging
 import queue
 import shutil
@@ -30,6 +31,7 @@ from protocol import (
     Manifest,
     Phase,
     ProtocolError,
+    SignatureError,
     StaleError,
     Target,
     Topics,
@@ -50,8 +52,17 @@ from .inference import InferenceService
 from .profile import device_profile
 from .storage import PartialDownload, release_dir, verified_file
 from .telemetry import Telemetry
+from .trust_store import TrustStore
 
 log = logging.getLogger("modelcast.edge")
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while piece := f.read(1 << 20):
+            h.update(piece)
+    return h.hexdigest()
 
 
 def load_trust(path: Path) -> TrustedRoot:
@@ -76,7 +87,7 @@ class EdgeAgent:
         self.config = config
         self.device = config.device_id
         self.topics = Topics(config.fleet)
-        self.trust = load_trust(config.trust_path)
+        self.trust_store = TrustStore(config.trust_path, config.data_dir)
         self.data = config.data_dir
         self.data.mkdir(parents=True, exist_ok=True)
         self.clock = clock
@@ -220,7 +231,15 @@ class EdgeAgent:
         self._connected = True
         self._publish_status()
         self._state_dirty = True
-        self.mqtt.subscribe([self.topics.index()])
+        self.mqtt.subscribe(
+            [
+                self.topics.root_chain(),
+                self.topics.revocations(),
+                self.topics.index(),
+                self.topics.commands(self.device),
+                self.topics.fleet_commands(),
+            ]
+        )
         if self._pending is not None:
             name, target = self._pending
             self.mqtt.subscribe([self.topics.manifest(name, target.version)])
@@ -229,9 +248,19 @@ class EdgeAgent:
                 self._dl.session.forget_subscriptions()
             self._pump()
 
+    @property
+    def trust(self) -> TrustedRoot:
+        return self.trust_store.trust
+
     def _dispatch(self, topic: str, payload: bytes) -> None:
         if topic == self.topics.index():
             self._on_index(topic, payload)
+        elif topic == self.topics.root_chain():
+            self._on_root_chain(topic, payload)
+        elif topic == self.topics.revocations():
+            self._on_revocations(topic, payload)
+        elif topic in (self.topics.commands(self.device), self.topics.fleet_commands()):
+            self._on_command(topic, payload)
         elif self._dl is not None and topic.startswith(self._dl.chunk_prefix):
             self._on_chunk(topic, payload)
         elif self._pending is not None and topic == self.topics.manifest(
@@ -277,6 +306,17 @@ class EdgeAgent:
                     )
                 continue
             if target.manifest_id.hex() in self.record.failed:
+                continue
+            if target.version <= self.record.held_back.get(name, -1):
+                # rolled back from by a signed directive: wait for a newer release
+                if target.manifest_id not in self._told_stale:
+                    self._told_stale.add(target.manifest_id)
+                    self._event(
+                        "held-back",
+                        model=name,
+                        version=target.version,
+                        detail="rolled back from by a signed directive",
+                    )
                 continue
             if self._dl is not None:
                 current = self._dl.release.manifest
@@ -330,6 +370,105 @@ class EdgeAgent:
         self.mqtt.unsubscribe([topic])
         self._pending = None
         self._begin(release)
+
+    # --- trust updates and commands ------------------------------------------------------
+    def _on_root_chain(self, topic: str, payload: bytes) -> None:
+        if not payload:
+            return
+        try:
+            if self.trust_store.follow_root_chain(payload):
+                log.warning(
+                    "edge %s: now trusting root %s (version %d)",
+                    self.device,
+                    self.trust.root.key_id,
+                    self.trust.root_version,
+                )
+                self._event("root-rotated", detail=self.trust.root.key_id)
+        except ProtocolError as exc:
+            self._reject(topic, exc, update_state=False)
+
+    def _on_revocations(self, topic: str, payload: bytes) -> None:
+        if not payload:
+            return
+        try:
+            added = self.trust_store.apply_revocations(payload, self.clock())
+        except ProtocolError as exc:
+            self._reject(topic, exc, update_state=False)
+            return
+        if added:
+            log.warning("edge %s: release keys revoked: %s", self.device, ", ".join(sorted(added)))
+            self._event("keys-revoked", detail=", ".join(sorted(added)))
+        dl = self._dl
+        if dl is not None and dl.release.signer.key.key_id in added:
+            self._reject(
+                topic,
+                SignatureError(f"{dl.label} was signed by a revoked key", reason="revoked-key"),
+                update_state=True,
+            )
+            self._drop_download(discard=True)
+
+    def _on_command(self, topic: str, payload: bytes) -> None:
+        if not payload:
+            return
+        try:
+            command = self.trust_store.open_command(
+                payload, now=self.clock(), fleet=self.config.fleet, device=self.device
+            )
+        except ProtocolError as exc:
+            self._reject(topic, exc, update_state=False)
+            return
+        log.info(
+            "edge %s: command %s %s (seq %d)",
+            self.device,
+            command.action,
+            command.args,
+            command.seq,
+        )
+        if command.action == "rollback":
+            self._rollback(str(command.args["model"]), int(command.args["version"]))
+        elif command.action == "re-request" and self._dl is not None:
+            self._repair(self._dl)
+        else:
+            self._event("command-ignored", detail=f"{command.action} is not supported yet")
+
+    def _rollback(self, name: str, version: int) -> None:
+        """Go back to ``version`` of ``name``, which must be the previous one, kept on disk."""
+        active = self.actives.get(name)
+        if active is None or active.version == version:
+            return
+        if active.previous_version != version or active.previous_path is None:
+            self._event(
+                "rollback-failed",
+                model=name,
+                version=version,
+                detail=f"{name}@{version} is not the previous version on this device",
+            )
+            return
+        try:
+            check_model(active.previous_path)
+            sha = _sha256_file(active.previous_path)
+            self.actives.switch(name, version, active.previous_path, sha)
+        except (ActivationError, OSError) as exc:
+            self._event("rollback-failed", model=name, version=version, detail=str(exc))
+            return
+        self.record.held_back[name] = max(active.version, self.record.held_back.get(name, -1))
+        self._save_record()
+        if self._dl is not None and self._dl.release.manifest.name == name:
+            self._drop_download(discard=False)
+        log.warning(
+            "edge %s: rolled back %s@%d -> %s@%d by signed directive",
+            self.device,
+            name,
+            active.version,
+            name,
+            version,
+        )
+        self._event(
+            "rolled-back", model=name, version=version, detail=f"from {name}@{active.version}"
+        )
+        self._state = replace(self._state, model=name, version=version)
+        self._set_state(UpdateState.ACTIVE, reason=f"rolled back from {name}@{active.version}")
+        self._publish_status()
 
     # --- download ------------------------------------------------------------------------
     def _begin(self, release: VerifiedManifest) -> None:
