@@ -41,11 +41,12 @@ $(STAMP): pyproject.toml $(wildcard */__init__.py) | $(VPY)
 	$(VPY) -m pip install --disable-pip-version-check -q -e '.[dev]'
 	touch $@
 
-test: setup
+# lint first: a change that is not ruff- and mypy-clean does not pass
+test: setup lint
 	$(VPY) -m pytest -q
 
 lint: setup
-	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff check $(LINT_PATHS) tests
 	$(VENV)/bin/mypy $(LINT_PATHS)
 
 demo: setup

@@ -1,5 +1,5 @@
 """The modelcast coordinator: key management, the release registry, and the service that
-publishes deployments and serves chunks to edge devices over MQTT."""
+publishes deployments, serves chunks to edge devices over MQTT and stores their telemetry."""
 
 from .chunkstore import ChunkSource, ChunkSourceError
 from .keystore import ReleaseKeys, init_keys, load_release_keys
@@ -7,6 +7,7 @@ from .registry import Registry, RegistryError, ReleaseRecord
 from .scheduler import ChunkScheduler, SchedulerStats
 from .service import Coordinator
 from .status import fleet_status, format_status
+from .telemetry_store import TelemetryStats, TelemetryStore
 
 __all__ = [
     "ChunkScheduler",
@@ -18,6 +19,8 @@ __all__ = [
     "ReleaseKeys",
     "ReleaseRecord",
     "SchedulerStats",
+    "TelemetryStats",
+    "TelemetryStore",
     "fleet_status",
     "format_status",
     "init_keys",

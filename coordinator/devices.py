@@ -41,6 +41,7 @@ class DeviceTracker:
         self._batch_since: float | None = None
         self._last_state: dict[str, tuple[UpdateState, str | None, int | None]] = {}
         self._online: dict[str, bool] = {}
+        self._heard: dict[str, float] = {}  # devices heard from by telemetry: latest time
 
     @staticmethod
     def _seen(ts: float | None, *, retained: bool, received_at: float) -> float | None:
@@ -87,6 +88,10 @@ class DeviceTracker:
                 " (retained)" if retained else "",
             )
 
+    def online(self) -> set[str]:
+        """Devices whose latest status says they are online."""
+        return {device for device, up in self._online.items() if up}
+
     def on_event(self, event: DeviceEvent) -> None:
         release = f" {event.model}@{event.version}" if event.model is not None else ""
         detail = "".join(
@@ -100,7 +105,22 @@ class DeviceTracker:
             level = logging.INFO
         else:
             level = logging.DEBUG
-        log.log(level, "device %s: event %s%s%s", event.device, event.event, release, detail)
+        log.log(
+            level,
+            "device %s: event %s%s%s%s",
+            event.device,
+            event.event,
+            release,
+            detail,
+            " (replayed)" if event.hist else "",
+        )
+
+    def on_seen(self, device: str, received_at: float) -> None:
+        """A live (never retained) telemetry message: the device is there now."""
+        if received_at > self._heard.get(device, 0.0):
+            self._heard[device] = received_at
+        if self._batch_since is None:
+            self._batch_since = received_at
 
     def _add(self, update: DeviceUpdate, now: float) -> None:
         self._batch[(update.message.device, type(update.message))] = update
@@ -112,21 +132,29 @@ class DeviceTracker:
 
     @property
     def pending(self) -> int:
-        return len(self._batch)
+        """Reports to write now. Times devices were heard from by telemetry count only once
+        due: they change with every sample, and flushing them whenever the inbox is momentarily
+        empty would commit (and fsync) once every few messages under a telemetry flood."""
+        heard = len(self._heard) if self.due(time.time()) else 0
+        return len(self._batch) + heard
 
     def flush(self) -> int:
         """Write the batch to the registry; returns how many reports it held."""
-        if not self._batch:
+        if not self._batch and not self._heard:
             return 0
         updates = list(self._batch.values())
+        seen = self._heard
         self._batch.clear()
+        self._heard = {}
         self._batch_since = None
         started = time.monotonic()
         self._registry.record_devices(self._fleet, updates)
+        # After the reports, whose last_seen it may only move forward.
+        self._registry.record_seen(self._fleet, seen)
         log.debug(
             "recorded %d device reports of fleet %s in %.1f ms",
-            len(updates),
+            len(updates) + len(seen),
             self._fleet,
             (time.monotonic() - started) * 1000,
         )
-        return len(updates)
+        return len(updates) + len(seen)

@@ -394,6 +394,23 @@ class Registry:
             for rows in groups.values():
                 self._db.table("devices").upsert_all(rows, pk=("fleet", "device_id"))
 
+    def record_seen(self, fleet: str, seen: dict[str, float]) -> None:
+        """Devices heard from (telemetry), by id: ``last_seen`` only ever moves forward here,
+        and a device not yet known gets a row."""
+        if not seen:
+            return
+        now = time.time()
+        sql = (
+            "INSERT INTO devices (fleet, device_id, last_seen, updated) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (fleet, device_id) DO UPDATE SET "
+            "last_seen = max(coalesce(devices.last_seen, excluded.last_seen), excluded.last_seen), "
+            "updated = excluded.updated"
+        )
+        with self._lock, self._db.conn:
+            self._db.conn.executemany(
+                sql, [(fleet, device, ts, now) for device, ts in sorted(seen.items())]
+            )
+
     def devices(self, fleet: str) -> list[dict[str, Any]]:
         with self._lock:
             rows = list(

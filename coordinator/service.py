@@ -1,9 +1,13 @@
-"""The coordinator service: publishes what is deployed, and serves chunks to whoever asks.
+"""The coordinator service: publishes what is deployed, serves chunks to whoever asks, and
+stores what devices report.
 
-Three threads besides paho's network thread, which only enqueues:
+Four threads besides paho's network thread, which only enqueues:
 
 * the *worker* decodes device messages: chunk requests go to the scheduler, state and status
-  reports to the registry (batched), events to the log;
+  reports to the registry (batched), metrics samples and events to the telemetry buffer (and
+  events to the log); every telemetry message also moves the device's ``last_seen``;
+* the *writer* flushes the telemetry buffer to SQLite in one transaction per batch (every half
+  second or 500 rows) and prunes telemetry older than the retention;
 * the *sender* takes chunks from the scheduler and publishes them, never more than
   ``max_pending`` unacknowledged at a time, so a slow broker slows us down instead of growing a
   queue;
@@ -25,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import protocol
+from modelcast.creds import ClientCreds, session_auth
 from modelcast.mqtt import MqttSession
 
 from .chunkstore import ChunkSource, ChunkSourceError
@@ -33,6 +38,7 @@ from .devices import DeviceTracker
 from .keystore import load_release_keys
 from .registry import Registry, ReleaseRecord
 from .scheduler import ChunkScheduler, SchedulerStats
+from .telemetry_store import DEFAULT_RETENTION_DAYS, TelemetryStats, TelemetryStore
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +93,11 @@ class Coordinator:
         fleet: str = "default",
         poll_interval: float = 0.5,
         max_pending: int = 32,
+        fresh_hold: float = 0.3,
         index_expires_in: float = 30 * 86400,
         client_id: str | None = None,
+        retention_days: float = DEFAULT_RETENTION_DAYS,
+        creds: ClientCreds | None = None,
     ) -> None:
         if max_pending < 1:
             raise ValueError("max_pending must be at least 1")
@@ -96,12 +105,20 @@ class Coordinator:
         self.topics = protocol.Topics(fleet)
         self._poll_interval = poll_interval
         self._max_pending = max_pending
+        # Devices that start together (a deploy, a broker restart) send their first requests
+        # within a few hundred ms of each other; a chunk sent before a device's request arrived
+        # must be sent again for it. Holding the sender briefly after a fresh request lets
+        # those requests coalesce into one publish per chunk.
+        self._fresh_hold = fresh_hold
+        self._hold_until = 0.0
+        self._askers: dict[bytes, set[str]] = {}  # release id -> devices that asked for it
         keys = load_release_keys(keydir)
         self._registry = Registry(db_path)
         self._deployer = DeploymentPublisher(
             self._registry, keys, fleet, index_expires_in=index_expires_in
         )
         self._devices = DeviceTracker(self._registry, fleet)
+        self._telemetry = TelemetryStore(db_path, retention_days=retention_days)
         self._chunks = ChunkSource()
         self._scheduler = ChunkScheduler()
         self._sched_cond = threading.Condition()  # guards _scheduler; notified on new work
@@ -124,11 +141,12 @@ class Coordinator:
         self._started = False
         self._session = MqttSession(
             broker_url,
-            client_id or f"modelcast-coordinator-{fleet}",
+            client_id or (creds.client_id if creds else f"modelcast-coordinator-{fleet}"),
             on_message=self._on_message,
             on_connect=self._on_connect,
             clean_session=False,
             keepalive=KEEPALIVE_S,
+            **session_auth(creds, broker_url),
         )
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -147,6 +165,7 @@ class Coordinator:
             ("worker", self._work),
             ("sender", self._send),
             ("poller", self._poll),
+            ("writer", self._write),
         ):
             thread = threading.Thread(
                 target=target, name=f"coordinator-{self.fleet}-{name}", daemon=True
@@ -164,14 +183,17 @@ class Coordinator:
             self._inbox.put_nowait(None)
         with self._sched_cond:
             self._sched_cond.notify_all()
+        self._telemetry.wake()
         for thread in self._threads:
             thread.join(timeout)
             if thread.is_alive():
                 log.warning("coordinator thread %s did not stop within %.1fs", thread.name, timeout)
         self._flush_devices()
+        self._flush_telemetry()
         self._session.stop()
         self._chunks.close()
         self._registry.close()
+        self._telemetry.close()
         log.info(
             "coordinator of fleet %s stopped: %d chunks (%d bytes) published",
             self.fleet,
@@ -229,6 +251,11 @@ class Coordinator:
             return dict(self._rejections.counts)
 
     @property
+    def telemetry(self) -> TelemetryStats:
+        """Telemetry messages stored, ignored as duplicates, dropped (buffer full), pending."""
+        return self._telemetry.stats()
+
+    @property
     def scheduler(self) -> SchedulerStats:
         with self._sched_cond:
             return self._scheduler.stats()
@@ -242,7 +269,9 @@ class Coordinator:
     # --- paho callbacks (network thread: hand over, never block) -------------------------
     def _on_connect(self, session_present: bool) -> None:
         t = self.topics
-        self._session.subscribe([t.all_requests(), t.all_state(), t.all_status(), t.all_events()])
+        self._session.subscribe(
+            [t.all_requests(), t.all_state(), t.all_status(), t.all_events(), t.all_metrics()]
+        )
         self._republish.set()
         self._wake_poller.set()
 
@@ -307,18 +336,25 @@ class Coordinator:
         if kind == "request":
             self._handle_request(item, device)
             return
-        if kind not in ("state", "status", "telemetry/events"):
+        if kind not in ("state", "status", "telemetry/events", "telemetry/metrics"):
             raise protocol.MalformedMessage(f"unexpected topic {item.topic!r}")
         if not item.payload:
             log.debug("device %s: retained %s cleared", device, kind)
             return
-        message: protocol.DeviceState | protocol.DeviceStatus | protocol.DeviceEvent
+        message: (
+            protocol.DeviceState
+            | protocol.DeviceStatus
+            | protocol.DeviceEvent
+            | protocol.MetricsSample
+        )
         if kind == "state":
             message = protocol.DeviceState.decode(item.payload)
         elif kind == "status":
             message = protocol.DeviceStatus.decode(item.payload)
-        else:
+        elif kind == "telemetry/events":
             message = protocol.DeviceEvent.decode(item.payload)
+        else:
+            message = protocol.MetricsSample.decode(item.payload)
         if message.device != device:
             raise protocol.MalformedMessage(
                 f"{kind} names device {message.device!r}", reason="device-mismatch"
@@ -328,7 +364,18 @@ class Coordinator:
         elif isinstance(message, protocol.DeviceStatus):
             self._devices.on_status(message, retained=item.retained, received_at=item.received_at)
         else:
+            self._on_telemetry(message, item)
+
+    def _on_telemetry(
+        self, message: protocol.DeviceEvent | protocol.MetricsSample, item: _Inbound
+    ) -> None:
+        if isinstance(message, protocol.DeviceEvent):
             self._devices.on_event(message)
+            self._telemetry.add_event(self.fleet, message, item.received_at)
+        else:
+            self._telemetry.add_metrics(self.fleet, message, item.received_at)
+        if not item.retained:  # telemetry is never retained, but a stray retained one is old
+            self._devices.on_seen(message.device, item.received_at)
 
     def _handle_request(self, item: _Inbound, device: str) -> None:
         if item.retained:
@@ -353,7 +400,16 @@ class Coordinator:
                 f"{req.release_id.hex()}",
                 reason="wrong-release",
             )
+        askers = self._askers.setdefault(record.short_id, set())
+        askers.add(device)
+        # Hold only while another online device may still be about to ask: a lone device, or
+        # the last of a wave, has nobody to wait for (the hold would only delay its download).
+        waiting_for = self._devices.online() - askers
         with self._sched_cond:
+            if not waiting_for:
+                self._hold_until = 0.0
+            elif req.fresh:
+                self._hold_until = max(self._hold_until, time.monotonic() + self._fresh_hold)
             self._scheduler.on_request(req, record.n_chunks, record.block_chunks)
             if self._scheduler.has_pending:
                 self._sched_cond.notify_all()
@@ -386,6 +442,10 @@ class Coordinator:
             with self._sched_cond:
                 if not self._scheduler.has_pending:
                     self._sched_cond.wait(WAKE_S)
+                    continue
+                hold = self._hold_until - time.monotonic()
+                if hold > 0:
+                    self._sched_cond.wait(hold)
                     continue
             if not self._session.connected.wait(WAKE_S):
                 continue
@@ -447,6 +507,24 @@ class Coordinator:
         n = self._read_errors[record.release_id]
         if n == 1 or n % 100 == 0:
             log.error("release %s: cannot serve chunks (%d failures): %s", record.release, n, exc)
+
+    # --- writer: telemetry ----------------------------------------------------------------
+    def _write(self) -> None:
+        while not self._stopping.is_set():
+            if self._telemetry.wait_due(WAKE_S):
+                self._flush_telemetry()
+            try:
+                self._telemetry.maybe_prune(self.fleet)
+            except sqlite3.Error:
+                log.exception("fleet %s: pruning old telemetry failed; retrying", self.fleet)
+
+    def _flush_telemetry(self) -> None:
+        try:
+            self._telemetry.flush()
+        except sqlite3.Error:  # the rows stay buffered (up to a cap) for the next flush
+            log.exception("fleet %s: could not store telemetry", self.fleet)
+        with self._progress:
+            self._progress.notify_all()
 
     # --- poller: deployments -------------------------------------------------------------
     def _poll(self) -> None:

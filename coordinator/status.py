@@ -1,4 +1,5 @@
-"""``modelcast status``: the fleet as the registry knows it, as data and as a table."""
+"""``modelcast status``: the fleet as the registry and the telemetry store know it, as data and
+as tables."""
 
 from __future__ import annotations
 
@@ -7,12 +8,17 @@ from pathlib import Path
 from typing import Any
 
 from .registry import Registry
+from .telemetry_store import TelemetryStore
 
 _DONE_STATES = frozenset({"verifying", "verified", "activating", "active"})
 
 
-def fleet_status(db_path: Path, fleet: str = "default") -> dict[str, Any]:
-    """Deployments and devices of ``fleet``, JSON-ready, devices sorted by id."""
+def fleet_status(
+    db_path: Path, fleet: str = "default", *, since: float | None = None
+) -> dict[str, Any]:
+    """Deployments, devices (sorted by id, each with its latest metrics sample or None) and the
+    health of every model version (``TelemetryStore.health`` over telemetry since ``since``,
+    device time; None: all retained telemetry) of ``fleet``, JSON-ready."""
     db_path = Path(db_path)
     if not db_path.exists():
         raise FileNotFoundError(f"no coordinator database at {db_path}")
@@ -22,10 +28,23 @@ def fleet_status(db_path: Path, fleet: str = "default") -> dict[str, Any]:
         rows = registry.devices(fleet)
     finally:
         registry.close()
+    store = TelemetryStore(db_path)
+    try:
+        latest = store.latest_metrics(fleet)
+        health = store.health(fleet, since)
+    finally:
+        store.close()
+    devices = []
+    for row in rows:
+        device = _device(row)
+        device["metrics"] = latest.get(row["device_id"])
+        devices.append(device)
     return {
         "fleet": fleet,
         "deployments": dict(sorted(deployments.items())),
-        "devices": [_device(row) for row in rows],
+        "devices": devices,
+        "health": health,
+        "health_since": since,
     }
 
 
@@ -63,14 +82,84 @@ def _releases(versions: dict[str, int]) -> str:
     return ", ".join(f"{name}@{version}" for name, version in sorted(versions.items()))
 
 
+def _megabytes(mb: float | None) -> str:
+    if mb is None:
+        return "-"
+    return f"{mb / 1024:.1f}G" if mb >= 1024 else f"{mb:.0f}M"
+
+
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+
+
+def _number(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def format_health(status: dict[str, Any]) -> list[str]:
+    """The health table: one row per model version."""
+    since = status.get("health_since")
+    window = "all retained telemetry" if since is None else f"since {_iso(since)}"
+    health = status.get("health") or []
+    if not health:
+        return [f"health ({window}): no inference statistics or activation failures reported"]
+    rows: list[tuple[str, ...]] = [
+        (
+            "MODEL",
+            "VERSION",
+            "DEVICES",
+            "INFERENCES",
+            "ERRORS",
+            "ERROR-RATE",
+            "P95-MS",
+            "ACT-FAILED",
+        )
+    ]
+    for h in health:
+        rate = h["error_rate"]
+        rows.append(
+            (
+                h["model"],
+                str(h["version"]),
+                str(h["devices"]),
+                str(h["inferences"]),
+                str(h["errors"]),
+                "-" if rate is None else f"{rate * 100:.2f}%",
+                _number(h["latency_p95_ms"], ".1f"),
+                str(h["activation_failures"]),
+            )
+        )
+    return [f"health ({window}):", *_table(rows)]
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
 def format_status(status: dict[str, Any], *, now: float | None = None) -> str:
-    """A header naming the fleet and its deployed releases, then one aligned row per device."""
+    """A header naming the fleet and its deployed releases, one aligned row per device, then
+    the health of each model version."""
     now = time.time() if now is None else now
     deployed = _releases(status["deployments"]) or "nothing deployed"
     devices = status["devices"]
     header = f"fleet {status['fleet']}: {deployed}; {len(devices)} device(s)"
-    columns = ("DEVICE", "ONLINE", "STATE", "PROGRESS", "ACTIVE", "LAST-SEEN", "REASON")
-    rows = [columns]
+    columns = (
+        "DEVICE",
+        "ONLINE",
+        "STATE",
+        "PROGRESS",
+        "ACTIVE",
+        "LAST-SEEN",
+        "CPU",
+        "RSS",
+        "DISK-FREE",
+        "REASON",
+    )
+    rows: list[tuple[str, ...]] = [columns]
     for d in devices:
         online = {True: "yes", False: "no"}.get(d["online"], "?")
         state = d["state"] or "-"
@@ -78,6 +167,8 @@ def format_status(status: dict[str, Any], *, now: float | None = None) -> str:
             state = f"{state} {d['model']}@{d['version']}"
         progress = f"{d['progress'] * 100:.0f}%" if d["state"] not in (None, "idle") else "-"
         last_seen = format_age(now - d["last_seen"]) if d["last_seen"] is not None else "never"
+        metrics = d.get("metrics") or {}
+        cpu = metrics.get("cpu_pct")
         rows.append(
             (
                 d["device_id"],
@@ -86,13 +177,15 @@ def format_status(status: dict[str, Any], *, now: float | None = None) -> str:
                 progress,
                 _releases(d["active"]) or "-",
                 last_seen,
+                "-" if cpu is None else f"{cpu:.0f}%",
+                _megabytes(metrics.get("rss_mb")),
+                _megabytes(metrics.get("disk_free_mb")),
                 d["reason"] or "",
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
-    lines = [header]
-    for row in rows:
-        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    lines = [header, *_table(rows)]
     if not devices:
         lines.append("(no device has reported yet)")
+    lines.append("")
+    lines.extend(format_health(status))
     return "\n".join(lines)

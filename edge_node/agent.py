@@ -19,8 +19,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from modelcast import __version__
+from modelcast.creds import session_auth
 from modelcast.mqtt import Backoff, MqttSession, Will
 from protocol import (
+    ChunkRequest,
     DeploymentIndex,
     DeviceEvent,
     DeviceState,
@@ -125,7 +127,11 @@ class EdgeAgent:
         self.stalls = 0
         self.mqtt = MqttSession(
             config.broker_url,
-            f"modelcast-edge-{config.fleet}-{self.device}",
+            (
+                config.creds.client_id
+                if config.creds
+                else f"modelcast-edge-{config.fleet}-{self.device}"
+            ),
             on_message=self._on_message,
             on_connect=self._on_connect,
             on_disconnect=self._on_disconnect,
@@ -137,6 +143,7 @@ class EdgeAgent:
             max_inflight=20,
             max_queued=200,
             backoff=Backoff(config.reconnect_min, config.reconnect_max),
+            **session_auth(config.creds, config.broker_url),
         )
         self.telemetry = Telemetry(
             device=self.device,
@@ -253,7 +260,11 @@ class EdgeAgent:
         return self.trust_store.trust
 
     def _dispatch(self, topic: str, payload: bytes) -> None:
-        if topic == self.topics.index():
+        # chunks first: they are nearly every message, and the topics below are built (and
+        # their names checked) on each comparison
+        if self._dl is not None and topic.startswith(self._dl.chunk_prefix):
+            self._on_chunk(topic, payload)
+        elif topic == self.topics.index():
             self._on_index(topic, payload)
         elif topic == self.topics.root_chain():
             self._on_root_chain(topic, payload)
@@ -261,8 +272,6 @@ class EdgeAgent:
             self._on_revocations(topic, payload)
         elif topic in (self.topics.commands(self.device), self.topics.fleet_commands()):
             self._on_command(topic, payload)
-        elif self._dl is not None and topic.startswith(self._dl.chunk_prefix):
-            self._on_chunk(topic, payload)
         elif self._pending is not None and topic == self.topics.manifest(
             self._pending[0], self._pending[1].version
         ):
@@ -532,7 +541,15 @@ class EdgeAgent:
         )
         self.mqtt.subscribe([self.topics.chunk_block(m.name, m.version, b) for b in plan.subscribe])
         if plan.request is not None:
-            self.mqtt.publish(self.topics.request(self.device), plan.request.encode())
+            self._send_request(plan.request)
+
+    def _send_request(self, request: ChunkRequest) -> None:
+        """Requests go out at QoS 0. At QoS 1 the persistent session replays every request not
+        yet acknowledged after each reconnect, and on a flaky, congested link (acks queued behind
+        chunks) that is most of them: the coordinator resent what was already on its way, and a
+        replayed repair is never coalesced. A request lost in a cut is covered by the stall
+        repair, like a lost chunk."""
+        self.mqtt.publish(self.topics.request(self.device), request.encode(), qos=0)
 
     def _on_chunk(self, topic: str, payload: bytes) -> None:
         dl = self._dl
@@ -688,8 +705,15 @@ class EdgeAgent:
             exc,
             delay,
         )
-        self._set_state(UpdateState.FAILED, reason=f"{exc.reason}: {exc}")
-        self._event("write-failed", reason=exc.reason, detail=str(exc))
+        self._set_state(UpdateState.FAILED, reason=str(exc))  # "write-failed: ..."
+        name, _, version = release.partition("@")
+        self._event(
+            "write-failed",
+            reason=exc.reason,
+            detail=str(exc),
+            model=name or None,
+            version=int(version) if version.isdigit() else None,
+        )
 
     # --- periodic work -------------------------------------------------------------------
     def _tick(self) -> None:
@@ -752,7 +776,7 @@ class EdgeAgent:
         self.mqtt.subscribe(
             [self.topics.chunk_block(m.name, m.version, b) for b in sorted(dl.session.subscribed)]
         )
-        self.mqtt.publish(self.topics.request(self.device), request.encode())
+        self._send_request(request)
 
     # --- reporting -----------------------------------------------------------------------
     def _set_state(
@@ -792,7 +816,11 @@ class EdgeAgent:
         self._state_dirty = False
         self._state_sent_at = self.clock()
         if self._connected:
-            self.mqtt.publish(self.topics.state(self.device), self._state.encode(), retain=True)
+            # QoS 0: a latest-value message; QoS 1 would replay stale states after a cut
+            # (paho resends unacknowledged ones), and each (re)connect publishes it afresh
+            self.mqtt.publish(
+                self.topics.state(self.device), self._state.encode(), qos=0, retain=True
+            )
         else:
             self._state_dirty = True
 
@@ -806,7 +834,7 @@ class EdgeAgent:
             active=self.actives.versions(),
             profile=self.profile,
         )
-        self.mqtt.publish(self.topics.status(self.device), status.encode(), retain=True)
+        self.mqtt.publish(self.topics.status(self.device), status.encode(), qos=0, retain=True)
 
     def _event(
         self,

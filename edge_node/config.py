@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from modelcast.creds import ClientCreds
 from protocol import DEFAULT_LIMITS, Limits
 
 
@@ -38,3 +39,5 @@ class EdgeConfig:
     #: free-form labels reported in the device profile (site=plant-3, class=gateway)
     tags: dict[str, str] = field(default_factory=dict)
     limits: Limits = field(default=DEFAULT_LIMITS)
+    #: broker credentials (TLS, username/password; the client id is then their username)
+    creds: ClientCreds | None = None

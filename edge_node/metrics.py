@@ -52,11 +52,11 @@ class InferenceStats:
             if latency_ms is not None and len(w.latencies) < MAX_LATENCIES:
                 w.latencies.append(latency_ms)
 
-    def take(self) -> tuple[dict[str, ModelStats], ModelStats]:
-        """Per-model statistics since the previous call, and the totals (version 0)."""
+    def take(self) -> tuple[tuple[ModelStats, ...], ModelStats]:
+        """Per-model-version statistics since the previous call, and the totals."""
         with self._lock:
             windows, self._windows = self._windows, {}
-        per_model: dict[str, ModelStats] = {}
+        per_model: list[ModelStats] = []
         every: list[float] = []
         inferences = errors = 0
         for (name, _version), w in sorted(windows.items()):
@@ -64,17 +64,21 @@ class InferenceStats:
             every.extend(lat)
             inferences += w.inferences
             errors += w.errors
-            # one entry per name: if a model changed version mid-interval, the newer one wins
-            per_model[name] = ModelStats(
-                version=w.version,
-                inferences=w.inferences,
-                errors=w.errors,
-                latency_p50_ms=percentile(lat, 50),
-                latency_p95_ms=percentile(lat, 95),
+            per_model.append(
+                ModelStats(
+                    model=name,
+                    version=w.version,
+                    inferences=w.inferences,
+                    errors=w.errors,
+                    latency_p50_ms=percentile(lat, 50),
+                    latency_p95_ms=percentile(lat, 95),
+                )
             )
         every.sort()
-        totals = ModelStats(0, inferences, errors, percentile(every, 50), percentile(every, 95))
-        return per_model, totals
+        totals = ModelStats(
+            "all", 0, inferences, errors, percentile(every, 50), percentile(every, 95)
+        )
+        return tuple(per_model), totals
 
 
 class ProcessSampler:

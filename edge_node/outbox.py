@@ -49,6 +49,9 @@ class Outbox:
         )
         self._handed: dict[int, _Delivery] = {}
         self._last_handed = 0
+        # False once a look found nothing more to hand over, until add(): the agent pumps after
+        # every message it handles, and an idle queue need not be asked each time
+        self._maybe_more = True
         self.dropped_total = 0
 
     def __len__(self) -> int:
@@ -60,6 +63,7 @@ class Outbox:
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute("INSERT INTO outbox (topic, payload) VALUES (?, ?)", (topic, payload))
+            self._maybe_more = True
             excess = len(self) - self.capacity
             if excess > 0:
                 discarded = self._db.execute(
@@ -84,17 +88,19 @@ class Outbox:
             for rowid in done:
                 del self._handed[rowid]
         room = self.in_flight - len(self._handed)
-        if room <= 0:
+        if room <= 0 or not self._maybe_more:
             return 0
         rows = self._db.execute(
             "SELECT id, topic, payload FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
             (self._last_handed, room),
         ).fetchall()
+        self._maybe_more = len(rows) == room
         handed = 0
         for rowid, topic, payload in rows:
             payload = self._report_dropped(rowid, payload)
             delivery = publish(topic, payload)
             if delivery is None:
+                self._maybe_more = True  # this one and the rest wait for the next pump
                 break
             self._handed[rowid] = delivery
             self._last_handed = rowid

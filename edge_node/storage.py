@@ -12,9 +12,11 @@
         model.onnx                      the whole file, once its sha256 matched
 
 Chunks are written with ``pwrite`` at their offset, straight from the received buffer, so memory
-does not grow with model size. The bitmap is written (atomically) after the data is synced, in
-batches. On resume every chunk that the bitmap claims, or whose region holds data, is hashed
-again, so a torn write or a lying journal costs a re-fetch of that chunk, never a bad model.
+does not grow with model size; the whole-file sha256 is computed along the way (chunks arrive
+mostly in order), so completion does not read the file back. The bitmap is written (atomically)
+after the data is synced, in batches. On resume every chunk that the bitmap claims, or whose
+region holds data, is hashed again, so a torn write or a lying journal costs a re-fetch of that
+chunk, never a bad model.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import contextlib
 import hashlib
 import os
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,6 +38,10 @@ PART = "model.part"
 FINAL = "model.onnx"
 BITMAP = "held.bitmap"
 MANIFEST = "manifest.env"
+#: Written bytes after which a background thread starts writing them back to disk (fdatasync),
+#: so that a sync (periodic, or the final one before the file is verified) finds little left to
+#: write and does not stall the download.
+FLUSH_BEHIND_BYTES = 4 << 20
 
 
 def release_dir(data: Path, name: str, version: int) -> Path:
@@ -58,6 +65,15 @@ class PartialDownload:
             raise StorageError(f"cannot open {directory / PART}: {exc}") from exc
         self._bitmap = bytearray(manifest.n_chunks)
         self._dirty = False
+        # The whole-file sha256, kept over the longest prefix of chunks written so far, so that
+        # completion does not read the whole file back (chunks mostly arrive in order). None
+        # once used: a second completion (after a digest mismatch) reads the file back.
+        self._whole: hashlib._Hash | None = hashlib.sha256()
+        self._whole_upto = 0  # chunks [0, _whole_upto) are in _whole
+        self._unflushed = 0  # bytes written since the last (background or real) flush
+        self._flusher: threading.Thread | None = None
+        self._flush_wanted = threading.Event()
+        self._closing = False
 
     # --- resume --------------------------------------------------------------------------
     def recover(self) -> list[int]:
@@ -75,7 +91,9 @@ class PartialDownload:
             if hashlib.sha256(data).digest() == m.chunk_hash(i):
                 held.append(i)
                 self._bitmap[i] = 1
-        self._dirty = True
+        # rewrite the journal if it is to say something; a fresh download has nothing to record
+        # (no journal means nothing claimed), and syncing an empty one delays its first chunk
+        self._dirty = bool(held) or any(journal)
         return held
 
     def _has_data(self, index: int) -> bool:
@@ -96,11 +114,56 @@ class PartialDownload:
             raise StorageError(f"short write of chunk {chunk.index}: {written} bytes")
         self._bitmap[chunk.index] = 1
         self._dirty = True
+        self._flush_behind(written)
+        if self._whole is not None and chunk.index == self._whole_upto:
+            self._whole.update(chunk.data)
+            self._whole_upto += 1
+            self._hash_prefix()
+
+    def _hash_prefix(self) -> None:
+        """Extend the whole-file hash over chunks already on disk (resumed, or out of order)."""
+        m = self.manifest
+        assert self._whole is not None
+        while self._whole_upto < m.n_chunks and self._bitmap[self._whole_upto]:
+            i = self._whole_upto
+            try:
+                data = os.pread(self._fd, m.chunk_length(i), i * m.chunk_size)
+            except OSError as exc:
+                raise StorageError(f"reading chunk {i} back: {exc}") from exc
+            if len(data) != m.chunk_length(i):
+                raise StorageError(f"{self.dir / PART} is short: chunk {i} has {len(data)} bytes")
+            self._whole.update(data)
+            self._whole_upto += 1
+
+    def _flush_behind(self, written: int) -> None:
+        """Hand the background flusher the data written so far, every FLUSH_BEHIND_BYTES. It
+        only starts the disk writes early; durability still comes from ``sync``."""
+        self._unflushed += written
+        if self._unflushed < FLUSH_BEHIND_BYTES:
+            return
+        self._unflushed = 0
+        if self._flusher is None:
+            self._flusher = threading.Thread(
+                target=self._flush_loop, name=f"flush-{self.dir.name}", daemon=True
+            )
+            self._flusher.start()
+        self._flush_wanted.set()
+
+    def _flush_loop(self) -> None:
+        while True:
+            self._flush_wanted.wait()
+            self._flush_wanted.clear()
+            if self._closing:
+                return
+            # an error shows again, and is reported, at the next sync()
+            with contextlib.suppress(OSError):
+                os.fdatasync(self._fd)
 
     def sync(self) -> None:
         """Make written chunks durable, then record them in the journal."""
         if not self._dirty:
             return
+        self._unflushed = 0
         try:
             os.fdatasync(self._fd)
             write_atomic(self.dir / BITMAP, bytes(self._bitmap))
@@ -120,6 +183,16 @@ class PartialDownload:
             pos += len(data)
 
     def sha256(self) -> bytes:
+        """The whole file's sha256, once every chunk is written. The first call returns the hash
+        computed on the way: over each chunk's bytes as they were written, in order, and over
+        the bytes read back for chunks already on disk (resumed, or written out of order). Any
+        later call (the chunks fetched again after a digest mismatch) reads the file back."""
+        whole = self._whole
+        if whole is not None:
+            self._hash_prefix()
+            self._whole = None
+            if self._whole_upto == self.manifest.n_chunks:
+                return whole.digest()
         h = hashlib.sha256()
         for piece in self.iter_file():
             h.update(piece)
@@ -138,6 +211,11 @@ class PartialDownload:
         return final
 
     def close(self) -> None:
+        if self._flusher is not None:  # it uses the descriptor: stop it first
+            self._closing = True
+            self._flush_wanted.set()
+            self._flusher.join()
+            self._flusher = None
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1

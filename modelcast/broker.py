@@ -15,6 +15,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -110,11 +111,15 @@ class LocalBroker:
         binary: str | None = None,
         workdir: Path | str | None = None,
         start_timeout: float = 10.0,
+        ready: Callable[[str, int], bool] | None = None,
     ) -> None:
         """Configure (not start) a broker.
 
         conf_path: profile to append after the listener line (default dev.conf).
         extra_conf: extra config lines appended after the profile.
+        ready: readiness check ``(host, port) -> bool`` polled after the start; default: the
+            broker answers an anonymous MQTT CONNECT, which a TLS listener never does (for
+            a rendered production profile pass e.g. ``partial(answers_tls, ca_file=...)``).
         port: fixed port; default is a free one picked at start().
         workdir: where the config and log go; kept afterwards. Default is a temp dir
             that close() removes.
@@ -122,6 +127,7 @@ class LocalBroker:
         self.conf_path = Path(conf_path) if conf_path is not None else DEV_CONF
         self.extra_conf = extra_conf
         self.start_timeout = start_timeout
+        self._ready = ready or _answers_mqtt
         self._fixed_port = port
         self._port: int | None = port
         self._binary = binary
@@ -291,7 +297,7 @@ class LocalBroker:
                     f"mosquitto exited with {proc.returncode} on port {self.port}; log:\n{tail}",
                     port_in_use="Address already in use" in tail,
                 )
-            if _answers_mqtt(self.host, self.port):
+            if self._ready(self.host, self.port):
                 return
             if time.monotonic() >= deadline:
                 self.kill()

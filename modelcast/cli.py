@@ -13,12 +13,17 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from protocol import ProtocolError
 
 from . import __version__
+
+if TYPE_CHECKING:
+    from .creds import ClientCreds
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -40,8 +45,53 @@ def _add_broker(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--broker",
         default=_env("MODELCAST_BROKER", "mqtt://127.0.0.1:1883"),
-        help="broker URL mqtt://HOST:PORT [env MODELCAST_BROKER]",
+        help="broker URL mqtt://HOST:PORT, or mqtts://HOST:PORT for TLS [env MODELCAST_BROKER]",
     )
+
+
+def _add_creds(p: argparse.ArgumentParser) -> None:
+    default = _env("MODELCAST_CREDS")
+    p.add_argument(
+        "--creds",
+        type=Path,
+        default=Path(default) if default else None,
+        metavar="FILE",
+        help="broker credentials JSON from 'modelcast creds add': connect over TLS with that "
+        "identity (needs an mqtts:// --broker) [env MODELCAST_CREDS]",
+    )
+
+
+def _add_state(p: argparse.ArgumentParser, *, required: bool = True) -> None:
+    default = _env("MODELCAST_BROKER_STATE")
+    p.add_argument(
+        "--state",
+        type=Path,
+        default=Path(default) if default else None,
+        required=required and default is None,
+        metavar="DIR",
+        help="the broker's state directory: CA, certificates, password file, ACL, "
+        "credentials [env MODELCAST_BROKER_STATE]",
+    )
+
+
+def _add_tls_setup(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "TLS set-up",
+        "By default a CA is made in DIR on first use, and a server certificate for "
+        "127.0.0.1, localhost and every --host. Bring your own with --ca-cert/--ca-key (first "
+        "use only), or --ca-cert/--server-cert/--server-key (then DIR never holds a CA key).",
+    )
+    g.add_argument(
+        "--host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a DNS name or IP address clients use to reach the broker; repeatable",
+    )
+    g.add_argument("--ca-cert", type=Path, default=None, metavar="PEM")
+    g.add_argument("--ca-key", type=Path, default=None, metavar="PEM")
+    g.add_argument("--server-cert", type=Path, default=None, metavar="PEM")
+    g.add_argument("--server-key", type=Path, default=None, metavar="PEM")
 
 
 def _add_fleet(p: argparse.ArgumentParser) -> None:
@@ -117,6 +167,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_db(coord)
     _add_keys(coord)
     _add_fleet(coord)
+    _add_creds(coord)
+    coord.add_argument(
+        "--retention-days",
+        type=float,
+        # a string default goes through type=, so a bad env value is a usage error
+        default=_env("MODELCAST_RETENTION_DAYS", "30"),
+        help="telemetry older than this is deleted (checked once a minute) "
+        "[env MODELCAST_RETENTION_DAYS]",
+    )
     coord.set_defaults(func=cmd_coordinator)
 
     edge = sub.add_parser(
@@ -128,8 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     edge.add_argument(
         "--id",
         default=_env("MODELCAST_DEVICE_ID"),
-        required=_env("MODELCAST_DEVICE_ID") is None,
-        help="device id, [A-Za-z0-9_-]{1,64} [env MODELCAST_DEVICE_ID]",
+        help="device id, [A-Za-z0-9_-]{1,64}; required unless --creds gives it (its username) "
+        "[env MODELCAST_DEVICE_ID]",
     )
     data_default = _env("MODELCAST_DATA")
     edge.add_argument(
@@ -148,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="root public key (KEYDIR/root.pub) [env MODELCAST_TRUST]",
     )
     _add_fleet(edge)
+    _add_creds(edge)
     edge.add_argument(
         "--window", type=int, default=16, help="chunks in flight at most (flow control)"
     )
@@ -229,7 +289,114 @@ def build_parser() -> argparse.ArgumentParser:
     _add_db(st)
     _add_fleet(st)
     st.add_argument("--json", action="store_true", help="machine-readable output")
+    st.add_argument(
+        "--window",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="health over the telemetry of the last SECONDS (device clock); 0: all retained",
+    )
     st.set_defaults(func=cmd_status)
+
+    tele = sub.add_parser(
+        "telemetry", formatter_class=_Help, help="watch the fleet's status and telemetry"
+    )
+    tele_sub = tele.add_subparsers(dest="telemetry_command", required=True, metavar="ACTION")
+    tail = tele_sub.add_parser(
+        "tail",
+        formatter_class=_Help,
+        help="print status and telemetry messages as they arrive, decoded",
+        description="Subscribes (own connection, clean session) to the fleet's "
+        "devices/+/status and devices/+/telemetry/+ topics, or one device's, and prints one "
+        "line per message: retained status first, then live messages. Undecodable messages "
+        "are printed as ERROR lines (with --json: an 'error' object and the payload in hex). "
+        "Runs until --count messages were printed, or Ctrl-C.",
+    )
+    _add_broker(tail)
+    _add_fleet(tail)
+    _add_creds(tail)
+    tail.add_argument("--device", default=None, metavar="ID", help="only this device")
+    tail.add_argument(
+        "--kind",
+        choices=["metrics", "events", "status", "all"],
+        default="all",
+        help="which messages",
+    )
+    tail.add_argument("--count", type=int, default=None, metavar="N", help="exit after N messages")
+    tail.add_argument("--json", action="store_true", help="one JSON object per line (bytes as hex)")
+    tail.set_defaults(func=cmd_telemetry_tail)
+
+    brk = sub.add_parser(
+        "broker",
+        formatter_class=_Help,
+        help="run Mosquitto in the foreground (development, or --secure production profile)",
+        description="Without --secure: broker_config/dev.conf (anonymous, plain MQTT, for "
+        "development). With --secure: broker_config/production.conf filled with the files of "
+        "--state DIR (TLS only, no anonymous access, the password file and ACL of 'modelcast "
+        "creds', persistence in DIR). The config goes to DIR/mosquitto.conf and the pid to "
+        "DIR/broker.pid; SIGHUP reloads the password and ACL files (which 'modelcast creds' "
+        "does by itself). See docs/SECURITY.md.",
+    )
+    brk.add_argument("--secure", action="store_true", help="the production profile")
+    _add_state(brk, required=False)
+    brk.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="listener port (default 8883 with --secure, else 1883)",
+    )
+    brk.add_argument("--bind", default="127.0.0.1", help="listener address (0.0.0.0: all)")
+    brk.add_argument(
+        "--extra-conf",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="Mosquitto settings appended to the generated config (e.g. log_type debug)",
+    )
+    _add_tls_setup(brk)
+    brk.set_defaults(func=cmd_broker)
+
+    creds = sub.add_parser(
+        "creds",
+        formatter_class=_Help,
+        help="manage the secure broker's identities (coordinator, device, integrator)",
+    )
+    creds_sub = creds.add_subparsers(dest="creds_command", required=True, metavar="ACTION")
+    cadd = creds_sub.add_parser(
+        "add",
+        formatter_class=_Help,
+        help="a new identity: prints its credentials JSON (also written to DIR/creds/NAME.json)",
+        description="ROLE coordinator: reads and writes everything of its fleet. ROLE device: "
+        "publishes only under devices/NAME/, reads releases, chunks, fleet commands and its own "
+        "commands. ROLE integrator: reads devices/+/status and devices/+/telemetry/#, publishes "
+        "nothing. The username and the client id are NAME. A running broker reloads at once.",
+    )
+    cadd.add_argument("role", choices=["coordinator", "device", "integrator"])
+    cadd.add_argument("name", help="identity name; a device's is its device id")
+    _add_state(cadd)
+    _add_fleet(cadd)
+    _add_tls_setup(cadd)
+    cadd.set_defaults(func=cmd_creds_add)
+    crot = creds_sub.add_parser(
+        "rotate",
+        formatter_class=_Help,
+        help="a new password for NAME: prints the new credentials JSON; the old one stops working",
+    )
+    crot.add_argument("name")
+    _add_state(crot)
+    crot.set_defaults(func=cmd_creds_rotate)
+    crev = creds_sub.add_parser(
+        "revoke",
+        formatter_class=_Help,
+        help="remove NAME: it can no longer connect, and a running broker drops its connection",
+    )
+    crev.add_argument("name")
+    _add_state(crev)
+    crev.set_defaults(func=cmd_creds_revoke)
+    clist = creds_sub.add_parser("list", formatter_class=_Help, help="the identities (no secrets)")
+    _add_state(clist)
+    clist.add_argument("--json", action="store_true", help="machine-readable output")
+    clist.set_defaults(func=cmd_creds_list)
 
     demo = sub.add_parser(
         "demo",
@@ -249,6 +416,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=180.0,
         help="give up (exit 1) if the demo has not finished by then",
+    )
+    demo.add_argument(
+        "--flaky",
+        action="store_true",
+        help="give every edge its own bad link (cut every 1-4 s, 256 KB/s, 50 ms) to watch "
+        "transfers resume",
     )
     demo.set_defaults(func=cmd_demo)
     return parser
@@ -283,8 +456,16 @@ def _run_until_signal(run: Callable[[threading.Event], None]) -> int:
 def cmd_coordinator(args: argparse.Namespace) -> int:
     from coordinator.service import Coordinator
 
+    if args.retention_days <= 0:
+        raise ValueError("--retention-days must be positive")
+    creds = _load_creds(args, "coordinator")
     service = Coordinator(
-        broker_url=args.broker, db_path=args.db, keydir=args.keys, fleet=args.fleet
+        broker_url=args.broker,
+        db_path=args.db,
+        keydir=args.keys,
+        fleet=args.fleet,
+        retention_days=args.retention_days,
+        creds=creds,
     )
     return _run_until_signal(service.run_forever)
 
@@ -296,9 +477,18 @@ def cmd_edge(args: argparse.Namespace) -> int:
         raise ValueError("need 0 < --reconnect-min <= --reconnect-max")
     if args.telemetry_interval <= 0:
         raise ValueError("--telemetry-interval must be positive")
+    creds = _load_creds(args, "device")
+    device = args.id or (creds.username if creds is not None else None)
+    if device is None:
+        raise ValueError("--id is required (or --creds: a device's username is its id)")
+    if creds is not None and device != creds.username:
+        raise ValueError(
+            f"--id {device} is not the credentials' username {creds.username}: the broker "
+            f"lets them publish only under devices/{creds.username}/"
+        )
     config = EdgeConfig(
         broker_url=args.broker,
-        device_id=args.id,
+        device_id=device,
         data_dir=args.data,
         trust_path=args.trust,
         fleet=args.fleet,
@@ -311,9 +501,25 @@ def cmd_edge(args: argparse.Namespace) -> int:
         telemetry_queue=args.telemetry_queue,
         http=_parse_http(args.http),
         tags=_parse_tags(args.tag),
+        creds=creds,
     )
     agent = EdgeAgent(config)
     return _run_until_signal(agent.run_forever)
+
+
+def _load_creds(args: argparse.Namespace, role: str) -> ClientCreds | None:
+    """The ``--creds`` of a client command, checked against its role, fleet and broker URL.
+    A fleet left at its default (no --fleet, no MODELCAST_FLEET) becomes the credentials'."""
+    if args.creds is None:
+        return None
+    from .creds import ClientCreds
+
+    creds = ClientCreds.load(args.creds)
+    if creds.fleet is not None and args.fleet == "default" and _env("MODELCAST_FLEET") is None:
+        args.fleet = creds.fleet
+    creds.check_role(role, args.fleet)
+    creds.session_auth(args.broker)  # an mqtt:// URL with TLS credentials fails here, not later
+    return creds
 
 
 def _parse_http(text: str) -> tuple[str, int] | None:
@@ -381,8 +587,96 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     if not args.db.exists():
         raise FileNotFoundError(f"no coordinator database at {args.db}")
-    status = fleet_status(args.db, args.fleet)
+    if args.window < 0:
+        raise ValueError("--window must be >= 0")
+    since = time.time() - args.window if args.window > 0 else None
+    status = fleet_status(args.db, args.fleet, since=since)
     print(json.dumps(status, indent=2, sort_keys=True) if args.json else format_status(status))
+    return EXIT_OK
+
+
+def cmd_telemetry_tail(args: argparse.Namespace) -> int:
+    from coordinator.telemetry_tail import run_tail
+
+    run_tail(
+        args.broker,
+        args.fleet,
+        device=args.device,
+        kind=args.kind,
+        count=args.count,
+        as_json=args.json,
+        creds=_load_creds(args, "integrator"),
+    )
+    return EXIT_OK
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from .profiles import run_broker
+
+    port = args.port if args.port is not None else (8883 if args.secure else 1883)
+    code = run_broker(
+        args.state,
+        port=port,
+        bind=args.bind,
+        secure=args.secure,
+        extra_conf=args.extra_conf.read_text() if args.extra_conf else "",
+        hosts=args.host,
+        ca_cert=args.ca_cert,
+        ca_key=args.ca_key,
+        server_cert=args.server_cert,
+        server_key=args.server_key,
+    )
+    return EXIT_OK if code == 0 else EXIT_FAILED
+
+
+def cmd_creds_add(args: argparse.Namespace) -> int:
+    from .creds import CredStore
+    from .tlsca import ensure_tls
+
+    ensure_tls(
+        args.state,
+        hosts=args.host,
+        ca_cert=args.ca_cert,
+        ca_key=args.ca_key,
+        server_cert=args.server_cert,
+        server_key=args.server_key,
+    )
+    store = CredStore(args.state)
+    creds = store.add(args.role, args.name, fleet=args.fleet)
+    print(json.dumps(creds, indent=2))
+    log.info("credentials of %s written to %s", args.name, store.creds_path(args.name))
+    return EXIT_OK
+
+
+def cmd_creds_rotate(args: argparse.Namespace) -> int:
+    from .creds import CredStore
+
+    store = CredStore(args.state)
+    print(json.dumps(store.rotate(args.name), indent=2))
+    log.info("new credentials of %s written to %s", args.name, store.creds_path(args.name))
+    return EXIT_OK
+
+
+def cmd_creds_revoke(args: argparse.Namespace) -> int:
+    from .creds import CredStore
+
+    reloaded = CredStore(args.state).revoke(args.name)
+    print(
+        f"revoked {args.name}; "
+        + ("the running broker reloaded" if reloaded else "no broker running: applies at start")
+    )
+    return EXIT_OK
+
+
+def cmd_creds_list(args: argparse.Namespace) -> int:
+    from .creds import CredStore
+
+    users = CredStore(args.state).users()
+    if args.json:
+        print(json.dumps(users, indent=2, sort_keys=True))
+    else:
+        for name in sorted(users, key=lambda n: (users[n]["fleet"], users[n]["role"], n)):
+            print(f"{users[name]['fleet']:<20} {users[name]['role']:<12} {name}")
     return EXIT_OK
 
 
@@ -390,7 +684,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     return run_demo(
-        edges=args.edges, size_mb=args.size_mb, workdir=args.workdir, timeout=args.timeout
+        edges=args.edges,
+        size_mb=args.size_mb,
+        workdir=args.workdir,
+        timeout=args.timeout,
+        flaky=args.flaky,
     )
 
 

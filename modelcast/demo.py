@@ -3,6 +3,10 @@
 The story: three edges receive a signed 12 MB model; a second release follows, and a device that
 joins late goes straight to it. Every process is real (Mosquitto, ``modelcast coordinator``,
 ``modelcast edge``); their logs are in the work directory.
+
+With ``--flaky`` each edge reaches the broker through its own ``FaultProxy``: a slow link that is
+cut every few seconds. The bars stall and pick up where they stopped; each line says how often
+its link was cut.
 """
 
 from __future__ import annotations
@@ -18,10 +22,17 @@ from pathlib import Path
 from protocol import DeviceState, ProtocolError, Topics, UpdateState
 
 from .broker import LocalBroker
+from .faultproxy import FaultProxy
 from .mqtt import MqttSession
 from .progress import ProgressBoard
 
 FLEET = "demo"
+#: ``--flaky``: every edge's own link is cut every 1-4 s, carries 256 KB/s, and adds 50 ms.
+FLAKY_CUT_AFTER_S = (1.0, 4.0)
+FLAKY_RATE_BYTES_PER_S = 256 * 1024
+FLAKY_LATENCY_S = 0.05
+#: ...and the edges retry quickly, so a cut costs a moment, not the default backoff.
+FLAKY_EDGE_ARGS = ("--reconnect-min", "0.2", "--reconnect-max", "2")
 
 
 class _Processes:
@@ -55,8 +66,51 @@ class _Processes:
                 proc.kill()
 
 
+class _Links:
+    """With ``--flaky``, one fault proxy per edge (so each has its own bad link); else none."""
+
+    def __init__(self, broker: LocalBroker, flaky: bool) -> None:
+        self.broker = broker
+        self.flaky = flaky
+        self.proxies: dict[str, FaultProxy] = {}
+
+    def edge_args(self, device: str) -> list[str]:
+        """The edge's ``--broker`` (its own proxy when flaky) and ``--fleet``."""
+        if not self.flaky:
+            return ["--broker", self.broker.url, "--fleet", FLEET]
+        proxy = FaultProxy(
+            self.broker.host,
+            self.broker.port,
+            seed=len(self.proxies) + 1,
+            rate_bytes_per_s=FLAKY_RATE_BYTES_PER_S,
+            latency_s=FLAKY_LATENCY_S,
+            cut_after=FLAKY_CUT_AFTER_S,
+        ).start()
+        self.proxies[device] = proxy
+        return ["--broker", proxy.url, "--fleet", FLEET, *FLAKY_EDGE_ARGS]
+
+    def annotate(self, board: ProgressBoard) -> None:
+        for device, proxy in self.proxies.items():
+            board.annotate(device, f"link cut {proxy.cuts}x")
+
+    def summary(self) -> list[str]:
+        return [
+            f"{device}: its link was cut {p.cuts} times and carried "
+            f"{(p.bytes_to_client + p.bytes_to_server) / (1 << 20):.1f} MB"
+            for device, p in sorted(self.proxies.items())
+        ]
+
+    def stop(self) -> None:
+        for proxy in self.proxies.values():
+            proxy.stop()
+
+
 def _wait(
-    cond: threading.Condition, pred: Callable[[], bool], deadline: float, procs: _Processes
+    cond: threading.Condition,
+    pred: Callable[[], bool],
+    deadline: float,
+    procs: _Processes,
+    tick: Callable[[], None] = lambda: None,
 ) -> None:
     with cond:
         while not pred():
@@ -64,12 +118,15 @@ def _wait(
             if remaining <= 0:
                 raise TimeoutError("the demo did not finish in time")
             cond.wait(min(remaining, 1.0))
+            tick()
             problem = procs.check_alive()
             if problem:
                 raise RuntimeError(problem)
 
 
-def run_demo(*, edges: int, size_mb: float, workdir: Path | None, timeout: float) -> int:
+def run_demo(
+    *, edges: int, size_mb: float, workdir: Path | None, timeout: float, flaky: bool = False
+) -> int:
     from coordinator.keystore import init_keys, load_release_keys
     from coordinator.registry import Registry
     from coordinator.status import fleet_status, format_status
@@ -108,6 +165,13 @@ def run_demo(*, edges: int, size_mb: float, workdir: Path | None, timeout: float
 
     with LocalBroker(workdir=workdir / "broker") as broker:
         board.note(f"modelcast demo: Mosquitto on {broker.url}, work directory {workdir}")
+        links = _Links(broker, flaky)
+        if flaky:
+            low, high = FLAKY_CUT_AFTER_S
+            board.note(
+                f"flaky links: each edge's connection is cut every {low:g}-{high:g} s, carries "
+                f"{FLAKY_RATE_BYTES_PER_S // 1024} KB/s and adds {FLAKY_LATENCY_S * 1000:.0f} ms"
+            )
         if not (keys / "root.key").exists():
             init_keys(keys)
         registry = Registry(db)
@@ -132,11 +196,15 @@ def run_demo(*, edges: int, size_mb: float, workdir: Path | None, timeout: float
             common = ["--broker", broker.url, "--fleet", FLEET]
             procs.start("coordinator", "coordinator", *common, "--db", str(db), "--keys", str(keys))
             devices = [f"edge-{i + 1}" for i in range(edges)]
+
+            def tick() -> None:
+                links.annotate(board)
+
             for d in devices:
                 procs.start(
                     d,
                     "edge",
-                    *common,
+                    *links.edge_args(d),
                     "--id",
                     d,
                     "--data",
@@ -146,7 +214,7 @@ def run_demo(*, edges: int, size_mb: float, workdir: Path | None, timeout: float
                     "--http",
                     "127.0.0.1:0",
                 )
-            _wait(cond, lambda: all_active(devices, 1), deadline, procs)
+            _wait(cond, lambda: all_active(devices, 1), deadline, procs, tick)
             board.note(
                 "all edges run demo-model@1; releasing demo-model@2 and starting a late joiner"
             )
@@ -159,7 +227,7 @@ def run_demo(*, edges: int, size_mb: float, workdir: Path | None, timeout: float
             procs.start(
                 late,
                 "edge",
-                *common,
+                *links.edge_args(late),
                 "--id",
                 late,
                 "--data",
@@ -169,15 +237,18 @@ def run_demo(*, edges: int, size_mb: float, workdir: Path | None, timeout: float
                 "--http",
                 "127.0.0.1:0",
             )
-            _wait(cond, lambda: all_active([*devices, late], 2), deadline, procs)
+            _wait(cond, lambda: all_active([*devices, late], 2), deadline, procs, tick)
             board.note("every edge, the late joiner included, runs demo-model@2:")
             board.note(format_status(fleet_status(db, FLEET)))
+            for line in links.summary():
+                board.note(line)
             return 0
         except (TimeoutError, RuntimeError) as exc:
             board.note(f"demo failed: {exc}")
             return 1
         finally:
             procs.stop_all()
+            links.stop()
             watcher.stop()
             if tmp is not None:
                 tmp.cleanup()

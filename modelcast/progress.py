@@ -15,7 +15,7 @@ from protocol import DeviceState, UpdateState
 _BAR = 28
 
 
-def render_line(state: DeviceState) -> str:
+def render_line(state: DeviceState, note: str = "") -> str:
     active = ", ".join(f"{n}@{v}" for n, v in sorted(state.active.items())) or "-"
     target = f"{state.model}@{state.version}" if state.model else "-"
     filled = int(_BAR * state.progress)
@@ -26,6 +26,8 @@ def render_line(state: DeviceState) -> str:
     line = f"{state.device:<12} [{bar}] {pct} {state.state.value:<11} {target:<10} active {active}"
     if state.reason and state.state in (UpdateState.FAILED, UpdateState.REJECTED):
         line += f"  ({state.reason[:60]})"
+    if note:
+        line += f"  [{note}]"
     return line
 
 
@@ -35,6 +37,7 @@ class ProgressBoard:
         self.live = out.isatty() if live is None else live
         self._states: dict[str, DeviceState] = {}
         self._marks: dict[str, tuple[str, int]] = {}
+        self._notes: dict[str, str] = {}
         self._drawn = 0
         self._lock = threading.Lock()
 
@@ -47,12 +50,25 @@ class ProgressBoard:
             mark = (state.state.value, int(state.progress * 10))
             if self._marks.get(state.device) != mark:
                 self._marks[state.device] = mark
-                print(render_line(state), file=self.out, flush=True)
+                print(self._line(state), file=self.out, flush=True)
+
+    def annotate(self, device: str, note: str) -> None:
+        """A short remark shown at the end of the device's line (e.g. how its link is doing);
+        on a terminal it shows at once, elsewhere with the device's next printed line."""
+        with self._lock:
+            if self._notes.get(device) == note:
+                return
+            self._notes[device] = note
+            if self.live and device in self._states:
+                self._redraw()
+
+    def _line(self, state: DeviceState) -> str:
+        return render_line(state, self._notes.get(state.device, ""))
 
     def _redraw(self) -> None:
         if self._drawn:
             self.out.write(f"\x1b[{self._drawn}F")
-        lines = [render_line(s) for _, s in sorted(self._states.items())]
+        lines = [self._line(s) for _, s in sorted(self._states.items())]
         for line in lines:
             self.out.write("\x1b[2K" + line + "\n")
         self._drawn = len(lines)

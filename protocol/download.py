@@ -6,9 +6,10 @@ has written it, ``commit``-ed; ``finish`` takes the whole-file sha256 only when 
 committed. Driving it out of order raises ``SequenceError``.
 
 Flow control is pull-based: at most ``window`` chunks are outstanding (asked for, not yet here).
-The device subscribes only to the chunk *blocks* it still lacks chunks in, a little ahead of its
-window, so chunks that the coordinator publishes once for another device that is at the same
-point reach it too, and chunks it already holds mostly do not.
+The device subscribes only to the chunk *blocks* it still lacks chunks in, up to
+``LOOKAHEAD_WINDOWS`` windows ahead of its position, so chunks that the coordinator publishes once
+for another device that is at the same point, or somewhat ahead, reach it too, and chunks it
+already holds mostly do not.
 """
 
 from __future__ import annotations
@@ -22,6 +23,14 @@ from .errors import DigestMismatch, SequenceError
 from .manifest import VerifiedManifest
 from .messages import ChunkRequest
 from .ranges import to_ranges
+
+#: How far ahead a device listens, in windows of missing chunks. Devices of one rollout drift
+#: apart (links, CPUs); one that falls further behind the leader than this misses the leader's
+#: publications and has them published again. Listening ahead costs the device nothing (it gets
+#: chunks it needs anyway, earlier) and the broker little (a chunk queued for many subscribers is
+#: stored once). Measured with ``python -m bench`` (fanout, 20 edges): 2 windows published
+#: 1.7-1.9 times the model, 8 windows 1.2-1.3 times.
+LOOKAHEAD_WINDOWS = 8
 
 
 class Phase(StrEnum):
@@ -61,6 +70,7 @@ class DownloadSession:
                 self._held_count += 1
         self._accepted: set[int] = set()
         self._outstanding: dict[int, float] = {}
+        self._lost: set[int] = set()  # received but not kept (the write failed): re-ask as repair
         self._subscribed: set[int] = set()
         self._new_subs: set[int] = set()
         self._fresh = True
@@ -119,6 +129,7 @@ class DownloadSession:
         if chunk.index not in self._accepted:
             raise SequenceError(f"chunk {chunk.index} committed without being accepted")
         self._accepted.discard(chunk.index)
+        self._lost.discard(chunk.index)
         if self._held[chunk.index]:
             return
         self._held[chunk.index] = 1
@@ -129,9 +140,11 @@ class DownloadSession:
             self.phase = Phase.COMPLETE
 
     def release_accepted(self, chunk: VerifiedChunk) -> None:
-        """The write of an accepted chunk failed: forget it, it will be asked for again."""
+        """The write of an accepted chunk failed: forget it, it will be asked for again, as a
+        repair (the coordinator would otherwise skip it as already on its way)."""
         self._accepted.discard(chunk.index)
         self._outstanding.pop(chunk.index, None)
+        self._lost.add(chunk.index)
 
     def finish(self, file_sha256: bytes) -> None:
         """The whole-file check. On a mismatch the session forgets every chunk (start over)."""
@@ -158,15 +171,20 @@ class DownloadSession:
         self._fresh = True
 
     def _next_missing(self, limit: int) -> list[int]:
+        """The first ``limit`` missing chunks, in order. Called after every chunk: runs of held
+        and missing chunks are skipped with ``bytearray.find``, not one by one."""
         out: list[int] = []
-        n = self.manifest.n_chunks
-        while self._cursor < n and self._held[self._cursor]:
-            self._cursor += 1
-        i = self._cursor
-        while i < n and len(out) < limit:
-            if not self._held[i]:
-                out.append(i)
-            i += 1
+        held = self._held
+        n = len(held)
+        i = held.find(0, self._cursor)
+        self._cursor = n if i < 0 else i
+        while i >= 0 and len(out) < limit:
+            end = held.find(1, i)  # the end of this run of missing chunks
+            if end < 0:
+                end = n
+            take = min(end - i, limit - len(out))
+            out.extend(range(i, i + take))
+            i = held.find(0, end) if end < n else -1
         return out
 
     def plan(self, device: str, now: float, window: int) -> Plan:
@@ -178,8 +196,9 @@ class DownloadSession:
             self._subscribed.clear()
             return Plan((), done, None)
         m = self.manifest
-        ahead = self._next_missing(2 * window)
-        wanted_blocks = {m.block_of(i) for i in ahead}
+        ahead = self._next_missing(LOOKAHEAD_WINDOWS * window)
+        per_block = m.block_chunks
+        wanted_blocks = {i // per_block for i in ahead}
         subscribe = sorted(wanted_blocks - self._subscribed)
         unsubscribe = sorted(
             b for b in self._subscribed if all(self._held[i] for i in m.block_range(b))
@@ -190,12 +209,14 @@ class DownloadSession:
         room = window - len(self._outstanding)
         if self._outstanding and room < max(1, window // 2):
             room = 0  # ask in batches of half a window, not once per arriving chunk
-        new = [i for i in ahead if i not in self._outstanding][: max(room, 0)]
+        new = [i for i in ahead if i not in self._outstanding][:room] if room > 0 else []
         request = None
         if new:
             for i in new:
                 self._outstanding[i] = now
-            request = self._request(device, new, repair=False)
+            repair = not self._lost.isdisjoint(new)
+            self._lost.difference_update(new)
+            request = self._request(device, new, repair=repair)
         return Plan(tuple(subscribe), tuple(unsubscribe), request)
 
     def stalled(self, now: float, timeout: float) -> bool:

@@ -34,8 +34,10 @@ def _opt_float(obj: dict[str, Any], key: str, what: str) -> float | None:
 
 @dataclass(frozen=True)
 class ModelStats:
-    """Inference statistics of one model version over one sampling interval."""
+    """Inference statistics of one model version over one sampling interval. ``errors`` are
+    counted within ``inferences``; latencies cover successful calls only."""
 
+    model: str
     version: int
     inferences: int = 0
     errors: int = 0
@@ -44,6 +46,7 @@ class ModelStats:
 
     def to_wire(self) -> dict[str, Any]:
         return {
+            "model": self.model,
             "version": self.version,
             "inferences": self.inferences,
             "errors": self.errors,
@@ -56,6 +59,7 @@ class ModelStats:
         if not isinstance(obj, dict):
             raise MalformedMessage(f"{what}: per-model stats must be a map")
         return cls(
+            model=check_name(field(obj, "model", str, what), "model name"),
             version=non_negative(field(obj, "version", int, what), "version", what),
             inferences=non_negative(optional(obj, "inferences", int, what, 0), "inferences", what),
             errors=non_negative(optional(obj, "errors", int, what, 0), "errors", what),
@@ -82,7 +86,9 @@ class MetricsSample:
     latency_p50_ms: float | None = None
     latency_p95_ms: float | None = None
     active: dict[str, int] = dc_field(default_factory=dict)
-    models: dict[str, ModelStats] = dc_field(default_factory=dict)
+    #: one entry per model version used in the interval (a model that changed version
+    #: mid-interval has two)
+    models: tuple[ModelStats, ...] = ()
     hist: bool = False
     dropped: int = 0
 
@@ -108,7 +114,7 @@ class MetricsSample:
                 "latency_p50_ms": self.latency_p50_ms,
                 "latency_p95_ms": self.latency_p95_ms,
                 "active": self.active,
-                "models": {n: s.to_wire() for n, s in sorted(self.models.items())},
+                "models": [s.to_wire() for s in self.models],
             }
         )
 
@@ -117,7 +123,7 @@ class MetricsSample:
         what = "metrics sample"
         obj = unpack_map(data, limits.max_message_bytes, what)
         check_schema_version(obj, what)
-        raw_models = optional(obj, "models", dict, what, {})
+        raw_models = optional(obj, "models", list, what, [])
         raw_active = optional(obj, "active", dict, what, {})
         if len(raw_models) > MAX_MODELS or len(raw_active) > MAX_MODELS:
             raise OversizedMessage(f"{what}: more than {MAX_MODELS} models")
@@ -127,10 +133,10 @@ class MetricsSample:
             if type(version) is not int:
                 raise MalformedMessage(f"{what}: active version of {name!r} must be int")
             active[name] = version
-        models = {
-            check_name(name, "model name"): ModelStats.from_wire(stats, what)
-            for name, stats in raw_models.items()
-        }
+        models = tuple(ModelStats.from_wire(stats, what) for stats in raw_models)
+        boot = field(obj, "boot", str, what)
+        if not 1 <= len(boot) <= 64:
+            raise MalformedMessage(f"{what}: boot must be 1..64 characters")
         counters: dict[str, Any] = {
             k: non_negative(optional(obj, k, int, what, 0), k, what)
             for k in ("reconnects", "bytes_received", "inferences", "errors", "dropped")
@@ -139,9 +145,11 @@ class MetricsSample:
             k: optional(obj, k, float, what, 0.0)
             for k in ("interval_s", "uptime_s", "cpu_pct", "rss_mb", "disk_free_mb")
         }
+        if any(v < 0 for v in floats.values()):
+            raise MalformedMessage(f"{what}: figures must not be negative")
         return cls(
             device=check_name(field(obj, "device", str, what), "device id"),
-            boot=field(obj, "boot", str, what),
+            boot=boot,
             seq=non_negative(field(obj, "seq", int, what), "seq", what),
             ts=field(obj, "ts", float, what),
             hist=optional(obj, "hist", bool, what, False),

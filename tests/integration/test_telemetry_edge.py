@@ -102,15 +102,17 @@ def test_local_endpoint_answers_and_its_latency_appears_in_metrics(env: Env) -> 
         def counted(m: Received) -> bool:
             if not is_metrics(m):
                 return False
-            stats = [decode(x)["models"].get("m") for x in sub.messages if is_metrics(x)]
-            total = sum(s["inferences"] for s in stats if s)
+            stats = [s for x in sub.messages if is_metrics(x) for s in decode(x)["models"]]
+            total = sum(s["inferences"] for s in stats if s["model"] == "m")
             return total >= 6
 
         sub.wait_for(counted)
         samples = [
-            decode(x)["models"]["m"]
+            s
             for x in sub.messages
-            if is_metrics(x) and "m" in decode(x)["models"]
+            if is_metrics(x)
+            for s in decode(x)["models"]
+            if s["model"] == "m" and s["version"] == 1
         ]
         assert sum(s["inferences"] for s in samples) == 6
         assert sum(s["errors"] for s in samples) == 1

@@ -134,9 +134,19 @@ def test_inference_stats_per_model_and_totals() -> None:
     stats.record("a", 1, None, ok=False)
     stats.record("b", 7, 10.0, ok=True)
     per_model, totals = stats.take()
-    assert per_model["a"].inferences == 5 and per_model["a"].errors == 1
-    assert per_model["a"].latency_p95_ms == 4.0 and per_model["a"].latency_p50_ms == 2.0
-    assert per_model["b"].version == 7 and per_model["b"].latency_p50_ms == 10.0
+    a, b = per_model
+    assert (a.model, a.version, b.model, b.version) == ("a", 1, "b", 7)
+    assert a.inferences == 5 and a.errors == 1
+    assert a.latency_p95_ms == 4.0 and a.latency_p50_ms == 2.0
+    assert b.latency_p50_ms == 10.0
     assert totals.inferences == 6 and totals.errors == 1 and totals.latency_p95_ms == 10.0
     again, empty = stats.take()
-    assert again == {} and empty.inferences == 0
+    assert again == () and empty.inferences == 0
+
+
+def test_a_version_change_mid_interval_keeps_both_versions() -> None:
+    stats = InferenceStats()
+    stats.record("m", 1, 1.0, ok=True)
+    stats.record("m", 2, 2.0, ok=False)
+    per_model, _ = stats.take()
+    assert [(s.version, s.inferences, s.errors) for s in per_model] == [(1, 1, 0), (2, 1, 1)]

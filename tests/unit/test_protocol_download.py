@@ -29,6 +29,7 @@ from protocol import (
     hash_chunks,
     open_manifest,
 )
+from protocol.download import LOOKAHEAD_WINDOWS
 
 ROOT = SigningKey(Ed25519PrivateKey.from_private_bytes(b"\x11" * 32))
 RELEASE = SigningKey(Ed25519PrivateKey.from_private_bytes(b"\x22" * 32))
@@ -199,6 +200,8 @@ def test_release_accepted_forgets_the_chunk() -> None:
     assert 0 not in s.outstanding
     again = s.plan("d", 1.0, WINDOW)
     assert again.request is not None and again.request.indices() == [0]
+    # it came and was lost here: a plain request would be coalesced away by the coordinator
+    assert again.request.repair is True
 
 
 def test_finish_with_the_wrong_digest_resets() -> None:
@@ -295,18 +298,19 @@ def test_duplicate_of_a_resumed_chunk() -> None:
 def test_first_plan_subscribes_ahead_and_asks_for_a_window() -> None:
     s = DownloadSession(REL)
     plan = s.plan("dev", 1.0, WINDOW)
-    # 2 * WINDOW = 6 chunks ahead: 0..5, in blocks 0 and 1
-    assert plan.subscribe == (0, 1)
+    # LOOKAHEAD_WINDOWS * WINDOW = 24 chunks ahead: 0..23, in blocks 0..5
+    assert LOOKAHEAD_WINDOWS * WINDOW == 24
+    assert plan.subscribe == (0, 1, 2, 3, 4, 5)
     assert plan.unsubscribe == ()
     req = plan.request
     assert req is not None
     assert req.indices() == [0, 1, 2]
     assert req.ranges == ((0, 3),)
     assert req.fresh is True and req.repair is False
-    assert req.subscribed == (0, 1)
+    assert req.subscribed == (0, 1, 2, 3, 4, 5)
     assert (req.device, req.name, req.version, req.release_id) == ("dev", "m", 5, REL.id[:16])
     assert s.outstanding == {0, 1, 2}
-    assert s.subscribed == {0, 1}
+    assert s.subscribed == {0, 1, 2, 3, 4, 5}
     # it is a valid wire message
     assert ChunkRequest.decode(req.encode()) == req
 
@@ -346,14 +350,14 @@ def test_plan_with_a_larger_window_later() -> None:
 def test_subscribed_lists_new_blocks_once_and_fresh_only_first() -> None:
     s = DownloadSession(REL)
     first = s.plan("d", 0.0, WINDOW).request
-    assert first is not None and first.fresh and first.subscribed == (0, 1)
+    assert first is not None and first.fresh and first.subscribed == (0, 1, 2, 3, 4, 5)
     for i in range(3):
         _take(s, i)
     second = s.plan("d", 1.0, WINDOW)
-    # ahead is now 3..8: blocks 0, 1, 2; only 2 is new
-    assert second.subscribe == (2,)
+    # ahead is now 3..26: blocks 0..6; only 6 is new
+    assert second.subscribe == (6,)
     assert second.request is not None
-    assert second.request.subscribed == (2,)
+    assert second.request.subscribed == (6,)
     assert second.request.fresh is False
 
 
@@ -363,13 +367,13 @@ def test_new_subscriptions_wait_for_the_next_request() -> None:
     s.plan("d", 0.0, WINDOW)
     for i in (3, 4, 5):  # chunks that came anyway (published for another device)
         _take(s, i)
-    plan = s.plan("d", 1.0, WINDOW)  # ahead: 0,1,2,6,7,8 -> block 2 is new; 0..2 outstanding
-    assert plan.subscribe == (2,)
+    plan = s.plan("d", 1.0, WINDOW)  # ahead: 0,1,2,6..26 -> block 6 is new; 0..2 outstanding
+    assert plan.subscribe == (6,)
     assert plan.request is None
     _take(s, 0)
     req = s.plan("d", 2.0, WINDOW).request
     assert req is not None and req.indices() == [6]
-    assert req.subscribed == (2,)
+    assert req.subscribed == (6,)
 
 
 def test_completed_blocks_are_unsubscribed() -> None:
@@ -385,12 +389,12 @@ def test_completed_blocks_are_unsubscribed() -> None:
 
 def test_block_completed_out_of_order_is_unsubscribed_when_done() -> None:
     s = DownloadSession(REL)
-    s.plan("d", 0.0, WINDOW)  # subscribed to 0, 1
+    s.plan("d", 0.0, WINDOW)  # subscribed to 0..5
     for i in (4, 5, 6, 7):
         _take(s, i)
-    plan = s.plan("d", 1.0, WINDOW)
+    plan = s.plan("d", 1.0, WINDOW)  # ahead: 0..3, 8..27 -> block 6 is new
     assert plan.unsubscribe == (1,)
-    assert s.subscribed == {0, 2}
+    assert s.subscribed == {0, 2, 3, 4, 5, 6}
 
 
 def test_plan_never_asks_for_held_chunks() -> None:
@@ -424,12 +428,12 @@ def test_forget_subscriptions() -> None:
     s.forget_subscriptions()
     assert s.subscribed == frozenset() and s.outstanding == frozenset()
     plan = s.plan("d", 2.0, WINDOW)
-    assert plan.subscribe == (0, 1)  # everything wanted, again
+    assert plan.subscribe == (0, 1, 2, 3, 4, 5, 6)  # everything wanted (ahead: 1..24), again
     assert plan.unsubscribe == ()
     req = plan.request
     assert req is not None
     assert req.fresh is True
-    assert req.subscribed == (0, 1)
+    assert req.subscribed == (0, 1, 2, 3, 4, 5, 6)
     assert req.indices() == [1, 2, 3]  # outstanding ones asked for again
     nxt = s.plan("d", 3.0, WINDOW)
     assert nxt.request is None

@@ -323,7 +323,12 @@ METRICS_FIELDS: dict[str, st.SearchStrategy[Any]] = {
     **{k: _floats for k in ("interval_s", "uptime_s", "cpu_pct", "rss_mb", "latency_p95_ms")},
     **{k: _ints for k in ("reconnects", "bytes_received", "inferences", "errors")},
     "active": _active,
-    "models": st.dictionaries(_names, st.dictionaries(st.text(max_size=8), _ints), max_size=3),
+    "models": st.lists(
+        st.dictionaries(
+            st.sampled_from(["model", "version", "inferences"]), st.one_of(_names, _ints)
+        ),
+        max_size=3,
+    ),
 }
 COMMAND_FIELDS: dict[str, st.SearchStrategy[Any]] = {
     "fleet": _names,

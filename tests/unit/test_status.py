@@ -9,6 +9,7 @@ import pytest
 import protocol
 from coordinator.registry import Registry
 from coordinator.status import fleet_status, format_status
+from coordinator.telemetry_store import TelemetryStore
 
 
 def test_fleet_status_and_its_table(tmp_path: Path) -> None:
@@ -64,11 +65,75 @@ def test_fleet_status_and_its_table(tmp_path: Path) -> None:
         "PROGRESS",
         "ACTIVE",
         "LAST-SEEN",
+        "CPU",
+        "RSS",
+        "DISK-FREE",
         "REASON",
     ]
     assert "10m ago" in lines[2] and "hash-mismatch" in lines[2]
     assert "75%" in lines[3] and "3s ago" in lines[3] and "m@1" in lines[3]
     assert lines[3].index("75%") == lines[1].index("PROGRESS")  # aligned columns
+    assert status["health"] == [] and status["devices"][0]["metrics"] is None
+    assert lines[-1].startswith("health (all retained telemetry): no inference statistics")
+
+
+def test_status_shows_latest_metrics_and_health(tmp_path: Path) -> None:
+    db = tmp_path / "registry.db"
+    Registry(db).record_status(
+        "default", protocol.DeviceStatus(device="edge-1", online=True), seen=1000.0
+    )
+    store = TelemetryStore(db)
+    for seq, (cpu, ts) in enumerate([(50.0, 900.0), (12.5, 990.0)], start=1):
+        sample = protocol.MetricsSample(
+            device="edge-1",
+            boot="b",
+            seq=seq,
+            ts=ts,
+            cpu_pct=cpu,
+            rss_mb=80.0,
+            disk_free_mb=2048.0,
+            uptime_s=ts - 800,
+            active={"m": 2},
+            models=(protocol.ModelStats("m", 2, inferences=200, errors=3, latency_p95_ms=9.0),),
+        )
+        store.add_metrics("default", sample, received_at=ts)
+    store.flush()
+    store.close()
+
+    status = fleet_status(db)
+    assert status["devices"][0]["metrics"] == {
+        "ts": 990.0,
+        "cpu_pct": 12.5,
+        "rss_mb": 80.0,
+        "disk_free_mb": 2048.0,
+        "uptime_s": 190.0,
+    }
+    assert status["health"] == [
+        {
+            "model": "m",
+            "version": 2,
+            "devices": 1,
+            "inferences": 400,
+            "errors": 6,
+            "error_rate": pytest.approx(0.015),
+            "latency_p95_ms": pytest.approx(9.0),
+            "activation_failures": 0,
+        }
+    ]
+    assert fleet_status(db, since=950.0)["health"][0]["inferences"] == 200
+    lines = format_status(status, now=1003.0).splitlines()
+    assert "12%" in lines[2] and "80M" in lines[2] and "2.0G" in lines[2]
+    assert lines[-2].split() == [
+        "MODEL",
+        "VERSION",
+        "DEVICES",
+        "INFERENCES",
+        "ERRORS",
+        "ERROR-RATE",
+        "P95-MS",
+        "ACT-FAILED",
+    ]
+    assert lines[-1].split() == ["m", "2", "1", "400", "6", "1.50%", "9.0", "0"]
 
 
 def test_fleet_status_needs_a_database(tmp_path: Path) -> None:

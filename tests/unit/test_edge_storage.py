@@ -1,0 +1,122 @@
+"""The edge's part file: the whole-file sha256 computed on the way (in order, out of order,
+resumed, and read back after a mismatch), the background flusher, and the journal."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import edge_node.storage as storage
+from edge_node.storage import BITMAP, PART, PartialDownload
+from protocol import Manifest, VerifiedChunk, hash_chunks
+
+CHUNK = 4096
+N_CHUNKS = 12
+SIZE = CHUNK * (N_CHUNKS - 1) + 777  # a short last chunk
+DATA = hashlib.shake_256(b"storage").digest(SIZE)
+PIECES = [DATA[i : i + CHUNK] for i in range(0, SIZE, CHUNK)]
+
+
+def _manifest() -> Manifest:
+    whole, hashes, size = hash_chunks(PIECES)
+    return Manifest("default", "m", 1, size, whole, CHUNK, hashes, 1e9, 2e9, block_chunks=4)
+
+
+def _chunk(i: int) -> VerifiedChunk:
+    return VerifiedChunk(i, i * CHUNK, memoryview(PIECES[i]))
+
+
+def _part(tmp_path: Path) -> PartialDownload:
+    return PartialDownload(tmp_path / "r", _manifest(), b"envelope")
+
+
+def _no_read_back(part: PartialDownload) -> None:
+    def refuse(block: int = 0) -> Iterator[bytes]:
+        raise AssertionError("the whole file was read back")
+
+    part.iter_file = refuse  # type: ignore[method-assign]
+
+
+def test_in_order_the_digest_needs_no_read_back(tmp_path: Path) -> None:
+    part = _part(tmp_path)
+    part.recover()
+    for i in range(N_CHUNKS):
+        part.write(_chunk(i))
+    _no_read_back(part)
+    assert part.sha256() == hashlib.sha256(DATA).digest()
+    part.close()
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_out_of_order_the_digest_is_right(tmp_path: Path, seed: int) -> None:
+    order = list(range(N_CHUNKS))
+    random.Random(seed).shuffle(order)
+    part = _part(tmp_path)
+    part.recover()
+    for i in order:
+        part.write(_chunk(i))
+    assert part.sha256() == hashlib.sha256(DATA).digest()
+    part.close()
+
+
+def test_resumed_chunks_are_read_back_for_the_digest(tmp_path: Path) -> None:
+    first = _part(tmp_path)
+    first.recover()
+    for i in (0, 1, 2, 5, 7):
+        first.write(_chunk(i))
+    first.sync()
+    first.close()
+    again = _part(tmp_path)
+    held = again.recover()
+    assert held == [0, 1, 2, 5, 7]
+    for i in range(N_CHUNKS):
+        if i not in held:
+            again.write(_chunk(i))
+    assert again.sha256() == hashlib.sha256(DATA).digest()
+    again.close()
+
+
+def test_after_a_first_digest_the_file_is_read_back(tmp_path: Path) -> None:
+    part = _part(tmp_path)
+    part.recover()
+    for i in range(N_CHUNKS):
+        part.write(_chunk(i))
+    assert part.sha256() == hashlib.sha256(DATA).digest()
+    # what a mismatch would be about: the disk now differs from what was written
+    path = tmp_path / "r" / PART
+    with path.open("r+b") as f:
+        f.seek(5)
+        f.write(b"X")
+    assert part.sha256() == hashlib.sha256(path.read_bytes()).digest()
+    part.close()
+
+
+def test_the_flusher_runs_behind_the_writes_and_stops_on_close(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(storage, "FLUSH_BEHIND_BYTES", CHUNK)
+    part = _part(tmp_path)
+    part.recover()
+    for i in range(N_CHUNKS):
+        part.write(_chunk(i))
+    flusher = part._flusher
+    assert flusher is not None and flusher.is_alive()
+    part.close()
+    assert not flusher.is_alive()
+    assert (tmp_path / "r" / PART).read_bytes() == DATA
+
+
+def test_a_fresh_download_writes_no_empty_journal(tmp_path: Path) -> None:
+    part = _part(tmp_path)
+    assert part.recover() == []
+    part.sync()
+    assert not (tmp_path / "r" / BITMAP).exists()
+    part.write(_chunk(3))
+    part.sync()
+    journal = (tmp_path / "r" / BITMAP).read_bytes()
+    assert [i for i, b in enumerate(journal) if b] == [3]
+    part.close()
