@@ -9,6 +9,7 @@ from typing import Any
 
 import msgpack
 
+from coordinator.status import fleet_status
 from modelcast.faultproxy import FaultProxy
 from modelcast.models import make_model
 from modelcast.urls import parse_broker_url
@@ -117,6 +118,25 @@ def test_local_endpoint_answers_and_its_latency_appears_in_metrics(env: Env) -> 
         assert sum(s["inferences"] for s in samples) == 6
         assert sum(s["errors"] for s in samples) == 1
         assert any(s["latency_p95_ms"] and s["latency_p95_ms"] > 0 for s in samples)
+
+    # the coordinator's health figures for m@1 match what the edge sent
+    coordinator = env.coordinator
+    assert coordinator is not None
+
+    def health() -> dict[str, Any] | None:
+        rows = fleet_status(env.tmp / "coord.db", env.fleet)["health"]
+        return next((h for h in rows if (h["model"], h["version"]) == ("m", 1)), None)
+
+    def matches() -> bool:
+        h = health()
+        return h is not None and h["inferences"] == 6 and h["errors"] == 1
+
+    assert coordinator.wait_until(matches, 30), health()
+    h = health()
+    assert h is not None
+    assert h["error_rate"] == 1 / 6 and h["devices"] == 1
+    sent_p95 = [s["latency_p95_ms"] for s in samples if s["latency_p95_ms"]]
+    assert min(sent_p95) <= h["latency_p95_ms"] <= max(sent_p95)
 
 
 def make_model_outputs(size_bytes: int, inputs: int) -> int:
