@@ -48,12 +48,11 @@ from protocol import (
     open_index,
 )
 from protocol.envelope import Envelope
-from tests.support.env import Env
+from tests.support.env import Env, running_env
 from tests.support.fleet import (
     REPO,
     EdgeProcess,
     FleetWatch,
-    make_keys,
     release_and_deploy,
     sha256_file,
 )
@@ -271,18 +270,8 @@ class CoordinatorProcess:
 @pytest.fixture
 def fresh_env(tmp_path: Path, fresh_broker: LocalBroker, mqtt_fleet: str) -> Iterator[Env]:
     """Like ``env``, on a broker of this test's own, which it may kill and restart."""
-    keys = make_keys(tmp_path / "keys")
-    with FleetWatch(fresh_broker.url, mqtt_fleet) as watch:
-        e = Env(tmp_path, fresh_broker, mqtt_fleet, keys, Registry(tmp_path / "coord.db"), watch)
-        try:
-            yield e
-        finally:
-            for edge in e.edges:
-                edge.stop()
-            if e.coordinator is not None:
-                e.coordinator.stop()
-            for edge in e.edges:
-                print(f"----- {edge.device} log (tail) -----\n{edge.log()[-3000:]}")
+    with running_env(tmp_path, fresh_broker, mqtt_fleet) as e:
+        yield e
 
 
 # --- 1. the edge killed anywhere, activation included --------------------------------------

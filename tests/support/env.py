@@ -3,6 +3,7 @@ in-process coordinator, all torn down (and the edges' logs printed) at the end."
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,11 +60,12 @@ class Env:
         )
 
 
-@pytest.fixture
-def env(tmp_path: Path, broker: Broker, mqtt_fleet: str) -> Iterator[Env]:
+@contextlib.contextmanager
+def running_env(tmp_path: Path, broker: Broker, fleet: str) -> Iterator[Env]:
+    """An ``Env`` on ``broker``; everything it started is stopped on the way out."""
     keys = make_keys(tmp_path / "keys")
-    with FleetWatch(broker.url, mqtt_fleet) as watch:
-        e = Env(tmp_path, broker, mqtt_fleet, keys, Registry(tmp_path / "coord.db"), watch)
+    with FleetWatch(broker.url, fleet) as watch:
+        e = Env(tmp_path, broker, fleet, keys, Registry(tmp_path / "coord.db"), watch)
         try:
             yield e
         finally:
@@ -73,3 +75,9 @@ def env(tmp_path: Path, broker: Broker, mqtt_fleet: str) -> Iterator[Env]:
                 e.coordinator.stop()
             for edge in e.edges:  # on failure, show what the edges said
                 print(f"----- {edge.device} log (tail) -----\n{edge.log()[-3000:]}")
+
+
+@pytest.fixture
+def env(tmp_path: Path, broker: Broker, mqtt_fleet: str) -> Iterator[Env]:
+    with running_env(tmp_path, broker, mqtt_fleet) as e:
+        yield e
