@@ -46,8 +46,8 @@ test: setup lint
 	$(VPY) -m pytest -q
 
 lint: setup
-	$(VENV)/bin/ruff check $(LINT_PATHS) tests
-	$(VENV)/bin/mypy $(LINT_PATHS)
+	$(VENV)/bin/ruff check $(LINT_PATHS) tests bench
+	$(VENV)/bin/mypy $(LINT_PATHS) bench
 
 demo: setup
 	$(VENV)/bin/modelcast demo

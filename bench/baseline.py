@@ -1,0 +1,75 @@
+"""Plain paho through the same broker: the baseline of ``delivery_ratio`` and the chunk-size sweep.
+
+The publisher is a paho client in this process (QoS 1, paho's defaults), the subscriber a plain
+paho client in its own process (``bench.rawsub``) that writes nothing, so each side has a core
+like the coordinator and the edge have. Timed from the first publish to the last message in.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from modelcast.urls import parse_broker_url
+
+from .common import REPO, BenchError, paho_client
+
+
+def read_chunks(path: Path, chunk_size: int) -> list[bytes]:
+    out = []
+    with path.open("rb") as f:
+        while piece := f.read(chunk_size):
+            out.append(piece)
+    return out
+
+
+def raw_transfer(url: str, topic: str, chunks: list[bytes], timeout: float = 300.0) -> float:
+    """Seconds to move ``chunks`` from a paho publisher to a paho subscriber, QoS 1."""
+    sub = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bench.rawsub",
+            url,
+            topic,
+            str(len(chunks)),
+            "--timeout",
+            str(timeout),
+        ],
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        cwd=REPO,
+        text=True,
+    )
+    try:
+        assert sub.stdout is not None
+        if sub.stdout.readline().strip() != "ready":
+            raise BenchError("raw subscriber did not start")
+        host, port = parse_broker_url(url)
+        pub = paho_client(f"bench-rawpub-{time.monotonic_ns()}")
+        connected = threading.Event()
+        pub.on_connect = lambda *a: connected.set()
+        pub.connect(host, port, keepalive=60)
+        pub.loop_start()
+        try:
+            if not connected.wait(10):
+                raise BenchError("raw publisher did not connect")
+            start = time.monotonic()
+            for piece in chunks:
+                pub.publish(topic, piece, qos=1)
+            line = sub.stdout.readline()
+        finally:
+            pub.disconnect()
+            pub.loop_stop()
+        result = json.loads(line)
+        if not result["complete"]:
+            raise BenchError(f"raw subscriber got {result['n']} of {len(chunks)} messages")
+        return float(result["last"]) - start
+    finally:
+        if sub.poll() is None:
+            sub.kill()
+        sub.wait()

@@ -1,0 +1,31 @@
+"""The baselines' MQTT client: plain paho, with one change, ``TCP_NODELAY`` on its socket.
+
+Without it a QoS 1 subscriber's PUBACKs wait behind Nagle's algorithm and the broker's delayed
+ACKs, and a baseline stalls 40 ms every ``max_inflight`` messages: a ratio against that would
+flatter modelcast (whose own client sets ``TCP_NODELAY``, see ``modelcast/mqtt.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+
+def _nodelay(client: paho.Client, userdata: Any, sock: Any) -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def plain_client(client_id: str, *, clean: bool = True) -> paho.Client:
+    client = paho.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=MQTTProtocolVersion.MQTTv311,
+        clean_session=clean,
+    )
+    client.on_socket_open = _nodelay
+    return client

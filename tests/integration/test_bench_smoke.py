@@ -1,0 +1,50 @@
+"""The benchmark harness works (not how fast anything is): ``python -m bench`` runs its smallest
+case, a 4 MB delivery against plain paho on its own Mosquitto, and writes the JSON figure."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from modelcast.broker import find_mosquitto
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.timeout(120)
+def test_quick_delivery_writes_a_positive_ratio(tmp_path: Path) -> None:
+    if find_mosquitto() is None:
+        pytest.skip("the harness starts its own mosquitto: needs the binary")
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--quick",
+            "--only",
+            "delivery",
+            "--size-mb",
+            "4",
+            "--json",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = json.loads(out.read_text())
+    assert doc["errors"] == {}
+    assert doc["figures"] == ["delivery"]
+    assert doc["delivery_ratio"] > 0
+    detail = doc["details"]["delivery"]
+    assert detail["size_bytes"] >= 4 << 20
+    assert detail["chunks_published"] >= detail["size_bytes"] // detail["chunk_size"]
+    assert "delivery_ratio" in proc.stdout  # the console table
