@@ -7,7 +7,6 @@ plans requests, activates, and reports. Nothing blocks inside a paho callback.
 from __future__ import annotations
 
 import collections
-import hashlib
 import logging
 import queue
 import shutil
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from modelcast import __version__
 from modelcast.creds import session_auth
+from modelcast.files import sha256_file
 from modelcast.mqtt import Backoff, MqttSession, Will
 from protocol import (
     ChunkRequest,
@@ -40,7 +40,6 @@ from protocol import (
     TrustedRoot,
     UpdateState,
     VerifiedManifest,
-    VerifyKey,
     open_index,
     open_manifest,
 )
@@ -57,19 +56,6 @@ from .telemetry import Telemetry
 from .trust_store import TrustStore
 
 log = logging.getLogger("modelcast.edge")
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while piece := f.read(1 << 20):
-            h.update(piece)
-    return h.hexdigest()
-
-
-def load_trust(path: Path) -> TrustedRoot:
-    """The root public key (PEM) this device trusts."""
-    return TrustedRoot(VerifyKey.from_pem(path.read_bytes()))
 
 
 @dataclass
@@ -455,7 +441,7 @@ class EdgeAgent:
             return
         try:
             check_model(active.previous_path)
-            sha = _sha256_file(active.previous_path)
+            sha = sha256_file(active.previous_path).hex()
             self.actives.switch(name, version, active.previous_path, sha)
         except (ActivationError, OSError) as exc:
             self._event("rollback-failed", model=name, version=version, detail=str(exc))

@@ -29,7 +29,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from modelcast.files import fsync_dir, write_atomic
+from modelcast.files import fsync_dir, sha256_file, write_atomic
 from protocol import Manifest, VerifiedChunk
 
 from .errors import StorageError
@@ -231,10 +231,7 @@ def verified_file(directory: Path, manifest: Manifest) -> Path | None:
     try:
         if final.stat().st_size != manifest.size:
             return None
-        h = hashlib.sha256()
-        with final.open("rb") as f:
-            while piece := f.read(1 << 20):
-                h.update(piece)
+        digest = sha256_file(final)
     except OSError:
         return None
-    return final if h.digest() == manifest.sha256 else None
+    return final if digest == manifest.sha256 else None

@@ -18,10 +18,15 @@ from protocol import (
 )
 
 
+def load_trust(path: Path) -> TrustedRoot:
+    """The root public key (PEM) this device trusts."""
+    return TrustedRoot(VerifyKey.from_pem(path.read_bytes()))
+
+
 class TrustStore:
     def __init__(self, trust_path: Path, data: Path) -> None:
         self._path = data / "trust.json"
-        origin = TrustedRoot(VerifyKey.from_pem(trust_path.read_bytes()))
+        origin = load_trust(trust_path)
         self.origin = origin.root.key_id
         saved = read_json(self._path, {})
         self.command_seq = -1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -76,6 +77,15 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, replace: bool = 
     with StagedFile(path.parent, mode=mode) as staged:
         staged.file.write(data)
         staged.commit(path, replace=replace)
+
+
+def sha256_file(path: Path) -> bytes:
+    """sha256 of a file, read in 1 MiB pieces (memory does not grow with its size)."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while piece := f.read(1 << 20):
+            h.update(piece)
+    return h.digest()
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
