@@ -133,18 +133,25 @@ class TrustedRoot:
         env_key.verify(kind, env.body, env.sig)
         return env.body, cert
 
-    def check_certificate(self, data: bytes, now: float) -> KeyCertificate:
-        cert_env = Envelope.decode(data, self.limits.max_certificate_bytes)
-        if cert_env.kind != KIND_CERT:
-            raise MalformedMessage(f"expected a {KIND_CERT}, got a {cert_env.kind!r}")
+    def open_root_signed(self, data: bytes, kind: str, max_bytes: int, what: str) -> bytes:
+        """The body of a ``kind`` envelope signed by the trusted root itself (no certificate)."""
+        env = Envelope.decode(data, max_bytes)
+        if env.kind != kind:
+            raise MalformedMessage(f"expected a {kind}, got a {env.kind!r}")
         try:
-            self.root.verify(KIND_CERT, cert_env.body, cert_env.sig)
+            self.root.verify(kind, env.body, env.sig)
         except SignatureError:
             raise SignatureError(
-                f"release key certificate is not signed by the trusted root {self.root.key_id}",
+                f"{what} is not signed by the trusted root {self.root.key_id}",
                 reason="untrusted-key",
             ) from None
-        cert = KeyCertificate.parse(cert_env.body, self.limits)
+        return env.body
+
+    def check_certificate(self, data: bytes, now: float) -> KeyCertificate:
+        body = self.open_root_signed(
+            data, KIND_CERT, self.limits.max_certificate_bytes, "release key certificate"
+        )
+        cert = KeyCertificate.parse(body, self.limits)
         if cert.role != ROLE_RELEASE:
             raise SignatureError(
                 f"certificate role {cert.role!r} may not sign releases", reason="untrusted-key"

@@ -136,17 +136,8 @@ class Revocations:
 
 def apply_revocations(trust: TrustedRoot, data: bytes, *, now: float) -> TrustedRoot:
     """A root-signed revocation list replaces the edge's; older or replayed lists are refused."""
-    env = Envelope.decode(data, 64 * 1024)
-    if env.kind != KIND_REVOCATIONS:
-        raise MalformedMessage(f"expected a {KIND_REVOCATIONS}, got a {env.kind!r}")
-    try:
-        trust.root.verify(KIND_REVOCATIONS, env.body, env.sig)
-    except SignatureError:
-        raise SignatureError(
-            f"revocation list is not signed by the trusted root {trust.root.key_id}",
-            reason="untrusted-key",
-        ) from None
-    rev = Revocations.parse(env.body)
+    body = trust.open_root_signed(data, KIND_REVOCATIONS, 64 * 1024, "revocation list")
+    rev = Revocations.parse(body)
     if now >= rev.expires:
         raise ExpiredError(f"revocation list seq {rev.seq} expired at {rev.expires}")
     if rev.seq < trust.revocations_seq:
