@@ -11,6 +11,12 @@ Stamping the subscription when the request is *processed* (not when the device s
 only make the stamp later than the truth, so the rule errs towards resending, never towards
 starving a device. A block the device never reported is treated as not subscribed (always send),
 and a ``repair`` request is never coalesced: the device says that what was on its way got lost.
+
+A chunk published again (it went out on its block before) for one device only goes to that
+device's resend topic, not to the block: every other device on the block already had its chance
+at it, so sending it there again would cost their links a duplicate each. Such a direct send does
+not stamp ``last_sent`` (the block's subscribers did not get it). A chunk that two or more devices
+asked for before it went out is published on the block, once.
 """
 
 from __future__ import annotations
@@ -24,6 +30,11 @@ from protocol import ChunkRequest
 
 DEFAULT_MAX_REQUEST_CHUNKS = 256
 
+#: A chunk to publish: its index, and the one device to send it to (None: its block topic).
+Send = tuple[int, str | None]
+#: One entry of :meth:`ChunkScheduler.next_batch`: release id (16 bytes), chunk index, device.
+Scheduled = tuple[bytes, int, str | None]
+
 
 @dataclass(frozen=True)
 class SchedulerStats:
@@ -33,6 +44,7 @@ class SchedulerStats:
     chunks_requested: int = 0
     chunks_coalesced: int = 0
     chunks_sent: int = 0
+    chunks_direct: int = 0  # of chunks_sent: resends to one device's own topic
     chunks_out_of_range: int = 0
     chunks_dropped: int = 0
     pending: int = 0
@@ -51,22 +63,28 @@ class _Release:
         # chunk -> clock value when it was last handed to the publisher
         self.last_sent: dict[int, int] = {}
         self.pending: list[int] = []  # a heap, ascending chunk order
-        self.pending_set: set[int] = set()
+        # pending chunk -> the devices that asked for it since it was last handed out
+        self.askers: dict[int, set[str]] = {}
 
     def tick(self) -> int:
         self.clock += 1
         return self.clock
 
-    def add(self, index: int) -> None:
-        if index not in self.pending_set:
-            self.pending_set.add(index)
+    def add(self, index: int, device: str | None) -> None:
+        askers = self.askers.get(index)
+        if askers is None:
+            askers = self.askers[index] = set()
             heapq.heappush(self.pending, index)
+        # None: a requeued block publish (several askers, or one that must go to the block)
+        askers.add(device if device is not None else "")
 
-    def pop(self) -> int:
+    def pop(self) -> Send:
         index = heapq.heappop(self.pending)
-        self.pending_set.discard(index)
+        askers = self.askers.pop(index)
+        if len(askers) == 1 and index in self.last_sent and "" not in askers:
+            return index, next(iter(askers))  # a resend for one device: its own topic
         self.last_sent[index] = self.tick()
-        return index
+        return index, None
 
 
 class ChunkScheduler:
@@ -82,6 +100,7 @@ class ChunkScheduler:
         self._chunks_requested = 0
         self._chunks_coalesced = 0
         self._chunks_sent = 0
+        self._chunks_direct = 0
         self._chunks_out_of_range = 0
         self._chunks_dropped = 0
         self._device_requests: Counter[str] = Counter()
@@ -127,7 +146,7 @@ class ChunkScheduler:
                 if not req.repair and self._on_its_way(rel, device_subs, index):
                     self._chunks_coalesced += 1
                     continue
-                rel.add(index)
+                rel.add(index, req.device)
                 added += 1
         if rel.pending and not had_pending:
             self._ready.append(rid)
@@ -146,16 +165,17 @@ class ChunkScheduler:
             if rel is not None and rel.pending:
                 self._ready.remove(rid[:16])
 
-    def requeue(self, release_id: bytes, index: int) -> None:
-        """Put back a chunk that could not be published. Its ``last_sent`` stamp stays: until it
-        is sent again it is pending, so a request that would have been coalesced by the stamp
-        still gets the chunk."""
+    def requeue(self, release_id: bytes, index: int, device: str | None = None) -> None:
+        """Put back a chunk that could not be published, for the same destination. Its
+        ``last_sent`` stamp stays: until it is sent again it is pending, so a request that would
+        have been coalesced by the stamp still gets the chunk."""
         rel = self._releases.get(release_id[:16])
         if rel is None or not 0 <= index < rel.n_chunks:
             return
         was_idle = not rel.pending
-        rel.add(index)
+        rel.add(index, device)
         self._chunks_sent -= 1
+        self._chunks_direct -= device is not None
         if was_idle:
             self._ready.append(release_id[:16])
 
@@ -168,14 +188,17 @@ class ChunkScheduler:
     def pending(self) -> int:
         return sum(len(r.pending) for r in self._releases.values())
 
-    def next_batch(self, max_chunks: int) -> list[tuple[bytes, int]]:
+    def next_batch(self, max_chunks: int) -> list[Scheduled]:
         """Up to ``max_chunks`` chunks to publish now, lowest index first within a release and
-        one chunk per release in turn, so a big release cannot starve a small one."""
-        batch: list[tuple[bytes, int]] = []
+        one chunk per release in turn, so a big release cannot starve a small one. Each says
+        where it goes: its block (device None) or one device's resend topic."""
+        batch: list[Scheduled] = []
         while self._ready and len(batch) < max_chunks:
             rid = self._ready.popleft()
             rel = self._releases[rid]
-            batch.append((rid, rel.pop()))
+            index, device = rel.pop()
+            batch.append((rid, index, device))
+            self._chunks_direct += device is not None
             if rel.pending:
                 self._ready.append(rid)
         self._chunks_sent += len(batch)
@@ -187,6 +210,7 @@ class ChunkScheduler:
             chunks_requested=self._chunks_requested,
             chunks_coalesced=self._chunks_coalesced,
             chunks_sent=self._chunks_sent,
+            chunks_direct=self._chunks_direct,
             chunks_out_of_range=self._chunks_out_of_range,
             chunks_dropped=self._chunks_dropped,
             pending=self.pending,

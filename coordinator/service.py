@@ -37,7 +37,7 @@ from .deployer import DeploymentPublisher
 from .devices import DeviceTracker
 from .keystore import load_release_keys
 from .registry import Registry, ReleaseRecord
-from .scheduler import ChunkScheduler, SchedulerStats
+from .scheduler import ChunkScheduler, Scheduled, SchedulerStats
 from .telemetry_store import DEFAULT_RETENTION_DAYS, TelemetryStats, TelemetryStore
 
 log = logging.getLogger(__name__)
@@ -455,10 +455,10 @@ class Coordinator:
                 batch = self._scheduler.next_batch(SEND_BATCH)
             self._publish_chunks(batch)
 
-    def _publish_chunks(self, batch: list[tuple[bytes, int]]) -> None:
+    def _publish_chunks(self, batch: list[Scheduled]) -> None:
         published = 0
         size = 0
-        for position, (rid, index) in enumerate(batch):
+        for position, (rid, index, device) in enumerate(batch):
             with self._releases_lock:
                 record = self._by_id.get(rid)
             if record is None:  # only releases seen in a request are ever scheduled
@@ -470,9 +470,12 @@ class Coordinator:
                 self._read_error(record, exc)
                 continue
             frame = protocol.ChunkFrame.encode(index, record.release_id, data)
-            topic = self.topics.chunk_block(
-                record.name, record.version, index // record.block_chunks
-            )
+            if device is None:
+                topic = self.topics.chunk_block(
+                    record.name, record.version, index // record.block_chunks
+                )
+            else:
+                topic = self.topics.resend(device)
             if not self._await_room() or not self._session.publish(topic, frame, qos=1):
                 if not self._stopping.is_set():
                     log.warning(
@@ -497,10 +500,10 @@ class Coordinator:
                 return False
         return True
 
-    def _requeue(self, chunks: Iterable[tuple[bytes, int]]) -> None:
+    def _requeue(self, chunks: Iterable[Scheduled]) -> None:
         with self._sched_cond:
-            for rid, index in chunks:
-                self._scheduler.requeue(rid, index)
+            for rid, index, device in chunks:
+                self._scheduler.requeue(rid, index, device)
 
     def _read_error(self, record: ReleaseRecord, exc: Exception) -> None:
         self._read_errors[record.release_id] += 1

@@ -75,6 +75,7 @@ class EdgeAgent:
         self.config = config
         self.device = config.device_id
         self.topics = Topics(config.fleet)
+        self._resend_topic = self.topics.resend(config.device_id)
         self.trust_store = TrustStore(config.trust_path, config.data_dir)
         self.data = config.data_dir
         self.data.mkdir(parents=True, exist_ok=True)
@@ -231,6 +232,7 @@ class EdgeAgent:
                 self.topics.index(),
                 self.topics.commands(self.device),
                 self.topics.fleet_commands(),
+                self.topics.resend(self.device),
             ]
         )
         if self._pending is not None:
@@ -248,7 +250,9 @@ class EdgeAgent:
     def _dispatch(self, topic: str, payload: bytes) -> None:
         # chunks first: they are nearly every message, and the topics below are built (and
         # their names checked) on each comparison
-        if self._dl is not None and topic.startswith(self._dl.chunk_prefix):
+        if self._dl is not None and (
+            topic.startswith(self._dl.chunk_prefix) or topic == self._resend_topic
+        ):
             self._on_chunk(topic, payload)
         elif topic == self.topics.index():
             self._on_index(topic, payload)

@@ -16,7 +16,7 @@ The ACL, per identity of fleet F (``docs/SECURITY.md`` has the table):
 
 * coordinator: read and write ``modelcast/F/#``;
 * device NAME: write ``modelcast/F/devices/NAME/#``; read that, ``releases/#``, ``chunks/#``,
-  ``commands`` and ``commands/NAME``;
+  ``resends/NAME``, ``commands`` and ``commands/NAME``;
 * integrator: read ``devices/+/status`` and ``devices/+/telemetry/#``; publish nothing.
 
 The username is the identity's name and the client id is the username: the profile sets
@@ -205,6 +205,7 @@ def render_acl(users: dict[str, dict[str, Any]]) -> str:
                 f"topic readwrite {base}/devices/{name}/#",
                 f"topic read {base}/releases/#",
                 f"topic read {base}/chunks/#",
+                f"topic read {base}/resends/{name}",
                 f"topic read {base}/commands",
                 f"topic read {base}/commands/{name}",
             ]

@@ -55,6 +55,11 @@ class Topics:
         """Chunks of one block of a release, published once and fanned out by the broker."""
         return f"{self.base}/chunks/{check_name(name)}/{int(version)}/{int(block)}"
 
+    def resend(self, device: str) -> str:
+        """Chunks published again for this one device (any release: frames carry the release
+        id), so the other devices on the chunk's block do not receive it twice."""
+        return f"{self.base}/resends/{check_name(device, 'device id')}"
+
     # --- devices -> coordinator -------------------------------------------------------------
     def device(self, device_id: str) -> str:
         return f"{self.base}/devices/{check_name(device_id, 'device id')}"

@@ -63,6 +63,7 @@ def test_acl_sections_per_role() -> None:
             "topic readwrite modelcast/plant/devices/dev1/#",
             "topic read modelcast/plant/releases/#",
             "topic read modelcast/plant/chunks/#",
+            "topic read modelcast/plant/resends/dev1",
             "topic read modelcast/plant/commands",
             "topic read modelcast/plant/commands/dev1",
         ],

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from coordinator.scheduler import ChunkScheduler
+from coordinator.scheduler import ChunkScheduler, Scheduled
 from protocol import ChunkRequest
 
 RID = bytes(range(16))
@@ -40,6 +40,11 @@ def req(
 
 
 def drain(s: ChunkScheduler) -> list[tuple[bytes, int]]:
+    """(release, chunk) of everything due, wherever it goes (block or one device)."""
+    return [(rid, index) for rid, index, _ in s.next_batch(10_000)]
+
+
+def drain_all(s: ChunkScheduler) -> list[Scheduled]:
     return s.next_batch(10_000)
 
 
@@ -175,7 +180,7 @@ def test_batches_are_bounded_and_take_turns_across_releases() -> None:
     s.on_request(req("a", [(0, 6)], fresh=True), N_CHUNKS, BLOCK)
     s.on_request(req("b", [(10, 2)], fresh=True, rid=OTHER), N_CHUNKS, BLOCK)
     first = s.next_batch(3)
-    assert first == [(RID, 0), (OTHER, 10), (RID, 1)]
+    assert first == [(RID, 0, None), (OTHER, 10, None), (RID, 1, None)]
     assert drain(s) == [(OTHER, 11), (RID, 2), (RID, 3), (RID, 4), (RID, 5)]
     assert not s.has_pending
 
@@ -212,3 +217,50 @@ def test_counters() -> None:
 def test_the_cap_must_be_positive() -> None:
     with pytest.raises(ValueError):
         ChunkScheduler(max_request_chunks=0)
+
+
+def test_a_resend_for_one_device_goes_to_that_device_only() -> None:
+    """A chunk that already went out on its block, asked again by one device (a late joiner, or
+    one whose copy was lost in a cut), is sent to that device's own topic: the others on the
+    block had it already."""
+    s = ChunkScheduler()
+    s.on_request(req("a", [(0, 4)], subscribed=(0,), fresh=True), N_CHUNKS, BLOCK)
+    assert chunks(drain(s)) == [0, 1, 2, 3]
+    s.on_request(req("b", [(1, 2)], subscribed=(0,), fresh=True), N_CHUNKS, BLOCK)
+    s.on_request(req("a", [(3, 1)], repair=True), N_CHUNKS, BLOCK)
+    assert drain_all(s) == [(RID, 1, "b"), (RID, 2, "b"), (RID, 3, "a")]
+    assert s.stats().chunks_direct == 3
+
+
+def test_a_direct_resend_does_not_count_as_sent_on_the_block() -> None:
+    """After a direct resend to b, c (subscribed to the block before it) still gets the chunk:
+    the direct send did not reach it."""
+    s = ChunkScheduler()
+    s.on_request(req("a", [(0, 1)], subscribed=(0,), fresh=True), N_CHUNKS, BLOCK)
+    drain(s)
+    s.on_request(req("c", [], subscribed=(0,), fresh=True), N_CHUNKS, BLOCK)
+    s.on_request(req("b", [(0, 1)], subscribed=(0,), fresh=True), N_CHUNKS, BLOCK)
+    assert drain_all(s) == [(RID, 0, "b")]
+    s.on_request(req("c", [(0, 1)]), N_CHUNKS, BLOCK)
+    assert drain_all(s) == [(RID, 0, "c")]
+
+
+def test_a_resend_asked_for_by_two_devices_goes_to_the_block_once() -> None:
+    s = ChunkScheduler()
+    s.on_request(req("a", [(0, 2)], subscribed=(0,), fresh=True), N_CHUNKS, BLOCK)
+    drain(s)
+    s.on_request(req("b", [(0, 2)], subscribed=(0,), fresh=True), N_CHUNKS, BLOCK)
+    s.on_request(req("c", [(1, 1)], subscribed=(0,), fresh=True), N_CHUNKS, BLOCK)
+    assert drain_all(s) == [(RID, 0, "b"), (RID, 1, None)]
+
+
+def test_a_requeued_direct_resend_keeps_its_device() -> None:
+    s = ChunkScheduler()
+    s.on_request(req("a", [(0, 1)], subscribed=(0,), fresh=True), N_CHUNKS, BLOCK)
+    drain(s)
+    s.on_request(req("b", [(0, 1)], subscribed=(0,), fresh=True), N_CHUNKS, BLOCK)
+    assert drain_all(s) == [(RID, 0, "b")]
+    s.requeue(RID, 0, "b")
+    assert s.stats().chunks_direct == 0
+    assert drain_all(s) == [(RID, 0, "b")]
+    assert s.stats().chunks_direct == 1
