@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from protocol import DeviceState, ProtocolError, Topics, UpdateState
 
@@ -238,8 +239,22 @@ def run_demo(
                 "127.0.0.1:0",
             )
             _wait(cond, lambda: all_active([*devices, late], 2), deadline, procs, tick)
+            # The coordinator records device reports in batches: the table below is read from
+            # its database, so wait until that has caught up with what the edges said.
+            status: dict[str, Any] = {}
+
+            def recorded() -> bool:
+                status.update(fleet_status(db, FLEET))
+                rows = {r["device_id"]: r for r in status["devices"]}
+                return all(
+                    rows.get(d, {}).get("state") == "active"
+                    and rows[d].get("active", {}).get("demo-model") == 2
+                    for d in [*devices, late]
+                )
+
+            _wait(cond, recorded, deadline, procs, tick)
             board.note("every edge, the late joiner included, runs demo-model@2:")
-            board.note(format_status(fleet_status(db, FLEET)))
+            board.note(format_status(status))
             for line in links.summary():
                 board.note(line)
             return 0
