@@ -12,11 +12,11 @@
         model.onnx                      the whole file, once its sha256 matched
 
 Chunks are written with ``pwrite`` at their offset, straight from the received buffer, so memory
-does not grow with model size; the whole-file sha256 is computed along the way (chunks arrive
-mostly in order), so completion does not read the file back. The bitmap is written (atomically)
-after the data is synced, in batches. On resume every chunk that the bitmap claims, or whose
-region holds data, is hashed again, so a torn write or a lying journal costs a re-fetch of that
-chunk, never a bad model.
+does not grow with model size; the whole-file sha256 is computed along the way, on a background
+thread (``whole_hash``; chunks arrive mostly in order), so completion does not read the file
+back. The bitmap is written (atomically) after the data is synced, in batches. On resume every
+chunk that the bitmap claims, or whose region holds data, is hashed again, so a torn write or a
+lying journal costs a re-fetch of that chunk, never a bad model.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from modelcast.files import fsync_dir, sha256_file, write_atomic
 from protocol import Manifest, VerifiedChunk
 
 from .errors import StorageError
+from .whole_hash import WholeFileHasher
 
 PART = "model.part"
 FINAL = "model.onnx"
@@ -65,11 +66,17 @@ class PartialDownload:
             raise StorageError(f"cannot open {directory / PART}: {exc}") from exc
         self._bitmap = bytearray(manifest.n_chunks)
         self._dirty = False
-        # The whole-file sha256, kept over the longest prefix of chunks written so far, so that
-        # completion does not read the whole file back (chunks mostly arrive in order). None
-        # once used: a second completion (after a digest mismatch) reads the file back.
-        self._whole: hashlib._Hash | None = hashlib.sha256()
-        self._whole_upto = 0  # chunks [0, _whole_upto) are in _whole
+        # The whole-file sha256, kept on a background thread over the longest prefix of chunks
+        # written so far, so that completion does not read the whole file back. None once
+        # used: a second completion (after a digest mismatch) reads the file back.
+        self._whole: WholeFileHasher | None = WholeFileHasher(
+            self._fd,
+            manifest.n_chunks,
+            manifest.chunk_size,
+            manifest.chunk_length,
+            self._bitmap,
+            name=f"hash-{directory.name}",
+        )
         self._unflushed = 0  # bytes written since the last (background or real) flush
         self._flusher: threading.Thread | None = None
         self._flush_wanted = threading.Event()
@@ -115,25 +122,8 @@ class PartialDownload:
         self._bitmap[chunk.index] = 1
         self._dirty = True
         self._flush_behind(written)
-        if self._whole is not None and chunk.index == self._whole_upto:
-            self._whole.update(chunk.data)
-            self._whole_upto += 1
-            self._hash_prefix()
-
-    def _hash_prefix(self) -> None:
-        """Extend the whole-file hash over chunks already on disk (resumed, or out of order)."""
-        m = self.manifest
-        assert self._whole is not None
-        while self._whole_upto < m.n_chunks and self._bitmap[self._whole_upto]:
-            i = self._whole_upto
-            try:
-                data = os.pread(self._fd, m.chunk_length(i), i * m.chunk_size)
-            except OSError as exc:
-                raise StorageError(f"reading chunk {i} back: {exc}") from exc
-            if len(data) != m.chunk_length(i):
-                raise StorageError(f"{self.dir / PART} is short: chunk {i} has {len(data)} bytes")
-            self._whole.update(data)
-            self._whole_upto += 1
+        if self._whole is not None:
+            self._whole.feed(chunk.index, chunk.data)
 
     def _flush_behind(self, written: int) -> None:
         """Hand the background flusher the data written so far, every FLUSH_BEHIND_BYTES. It
@@ -187,12 +177,16 @@ class PartialDownload:
         computed on the way: over each chunk's bytes as they were written, in order, and over
         the bytes read back for chunks already on disk (resumed, or written out of order). Any
         later call (the chunks fetched again after a digest mismatch) reads the file back."""
-        whole = self._whole
+        whole, self._whole = self._whole, None
         if whole is not None:
-            self._hash_prefix()
-            self._whole = None
-            if self._whole_upto == self.manifest.n_chunks:
-                return whole.digest()
+            try:
+                digest = whole.digest()
+            except (OSError, ValueError) as exc:
+                raise StorageError(f"reading {self.dir / PART} back: {exc}") from exc
+            finally:
+                whole.close()
+            if digest is not None:
+                return digest
         h = hashlib.sha256()
         for piece in self.iter_file():
             h.update(piece)
@@ -211,6 +205,9 @@ class PartialDownload:
         return final
 
     def close(self) -> None:
+        if self._whole is not None:
+            self._whole.close()
+            self._whole = None
         if self._flusher is not None:  # it uses the descriptor: stop it first
             self._closing = True
             self._flush_wanted.set()

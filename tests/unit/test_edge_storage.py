@@ -4,13 +4,17 @@ resumed, and read back after a mismatch), the background flusher, and the journa
 from __future__ import annotations
 
 import hashlib
+import os
 import random
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import edge_node.storage as storage
+import edge_node.whole_hash as whole_hash
+from edge_node.errors import StorageError
 from edge_node.storage import BITMAP, PART, PartialDownload
 from protocol import Manifest, VerifiedChunk, hash_chunks
 
@@ -119,4 +123,49 @@ def test_a_fresh_download_writes_no_empty_journal(tmp_path: Path) -> None:
     part.sync()
     journal = (tmp_path / "r" / BITMAP).read_bytes()
     assert [i for i, b in enumerate(journal) if b] == [3]
+    part.close()
+
+
+def test_a_short_part_file_fails_the_digest_with_a_storage_error(tmp_path: Path) -> None:
+    """The background hasher reads back chunks written out of order; a file cut short under it
+    (another process, a broken disk) is a StorageError at completion, not a wrong digest."""
+    part = _part(tmp_path)
+    part.recover()
+    for i in range(1, N_CHUNKS):
+        part.write(_chunk(i))
+    os.truncate(tmp_path / "r" / PART, SIZE - 100)
+    part.write(_chunk(0))
+    with pytest.raises(StorageError, match="short"):
+        part.sha256()
+    part.close()
+
+
+def test_the_hash_queue_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Received chunks wait for the hasher in memory: past the cap the writer waits."""
+    monkeypatch.setattr(whole_hash, "MAX_QUEUED_BYTES", 2 * CHUNK)
+    release = threading.Event()
+    hashed: list[int] = []
+
+    class SlowHash:
+        def update(self, data: bytes) -> None:
+            release.wait(10)
+            hashed.append(len(data))
+
+    part = _part(tmp_path)
+    part.recover()
+    assert part._whole is not None
+    part._whole._hash = SlowHash()  # type: ignore[assignment]
+    fed = threading.Event()
+
+    def writer() -> None:
+        for i in range(4):
+            part.write(_chunk(i))
+        fed.set()
+
+    t = threading.Thread(target=writer)
+    t.start()
+    assert not fed.wait(0.5), "four chunks were queued past a cap of two"
+    release.set()
+    assert fed.wait(10)
+    t.join()
     part.close()
