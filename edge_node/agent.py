@@ -609,7 +609,6 @@ class EdgeAgent:
         self._set_state(UpdateState.VERIFYING, reason=None)
         self._flush_state()
         try:
-            dl.part.sync()
             digest = dl.part.sha256()
             dl.session.finish(digest)
             path = dl.part.finalize()

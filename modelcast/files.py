@@ -41,12 +41,16 @@ class StagedFile:
             raise
         self._committed = False
 
-    def commit(self, path: Path, *, replace: bool = True) -> None:
+    def commit(self, path: Path, *, replace: bool = True, durable: bool = True) -> None:
         """Move the written bytes to ``path``. ``replace=False`` refuses (``FileExistsError``)
         to clobber an existing file, atomically: the temporary file is hard-linked, not renamed,
-        so two racing writers cannot both win."""
+        so two racing writers cannot both win. ``durable=False`` skips the two fsyncs (about
+        10 ms here): still all-or-nothing for other processes and a crash of this one, but an OS
+        crash may lose it, so the caller must make it durable later (``fsync_file``) or not
+        need it to survive one."""
         self.file.flush()
-        os.fsync(self.file.fileno())
+        if durable:
+            os.fsync(self.file.fileno())
         self.file.close()
         if replace:
             os.replace(self.path, path)
@@ -54,7 +58,8 @@ class StagedFile:
             os.link(self.path, path)
             self.path.unlink()
         self._committed = True
-        fsync_dir(path.parent)
+        if durable:
+            fsync_dir(path.parent)
 
     def __enter__(self) -> StagedFile:
         return self
@@ -71,12 +76,24 @@ class StagedFile:
                 self.path.unlink()
 
 
-def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, replace: bool = True) -> None:
-    """Write ``data`` to ``path`` atomically (see ``StagedFile.commit`` for ``replace``)."""
+def write_atomic(
+    path: Path, data: bytes, *, mode: int = 0o644, replace: bool = True, durable: bool = True
+) -> None:
+    """Write ``data`` to ``path`` atomically (see ``StagedFile.commit`` for ``replace`` and
+    ``durable``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with StagedFile(path.parent, mode=mode) as staged:
         staged.file.write(data)
-        staged.commit(path, replace=replace)
+        staged.commit(path, replace=replace, durable=durable)
+
+
+def fsync_file(path: Path) -> None:
+    """Make the contents of an existing file durable (its directory entry: ``fsync_dir``)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def sha256_file(path: Path) -> bytes:

@@ -15,7 +15,7 @@ import pytest
 import edge_node.storage as storage
 import edge_node.whole_hash as whole_hash
 from edge_node.errors import StorageError
-from edge_node.storage import BITMAP, PART, PartialDownload
+from edge_node.storage import BITMAP, MANIFEST, PART, PartialDownload
 from protocol import Manifest, VerifiedChunk, hash_chunks
 
 CHUNK = 4096
@@ -169,3 +169,19 @@ def test_the_hash_queue_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert fed.wait(10)
     t.join()
     part.close()
+
+
+def test_finalize_leaves_the_model_and_its_manifest_and_no_journal(tmp_path: Path) -> None:
+    part = _part(tmp_path)
+    part.recover()
+    for i in range(N_CHUNKS // 2):
+        part.write(_chunk(i))
+    part.sync()  # a periodic journal sync mid-download
+    assert (tmp_path / "r" / BITMAP).exists()
+    for i in range(N_CHUNKS // 2, N_CHUNKS):
+        part.write(_chunk(i))
+    assert part.sha256() == hashlib.sha256(DATA).digest()
+    final = part.finalize()
+    assert final.read_bytes() == DATA
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == [MANIFEST, final.name]
+    assert (tmp_path / "r" / MANIFEST).read_bytes() == b"envelope"
