@@ -24,6 +24,8 @@ import sqlite_utils
 
 import protocol
 from modelcast.files import StagedFile
+from modelcast.onnxmeta import release_kind
+from protocol.envelope import Envelope
 from protocol.limits import MIN_CHUNK_SIZE
 from protocol.manifest import chunk_count
 
@@ -59,6 +61,12 @@ class ReleaseRecord:
     @property
     def release(self) -> str:
         return f"{self.name}@{self.version}"
+
+    @property
+    def model_kind(self) -> str:
+        """The kind the signed manifest records (``tensors`` or ``text-embedding``)."""
+        envelope = Envelope.decode(self.manifest, protocol.DEFAULT_LIMITS.max_envelope_bytes)
+        return protocol.Manifest.parse(envelope.body).model_kind
 
     @property
     def short_id(self) -> bytes:
@@ -184,8 +192,12 @@ class Registry:
         chunk_size: int = protocol.DEFAULT_CHUNK_SIZE,
         expires_in: float = DEFAULT_EXPIRES_IN,
         now: float | None = None,
+        model_kind: str | None = None,
     ) -> ReleaseRecord:
         """Hash, sign and store a release of ``model_path`` as ``name@version`` in ``fleet``.
+
+        The manifest records the model kind the file declares (``model_kind``, if given, must
+        agree; see ``modelcast.onnxmeta.release_kind``), so edges know how to serve it.
 
         The file is read once: each chunk-sized piece is hashed and copied into the
         content-addressed blob store on the way through, so the blob is exactly what the
@@ -197,6 +209,10 @@ class Registry:
         latest = self.latest_version(fleet, name)
         if latest is not None and version <= latest:
             raise RegistryError(self._not_monotonic(release, fleet, latest))
+        try:
+            kind = release_kind(model_path, model_kind)
+        except ValueError as exc:
+            raise RegistryError(f"cannot release {release}: {exc}") from None
         now = time.time() if now is None else now
 
         self.blob_dir.mkdir(parents=True, exist_ok=True)
@@ -217,6 +233,7 @@ class Registry:
                 chunks=hashes,
                 created=now,
                 expires=now + expires_in,
+                model_kind=kind,
             )
             try:
                 manifest.check()
@@ -243,9 +260,10 @@ class Registry:
         )
         self._insert_if_newest(record)
         log.info(
-            "release %s added to fleet %s: %d bytes, %d chunks, sha256 %s",
+            "release %s added to fleet %s: %s model, %d bytes, %d chunks, sha256 %s",
             release,
             fleet,
+            kind,
             size,
             record.n_chunks,
             record.sha256[:16],
