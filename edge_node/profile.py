@@ -1,11 +1,23 @@
 """What a device is, reported in its retained status so the coordinator can target and pick
-variants: OS, CPU architecture, cores, RAM, onnxruntime and its execution providers, tags."""
+variants: OS, CPU architecture, cores, RAM, onnxruntime and its execution providers, the model
+kinds it can serve, tags."""
 
 from __future__ import annotations
 
 import os
 import platform
 from typing import Any
+
+from protocol.textmodel import KIND_TENSORS, KIND_TEXT_EMBEDDING
+
+
+def servable_kinds() -> list[str]:
+    """Every device runs tensor models; text models need the tokenizer library to import."""
+    try:
+        import tokenizers  # noqa: F401  (a few MB; the agent would load it for a text model)
+    except ImportError:
+        return [KIND_TENSORS]
+    return [KIND_TENSORS, KIND_TEXT_EMBEDDING]
 
 
 def device_profile(tags: dict[str, str], http_port: int | None) -> dict[str, Any]:
@@ -23,6 +35,7 @@ def device_profile(tags: dict[str, str], http_port: int | None) -> dict[str, Any
         "python": platform.python_version(),
         "onnxruntime": ort.__version__,
         "providers": list(ort.get_available_providers()),
+        "model_kinds": servable_kinds(),
         "tags": dict(tags),
     }
     if http_port is not None:

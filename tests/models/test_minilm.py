@@ -171,3 +171,22 @@ def test_weights_that_are_not_minilm_are_refused(minilm: BuiltMiniLM, tmp_path: 
         main(["models", "build", "minilm", "--out", str(tmp_path / "o"), "--weights", str(fake)])
         == 1
     )
+
+
+def test_activation_checks_the_kind_and_that_the_text_model_answers(
+    minilm: BuiltMiniLM, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edge_node.activation import check_model
+    from edge_node.errors import ActivationError
+
+    plain = make_model(tmp_path / "plain.onnx", 4096, inputs=4)
+    check_model(minilm.int8, KIND_TEXT_EMBEDDING)
+    check_model(minilm.int8)  # a rollback knows no manifest: the file's own kind
+    check_model(plain, KIND_TENSORS)
+    with pytest.raises(ActivationError, match="release says text-embedding but the file"):
+        check_model(plain, KIND_TEXT_EMBEDDING)
+    with pytest.raises(ActivationError, match="release says tensors but the file declares text"):
+        check_model(minilm.int8, KIND_TENSORS)
+    monkeypatch.setitem(__import__("sys").modules, "tokenizers", None)  # import fails
+    with pytest.raises(ActivationError, match="cannot tokenise"):
+        check_model(minilm.int8, KIND_TEXT_EMBEDDING)
