@@ -419,7 +419,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="broker + coordinator + edges in one terminal, with progress",
     )
     demo.add_argument("--edges", type=int, default=3, help="edges started at once")
-    demo.add_argument("--size-mb", type=float, default=12.0, help="size of the demo model")
+    demo.add_argument(
+        "--model",
+        choices=["auto", "minilm", "synthetic"],
+        default="auto",
+        help="minilm: the real all-MiniLM-L6-v2 (fp32, then int8), each edge answering a "
+        "similarity query; synthetic: dense models of --size-mb; auto: minilm when the "
+        "'models' extra and its weights are installed",
+    )
+    demo.add_argument(
+        "--size-mb", type=float, default=12.0, help="size of the synthetic demo model"
+    )
     demo.add_argument(
         "--workdir",
         type=Path,
@@ -839,6 +849,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         workdir=args.workdir,
         timeout=args.timeout,
         flaky=args.flaky,
+        model=args.model,
     )
 
 

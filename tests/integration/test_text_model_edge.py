@@ -4,6 +4,8 @@ answers texts with vectors on its local endpoint; a device that cannot tokenise 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -17,7 +19,7 @@ from modelcast.textmodels.samples import CASES
 from protocol import DeviceStatus, UpdateState
 from protocol.textmodel import KIND_TENSORS, KIND_TEXT_EMBEDDING
 from tests.support.env import Env
-from tests.support.fleet import release_and_deploy
+from tests.support.fleet import REPO, release_and_deploy
 from tests.support.minilm import BuiltMiniLM
 
 
@@ -118,3 +120,26 @@ def test_an_edge_that_cannot_tokenise_refuses_a_text_model(
         if m.topic == topic
     ]
     assert profiles and profiles[-1]["model_kinds"] == [KIND_TENSORS]
+
+
+def test_demo_ships_minilm_and_every_edge_answers_the_similarity_query(
+    minilm: BuiltMiniLM, tmp_path: Path
+) -> None:
+    """``modelcast demo`` with the extra installed: fp32 then int8 MiniLM, and each edge (the
+    late joiner included) names the related sentence as the closest, from its own endpoint."""
+    result = subprocess.run(
+        [sys.executable, "-m", "modelcast.cli", "demo", "--edges", "2", "--workdir", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    out = result.stdout
+    assert result.returncode == 0, f"stdout:\n{out[-4000:]}\nstderr:\n{result.stderr[-4000:]}"
+    related = CASES[0].related
+    answers = [line for line in out.splitlines() if line.startswith("  edge-")]
+    assert len(answers) == 2 + 3, out[-4000:]  # 2 edges on @1; 2 edges and the late one on @2
+    assert all(repr(related) in line for line in answers), answers
+    assert sum("(minilm@1," in line for line in answers) == 2
+    assert sum("(minilm@2," in line for line in answers) == 3
