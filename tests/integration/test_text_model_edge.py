@@ -100,10 +100,11 @@ def test_a_deployed_minilm_answers_texts_on_the_local_endpoint(
 def test_an_edge_that_cannot_tokenise_refuses_a_text_model(
     env: Env, minilm: BuiltMiniLM, tmp_path: Path
 ) -> None:
-    # `tokenizers` shadowed by a module that fails to import, as on a device without the extra
+    # `tokenizers` hidden from the edge process, as on a device without the extra: None in
+    # sys.modules makes both find_spec and import say it is not there
     shim = tmp_path / "no-tokenizers"
     shim.mkdir()
-    (shim / "tokenizers.py").write_text("raise ImportError('tokenizers is not installed')\n")
+    (shim / "sitecustomize.py").write_text("import sys\n\nsys.modules['tokenizers'] = None\n")
     env.start_coordinator()
     release_and_deploy(env.registry, env.keys, minilm.int8, "minilm", 1, env.fleet)
     env.edge("small", process_env={"PYTHONPATH": str(shim)})
