@@ -89,10 +89,6 @@ class InferenceService:
                 self._sessions[name] = cached
             return cached
 
-    def _session(self, name: str) -> tuple[int, Any]:
-        loaded = self._load(name)
-        return loaded.version, loaded.session
-
     def embed(self, name: str, texts: list[str]) -> EmbeddingResult:
         """One vector per text from text-embedding model ``name`` (400 if it is not one)."""
         loaded = self._load(name)
@@ -117,7 +113,8 @@ class InferenceService:
         return EmbeddingResult(name, loaded.version, vectors, latency_ms)
 
     def run(self, name: str, inputs: dict[str, Any]) -> InferenceResult:
-        version, session = self._session(name)
+        loaded = self._load(name)
+        version, session = loaded.version, loaded.session
         try:
             feeds = _feeds(session, inputs)
         except InferenceError:

@@ -67,7 +67,9 @@ class TextEmbedder:
             )
         self.session = session
         self._tokenizer = _load_tokenizer(self.spec)
-        self._lock = threading.Lock()  # a tokenizer with padding set is not meant to be shared
+        # encode_batch fans out over its own thread pool: one batch at a time keeps concurrent
+        # requests from oversubscribing a small device's cores
+        self._lock = threading.Lock()
 
     @property
     def dimensions(self) -> int:
