@@ -209,10 +209,6 @@ class Registry:
         latest = self.latest_version(fleet, name)
         if latest is not None and version <= latest:
             raise RegistryError(self._not_monotonic(release, fleet, latest))
-        try:
-            kind = release_kind(model_path, model_kind)
-        except ValueError as exc:
-            raise RegistryError(f"cannot release {release}: {exc}") from None
         now = time.time() if now is None else now
 
         self.blob_dir.mkdir(parents=True, exist_ok=True)
@@ -223,6 +219,11 @@ class Registry:
                 )
             if size == 0:
                 raise RegistryError(f"{model_path} is empty: nothing to release")
+            staged.file.flush()
+            try:  # from the copy: the kind of exactly the bytes that are signed
+                kind = release_kind(staged.path, model_kind, label=str(model_path))
+            except ValueError as exc:
+                raise RegistryError(f"cannot release {release}: {exc}") from None
             manifest = protocol.Manifest(
                 fleet=fleet,
                 name=name,

@@ -45,14 +45,15 @@ def read_model_kind(path: Path) -> str:
 _MAX_PROTO_BYTES = (2 << 30) - 1
 
 
-def release_kind(path: Path, requested: str | None = None) -> str:
+def release_kind(path: Path, requested: str | None = None, *, label: str | None = None) -> str:
     """The model kind to record in a release of ``path``.
 
     It is what the file declares (a file that is not ONNX, or declares nothing, is plain
     ``tensors``); ``requested`` (``--kind``) must agree with it. A text-embedding file must
     carry a usable spec, so a release the edges could not serve is refused here.
-    ``ValueError`` says why.
+    ``ValueError`` says why, naming the file ``label`` (default: ``path``).
     """
+    label = label or str(path)
     meta: dict[str, str] = {}
     if Path(path).stat().st_size <= _MAX_PROTO_BYTES:
         try:
@@ -63,9 +64,9 @@ def release_kind(path: Path, requested: str | None = None) -> str:
         declared = model_kind_of(meta)
         kind = check_model_kind(requested, "--kind") if requested else declared
         if kind != declared:
-            raise ValueError(f"{path} declares the model kind {declared}, not {kind}")
+            raise ValueError(f"{label} declares the model kind {declared}, not {kind}")
         if kind == KIND_TEXT_EMBEDDING:
             parse_text_spec(meta)
     except ProtocolError as exc:
-        raise ValueError(f"{path}: {exc.detail}") from None
+        raise ValueError(f"{label}: {exc.detail}") from None
     return kind
