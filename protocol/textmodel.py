@@ -88,7 +88,7 @@ def _int(meta: Mapping[str, str], key: str, low: int, high: int) -> int:
     raw = meta.get(key)
     if raw is None:
         raise MalformedMessage(f"text model: metadata {key} is missing")
-    if not (isinstance(raw, str) and raw.isdigit() and low <= int(raw) <= high):
+    if not (isinstance(raw, str) and raw.isascii() and raw.isdigit() and low <= int(raw) <= high):
         raise MalformedMessage(f"text model: metadata {key} must be an integer {low}..{high}")
     return int(raw)
 

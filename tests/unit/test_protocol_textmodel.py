@@ -86,6 +86,7 @@ def test_a_file_without_a_kind_is_plain_tensors() -> None:
         ({META_MAX_TOKENS: "-3"}, "max_tokens must be an integer"),
         ({META_MAX_TOKENS: "1"}, "max_tokens must be an integer"),
         ({META_MAX_TOKENS: "lots"}, "max_tokens must be an integer"),
+        ({META_MAX_TOKENS: "2\u00b2"}, "max_tokens must be an integer"),
         ({META_DIMENSIONS: "0"}, "dimensions must be an integer"),
         ({META_POOLING: "cls"}, "pooling 'cls'"),
     ],
