@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import replace
 
 import msgpack
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from protocol import MalformedMessage, Manifest, OversizedMessage, hash_chunks
+from protocol import MalformedMessage, Manifest, OversizedMessage, ProtocolError, hash_chunks
 from protocol.textmodel import (
     KIND_TENSORS,
     KIND_TEXT_EMBEDDING,
@@ -107,3 +110,25 @@ def test_a_huge_tokenizer_is_refused_before_parsing() -> None:
     huge = '{"model": "' + "x" * MAX_TOKENIZER_BYTES + '"}'
     with pytest.raises(OversizedMessage):
         parse_text_spec({**spec().metadata(), META_TOKENIZER: huge})
+
+
+META_KEYS = st.sampled_from(
+    [META_KIND, META_TOKENIZER, META_MAX_TOKENS, META_DIMENSIONS, META_POOLING, "other"]
+)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(
+    st.dictionaries(
+        META_KEYS,
+        st.one_of(
+            st.text(max_size=40),
+            st.sampled_from([KIND_TEXT_EMBEDDING, KIND_TENSORS, "256", "384", "mean", TOKENIZER]),
+        ),
+    )
+)
+def test_any_metadata_parses_or_is_refused_as_protocol_error(meta: dict[str, str]) -> None:
+    for decode in (model_kind_of, parse_text_spec):
+        for candidate in ({**spec().metadata(), **meta}, meta):
+            with contextlib.suppress(ProtocolError):
+                decode(candidate)
