@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from modelcast.files import fsync_dir
 from modelcast.onnxmeta import read_metadata, set_metadata
 
 log = logging.getLogger("modelcast.quantize")
@@ -76,7 +77,10 @@ def quantize_model(
             root.disabled = was_disabled
         restored = _restore_metadata(tmp, meta)
         os.chmod(tmp, 0o644)  # mkstemp made it 0600; a model file is not a secret
+        with tmp.open("rb") as f:
+            os.fsync(f.fileno())
         os.replace(tmp, output)
+        fsync_dir(output.parent)
     finally:
         tmp.unlink(missing_ok=True)
     report = QuantizeReport(source, output, source.stat().st_size, output.stat().st_size, restored)
