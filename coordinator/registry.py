@@ -24,6 +24,8 @@ import sqlite_utils
 
 import protocol
 from modelcast.files import StagedFile
+from modelcast.onnxmeta import release_kind
+from protocol.envelope import Envelope
 from protocol.limits import MIN_CHUNK_SIZE
 from protocol.manifest import chunk_count
 
@@ -59,6 +61,12 @@ class ReleaseRecord:
     @property
     def release(self) -> str:
         return f"{self.name}@{self.version}"
+
+    @property
+    def model_kind(self) -> str:
+        """The kind the signed manifest records (``tensors`` or ``text-embedding``)."""
+        envelope = Envelope.decode(self.manifest, protocol.DEFAULT_LIMITS.max_envelope_bytes)
+        return protocol.Manifest.parse(envelope.body).model_kind
 
     @property
     def short_id(self) -> bytes:
@@ -184,8 +192,12 @@ class Registry:
         chunk_size: int = protocol.DEFAULT_CHUNK_SIZE,
         expires_in: float = DEFAULT_EXPIRES_IN,
         now: float | None = None,
+        model_kind: str | None = None,
     ) -> ReleaseRecord:
         """Hash, sign and store a release of ``model_path`` as ``name@version`` in ``fleet``.
+
+        The manifest records the model kind the file declares (``model_kind``, if given, must
+        agree; see ``modelcast.onnxmeta.release_kind``), so edges know how to serve it.
 
         The file is read once: each chunk-sized piece is hashed and copied into the
         content-addressed blob store on the way through, so the blob is exactly what the
@@ -207,6 +219,11 @@ class Registry:
                 )
             if size == 0:
                 raise RegistryError(f"{model_path} is empty: nothing to release")
+            staged.file.flush()
+            try:  # from the copy: the kind of exactly the bytes that are signed
+                kind = release_kind(staged.path, model_kind, label=str(model_path))
+            except ValueError as exc:
+                raise RegistryError(f"cannot release {release}: {exc}") from None
             manifest = protocol.Manifest(
                 fleet=fleet,
                 name=name,
@@ -217,6 +234,7 @@ class Registry:
                 chunks=hashes,
                 created=now,
                 expires=now + expires_in,
+                model_kind=kind,
             )
             try:
                 manifest.check()
@@ -243,9 +261,10 @@ class Registry:
         )
         self._insert_if_newest(record)
         log.info(
-            "release %s added to fleet %s: %d bytes, %d chunks, sha256 %s",
+            "release %s added to fleet %s: %s model, %d bytes, %d chunks, sha256 %s",
             release,
             fleet,
+            kind,
             size,
             record.n_chunks,
             record.sha256[:16],

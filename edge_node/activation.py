@@ -7,7 +7,10 @@ from typing import Any
 
 import numpy as np
 
+from protocol.textmodel import KIND_TEXT_EMBEDDING
+
 from .errors import ActivationError
+from .text import TextEmbedder, TextModelError, session_kind
 
 DTYPES: dict[str, Any] = {
     "tensor(float)": np.float32,
@@ -47,13 +50,27 @@ def load_session(path: Path, threads: int = 1) -> Any:
         raise ActivationError(f"onnxruntime cannot load {path.name}: {exc}") from None
 
 
-def check_model(path: Path) -> None:
-    """Load ``path`` and run one inference on sample inputs; raise ``ActivationError`` if either
-    fails. This is what keeps a model that is signed and whole, but broken, off the device."""
+def check_model(path: Path, kind: str | None = None) -> None:
+    """Load ``path`` and run one inference; raise ``ActivationError`` if either fails. This is
+    what keeps a model that is signed and whole, but broken, off the device.
+
+    ``kind`` is what the release's manifest says the model is; the file must declare the same.
+    A text-embedding model must embed a probe text with its own tokenizer (so a device that
+    cannot tokenise refuses it here, with the reason, instead of failing every request later);
+    any other model runs once on zero-filled sample inputs.
+    """
     session = load_session(path)
     try:
-        session.run(None, sample_inputs(session))
+        declared = session_kind(session)
+        if kind is not None and declared != kind:
+            raise ActivationError(f"the release says {kind} but the file declares {declared}")
+        if declared == KIND_TEXT_EMBEDDING:
+            TextEmbedder(session).check()
+        else:
+            session.run(None, sample_inputs(session))
     except ActivationError:
         raise
+    except TextModelError as exc:
+        raise ActivationError(f"text model: {exc}") from None
     except Exception as exc:
         raise ActivationError(f"test inference failed: {exc}") from None

@@ -635,7 +635,7 @@ class EdgeAgent:
         self._set_state(UpdateState.ACTIVATING, reason=None, release=release)
         self._flush_state()
         try:
-            check_model(path)
+            check_model(path, m.model_kind)
             active = self.actives.switch(m.name, m.version, path, m.sha256.hex())
         except (ActivationError, OSError) as exc:
             reason = exc.reason if isinstance(exc, ActivationError) else "write-failed"

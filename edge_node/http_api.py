@@ -4,6 +4,9 @@
     GET  /v1/models                 {"models": {name: version}}
     POST /v1/models/{name}/infer    {"inputs": {input: nested list}}
                                  -> {"model", "version", "latency_ms", "outputs": {output: list}}
+    POST /v1/models/{name}/infer    {"texts": ["...", ...]}   (text-embedding models)
+                                 -> {"model", "version", "latency_ms", "dimensions",
+                                     "embeddings": [[float, ...], ...]}  (one unit vector a text)
 
 Errors answer ``{"error": "..."}`` with 400 (bad request), 404 (no such model), 413 (body too
 large) or 500 (the model failed).
@@ -17,7 +20,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from .inference import InferenceError, InferenceService
+from .inference import EmbeddingResult, InferenceError, InferenceResult, InferenceService
 
 log = logging.getLogger("modelcast.edge.http")
 
@@ -92,25 +95,44 @@ def _make_handler(endpoint: LocalEndpoint) -> type[BaseHTTPRequestHandler]:
                 return
             try:
                 request = json.loads(self.rfile.read(length))
-                inputs = request["inputs"]
-                if not isinstance(inputs, dict):
+                if not isinstance(request, dict) or ("inputs" in request) == ("texts" in request):
+                    raise TypeError("the body must have exactly one of 'inputs' and 'texts'")
+                if "inputs" in request and not isinstance(request["inputs"], dict):
                     raise TypeError("'inputs' must be an object")
-            except (ValueError, KeyError, TypeError) as exc:
-                self._reply(400, {"error": f'expected {{"inputs": {{...}}}}: {exc}'})
+            except (ValueError, TypeError) as exc:
+                self._reply(
+                    400, {"error": f'expected {{"inputs": {{...}}}} or {{"texts": [...]}}: {exc}'}
+                )
                 return
             try:
-                result = endpoint.service.run(parts[2], inputs)
+                if "texts" in request:
+                    self._reply(
+                        200, _embedding_body(endpoint.service.embed(parts[2], request["texts"]))
+                    )
+                else:
+                    self._reply(
+                        200, _outputs_body(endpoint.service.run(parts[2], request["inputs"]))
+                    )
             except InferenceError as exc:
                 self._reply(exc.status, {"error": str(exc)})
-                return
-            self._reply(
-                200,
-                {
-                    "model": result.model,
-                    "version": result.version,
-                    "latency_ms": round(result.latency_ms, 3),
-                    "outputs": {k: v.tolist() for k, v in result.outputs.items()},
-                },
-            )
 
     return Handler
+
+
+def _outputs_body(result: InferenceResult) -> dict[str, Any]:
+    return {
+        "model": result.model,
+        "version": result.version,
+        "latency_ms": round(result.latency_ms, 3),
+        "outputs": {k: v.tolist() for k, v in result.outputs.items()},
+    }
+
+
+def _embedding_body(result: EmbeddingResult) -> dict[str, Any]:
+    return {
+        "model": result.model,
+        "version": result.version,
+        "latency_ms": round(result.latency_ms, 3),
+        "dimensions": int(result.vectors.shape[1]),
+        "embeddings": result.vectors.tolist(),
+    }

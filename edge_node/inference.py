@@ -1,6 +1,8 @@
 """Local inference on the active model: the Python API behind the HTTP endpoint.
 
-Inputs and outputs never leave the device; only counts and latencies go into telemetry.
+``run`` feeds named tensors to any model; ``embed`` takes texts for a text-embedding model
+(tokenised here, on the device; see text.py). Inputs and outputs never leave the device; only
+counts and latencies go into telemetry.
 """
 
 from __future__ import annotations
@@ -12,9 +14,13 @@ from typing import Any
 
 import numpy as np
 
+from protocol.textmodel import KIND_TEXT_EMBEDDING
+
 from .activation import DTYPES, load_session
 from .active import ActiveModels
+from .errors import ActivationError
 from .metrics import InferenceStats
+from .text import TextEmbedder, TextModelError, check_texts, session_kind
 
 
 class InferenceError(Exception):
@@ -33,6 +39,21 @@ class InferenceResult:
     latency_ms: float
 
 
+@dataclass(frozen=True)
+class EmbeddingResult:
+    model: str
+    version: int
+    vectors: np.ndarray  # [texts, dimensions], rows of unit length
+    latency_ms: float  # tokenising included
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    version: int
+    session: Any
+    embedder: TextEmbedder | None  # set for a text-embedding model
+
+
 class InferenceService:
     """Runs the active version of a model. Sessions are cached per (name, version), so an
     activation switches callers to the new version on their next call."""
@@ -42,24 +63,58 @@ class InferenceService:
         self.stats = stats
         self.threads = threads
         self._lock = threading.Lock()
-        self._sessions: dict[str, tuple[int, Any]] = {}
+        self._sessions: dict[str, _Loaded] = {}
 
     def models(self) -> dict[str, int]:
         return self.actives.versions()
 
-    def _session(self, name: str) -> tuple[int, Any]:
+    def _load(self, name: str) -> _Loaded:
         active = self.actives.get(name)
         if active is None:
             raise InferenceError(f"no active model named {name!r}", status=404)
         with self._lock:
             cached = self._sessions.get(name)
-            if cached is None or cached[0] != active.version:
-                cached = (active.version, load_session(active.path, self.threads))
+            if cached is None or cached.version != active.version:
+                try:
+                    session = load_session(active.path, self.threads)
+                except ActivationError as exc:
+                    raise InferenceError(f"{name}@{active.version}: {exc}", status=500) from None
+                embedder = None
+                try:
+                    if session_kind(session) == KIND_TEXT_EMBEDDING:
+                        embedder = TextEmbedder(session)
+                except TextModelError as exc:  # activation checked it: only if the host changed
+                    raise InferenceError(f"{name}@{active.version}: {exc}", status=500) from None
+                cached = _Loaded(active.version, session, embedder)
                 self._sessions[name] = cached
             return cached
 
+    def embed(self, name: str, texts: list[str]) -> EmbeddingResult:
+        """One vector per text from text-embedding model ``name`` (400 if it is not one)."""
+        loaded = self._load(name)
+        if loaded.embedder is None:
+            raise InferenceError(
+                f"{name}@{loaded.version} is not a text-embedding model: send "
+                '{"inputs": {...}} instead of texts'
+            )
+        start = time.perf_counter()
+        try:
+            feeds = loaded.embedder.tokenize(check_texts(texts))
+        except TextModelError as exc:
+            self.stats.record(name, loaded.version, None, ok=False)
+            raise InferenceError(str(exc)) from None
+        try:
+            vectors = loaded.embedder.run(feeds)
+        except Exception as exc:
+            self.stats.record(name, loaded.version, None, ok=False)
+            raise InferenceError(f"{name}@{loaded.version} failed: {exc}", status=500) from None
+        latency_ms = (time.perf_counter() - start) * 1000
+        self.stats.record(name, loaded.version, latency_ms, ok=True)
+        return EmbeddingResult(name, loaded.version, vectors, latency_ms)
+
     def run(self, name: str, inputs: dict[str, Any]) -> InferenceResult:
-        version, session = self._session(name)
+        loaded = self._load(name)
+        version, session = loaded.version, loaded.session
         try:
             feeds = _feeds(session, inputs)
         except InferenceError:

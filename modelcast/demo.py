@@ -1,8 +1,11 @@
 """``modelcast demo``: a broker, a coordinator and several edges in one terminal.
 
-The story: three edges receive a signed 12 MB model; a second release follows, and a device that
-joins late goes straight to it. Every process is real (Mosquitto, ``modelcast coordinator``,
-``modelcast edge``); their logs are in the work directory.
+The story: three edges receive a signed model; a second release follows, and a device that
+joins late goes straight to it. With the ``models`` extra the model is the real
+all-MiniLM-L6-v2 (release 1 fp32, release 2 int8) and after each roll-out every edge answers a
+similarity query on its local endpoint; without it, a synthetic 12 MB model (demo_models.py).
+Every process is real (Mosquitto, ``modelcast coordinator``, ``modelcast edge``); their logs
+are in the work directory.
 
 With ``--flaky`` each edge reaches the broker through its own ``FaultProxy``: a slow link that is
 cut every few seconds. The bars stall and pick up where they stopped; each line says how often
@@ -20,9 +23,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from protocol import DeviceState, ProtocolError, Topics, UpdateState
+from protocol import DeviceState, DeviceStatus, ProtocolError, Topics, UpdateState
 
 from .broker import LocalBroker
+from .demo_models import DemoModels, ask_similarity, prepare_models, similarity_question
 from .faultproxy import FaultProxy
 from .mqtt import MqttSession
 from .progress import ProgressBoard
@@ -125,14 +129,43 @@ def _wait(
                 raise RuntimeError(problem)
 
 
+def _edge_class(index: int) -> str:
+    """The demo's device classes: the first edge is big, the others small."""
+    return "big" if index == 0 else "small"
+
+
+def _ask_edges(
+    board: ProgressBoard, models: DemoModels, ports: dict[str, int], devices: list[str]
+) -> None:
+    """Every edge answers the similarity query on its own local endpoint."""
+    query, candidates = similarity_question()
+    board.note(f"  which of {len(candidates)} sentences is closest to {query!r}?")
+    for device in devices:
+        if device not in ports:
+            raise RuntimeError(f"{device} did not report its local endpoint")
+        try:
+            a = ask_similarity(ports[device], models.name)
+        except OSError as exc:
+            raise RuntimeError(f"{device} did not answer the similarity query: {exc}") from None
+        others = ", ".join(f"{s:.2f}" for s in a.other_scores)
+        board.note(
+            f"  {device} ({models.name}@{a.version}, {a.latency_ms:.0f} ms on the device): "
+            f"{a.best!r} {a.best_score:.2f} (others {others})"
+        )
+
+
 def run_demo(
-    *, edges: int, size_mb: float, workdir: Path | None, timeout: float, flaky: bool = False
+    *,
+    edges: int,
+    size_mb: float,
+    workdir: Path | None,
+    timeout: float,
+    flaky: bool = False,
+    model: str = "auto",
 ) -> int:
     from coordinator.keystore import init_keys, load_release_keys
     from coordinator.registry import Registry
     from coordinator.status import fleet_status, format_status
-
-    from .models import make_model
 
     tmp = None
     if workdir is None:
@@ -146,12 +179,19 @@ def run_demo(
     cond = threading.Condition()
     procs = _Processes(workdir)
 
+    ports: dict[str, int] = {}  # each edge's local endpoint, from its retained status
+    name = "demo-model"
+
     def on_message(topic: str, payload: bytes, retain: bool) -> None:
         try:
-            state = DeviceState.decode(payload)
-        except ProtocolError:
+            if topics.device_of(topic) is not None and topic.endswith("/status"):
+                status = DeviceStatus.decode(payload)
+                if "http_port" in status.profile:
+                    ports[status.device] = int(status.profile["http_port"])
+            else:
+                board.update(DeviceState.decode(payload))
+        except (ProtocolError, TypeError, ValueError):
             return
-        board.update(state)
         with cond:
             cond.notify_all()
 
@@ -160,7 +200,8 @@ def run_demo(
         return all(
             d in states
             and states[d].state is UpdateState.ACTIVE
-            and states[d].active.get("demo-model") == version
+            and states[d].active.get(name) == version
+            and d in ports
             for d in devices
         )
 
@@ -176,21 +217,28 @@ def run_demo(
         if not (keys / "root.key").exists():
             init_keys(keys)
         registry = Registry(db)
-        size = int(size_mb * (1 << 20))
-        v1 = make_model(workdir / "model-v1.onnx", size, seed=1)
+        if flaky and model == "auto":  # 90 MB through 256 KB/s links would take minutes
+            model = "synthetic"
+        models = prepare_models(model, workdir, int(size_mb * (1 << 20)), board.note)
+        name = models.name
+        # VARIANT RULES PLUG IN HERE (issue 6, per-device variants chosen by rules): release
+        # models.first (fp32) and models.second (int8) as two variants of one release, with
+        # the rule "class=big -> fp32, class=small -> int8" (edges carry --tag class=...,
+        # see _edge_class). Until then every edge gets release 1 (fp32), then release 2 (int8).
         rel = registry.add_release(
-            v1, name="demo-model", version=1, keys=load_release_keys(keys), fleet=FLEET
+            models.first.path, name=name, version=1, keys=load_release_keys(keys), fleet=FLEET
         )
-        registry.deploy("demo-model", 1, fleet=FLEET)
+        registry.deploy(name, 1, fleet=FLEET)
         board.note(
-            f"released and deployed demo-model@1: {rel.size} bytes in {rel.n_chunks} signed chunks"
+            f"released and deployed {name}@1 ({models.first.label}, {rel.model_kind} model): "
+            f"{rel.size} bytes in {rel.n_chunks} signed chunks"
         )
         watcher = MqttSession(
             broker.url,
             f"modelcast-demo-watch-{int(time.time())}",
             on_message=on_message,
             clean_session=True,
-            on_connect=lambda _s: watcher.subscribe([topics.all_state()]),
+            on_connect=lambda _s: watcher.subscribe([topics.all_state(), topics.all_status()]),
         )
         watcher.start()
         try:
@@ -201,11 +249,13 @@ def run_demo(
             def tick() -> None:
                 links.annotate(board)
 
-            for d in devices:
+            for i, d in enumerate(devices):
                 procs.start(
                     d,
                     "edge",
                     *links.edge_args(d),
+                    "--tag",
+                    f"class={_edge_class(i)}",
                     "--id",
                     d,
                     "--data",
@@ -216,19 +266,24 @@ def run_demo(
                     "127.0.0.1:0",
                 )
             _wait(cond, lambda: all_active(devices, 1), deadline, procs, tick)
+            if models.text:
+                board.note(f"all edges run {name}@1; each answers a similarity query locally")
+                _ask_edges(board, models, ports, devices)
             board.note(
-                "all edges run demo-model@1; releasing demo-model@2 and starting a late joiner"
+                f"all edges run {name}@1; releasing {name}@2 ({models.second.label}) and "
+                "starting a late joiner"
             )
-            v2 = make_model(workdir / "model-v2.onnx", size, seed=2)
             registry.add_release(
-                v2, name="demo-model", version=2, keys=load_release_keys(keys), fleet=FLEET
+                models.second.path, name=name, version=2, keys=load_release_keys(keys), fleet=FLEET
             )
-            registry.deploy("demo-model", 2, fleet=FLEET)
+            registry.deploy(name, 2, fleet=FLEET)
             late = "edge-late"
             procs.start(
                 late,
                 "edge",
                 *links.edge_args(late),
+                "--tag",
+                f"class={_edge_class(len(devices))}",
                 "--id",
                 late,
                 "--data",
@@ -248,13 +303,16 @@ def run_demo(
                 rows = {r["device_id"]: r for r in status["devices"]}
                 return all(
                     rows.get(d, {}).get("state") == "active"
-                    and rows[d].get("active", {}).get("demo-model") == 2
+                    and rows[d].get("active", {}).get(name) == 2
                     for d in [*devices, late]
                 )
 
             _wait(cond, recorded, deadline, procs, tick)
-            board.note("every edge, the late joiner included, runs demo-model@2:")
+            board.note(f"every edge, the late joiner included, runs {name}@2:")
             board.note(format_status(status))
+            if models.text:
+                board.note(f"each edge answers the similarity query with {name}@2")
+                _ask_edges(board, models, ports, [*devices, late])
             for line in links.summary():
                 board.note(line)
             return 0

@@ -18,6 +18,7 @@ from .limits import (
 )
 from .names import check_name
 from .signing import SigningKey
+from .textmodel import KIND_TENSORS, MODEL_KINDS
 
 KIND_MANIFEST = "manifest"
 FORMAT_ONNX = "onnx"
@@ -29,7 +30,11 @@ def chunk_count(size: int, chunk_size: int) -> int:
 
 @dataclass(frozen=True)
 class Manifest:
-    """One release of one model. ``chunks`` is the sha256 of every chunk, concatenated."""
+    """One release of one model. ``chunks`` is the sha256 of every chunk, concatenated.
+
+    ``model_kind`` says how the edge serves it (protocol/textmodel.py): ``tensors`` (the
+    default, omitted from the body so older manifests keep their bytes) or ``text-embedding``.
+    """
 
     fleet: str
     name: str
@@ -42,6 +47,7 @@ class Manifest:
     expires: float
     block_chunks: int = DEFAULT_BLOCK_CHUNKS
     format: str = FORMAT_ONNX
+    model_kind: str = KIND_TENSORS
 
     @property
     def n_chunks(self) -> int:
@@ -76,24 +82,24 @@ class Manifest:
         but not over its signing times, so a manifest re-signed with a later expiry is the same
         release. Chunk frames carry its first 16 bytes, so a chunk of another release is refused.
         """
-        return hashlib.sha256(
-            pack(
-                [
-                    "modelcast-release-v1",
-                    self.fleet,
-                    self.name,
-                    self.version,
-                    self.format,
-                    self.size,
-                    self.sha256,
-                    self.chunk_size,
-                    self.block_chunks,
-                    self.chunks,
-                ]
-            )
-        ).digest()
+        fields: list[object] = [
+            "modelcast-release-v1",
+            self.fleet,
+            self.name,
+            self.version,
+            self.format,
+            self.size,
+            self.sha256,
+            self.chunk_size,
+            self.block_chunks,
+            self.chunks,
+        ]
+        if self.model_kind != KIND_TENSORS:  # only then, so tensor releases keep their ids
+            fields.append(self.model_kind)
+        return hashlib.sha256(pack(fields)).digest()
 
     def body(self) -> bytes:
+        kind = {} if self.model_kind == KIND_TENSORS else {"model_kind": self.model_kind}
         return pack(
             {
                 "v": 1,
@@ -101,6 +107,7 @@ class Manifest:
                 "name": self.name,
                 "version": self.version,
                 "format": self.format,
+                **kind,
                 "size": self.size,
                 "sha256": self.sha256,
                 "chunk_size": self.chunk_size,
@@ -121,6 +128,7 @@ class Manifest:
             name=check_name(field(obj, "name", str, what), "model name"),
             version=non_negative(field(obj, "version", int, what), "version", what),
             format=optional(obj, "format", str, what, FORMAT_ONNX),
+            model_kind=optional(obj, "model_kind", str, what, KIND_TENSORS),
             size=field(obj, "size", int, what),
             sha256=field(obj, "sha256", bytes, what),
             chunk_size=field(obj, "chunk_size", int, what),
@@ -139,6 +147,10 @@ class Manifest:
             raise MalformedMessage(f"{what}: sha256 must be 32 bytes")
         if self.format != FORMAT_ONNX:
             raise MalformedMessage(f"{what}: format {self.format!r} is not {FORMAT_ONNX!r}")
+        if self.model_kind not in MODEL_KINDS:
+            raise MalformedMessage(
+                f"{what}: model kind {self.model_kind!r} is not one of {', '.join(MODEL_KINDS)}"
+            )
         if not MIN_CHUNK_SIZE <= self.chunk_size <= MAX_CHUNK_SIZE:
             raise MalformedMessage(
                 f"{what}: chunk size {self.chunk_size} outside {MIN_CHUNK_SIZE}..{MAX_CHUNK_SIZE}"

@@ -10,6 +10,7 @@ import pytest
 
 from modelcast.broker import LocalBroker, find_mosquitto
 from tests.support.brokers import Broker, session_broker
+from tests.support.minilm import BuiltMiniLM, build_minilm, require_minilm
 
 _INTEGRATION_DIR = Path(__file__).parent / "integration"
 
@@ -44,3 +45,10 @@ def fresh_broker(tmp_path: Path) -> Iterator[LocalBroker]:
 def mqtt_fleet() -> str:
     """A fleet name unique to this test, so tests sharing a broker never see each other."""
     return "t" + uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(scope="session")
+def minilm(tmp_path_factory: pytest.TempPathFactory) -> BuiltMiniLM:
+    """all-MiniLM-L6-v2 built from its published weights, fp32 and int8, once per session."""
+    require_minilm()
+    return build_minilm(tmp_path_factory.mktemp("minilm"))

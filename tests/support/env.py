@@ -29,7 +29,12 @@ class Env:
     coordinator: Coordinator | None = None
 
     def edge(
-        self, device: str, *, broker_url: str | None = None, extra: tuple[str, ...] = ()
+        self,
+        device: str,
+        *,
+        broker_url: str | None = None,
+        extra: tuple[str, ...] = (),
+        process_env: dict[str, str] | None = None,
     ) -> EdgeProcess:
         e = EdgeProcess(
             device,
@@ -39,6 +44,7 @@ class Env:
             fleet=self.fleet,
             log_dir=self.tmp,
             extra=extra,
+            env=process_env,
         )
         self.edges.append(e)
         return e.start()

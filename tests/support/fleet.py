@@ -59,10 +59,13 @@ class EdgeProcess:
         log_dir: Path,
         extra: tuple[str, ...] = (),
         preexec_fn: Callable[[], None] | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
-        """``preexec_fn`` runs in the child before ``exec`` (e.g. ``resource.setrlimit``)."""
+        """``preexec_fn`` runs in the child before ``exec`` (e.g. ``resource.setrlimit``);
+        ``env`` adds to (or overrides) the inherited environment."""
         self.device = device
         self.preexec_fn = preexec_fn
+        self.env = dict(env or {})
         self.args = [
             sys.executable,
             "-m",
@@ -98,7 +101,7 @@ class EdgeProcess:
             stderr=log,
             stdin=subprocess.DEVNULL,
             cwd=REPO,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
             preexec_fn=self.preexec_fn,
         )
         return self
