@@ -36,6 +36,7 @@ from .chunkstore import ChunkSource, ChunkSourceError
 from .deployer import DeploymentPublisher
 from .devices import DeviceTracker
 from .keystore import load_release_keys
+from .ratelimit import DEFAULT_REQUEST_BURST, DEFAULT_REQUEST_RATE, DeviceRateLimiter
 from .registry import Registry, ReleaseRecord
 from .scheduler import ChunkScheduler, Scheduled, SchedulerStats
 from .telemetry_store import DEFAULT_RETENTION_DAYS, TelemetryStats, TelemetryStore
@@ -98,6 +99,8 @@ class Coordinator:
         client_id: str | None = None,
         retention_days: float = DEFAULT_RETENTION_DAYS,
         creds: ClientCreds | None = None,
+        request_rate: float = DEFAULT_REQUEST_RATE,
+        request_burst: float = DEFAULT_REQUEST_BURST,
     ) -> None:
         if max_pending < 1:
             raise ValueError("max_pending must be at least 1")
@@ -132,6 +135,8 @@ class Coordinator:
         self._by_name: dict[tuple[str, int], ReleaseRecord] = {}
         self._by_id: dict[bytes, ReleaseRecord] = {}
         self._rejections = _Rejections()
+        self._limiter = DeviceRateLimiter(request_rate, request_burst)
+        self._request_prefix = f"{self.topics.base}/devices/"
         self._read_errors: Counter[bytes] = Counter()
         self._bytes_published = 0
         self._chunks_published = 0
@@ -248,7 +253,16 @@ class Coordinator:
     def rejections(self) -> dict[str, int]:
         """Refused device messages per reason code."""
         with self._progress:
-            return dict(self._rejections.counts)
+            counts = dict(self._rejections.counts)
+        limited = sum(self._limiter.limited().values())
+        if limited:
+            counts["rate-limited"] = limited
+        return counts
+
+    @property
+    def rate_limited(self) -> dict[str, int]:
+        """Chunk requests dropped by the per-device rate limit, per device."""
+        return self._limiter.limited()
 
     @property
     def telemetry(self) -> TelemetryStats:
@@ -276,6 +290,11 @@ class Coordinator:
         self._wake_poller.set()
 
     def _on_message(self, topic: str, payload: bytes, retained: bool) -> None:
+        if topic.endswith("/request") and topic.startswith(self._request_prefix):
+            device = topic[len(self._request_prefix) : -len("/request")]
+            if not self._limiter.allow(device):
+                self._rate_limited(device)
+                return
         try:
             self._inbox.put_nowait(_Inbound(topic, payload, retained, time.time()))
         except queue.Full:
@@ -288,6 +307,17 @@ class Coordinator:
                     self._inbox_dropped,
                     topic,
                 )
+
+    def _rate_limited(self, device: str) -> None:
+        if self._limiter.should_log(device):
+            log.warning(
+                "device %s: chunk requests over the rate limit (%g/s, burst %g) are dropped; "
+                "%d dropped so far",
+                device[:80],
+                self._limiter.rate,
+                self._limiter.burst,
+                self._limiter.limited().get(device, 0),
+            )
 
     # --- worker: device messages ---------------------------------------------------------
     def _work(self) -> None:
@@ -582,7 +612,8 @@ class Coordinator:
         stats = self.scheduler
         log.debug(
             "fleet %s: %d chunks (%d bytes) published; %d requests, %d chunks requested, "
-            "%d coalesced, %d pending; %d messages processed, %d rejected, %d dropped",
+            "%d coalesced, %d pending; %d messages processed, %d rejected (%d rate-limited), "
+            "%d dropped",
             self.fleet,
             self.chunks_published,
             self.bytes_published,
@@ -592,5 +623,6 @@ class Coordinator:
             stats.pending,
             self.messages_processed,
             sum(self.rejections.values()),
+            sum(self.rate_limited.values()),
             self._inbox_dropped,
         )

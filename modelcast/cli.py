@@ -181,6 +181,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="telemetry older than this is deleted (checked once a minute) "
         "[env MODELCAST_RETENTION_DAYS]",
     )
+    coord.add_argument(
+        "--request-rate",
+        type=float,
+        default=_env("MODELCAST_REQUEST_RATE", "500"),
+        metavar="PER_S",
+        help="chunk requests a device may send per second (token bucket); more are dropped, "
+        "counted and logged [env MODELCAST_REQUEST_RATE]",
+    )
+    coord.add_argument(
+        "--request-burst",
+        type=float,
+        default=_env("MODELCAST_REQUEST_BURST", "1000"),
+        metavar="N",
+        help="chunk requests a device may send at once before --request-rate applies "
+        "[env MODELCAST_REQUEST_BURST]",
+    )
     coord.set_defaults(func=cmd_coordinator)
 
     edge = sub.add_parser(
@@ -571,6 +587,8 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
 
     if args.retention_days <= 0:
         raise ValueError("--retention-days must be positive")
+    if args.request_rate <= 0 or args.request_burst < 1:
+        raise ValueError("need --request-rate > 0 and --request-burst >= 1")
     creds = _load_creds(args, "coordinator")
     service = Coordinator(
         broker_url=args.broker,
@@ -579,6 +597,8 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
         fleet=args.fleet,
         retention_days=args.retention_days,
         creds=creds,
+        request_rate=args.request_rate,
+        request_burst=args.request_burst,
     )
     return _run_until_signal(service.run_forever)
 

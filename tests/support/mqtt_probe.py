@@ -124,6 +124,22 @@ class TopicRecorder:
         if not info.is_published():
             raise AssertionError(f"publish to {topic!r} not acknowledged in {self.timeout}s")
 
+    def publish_many(
+        self, items: Iterable[tuple[str, bytes]], qos: int = 0, retain: bool = False
+    ) -> int:
+        """Publish as fast as paho takes them (a flood), then wait until the last one has been
+        handed to the broker (messages of one connection go out in order). Returns the count."""
+        info = None
+        count = 0
+        for topic, payload in items:
+            info = self._client.publish(topic, payload, qos=qos, retain=retain)
+            count += 1
+        if info is not None:
+            info.wait_for_publish(max(self.timeout, 120.0))
+            if not info.is_published():
+                raise AssertionError(f"flood of {count} messages not sent in time")
+        return count
+
     # -- observations -------------------------------------------------------
     @property
     def messages(self) -> list[Received]:
