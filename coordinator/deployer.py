@@ -9,7 +9,7 @@ service publishes the ``Publication`` list in order and then calls ``commit``.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import protocol
 from protocol.envelope import Envelope
@@ -71,6 +71,7 @@ class DeploymentPublisher:
         self._deployed: dict[str, int] = {}
         self._expiry_warned: dict[bytes, str] = {}
         self._expiry_checked = float("-inf")
+        self._keys_changed = False
 
     @property
     def records(self) -> tuple[ReleaseRecord, ...]:
@@ -82,10 +83,23 @@ class DeploymentPublisher:
         """The last index that was published (and committed)."""
         return self._current
 
+    def use_keys(self, keys: ReleaseKeys) -> None:
+        """Sign with ``keys`` from now on: the next plan re-signs the deployed manifests (same
+        bodies, so the same release ids) and a new index, so nothing published still depends on
+        a release key about to be revoked (or a root rotated away)."""
+        self._keys = keys
+        self._keys_changed = True
+
     def plan(self, now: float, *, republish: bool) -> Plan | None:
         """What to publish now, or None when the published index is still right."""
         deployed = self._registry.deployments(self._fleet)
         current = self._current
+        if self._keys_changed and current is not None:
+            deployed_records = self._deployed_records(deployed)
+            index = self._sign(now, deployed_records)
+            return Plan(
+                self._publications(deployed_records, index), index, deployed_records, deployed
+            )
         if now - self._expiry_checked >= EXPIRY_CHECK_INTERVAL_S:
             self._expiry_checked = now
             for record in self._records:
@@ -113,6 +127,7 @@ class DeploymentPublisher:
         """The plan's messages were handed to the broker connection: remember and log."""
         previous = self._current
         self._current, self._records, self._deployed = plan.index, plan.records, plan.deployed
+        self._keys_changed = False
         if previous is plan.index:
             log.info("republished index seq %d of fleet %s", plan.index.seq, self._fleet)
             return
@@ -141,8 +156,27 @@ class DeploymentPublisher:
                     self._fleet,
                 )
                 continue
-            records.append(record)
+            records.append(self._signed_with_current_key(record))
         return tuple(records)
+
+    def _signed_with_current_key(self, record: ReleaseRecord) -> ReleaseRecord:
+        """``record``, its manifest re-signed (and stored) if another key or certificate signed
+        it. A manifest that does not decode is left alone (``_warn_if_expired`` reports it)."""
+        try:
+            env = Envelope.decode(record.manifest, len(record.manifest))
+        except protocol.ProtocolError:
+            return record
+        if env.cert == self._keys.cert:
+            return record
+        signed = protocol.seal(env.kind, env.body, self._keys.key, self._keys.cert)
+        self._registry.store_manifest(record.fleet, record.name, record.version, signed)
+        log.info(
+            "release %s in fleet %s: manifest re-signed with release key %s",
+            record.release,
+            self._fleet,
+            self._keys.key.verify_key.key_id,
+        )
+        return replace(record, manifest=signed)
 
     def _sign(self, now: float, records: tuple[ReleaseRecord, ...]) -> SignedIndex:
         seq = self._registry.next_index_seq(self._fleet)

@@ -6,6 +6,8 @@ Layout of KEYDIR (see docs/PROTOCOL.md, "Keys and signatures")::
     root.pub      PEM        what edges trust
     release.key   PEM, 0600  signs manifests and deployment indexes
     release.cert  envelope   the root's certificate for release.key, with an expiry
+    root-chain    msgpack    root rotations so far (trustkeys.py), published retained
+    revocations   envelope   root-signed revoked release keys (trustkeys.py), published retained
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ ROOT_KEY = "root.key"
 ROOT_PUB = "root.pub"
 RELEASE_KEY = "release.key"
 RELEASE_CERT = "release.cert"
+ROOT_CHAIN = "root-chain"
+REVOCATIONS = "revocations"
 
 _DAY = 86400.0
 

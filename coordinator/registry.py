@@ -352,6 +352,15 @@ class Registry:
             rows = list(table.rows_where("fleet = ?", [fleet], order_by="name, version"))
         return [ReleaseRecord.from_row(r) for r in rows]
 
+    def store_manifest(self, fleet: str, name: str, version: int, manifest: bytes) -> None:
+        """Replace a release's signed manifest by the same body signed anew (a new release key:
+        the release id, which covers the body only, does not change)."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE releases SET manifest = ? WHERE fleet = ? AND name = ? AND version = ?",
+                [manifest, fleet, name, version],
+            )
+
     # --- deployments ---------------------------------------------------------------------
     def deploy(self, name: str, version: int, fleet: str = "default") -> None:
         """Make ``name@version`` the fleet's target; a running coordinator publishes it."""

@@ -40,6 +40,7 @@ from .ratelimit import DEFAULT_REQUEST_BURST, DEFAULT_REQUEST_RATE, DeviceRateLi
 from .registry import Registry, ReleaseRecord
 from .scheduler import ChunkScheduler, Scheduled, SchedulerStats
 from .telemetry_store import DEFAULT_RETENTION_DAYS, TelemetryStats, TelemetryStore
+from .trust_publisher import TrustPublisher
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,7 @@ class Coordinator:
         self._deployer = DeploymentPublisher(
             self._registry, keys, fleet, index_expires_in=index_expires_in
         )
+        self._trust = TrustPublisher(keydir, fleet, keys)
         self._devices = DeviceTracker(self._registry, fleet)
         self._telemetry = TelemetryStore(db_path, retention_days=retention_days)
         self._chunks = ChunkSource()
@@ -580,6 +582,8 @@ class Coordinator:
             return
         republish = self._republish.is_set()
         self._republish.clear()
+        if not self._publish_trust(republish):
+            return
         previous = {r.short_id for r in self._deployer.records}
         plan = self._deployer.plan(time.time(), republish=republish)
         if plan is None:
@@ -607,6 +611,27 @@ class Coordinator:
                 self._scheduler.forget(retired)
         with self._progress:
             self._progress.notify_all()
+
+    def _publish_trust(self, republish: bool) -> bool:
+        """The root chain and revocation list first (an edge must follow a rotation before it
+        trusts what the new root certified); a new release key goes to the deployer. False when
+        the publishing must be tried again."""
+        trust_plan = self._trust.plan(republish=republish)
+        if trust_plan is None:
+            return True
+        for pub in trust_plan.publications:
+            if not self._session.publish(pub.topic, pub.payload, qos=1, retain=True):
+                log.warning(
+                    "fleet %s: MQTT client queue full publishing %s; will retry",
+                    self.fleet,
+                    pub.what,
+                )
+                self._republish.set()
+                return False
+        self._trust.commit(trust_plan)
+        if trust_plan.keys is not None:
+            self._deployer.use_keys(trust_plan.keys)
+        return True
 
     def _log_summary(self) -> None:
         stats = self.scheduler

@@ -85,11 +85,25 @@ def follow_chain(trust: TrustedRoot, data: bytes) -> TrustedRoot:
     chain = field(obj, "chain", list, what)
     if len(chain) > MAX_CHAIN:
         raise OversizedMessage(f"{what}: {len(chain)} rotations exceeds {MAX_CHAIN}")
+    parsed: list[tuple[bytes, Envelope, RootRotation]] = []
     for entry in chain:
         if type(entry) is not bytes:
             raise MalformedMessage(f"{what}: entries must be bytes")
-        version = RootRotation.parse(Envelope.decode(entry, 4096).body).version
-        if version > trust.root_version:
+        env = Envelope.decode(entry, 4096)
+        parsed.append((entry, env, RootRotation.parse(env.body)))
+    # An edge installed with a root that came by rotation (a later root.pub) starts at its place
+    # in the chain: the entry naming it carries its own signature (``cosig``), so nobody else can
+    # claim a version for it.
+    for _entry, env, rotation in parsed:
+        if rotation.key == trust.root and rotation.version > trust.root_version:
+            if env.cosig is None:
+                raise SignatureError(
+                    "root rotation is not signed by the new root", reason="unsigned"
+                )
+            trust.root.verify(KIND_ROOT, env.body, env.cosig)
+            trust = replace(trust, root_version=rotation.version)
+    for entry, _env, rotation in parsed:
+        if rotation.version > trust.root_version:
             trust = apply_rotation(trust, entry)
     return trust
 

@@ -26,6 +26,8 @@ from protocol import (
     open_manifest,
     rotate_root,
 )
+from protocol.envelope import Envelope
+from protocol.rotation import RootRotation
 
 NOW = time.time()
 
@@ -62,6 +64,28 @@ def test_a_chain_is_followed_from_where_the_edge_is() -> None:
     assert follow_chain(TrustedRoot(r1.verify_key), encode_chain(chain)).root == r4.verify_key
     at_3 = TrustedRoot(r3.verify_key, root_version=3)
     assert follow_chain(at_3, encode_chain(chain)).root == r4.verify_key
+
+
+def test_an_edge_installed_with_a_later_root_starts_at_its_place_in_the_chain() -> None:
+    r1, r2, r3, r4 = keys(4)
+    chain = [
+        rotate_root(r1, r2, version=2, issued=NOW),
+        rotate_root(r2, r3, version=3, issued=NOW),
+        rotate_root(r3, r4, version=4, issued=NOW),
+    ]
+    # installed with root.pub of r3 (version 1 as far as it knows): no rotation before it needed
+    new = follow_chain(TrustedRoot(r3.verify_key), encode_chain(chain))
+    assert new.root == r4.verify_key and new.root_version == 4
+    at_r4 = follow_chain(TrustedRoot(r4.verify_key), encode_chain(chain))
+    assert at_r4.root == r4.verify_key and at_r4.root_version == 4
+    # a made-up entry naming the edge's root at another version is not signed by that root
+    forged = rotate_root(r1, SigningKey.generate(), version=50, issued=NOW)
+    body = Envelope.decode(forged, 4096)
+    fake = Envelope(
+        body.kind, RootRotation(50, r3.verify_key, NOW).body(), body.sig, None, body.cosig
+    )
+    with pytest.raises(SignatureError):
+        follow_chain(TrustedRoot(r3.verify_key), encode_chain([fake.encode()]))
 
 
 def test_rotation_not_signed_by_the_current_root_is_refused() -> None:
