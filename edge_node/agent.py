@@ -51,6 +51,7 @@ from .errors import ActivationError, StorageError
 from .http_api import LocalEndpoint
 from .inference import InferenceService
 from .profile import device_profile
+from .reporting import RejectionThrottle
 from .storage import PartialDownload, release_dir, verified_file
 from .telemetry import Telemetry
 from .trust_store import TrustStore
@@ -110,6 +111,7 @@ class EdgeAgent:
         self._told_stale: set[bytes] = set()
         # counters (read by tests, the demo and telemetry)
         self.rejections: collections.Counter[str] = collections.Counter()
+        self._throttle = RejectionThrottle(clock)
         self.dropped_messages = 0
         self.stalls = 0
         self.mqtt = MqttSession(
@@ -707,6 +709,7 @@ class EdgeAgent:
     # --- periodic work -------------------------------------------------------------------
     def _tick(self) -> None:
         now = self.clock()
+        self._report_unreported()
         if self.telemetry.due():
             self.telemetry.sample(
                 connected=self._connected,
@@ -857,23 +860,41 @@ class EdgeAgent:
         version: int | None = None,
     ) -> None:
         self.rejections[exc.reason] += 1
-        log.warning("edge %s: rejected message on %s: %s", self.device, topic, exc)
+        unreported = self._throttle.admit(exc.reason)
+        fields: dict[str, object] = {}
+        if update_state:
+            fields = {"state": UpdateState.REJECTED, "reason": str(exc)[:500]}
+            if model is not None:
+                fields.update(model=model, version=version)
+            self._state = replace(self._state, **fields)  # type: ignore[arg-type]
+        if unreported is None:  # a flood: counted, and the state goes out at its usual pace
+            self._state_dirty = True
+            return
+        more = f" ({unreported} more of these not reported one by one)" if unreported else ""
+        log.warning("edge %s: rejected message on %s: %s%s", self.device, topic, exc, more)
         self._event(
             "rejected",
             reason=exc.reason,
-            detail=exc.detail[:500],
+            detail=(exc.detail[:500] + more),
             topic=topic,
             model=model,
             version=version,
         )
         if update_state:
-            fields: dict[str, object] = {"state": UpdateState.REJECTED, "reason": str(exc)[:500]}
-            if model is not None:
-                fields.update(model=model, version=version)
-            self._state = replace(self._state, **fields)  # type: ignore[arg-type]
             self._flush_state()
         else:
             self._state_dirty = True
+
+    def _report_unreported(self) -> None:
+        """After a flood: how many rejections of each reason were only counted."""
+        for reason, count in self._throttle.due():
+            log.warning(
+                "edge %s: %d more messages rejected as %s (not reported one by one)",
+                self.device,
+                count,
+                reason,
+            )
+            self._event("rejected", reason=reason, detail=f"{count} more not reported one by one")
 
     def _save_record(self) -> None:
         try:
