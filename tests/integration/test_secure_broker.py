@@ -27,7 +27,7 @@ import pytest
 from coordinator.registry import Registry
 from coordinator.service import Coordinator
 from coordinator.telemetry_tail import run_tail
-from modelcast.broker import LocalBroker, find_mosquitto
+from modelcast.broker import LocalBroker
 from modelcast.creds import ClientCreds, CredStore
 from modelcast.models import make_model
 from modelcast.mqtt import MqttSession
@@ -41,7 +41,12 @@ from tests.support.fleet import (
     release_and_deploy,
     sha256_file,
 )
-from tests.support.secure_broker import SecureBroker, attempt_connect, secure_broker
+from tests.support.secure_broker import (
+    SecureBroker,
+    attempt_connect,
+    needs_mosquitto,
+    secure_broker,
+)
 
 FLEET = "f"
 OTHER_FLEET = "e2e"
@@ -61,7 +66,7 @@ IDENTITIES = [
     ("integrator", "e2e-integ", OTHER_FLEET),
 ]
 
-pytestmark = pytest.mark.skipif(find_mosquitto() is None, reason="needs the mosquitto binary")
+pytestmark = needs_mosquitto()
 
 
 @pytest.fixture(scope="module")

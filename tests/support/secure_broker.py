@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from modelcast.broker import free_loopback_port
+from modelcast.broker import find_mosquitto, free_loopback_port
 from modelcast.creds import CredStore
 from modelcast.tlsca import answers_tls, ensure_tls
 from modelcast.urls import format_broker_url
@@ -35,6 +36,17 @@ from .mqtt_probe import TopicRecorder
 
 HOST = "127.0.0.1"
 _POLL_S = 0.02  # readiness of a port has no event to wait on
+
+
+#: Set by `make test` (CI): the secure broker tests then fail instead of skipping without
+#: the mosquitto binaries, so the adversarial suite cannot silently drop out of a CI run.
+REQUIRE_ENV = "MODELCAST_REQUIRE_MOSQUITTO"
+
+
+def needs_mosquitto() -> pytest.MarkDecorator:
+    """Skip a test without the mosquitto binaries, unless ``MODELCAST_REQUIRE_MOSQUITTO=1``."""
+    missing = find_mosquitto() is None and os.environ.get(REQUIRE_ENV) != "1"
+    return pytest.mark.skipif(missing, reason="needs the mosquitto binary")
 
 
 @dataclass
