@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,9 @@ from .trustkeys import KeyOperationError, read_chain
 log = logging.getLogger(__name__)
 
 _WATCHED = (ROOT_CHAIN, REVOCATIONS, ROOT_PUB, RELEASE_KEY, RELEASE_CERT)
+#: Warn this long before the published revocation list expires: an edge refuses an expired list,
+#: so one installed after that would not learn which keys are revoked.
+REVOCATIONS_WARNING_S = 30 * 86400.0
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,8 @@ class TrustPublisher:
         self._stamp: tuple[tuple[int, int, int] | None, ...] | None = None
         self._publications: tuple[Publication, ...] = ()
         self._complained: set[str] = set()
+        self._revocations_expire: float | None = None
+        self._expiry_warned = False
 
     @property
     def keys(self) -> ReleaseKeys:
@@ -69,6 +75,7 @@ class TrustPublisher:
     def plan(self, *, republish: bool) -> TrustPlan | None:
         """What to publish (and the new release keys) when KEYDIR changed; the same bytes again
         on ``republish``; None when there is nothing to do."""
+        self._warn_if_revocations_expire(time.time())
         stamp = tuple(_stat(self._keydir / name) for name in _WATCHED)
         if stamp == self._stamp:
             if republish and self._publications:
@@ -106,6 +113,20 @@ class TrustPublisher:
         self._stamp = plan.stamp
 
     # --- internals -----------------------------------------------------------------------
+    def _warn_if_revocations_expire(self, now: float) -> None:
+        expires = self._revocations_expire
+        if expires is None or self._expiry_warned or now < expires - REVOCATIONS_WARNING_S:
+            return
+        self._expiry_warned = True
+        log.warning(
+            "fleet %s: the revocation list in %s expires in %.1f days; edges refuse it from then "
+            "on: re-sign it with 'modelcast keys revoke --keys %s'",
+            self._fleet,
+            self._keydir / REVOCATIONS,
+            max(0.0, expires - now) / 86400,
+            self._keydir,
+        )
+
     def _complain(self, message: str) -> None:
         if message not in self._complained:
             self._complained.add(message)
@@ -180,6 +201,8 @@ class TrustPublisher:
         except protocol.ProtocolError as exc:
             self._complain(f"{path}: {exc}: not publishing it")
             return ()
+        if rev.expires != self._revocations_expire:
+            self._revocations_expire, self._expiry_warned = rev.expires, False
         return (
             Publication(
                 self._topics.revocations(),
