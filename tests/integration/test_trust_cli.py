@@ -86,6 +86,9 @@ def test_rotate_root_certify_and_revoke_through_a_running_coordinator(env: Env) 
     )
     modelcast("deploy", "m@2", "--db", str(db), "--fleet", env.fleet)
     env.watch.wait_active("e1", "m", 2)
+    # an edge installed now, with the new root.pub, starts at its place in the chain
+    env.edge("e2")
+    assert env.watch.wait_active("e2", "m", 2).rejections == 0
 
     # 4. the thief, publishing through the broker (as a compromised broker could)
     with TopicRecorder(env.broker.host, env.broker.port, [topics.request("e1")]) as probe:
