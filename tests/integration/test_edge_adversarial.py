@@ -106,7 +106,9 @@ HUGE = {
 }
 
 
-def test_deeply_nested_msgpack_and_huge_declared_lengths_are_refused(setup: Setup) -> None:
+def test_deeply_nested_truncated_msgpack_and_huge_declared_lengths_are_refused(
+    setup: Setup,
+) -> None:
     c, t = setup.coord, setup.coord.topics
     topics = [t.index(), t.root_chain(), t.revocations(), t.commands("target")]
     for topic in topics:
@@ -120,13 +122,15 @@ def test_deeply_nested_msgpack_and_huge_declared_lengths_are_refused(setup: Setu
     for topic in (t.root_chain(), t.revocations(), t.fleet_commands()):
         c.probe.publish(topic, HUGE["map32"])
         rejected_on(setup, "malformed", topic)
+    # truncated: a genuine index cut short
+    c.probe.publish(t.index(), c.index({"m": setup.v1})[:-20])
     events = [
         e
         for e in setup.watch.events("target")
         if e.event == "rejected" and e.topic == t.index() and e.reason == "malformed"
     ]
     assert len(events) >= 1
-    state = setup.watch.wait_state("target", lambda s: s.rejections >= 4 + 5 + 3)
+    state = setup.watch.wait_state("target", lambda s: s.rejections >= 4 + 5 + 3 + 1)
     assert state.active == {"m": 1}
 
     # a chunk frame that declares 4 GiB of payload
@@ -136,6 +140,8 @@ def test_deeply_nested_msgpack_and_huge_declared_lengths_are_refused(setup: Setu
     struct.pack_into(">I", frame, 12, 0xFFFFFFFF)
     c.publish_chunk(v2, 0, bytes(frame))
     rejected_on(setup, "malformed", chunk_topic)
+    c.publish_chunk(v2, 0, bytes(frame[:20]))  # truncated inside the header
+    setup.watch.wait_state("target", lambda s: s.rejections >= 4 + 5 + 3 + 1 + 2)
     setup.assert_untouched()
     finish(setup, v2)
 
