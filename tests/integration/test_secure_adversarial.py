@@ -176,6 +176,9 @@ def test_a_leaked_coordinator_credential_cannot_make_the_edge_run_anything(world
     w.rejected("wrong-release", block0)
     a.publish(block0, ChunkFrame.encode(70_000, v2.id, v2.data[:CHUNK]))
     w.rejected("index-out-of-range", block0)
+    resend = T.resend(DEVICE)  # the device's own topic for chunks sent again
+    a.publish(resend, bytes(tampered))
+    w.rejected("hash-mismatch", resend)
     w.assert_active(w.v1)
 
     c.serve_all(v2)
