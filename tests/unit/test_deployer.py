@@ -13,6 +13,7 @@ import protocol
 from coordinator.deployer import DeploymentPublisher
 from coordinator.keystore import ReleaseKeys, init_keys, load_release_keys
 from coordinator.registry import Registry
+from coordinator.trustkeys import certify_release_key
 
 DAY = 86400.0
 
@@ -104,3 +105,32 @@ def test_the_index_is_renewed_past_half_its_lifetime(registry: Registry, keys: R
     assert renewed.index.seq == first.index.seq + 1
     assert renewed.index.expires == pytest.approx(now + 15 * DAY)
     assert [p.topic for p in renewed.publications] == [protocol.Topics("default").index()]
+
+
+def test_a_new_release_key_re_signs_the_deployed_manifests_and_the_index(
+    registry: Registry, keys: ReleaseKeys, tmp_path: Path
+) -> None:
+    registry.deploy("m", 1)
+    publisher = DeploymentPublisher(registry, keys, "default", index_expires_in=30 * DAY)
+    first = publisher.plan(time.time(), republish=False)
+    assert first is not None
+    publisher.commit(first)
+    assert publisher.plan(time.time(), republish=False) is None
+
+    certify_release_key(tmp_path / "keys", new=True)
+    fresh = load_release_keys(tmp_path / "keys")
+    old_id = keys.key.verify_key.key_id
+    publisher.use_keys(fresh)
+    now = time.time()
+    plan = publisher.plan(now, republish=False)
+    assert plan is not None and plan.index.seq > first.index.seq
+    # the old key revoked: everything in the plan still verifies, with the same release id
+    revoked = protocol.TrustedRoot(trust(tmp_path).root, revoked=frozenset({old_id}))
+    manifest = protocol.open_manifest(revoked, plan.publications[0].payload, now=now)
+    index = protocol.open_index(revoked, plan.publications[-1].payload, now=now, fleet="default")
+    assert manifest.signer.key.key_id == fresh.key.verify_key.key_id
+    assert index.targets["m"].manifest_id == manifest.id == first.records[0].release_id
+    stored = registry.release("default", "m", 1)
+    assert stored is not None and stored.manifest == plan.publications[0].payload
+    publisher.commit(plan)
+    assert publisher.plan(time.time(), republish=False) is None
