@@ -244,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     coord.add_argument(
         "--request-rate",
         type=float,
-        default=_env("MODELCAST_REQUEST_RATE", "500"),
+        default=_env("MODELCAST_REQUEST_RATE", "2000"),
         metavar="PER_S",
         help="chunk requests a device may send per second (token bucket); more are dropped, "
         "counted and logged [env MODELCAST_REQUEST_RATE]",
@@ -252,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     coord.add_argument(
         "--request-burst",
         type=float,
-        default=_env("MODELCAST_REQUEST_BURST", "1000"),
+        default=_env("MODELCAST_REQUEST_BURST", "4000"),
         metavar="N",
         help="chunk requests a device may send at once before --request-rate applies "
         "[env MODELCAST_REQUEST_BURST]",
