@@ -279,3 +279,4 @@ def test_demo_flaky_finishes(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, f"stdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr}"
     assert "its link was cut" in result.stdout, result.stdout[-4000:]
+
