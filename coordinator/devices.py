@@ -53,7 +53,7 @@ class DeviceTracker:
 
     def on_state(self, state: DeviceState, *, retained: bool, received_at: float) -> None:
         seen = self._seen(state.ts, retained=retained, received_at=received_at)
-        self._add(DeviceUpdate(state, seen), received_at)
+        self._add(DeviceUpdate(state, seen))
         key = (state.state, state.model, state.version)
         if self._last_state.get(state.device) != key:
             self._last_state[state.device] = key
@@ -76,7 +76,7 @@ class DeviceTracker:
             if status.online
             else None
         )
-        self._add(DeviceUpdate(status, seen), received_at)
+        self._add(DeviceUpdate(status, seen))
         if self._online.get(status.device) != status.online:
             self._online[status.device] = status.online
             active = ", ".join(f"{n}@{v}" for n, v in sorted(status.active.items()))
@@ -120,12 +120,15 @@ class DeviceTracker:
         if received_at > self._heard.get(device, 0.0):
             self._heard[device] = received_at
         if self._batch_since is None:
-            self._batch_since = received_at
+            # when the batch started *here*: with the receive time, a worker running behind its
+            # inbox would find every batch overdue and commit once per message, falling further
+            # behind (measured: 1,700 samples/s instead of 20,000)
+            self._batch_since = time.time()
 
-    def _add(self, update: DeviceUpdate, now: float) -> None:
+    def _add(self, update: DeviceUpdate) -> None:
         self._batch[(update.message.device, type(update.message))] = update
         if self._batch_since is None:
-            self._batch_since = now
+            self._batch_since = time.time()  # not the receive time: see on_seen
 
     def due(self, now: float) -> bool:
         return self._batch_since is not None and now - self._batch_since >= self._flush_interval
