@@ -8,14 +8,16 @@ service publishes the ``Publication`` list in order and then calls ``commit``.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import protocol
 from protocol.envelope import Envelope
 
 from .keystore import ReleaseKeys
-from .registry import Registry, ReleaseRecord
+from .registry import Deployment, Registry, ReleaseRecord
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,7 @@ class SignedIndex:
     expires: float
     targets: dict[str, int]
     payload: bytes
+    entries: dict[str, protocol.Target]  # the signed entries, rollout blocks and all
 
     def due_for_renewal(self, now: float) -> bool:
         """Past half its lifetime: re-sign well before any edge would refuse it as expired."""
@@ -51,8 +54,62 @@ class Plan:
 
     publications: tuple[Publication, ...]
     index: SignedIndex
-    records: tuple[ReleaseRecord, ...]
-    deployed: dict[str, int]  # the registry's deployments this plan was made from
+    records: tuple[ReleaseRecord, ...]  # every release the index names (rollout bases too)
+    deployed: dict[str, Deployment]  # the registry's deployments this plan was made from
+
+
+def rollout_spec(
+    *,
+    rollback: bool = False,
+    rollout: str | None = None,
+    ppm: int = protocol.PPM_ALL,
+    select: protocol.Selector | None = None,
+    base: int | None = None,
+) -> str | None:
+    """The ``deployments.spec`` JSON of an index entry (None: a plain target)."""
+    spec: dict[str, Any] = {}
+    if rollback:
+        spec["rollback"] = True
+    if rollout is not None:
+        spec["rollout"] = {
+            "id": rollout,
+            "ppm": ppm,
+            "select": (select or protocol.Selector()).to_wire(),
+            "base": base,
+        }
+    return json.dumps(spec, sort_keys=True) if spec else None
+
+
+def spec_releases(deployment: Deployment) -> list[int]:
+    """The versions an index entry names: its own and its rollout's base, if any."""
+    versions = [deployment.version]
+    rollout = json.loads(deployment.spec).get("rollout") if deployment.spec else None
+    if rollout and rollout.get("base") is not None:
+        versions.append(int(rollout["base"]))
+    return versions
+
+
+def index_target(deployment: Deployment, releases: dict[int, ReleaseRecord]) -> protocol.Target:
+    """The signed index entry of one deployment, ``releases`` holding those it names."""
+    spec = json.loads(deployment.spec) if deployment.spec else {}
+    rollout = None
+    raw = spec.get("rollout")
+    if raw:
+        base = raw.get("base")
+        rollout = protocol.RolloutBlock(
+            rollout=str(raw["id"]),
+            ppm=int(raw["ppm"]),
+            select=protocol.Selector.from_wire(raw.get("select") or {}, "rollout spec"),
+            base=(
+                None if base is None else protocol.Target(int(base), releases[int(base)].release_id)
+            ),
+        )
+    return protocol.Target(
+        deployment.version,
+        releases[deployment.version].release_id,
+        rollback=bool(spec.get("rollback")),
+        rollout=rollout,
+    )
 
 
 class DeploymentPublisher:
@@ -68,7 +125,7 @@ class DeploymentPublisher:
         self._index_expires_in = index_expires_in
         self._current: SignedIndex | None = None
         self._records: tuple[ReleaseRecord, ...] = ()
-        self._deployed: dict[str, int] = {}
+        self._deployed: dict[str, Deployment] = {}
         self._expiry_warned: dict[bytes, str] = {}
         self._expiry_checked = float("-inf")
 
@@ -84,7 +141,7 @@ class DeploymentPublisher:
 
     def plan(self, now: float, *, republish: bool) -> Plan | None:
         """What to publish now, or None when the published index is still right."""
-        deployed = self._registry.deployments(self._fleet)
+        deployed = self._registry.deployment_entries(self._fleet)
         current = self._current
         if now - self._expiry_checked >= EXPIRY_CHECK_INTERVAL_S:
             self._expiry_checked = now
@@ -95,7 +152,7 @@ class DeploymentPublisher:
         if current is not None and deployed == self._deployed:
             records = self._records
             if current.due_for_renewal(now):
-                index = self._sign(now, records)
+                index = self._sign(now, records, current.entries)
                 pubs = (
                     self._publications(records, index)
                     if republish
@@ -105,8 +162,8 @@ class DeploymentPublisher:
             if republish:
                 return Plan(self._publications(records, current), current, records, deployed)
             return None
-        records = self._deployed_records(deployed)
-        index = self._sign(now, records)
+        records, targets = self._deployed_records(deployed)
+        index = self._sign(now, records, targets)
         return Plan(self._publications(records, index), index, records, deployed)
 
     def commit(self, plan: Plan) -> None:
@@ -117,11 +174,12 @@ class DeploymentPublisher:
             log.info("republished index seq %d of fleet %s", plan.index.seq, self._fleet)
             return
         before = previous.targets if previous is not None else {}
-        changed = [r for r in plan.records if before.get(r.name) != r.version]
-        for record in changed:
+        changed = [n for n, v in plan.index.targets.items() if before.get(n) != v]
+        for name in changed:
             log.info(
-                "release %s deployed to fleet %s (index seq %d)",
-                record.release,
+                "release %s@%d deployed to fleet %s (index seq %d)",
+                name,
+                plan.index.targets[name],
                 self._fleet,
                 plan.index.seq,
             )
@@ -129,22 +187,38 @@ class DeploymentPublisher:
             log.info("renewed index of fleet %s (seq %d)", self._fleet, plan.index.seq)
 
     # --- internals -----------------------------------------------------------------------
-    def _deployed_records(self, deployed: dict[str, int]) -> tuple[ReleaseRecord, ...]:
-        records = []
-        for name, version in sorted(deployed.items()):
-            record = self._registry.release(self._fleet, name, version)
-            if record is None:  # deploy() checks this; only a hand-edited database gets here
+    def _deployed_records(
+        self, deployed: dict[str, Deployment]
+    ) -> tuple[tuple[ReleaseRecord, ...], dict[str, protocol.Target]]:
+        records: list[ReleaseRecord] = []
+        targets: dict[str, protocol.Target] = {}
+        for name, deployment in sorted(deployed.items()):
+            releases: dict[int, ReleaseRecord] = {}
+            for version in spec_releases(deployment):
+                record = self._registry.release(self._fleet, name, version)
+                if record is not None:
+                    releases[version] = record
+            try:
+                targets[name] = index_target(deployment, releases)
+            except (KeyError, ValueError, TypeError, protocol.ProtocolError) as exc:
+                # deploy() and the rollout engine check this; only a hand-edited database
                 log.error(
-                    "release %s@%d is deployed in fleet %s but unknown: skipped",
+                    "deployment %s@%d in fleet %s cannot be published (%s): skipped",
                     name,
-                    version,
+                    deployment.version,
                     self._fleet,
+                    exc,
                 )
                 continue
-            records.append(record)
-        return tuple(records)
+            records.extend(releases[v] for v in sorted(releases))
+        return tuple(records), targets
 
-    def _sign(self, now: float, records: tuple[ReleaseRecord, ...]) -> SignedIndex:
+    def _sign(
+        self,
+        now: float,
+        records: tuple[ReleaseRecord, ...],
+        targets: dict[str, protocol.Target],
+    ) -> SignedIndex:
         seq = self._registry.next_index_seq(self._fleet)
         expires = now + self._index_expires_in
         if expires > self._keys.expires:
@@ -160,7 +234,7 @@ class DeploymentPublisher:
             seq=seq,
             issued=now,
             expires=expires,
-            targets={r.name: protocol.Target(r.version, r.release_id) for r in records},
+            targets=dict(targets),
         )
         for record in records:
             self._warn_if_expired(record, now)
@@ -168,8 +242,9 @@ class DeploymentPublisher:
             seq=seq,
             issued=now,
             expires=expires,
-            targets={r.name: r.version for r in records},
+            targets={name: t.version for name, t in targets.items()},
             payload=index.sign(self._keys.key, self._keys.cert),
+            entries=dict(targets),
         )
 
     def _warn_if_expired(self, record: ReleaseRecord, now: float) -> None:

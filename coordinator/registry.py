@@ -113,8 +113,18 @@ _DEVICE_COLUMNS: dict[str, type] = {
     "rejections": int,
     "boot": str,
     "agent": str,
+    "profile": str,  # JSON: what the device reported about itself (tags, RAM, ...)
     "updated": float,
 }
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """One row of ``deployments``: the version a model's index entry names and, for a staged
+    rollout or a rollback, how (``spec``, JSON, see ``coordinator.deployer.index_target``)."""
+
+    version: int
+    spec: str | None = None
 
 
 @dataclass(frozen=True)
@@ -163,7 +173,7 @@ class Registry:
             if_not_exists=True,
         )
         db.table("deployments").create(
-            {"fleet": str, "name": str, "version": int, "deployed_at": float},
+            {"fleet": str, "name": str, "version": int, "deployed_at": float, "spec": str},
             pk=("fleet", "name"),
             if_not_exists=True,
         )
@@ -171,6 +181,10 @@ class Registry:
             {"fleet": str, "seq": int, "published_at": float}, pk="fleet", if_not_exists=True
         )
         db.table("devices").create(_DEVICE_COLUMNS, pk=("fleet", "device_id"), if_not_exists=True)
+        # databases made before a column existed get it (NULL in old rows)
+        for table, column in (("deployments", "spec"), ("devices", "profile")):
+            if column not in db.table(table).columns_dict:
+                db.table(table).add_column(column, str)
 
     # --- releases ------------------------------------------------------------------------
     def add_release(
@@ -341,7 +355,7 @@ class Registry:
             "SELECT fleet, name, version, ? FROM releases "
             "WHERE fleet = ? AND name = ? AND version = ? "
             "ON CONFLICT (fleet, name) DO UPDATE SET "
-            "version = excluded.version, deployed_at = excluded.deployed_at"
+            "version = excluded.version, deployed_at = excluded.deployed_at, spec = NULL"
         )
         with self._lock:
             cursor = self._db.execute(sql, [time.time(), fleet, name, version])
@@ -356,6 +370,50 @@ class Registry:
         with self._lock:
             rows = list(self._db.table("deployments").rows_where("fleet = ?", [fleet]))
         return {r["name"]: int(r["version"]) for r in rows}
+
+    def deployment_entries(self, fleet: str) -> dict[str, Deployment]:
+        """Every deployed model with its rollout or rollback spec (None: a plain deployment)."""
+        with self._lock:
+            rows = list(self._db.table("deployments").rows_where("fleet = ?", [fleet]))
+        return {r["name"]: Deployment(int(r["version"]), r.get("spec")) for r in rows}
+
+    def set_deployment(
+        self, fleet: str, name: str, deployment: Deployment | None, *, expect: Deployment | None
+    ) -> bool:
+        """Replace the deployment of ``name`` (None: remove it) if it is still ``expect``;
+        False if someone changed it meanwhile (compare-and-set, one statement per case)."""
+        if deployment is not None and self.release(fleet, name, deployment.version) is None:
+            raise RegistryError(f"cannot deploy {name}@{deployment.version}: no such release")
+        with self._lock:
+            conn = self._db.conn
+            conn.execute("BEGIN IMMEDIATE")  # the read and the write are one transaction
+            try:
+                row = conn.execute(
+                    "SELECT version, spec FROM deployments WHERE fleet = ? AND name = ?",
+                    [fleet, name],
+                ).fetchone()
+                current = Deployment(int(row[0]), row[1]) if row is not None else None
+                if current != expect:
+                    conn.execute("ROLLBACK")
+                    return False
+                if deployment is None:
+                    conn.execute(
+                        "DELETE FROM deployments WHERE fleet = ? AND name = ?", [fleet, name]
+                    )
+                else:
+                    conn.execute(
+                        "INSERT INTO deployments (fleet, name, version, deployed_at, spec) "
+                        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (fleet, name) DO UPDATE SET "
+                        "version = excluded.version, deployed_at = excluded.deployed_at, "
+                        "spec = excluded.spec",
+                        [fleet, name, deployment.version, time.time(), deployment.spec],
+                    )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        return True
 
     def next_index_seq(self, fleet: str) -> int:
         """The next deployment index sequence number of ``fleet`` (1, 2, ...), persisted."""
@@ -419,6 +477,7 @@ class Registry:
         for row in rows:
             row["active"] = json.loads(row["active"]) if row.get("active") else {}
             row["online"] = bool(row["online"]) if row.get("online") is not None else None
+            row["profile"] = json.loads(row["profile"]) if row.get("profile") else {}
         return rows
 
 
@@ -449,6 +508,8 @@ def _device_row(fleet: str, update: DeviceUpdate, now: float) -> dict[str, Any]:
             row["boot"] = msg.boot
         if msg.agent:
             row["agent"] = msg.agent
+        if msg.profile:
+            row["profile"] = json.dumps(msg.profile, sort_keys=True)
     return row
 
 

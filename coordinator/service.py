@@ -11,8 +11,9 @@ Four threads besides paho's network thread, which only enqueues:
 * the *sender* takes chunks from the scheduler and publishes them, never more than
   ``max_pending`` unacknowledged at a time, so a slow broker slows us down instead of growing a
   queue;
-* the *poller* watches the registry's deployments (the CLI writes them from another process) and
-  publishes the retained manifests and the signed deployment index.
+* the *poller* steps staged rollouts (``rollouts.RolloutEngine``), watches the registry's
+  deployments (the CLI writes them from another process) and publishes the retained manifests
+  and the signed deployment index.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from .deployer import DeploymentPublisher
 from .devices import DeviceTracker
 from .keystore import load_release_keys
 from .registry import Registry, ReleaseRecord
+from .rollouts import RolloutEngine, RolloutStore
 from .scheduler import ChunkScheduler, SchedulerStats
 from .telemetry_store import DEFAULT_RETENTION_DAYS, TelemetryStats, TelemetryStore
 
@@ -119,6 +121,8 @@ class Coordinator:
         )
         self._devices = DeviceTracker(self._registry, fleet)
         self._telemetry = TelemetryStore(db_path, retention_days=retention_days)
+        self._rollout_store = RolloutStore(db_path)
+        self._rollouts = RolloutEngine(self._registry, self._telemetry, self._rollout_store, fleet)
         self._chunks = ChunkSource()
         self._scheduler = ChunkScheduler()
         self._sched_cond = threading.Condition()  # guards _scheduler; notified on new work
@@ -193,6 +197,7 @@ class Coordinator:
         self._session.stop()
         self._chunks.close()
         self._registry.close()
+        self._rollout_store.close()
         self._telemetry.close()
         log.info(
             "coordinator of fleet %s stopped: %d chunks (%d bytes) published",
@@ -535,7 +540,11 @@ class Coordinator:
             if self._stopping.is_set():
                 break
             try:
-                self._publish_deployments()
+                self._rollouts.tick()  # staged rollouts move the deployments...
+            except Exception:
+                log.exception("fleet %s: stepping rollouts failed; retrying", self.fleet)
+            try:
+                self._publish_deployments()  # ...that this turns into the signed index
             except Exception:  # e.g. the database is locked for longer than the busy timeout
                 log.exception("fleet %s: publishing deployments failed; retrying", self.fleet)
             if time.monotonic() - last_summary >= SUMMARY_INTERVAL_S:

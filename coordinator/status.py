@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from .registry import Registry
+from .rollout_plan import COMPLETED, Rollout
+from .rollouts import RolloutStore
 from .telemetry_store import TelemetryStore
 
 _DONE_STATES = frozenset({"verifying", "verified", "activating", "active"})
@@ -34,6 +36,11 @@ def fleet_status(
         health = store.health(fleet, since)
     finally:
         store.close()
+    rollouts = RolloutStore(db_path)
+    try:
+        rollout_rows = [_rollout(s.rollout) for s in rollouts.all(fleet)]
+    finally:
+        rollouts.close()
     devices = []
     for row in rows:
         device = _device(row)
@@ -45,6 +52,23 @@ def fleet_status(
         "devices": devices,
         "health": health,
         "health_since": since,
+        "rollouts": rollout_rows,
+    }
+
+
+def _rollout(r: Rollout) -> dict[str, Any]:
+    return {
+        "rollout": r.id,
+        "model": r.name,
+        "version": r.version,
+        "base": r.base,
+        "state": r.state,
+        "stage": r.stage + 1 if r.state != COMPLETED else len(r.stages),
+        "stages": list(r.stages),
+        "ppm": r.ppm,
+        "select": r.select.describe(),
+        "reason": r.reason,
+        "updated": r.updated,
     }
 
 
@@ -188,4 +212,25 @@ def format_status(status: dict[str, Any], *, now: float | None = None) -> str:
         lines.append("(no device has reported yet)")
     lines.append("")
     lines.extend(format_health(status))
+    lines.extend(format_rollouts(status))
     return "\n".join(lines)
+
+
+def format_rollouts(status: dict[str, Any]) -> list[str]:
+    rollouts = status.get("rollouts") or []
+    if not rollouts:
+        return []
+    rows: list[tuple[str, ...]] = [("ROLLOUT", "BASE", "TO", "STATE", "STAGE", "SHARE", "REASON")]
+    for r in rollouts:
+        rows.append(
+            (
+                r["rollout"],
+                "-" if r["base"] is None else str(r["base"]),
+                r["select"],
+                r["state"],
+                f"{r['stage']}/{len(r['stages'])}",
+                f"{r['ppm'] / 10_000:.1f}%",
+                r["reason"] or "",
+            )
+        )
+    return ["", "rollouts:", *_table(rows)]

@@ -511,6 +511,18 @@ class TelemetryStore:
             row(r["model"], r["version"])["devices"] = int(r["n"])
         return [out[key] for key in sorted(out)]
 
+    def activation_failed_devices(
+        self, fleet: str, model: str, version: int, since: float
+    ) -> set[str]:
+        """Devices that reported failing to activate ``model@version`` since ``since`` (device
+        time): the state topic only keeps each device's latest state, this keeps them all."""
+        rows = self._query(
+            "SELECT DISTINCT device FROM events WHERE fleet = ? AND event = ? AND model = ? "
+            "AND version = ? AND ts >= ?",
+            [fleet, ACTIVATION_FAILED, model, version, since],
+        )
+        return {r["device"] for r in rows}
+
     def latest_metrics(self, fleet: str) -> dict[str, dict[str, Any]]:
         """Per device, its sample with the latest ``ts``: ``ts``, ``cpu_pct``, ``rss_mb``,
         ``disk_free_mb``, ``uptime_s``."""

@@ -107,6 +107,7 @@ class EdgeAgent:
         self._last_chunk_at = 0.0
         self._logged_decile = -1
         self._told_stale: set[bytes] = set()
+        self._rollback_tried: set[bytes] = set()  # rollback targets acted on (once each)
         # counters (read by tests, the demo and telemetry)
         self.rejections: collections.Counter[str] = collections.Counter()
         self.dropped_messages = 0
@@ -284,8 +285,19 @@ class EdgeAgent:
         self._choose_target()
 
     def _choose_target(self) -> None:
-        for name, target in sorted(self._targets.items()):
+        for name, entry in sorted(self._targets.items()):
+            # a staged rollout names who takes it; everyone else takes its base (signed data:
+            # the broker cannot move a device in or out of a rollout)
+            target = entry.for_device(self.device, self.config.tags)
+            self._cancel_above(name, None if target is None else target.version)
+            if target is None:
+                continue
             active = self.actives.get(name)
+            if active is not None and target.version < active.version and target.rollback:
+                if target.manifest_id not in self._rollback_tried:
+                    self._rollback_tried.add(target.manifest_id)
+                    self._rollback(name, target.version)
+                continue
             if active is not None and target.version <= active.version:
                 if target.version < active.version and target.manifest_id not in self._told_stale:
                     self._told_stale.add(target.manifest_id)
@@ -340,6 +352,24 @@ class EdgeAgent:
                 "edge %s: target %s@%d, fetching its manifest", self.device, name, target.version
             )
             return
+
+    def _cancel_above(self, name: str, version: int | None) -> None:
+        """Stop fetching a release of ``name`` newer than ``version`` (None: any): the index no
+        longer wants it here (a rollout halted, or this device left its stage)."""
+        dl = self._dl
+        if (
+            dl is not None
+            and dl.release.manifest.name == name
+            and (version is None or dl.release.manifest.version > version)
+        ):
+            log.info("edge %s: %s is no longer targeted, dropping it", self.device, dl.label)
+            self._drop_download(discard=True)
+            self._set_state(UpdateState.IDLE, reason=None)
+        if self._pending is not None and self._pending[0] == name:
+            pending = self._pending[1]
+            if version is None or pending.version > version:
+                self.mqtt.unsubscribe([self.topics.manifest(name, pending.version)])
+                self._pending = None
 
     def _on_manifest(self, topic: str, payload: bytes) -> None:
         assert self._pending is not None

@@ -285,6 +285,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fleet(dep)
     dep.set_defaults(func=cmd_deploy)
 
+    from .cli_rollout import add_rollout_commands
+
+    add_rollout_commands(sub, sys.modules[__name__])  # shares the flag helpers above
+
     st = sub.add_parser("status", formatter_class=_Help, help="show the fleet")
     _add_db(st)
     _add_fleet(st)
@@ -573,7 +577,10 @@ def cmd_release(args: argparse.Namespace) -> int:
 def cmd_deploy(args: argparse.Namespace) -> int:
     from coordinator.registry import Registry
 
+    from .cli_rollout import refuse_deploy_during_rollout
+
     name, version = _parse_release(args.release)
+    refuse_deploy_during_rollout(args.db, args.fleet, name)
     Registry(args.db).deploy(name, version, fleet=args.fleet)
     print(
         f"deployed {name}@{version} to fleet {args.fleet}; a running coordinator publishes it "

@@ -65,3 +65,36 @@ def make_failing_model(path: Path) -> Path:
     )
     model.ir_version = 8
     return _save(model, path)
+
+
+def make_slow_model(path: Path, *, inputs: int = 16, width: int = 256, matmuls: int = 30) -> Path:
+    """Takes ``x`` [1, inputs] like ``make_model(inputs=inputs)`` but is deliberately slow: the
+    hidden vector is broadcast to a ``width`` x ``width`` matrix and multiplied ``matmuls``
+    times (one shared weight, so the file stays small). For latency gates."""
+    rng = np.random.default_rng(7)
+    w_in = (rng.standard_normal((inputs, width)) / np.sqrt(inputs)).astype(np.float32)
+    w = (rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32)
+    shape = np.array([width, width], dtype=np.int64)
+    nodes = [
+        helper.make_node("MatMul", ["x", "w_in"], ["h"]),
+        helper.make_node("Expand", ["h", "shape"], ["m0"]),
+    ]
+    for i in range(matmuls):
+        nodes.append(helper.make_node("MatMul", [f"m{i}", "w"], [f"m{i + 1}"]))
+    nodes.append(helper.make_node("ReduceMean", [f"m{matmuls}"], ["y"], axes=[0], keepdims=1))
+    graph = helper.make_graph(
+        nodes,
+        "slow",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, inputs])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, width])],
+        initializer=[
+            numpy_helper.from_array(w_in, "w_in"),
+            numpy_helper.from_array(w, "w"),
+            numpy_helper.from_array(shape, "shape"),
+        ],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="modelcast"
+    )
+    model.ir_version = 8
+    return _save(model, path)

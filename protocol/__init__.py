@@ -19,12 +19,13 @@ from .errors import (
     StaleError,
     UnsupportedVersion,
 )
-from .index import DeploymentIndex, Target, open_index
+from .index import DeploymentIndex, RolloutBlock, Target, open_index
 from .limits import DEFAULT_CHUNK_SIZE, DEFAULT_LIMITS, MAX_CHUNK_SIZE, Limits
 from .manifest import Manifest, VerifiedManifest, hash_chunks, open_manifest
 from .messages import ChunkRequest, DeviceEvent, DeviceState, DeviceStatus, UpdateState
 from .names import check_name, is_valid_name
 from .ranges import iter_ranges, to_ranges
+from .rollout import PPM_ALL, Selector, membership_point, stage_ppm
 from .rotation import (
     Revocations,
     RootRotation,
@@ -44,6 +45,7 @@ __all__ = [
     "DEFAULT_LIMITS",
     "HEADER_SIZE",
     "MAX_CHUNK_SIZE",
+    "PPM_ALL",
     "ChunkFrame",
     "ChunkRejected",
     "ChunkRequest",
@@ -66,7 +68,9 @@ __all__ = [
     "Plan",
     "ProtocolError",
     "Revocations",
+    "RolloutBlock",
     "RootRotation",
+    "Selector",
     "SequenceError",
     "SignatureError",
     "SigningKey",
@@ -89,11 +93,13 @@ __all__ = [
     "is_valid_name",
     "iter_ranges",
     "key_id",
+    "membership_point",
     "open_command",
     "open_index",
     "open_manifest",
     "rotate_root",
     "seal",
+    "stage_ppm",
     "to_ranges",
     "verify_chunk",
 ]

@@ -7,15 +7,17 @@ index is refused.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from typing import Any
 
-from .codec import check_schema_version, field, non_negative, pack, unpack_map
+from .codec import check_schema_version, field, non_negative, optional, pack, unpack_map
 from .envelope import TrustedRoot, seal
 from .errors import ExpiredError, MalformedMessage, OversizedMessage, StaleError
 from .limits import DEFAULT_LIMITS, Limits
 from .names import check_name
+from .rollout import PPM_ALL, Selector, check_rollout_id, membership_point
 from .signing import SigningKey
 
 KIND_INDEX = "index"
@@ -23,8 +25,98 @@ KIND_INDEX = "index"
 
 @dataclass(frozen=True)
 class Target:
+    """What a model should be on a device.
+
+    ``rollback``: this version may be below the one a device runs; a device that kept it as
+    its previous version goes back to it (instantly), one that did not stays where it is. It is
+    how a halted rollout and ``modelcast rollback`` reach devices: signed, and ``seq``-monotonic
+    like the rest of the index, so a replay cannot roll a device back.
+
+    ``rollout``: only the devices in the rollout take this target; the others take its
+    ``base`` (or, with no base, nothing for this model).
+    """
+
     version: int
     manifest_id: bytes
+    rollback: bool = False
+    rollout: RolloutBlock | None = None
+
+    def for_device(self, device: str, tags: Mapping[str, str]) -> Target | None:
+        """The target that applies to ``device`` (with ``tags``): this one, its base, or None."""
+        if self.rollout is None:
+            return self
+        if self.rollout.includes(device, tags):
+            # without the block: it changes as the rollout widens, the device's target does not
+            return Target(self.version, self.manifest_id, self.rollback)
+        return self.rollout.base
+
+    def to_wire(self) -> dict[str, Any]:
+        obj: dict[str, Any] = {"version": self.version, "manifest": self.manifest_id}
+        if self.rollback:  # optional fields are omitted at their default: older bytes unchanged
+            obj["rollback"] = True
+        if self.rollout is not None:
+            obj["rollout"] = self.rollout.to_wire()
+        return obj
+
+    @classmethod
+    def from_wire(cls, raw: object, what: str, *, nested: bool = False) -> Target:
+        if not isinstance(raw, dict):
+            raise MalformedMessage(f"{what} must be a map")
+        t: dict[str, Any] = raw
+        mid = field(t, "manifest", bytes, what)
+        if len(mid) != 32:
+            raise MalformedMessage(f"{what}: manifest id must be 32 bytes")
+        rollout = None
+        if t.get("rollout") is not None:
+            if nested:
+                raise MalformedMessage(f"{what}: a rollout's base cannot itself be a rollout")
+            rollout = RolloutBlock.from_wire(t["rollout"], f"{what} rollout")
+        return cls(
+            version=non_negative(field(t, "version", int, what), "version", what),
+            manifest_id=mid,
+            rollback=optional(t, "rollback", bool, what, False),
+            rollout=rollout,
+        )
+
+
+@dataclass(frozen=True)
+class RolloutBlock:
+    """A staged rollout in progress: devices matching ``select`` whose membership point is below
+    ``ppm`` are in (see ``protocol.rollout``); the others take ``base``."""
+
+    rollout: str
+    ppm: int
+    select: Selector = dc_field(default_factory=Selector)
+    base: Target | None = None
+
+    def includes(self, device: str, tags: Mapping[str, str]) -> bool:
+        return (
+            self.select.matches(device, tags) and membership_point(self.rollout, device) < self.ppm
+        )
+
+    def to_wire(self) -> dict[str, Any]:
+        obj: dict[str, Any] = {"id": self.rollout, "ppm": self.ppm}
+        if not self.select.is_all:
+            obj["select"] = self.select.to_wire()
+        if self.base is not None:
+            obj["base"] = self.base.to_wire()
+        return obj
+
+    @classmethod
+    def from_wire(cls, raw: object, what: str) -> RolloutBlock:
+        if not isinstance(raw, dict):
+            raise MalformedMessage(f"{what} must be a map")
+        ppm = field(raw, "ppm", int, what)
+        if not 0 <= ppm <= PPM_ALL:
+            raise MalformedMessage(f"{what}: ppm must be in [0, {PPM_ALL}], got {ppm}")
+        select = raw.get("select")
+        base = raw.get("base")
+        return cls(
+            rollout=check_rollout_id(raw.get("id"), what),
+            ppm=ppm,
+            select=Selector() if select is None else Selector.from_wire(select, what),
+            base=None if base is None else Target.from_wire(base, f"{what} base", nested=True),
+        )
 
 
 @dataclass(frozen=True)
@@ -43,10 +135,7 @@ class DeploymentIndex:
                 "seq": self.seq,
                 "issued": self.issued,
                 "expires": self.expires,
-                "targets": {
-                    name: {"version": t.version, "manifest": t.manifest_id}
-                    for name, t in sorted(self.targets.items())
-                },
+                "targets": {name: t.to_wire() for name, t in sorted(self.targets.items())},
             }
         )
 
@@ -66,15 +155,7 @@ class DeploymentIndex:
         targets: dict[str, Target] = {}
         for name, raw in raw_targets.items():
             check_name(name, "model name")
-            if not isinstance(raw, dict):
-                raise MalformedMessage(f"{what}: target {name!r} must be a map")
-            t: dict[str, Any] = raw
-            mid = field(t, "manifest", bytes, what)
-            if len(mid) != 32:
-                raise MalformedMessage(f"{what}: target {name!r} manifest id must be 32 bytes")
-            targets[name] = Target(
-                non_negative(field(t, "version", int, what), "version", what), mid
-            )
+            targets[name] = Target.from_wire(raw, f"{what}: target {name!r}")
         return cls(
             fleet=check_name(field(obj, "fleet", str, what), "fleet"),
             seq=non_negative(field(obj, "seq", int, what), "seq", what),

@@ -1,0 +1,227 @@
+"""Staged rollouts on a real Mosquitto with six edge processes: a release that fails when run
+halts after the first stage, a good one completes (across a coordinator restart), a slow one
+trips the p95 gate and its stage goes back to the previous version at once."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from modelcast.cli import main
+from modelcast.cli_rollout import rollout_reports
+from modelcast.models import make_failing_model, make_model, make_slow_model
+from tests.support.brokers import Broker
+from tests.support.env import Env, running_env
+from tests.support.fleet import release_and_deploy
+
+DEVICES = [f"e{i}" for i in range(6)]
+TAGS = {d: ("class=gateway" if i < 3 else "class=camera") for i, d in enumerate(DEVICES)}
+
+
+@pytest.fixture(scope="module")
+def fleet_env(tmp_path_factory: pytest.TempPathFactory, broker: Broker) -> Iterator[Env]:
+    """Six edges running m@1, started once for the module (the tests build on each other)."""
+    tmp = tmp_path_factory.mktemp("rollouts")
+    with running_env(tmp, broker, "t" + uuid.uuid4().hex[:10]) as env:
+        env.start_coordinator()
+        base = make_model(tmp / "m1.onnx", 20_000, seed=1, inputs=16)
+        release_and_deploy(env.registry, env.keys, base, "m", 1, env.fleet)
+        for device in DEVICES:
+            env.edge(device, extra=("--tag", TAGS[device]))
+        for device in DEVICES:
+            env.watch.wait_active(device, "m", 1)
+        wait_for(lambda: len(profiled(env)) == len(DEVICES), "every device's profile recorded")
+        yield env
+
+
+def wait_for(pred: Callable[[], bool], what: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def profiled(env: Env) -> dict[str, dict[str, Any]]:
+    return {r["device_id"]: r for r in env.registry.devices(env.fleet) if r.get("profile")}
+
+
+def report(env: Env, release: str) -> dict[str, Any]:
+    [r] = rollout_reports(env.tmp / "coord.db", env.fleet, release)
+    return r
+
+
+def wait_rollout(
+    env: Env, release: str, pred: Callable[[dict[str, Any]], bool], what: str
+) -> dict[str, Any]:
+    found: list[dict[str, Any]] = []
+
+    def check() -> bool:
+        found[:] = [report(env, release)]
+        return pred(found[0])
+
+    wait_for(check, f"rollout {release}: {what}")
+    return found[0]
+
+
+def cli(env: Env, *args: str) -> int:
+    return main([*args, "--db", str(env.tmp / "coord.db"), "--fleet", env.fleet])
+
+
+def release(env: Env, model: Path, version: int) -> None:
+    env.registry.add_release(
+        model, name="m", version=version, keys=env.keys.release, fleet=env.fleet
+    )
+
+
+def serving(env: Env, device: str) -> dict[str, int]:
+    port = profiled(env)[device]["profile"]["http_port"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=10) as reply:
+        body = json.loads(reply.read())
+    models: dict[str, int] = body["models"]
+    return models
+
+
+def downloaded(env: Env, device: str, version: int) -> bool:
+    events = env.watch.events(device)
+    asked = any(e.event in ("downloading", "resumed") and e.version == version for e in events)
+    return asked or (env.tmp / device / "models" / "m" / str(version)).exists()
+
+
+def stage_members(r: dict[str, Any], stage: int = 1) -> set[str]:
+    return {d for d, s in r["devices"].items() if s["stage"] == stage}
+
+
+def test_a_release_that_fails_when_run_halts_after_the_first_stage(
+    fleet_env: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env = fleet_env
+    release(env, make_failing_model(env.tmp / "m2.onnx"), 2)
+    assert cli(env, "rollout", "start", "m@2", "--stages", "34,100", "--soak", "1") == 0
+    r = wait_rollout(env, "m@2", lambda r: r["state"] == "halted", "halted")
+    first = stage_members(r)
+    assert len(first) == 3  # ceil(34% of 6)
+    assert "activation failed" in r["reason"] and "stage 1" in r["reason"]
+    assert r["stage"] == 1 and r["base"] == 1
+    for device in DEVICES:
+        env.watch.wait_active(device, "m", 1)
+        assert serving(env, device) == {"m": 1}, device
+    outside = set(DEVICES) - first
+    wait_for(
+        lambda: (
+            all(report(env, "m@2")["devices"][d]["state"] == "failed" for d in first)
+            or all(any(e.event == "activation-failed" for e in env.watch.events(d)) for d in first)
+        ),
+        "stage 1 failures reported",
+    )
+    for device in outside:
+        assert not downloaded(env, device, 2), f"{device} outside stage 1 downloaded m@2"
+        assert report(env, "m@2")["devices"][device]["state"] == "waiting"
+    capsys.readouterr()
+    assert cli(env, "rollout", "status", "m@2", "--json") == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["state"] == "halted" and shown["reason"] == r["reason"]
+    assert cli(env, "status") == 0
+    table = capsys.readouterr().out
+    assert "m@2" in table and "halted" in table and "activation failed" in table
+
+
+def test_a_good_release_completes_and_a_restart_resumes_at_the_same_stage(
+    fleet_env: Env,
+) -> None:
+    env = fleet_env
+    release(env, make_model(env.tmp / "m3.onnx", 20_000, seed=3, inputs=16), 3)
+    assert cli(env, "rollout", "start", "m@3", "--stages", "34,100", "--soak", "4") == 0
+    r = wait_rollout(
+        env,
+        "m@3",
+        lambda r: r["soak_started"] is not None and r["stage"] == 1,
+        "stage 1 soaking",
+    )
+    first, ppm = stage_members(r), r["stage_ppms"][0]
+    assert len(first) == 3
+    for device in first:
+        env.watch.wait_active(device, "m", 3)
+    assert env.coordinator is not None
+    env.coordinator.stop()
+    during = report(env, "m@3")
+    assert during["state"] == "running" and during["stage"] == 1
+    env.start_coordinator()
+    r = wait_rollout(env, "m@3", lambda r: r["state"] == "completed", "completed")
+    assert r["stage_ppms"][0] == ppm and stage_members(r) == first
+    for device in DEVICES:
+        env.watch.wait_active(device, "m", 3)
+    assert env.registry.deployment_entries(env.fleet)["m"].version == 3
+
+
+class Traffic:
+    """Inference requests to every edge's local endpoint, bounded in count and time."""
+
+    def __init__(self, ports: list[int], *, limit: int = 20_000, seconds: float = 180.0) -> None:
+        self.ports, self.limit, self.seconds = ports, limit, seconds
+        self.stop = threading.Event()
+        self.sent = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        body = json.dumps({"inputs": {"x": [[0.1] * 16]}}).encode()
+        deadline = time.monotonic() + self.seconds
+        while not self.stop.is_set() and self.sent < self.limit and time.monotonic() < deadline:
+            for port in self.ports:
+                request = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/v1/models/m/infer",
+                    data=body,
+                    headers={"Content-Type": "application/json"},
+                )
+                with contextlib.suppress(OSError):
+                    urllib.request.urlopen(request, timeout=10).read()
+                self.sent += 1
+            self.stop.wait(0.02)
+
+    def __enter__(self) -> Traffic:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=15)
+
+
+def test_the_p95_gate_trips_on_a_slow_model_and_its_stage_rolls_back(fleet_env: Env) -> None:
+    env = fleet_env
+    release(env, make_slow_model(env.tmp / "m4.onnx"), 4)
+    ports = [profiled(env)[d]["profile"]["http_port"] for d in DEVICES]
+    with Traffic(ports):
+        assert (
+            cli(
+                env,
+                *("rollout", "start", "m@4", "--stages", "34,100", "--soak", "2"),
+                *("--max-p95-ms", "5"),
+            )
+            == 0
+        )
+        r = wait_rollout(env, "m@4", lambda r: r["state"] == "halted", "halted")
+    assert "p95 latency" in r["reason"], r["reason"]
+    assert r["last_gates"]["new"]["latency_p95_ms"] > 5
+    first = stage_members(r)
+    assert len(first) == 3
+    for device in first:
+        env.watch.wait_event(device, lambda e: e.event == "rolled-back" and e.version == 3)
+    for device in DEVICES:
+        env.watch.wait_active(device, "m", 3)
+        assert serving(env, device) == {"m": 3}, device
+    for device in set(DEVICES) - first:
+        assert not downloaded(env, device, 4), f"{device} outside stage 1 downloaded m@4"
+    wait_for(
+        lambda: all(report(env, "m@4")["devices"][d]["state"] == "rolled-back" for d in first),
+        "stage 1 reported rolled back",
+    )
