@@ -225,3 +225,23 @@ def test_the_p95_gate_trips_on_a_slow_model_and_its_stage_rolls_back(fleet_env: 
         lambda: all(report(env, "m@4")["devices"][d]["state"] == "rolled-back" for d in first),
         "stage 1 reported rolled back",
     )
+
+
+def test_modelcast_rollback_sends_the_selected_devices_back_where_they_kept_it(
+    fleet_env: Env,
+) -> None:
+    env = fleet_env
+    slow_stage = stage_members(report(env, "m@4"))  # went 3 -> 4 -> 3: they kept m@4, not m@1
+    assert cli(env, "rollback", "m@1", "--to", "class=camera") == 0
+    cameras = {d for d in DEVICES if TAGS[d] == "class=camera"}
+    for device in DEVICES:
+        if device not in cameras:
+            continue
+        if device in slow_stage:
+            env.watch.wait_event(device, lambda e: e.event == "rollback-failed" and e.version == 1)
+        else:
+            env.watch.wait_event(device, lambda e: e.event == "rolled-back" and e.version == 1)
+            env.watch.wait_active(device, "m", 1)
+    for device in DEVICES:
+        want = 1 if device in cameras - slow_stage else 3
+        wait_for(lambda d=device, w=want: serving(env, d) == {"m": w}, f"{device} on m@{want}")
