@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import protocol
@@ -55,7 +55,8 @@ class Plan:
     publications: tuple[Publication, ...]
     index: SignedIndex
     records: tuple[ReleaseRecord, ...]  # every release the index names (rollout bases too)
-    deployed: dict[str, Deployment]  # the registry's deployments this plan was made from
+    #: the registry's deployments (and variant rules, by model) this plan was made from
+    deployed: tuple[dict[str, Deployment], dict[str, str]]
 
 
 def rollout_spec(
@@ -89,27 +90,55 @@ def spec_releases(deployment: Deployment) -> list[int]:
     return versions
 
 
-def index_target(deployment: Deployment, releases: dict[int, ReleaseRecord]) -> protocol.Target:
-    """The signed index entry of one deployment, ``releases`` holding those it names."""
-    spec = json.loads(deployment.spec) if deployment.spec else {}
-    rollout = None
-    raw = spec.get("rollout")
-    if raw:
-        base = raw.get("base")
-        rollout = protocol.RolloutBlock(
-            rollout=str(raw["id"]),
-            ppm=int(raw["ppm"]),
-            select=protocol.Selector.from_wire(raw.get("select") or {}, "rollout spec"),
-            base=(
-                None if base is None else protocol.Target(int(base), releases[int(base)].release_id)
-            ),
-        )
+def version_target(
+    records: list[ReleaseRecord],
+    rules: tuple[protocol.VariantRule, ...] = (),
+    default: str | None = None,
+    *,
+    rollback: bool = False,
+) -> protocol.Target:
+    """The index target of one version: its manifest, or, for a version built in several
+    variants, the default variant's with the others and the rules that pick among them."""
+    if not records:
+        raise KeyError("no release")
+    first = records[0]
+    if len(records) == 1 and not first.variant:
+        return protocol.Target(first.version, first.release_id, rollback)
+    by_name = {r.variant: r for r in records}
+    main = default if default in by_name else sorted(by_name)[0]
+    others = {n: r.release_id for n, r in sorted(by_name.items()) if n != main}
     return protocol.Target(
-        deployment.version,
-        releases[deployment.version].release_id,
-        rollback=bool(spec.get("rollback")),
-        rollout=rollout,
+        first.version,
+        by_name[main].release_id,
+        rollback,
+        variant=main,
+        variants=others or None,
+        rules=tuple(r for r in rules if r.variant in by_name),
     )
+
+
+def index_target(
+    deployment: Deployment,
+    releases: dict[int, list[ReleaseRecord]],
+    rules: tuple[protocol.VariantRule, ...] = (),
+    default: str | None = None,
+) -> protocol.Target:
+    """The signed index entry of one deployment, ``releases`` holding the builds it names."""
+    spec = json.loads(deployment.spec) if deployment.spec else {}
+    target = version_target(
+        releases[deployment.version], rules, default, rollback=bool(spec.get("rollback"))
+    )
+    raw = spec.get("rollout")
+    if not raw:
+        return target
+    base = raw.get("base")
+    rollout = protocol.RolloutBlock(
+        rollout=str(raw["id"]),
+        ppm=int(raw["ppm"]),
+        select=protocol.Selector.from_wire(raw.get("select") or {}, "rollout spec"),
+        base=None if base is None else version_target(releases[int(base)], rules, default),
+    )
+    return replace(target, rollout=rollout)
 
 
 class DeploymentPublisher:
@@ -125,7 +154,7 @@ class DeploymentPublisher:
         self._index_expires_in = index_expires_in
         self._current: SignedIndex | None = None
         self._records: tuple[ReleaseRecord, ...] = ()
-        self._deployed: dict[str, Deployment] = {}
+        self._deployed: tuple[dict[str, Deployment], dict[str, str]] = ({}, {})
         self._expiry_warned: dict[bytes, str] = {}
         self._expiry_checked = float("-inf")
 
@@ -141,13 +170,15 @@ class DeploymentPublisher:
 
     def plan(self, now: float, *, republish: bool) -> Plan | None:
         """What to publish now, or None when the published index is still right."""
-        deployed = self._registry.deployment_entries(self._fleet)
+        entries = self._registry.deployment_entries(self._fleet)
+        # rules are part of the index entries: editing them must re-sign it too
+        deployed = (entries, self._registry.variant_rules_snapshot(self._fleet))
         current = self._current
         if now - self._expiry_checked >= EXPIRY_CHECK_INTERVAL_S:
             self._expiry_checked = now
             for record in self._records:
                 self._warn_if_expired(record, now)
-        if current is None and not deployed:
+        if current is None and not entries:
             return None
         if current is not None and deployed == self._deployed:
             records = self._records
@@ -162,7 +193,7 @@ class DeploymentPublisher:
             if republish:
                 return Plan(self._publications(records, current), current, records, deployed)
             return None
-        records, targets = self._deployed_records(deployed)
+        records, targets = self._deployed_records(entries)
         index = self._sign(now, records, targets)
         return Plan(self._publications(records, index), index, records, deployed)
 
@@ -193,13 +224,14 @@ class DeploymentPublisher:
         records: list[ReleaseRecord] = []
         targets: dict[str, protocol.Target] = {}
         for name, deployment in sorted(deployed.items()):
-            releases: dict[int, ReleaseRecord] = {}
+            releases: dict[int, list[ReleaseRecord]] = {}
             for version in spec_releases(deployment):
-                record = self._registry.release(self._fleet, name, version)
-                if record is not None:
-                    releases[version] = record
+                found = self._registry.release_variants(self._fleet, name, version)
+                if found:
+                    releases[version] = found
             try:
-                targets[name] = index_target(deployment, releases)
+                rules, default = self._registry.variant_rules(self._fleet, name)
+                targets[name] = index_target(deployment, releases, rules, default)
             except (KeyError, ValueError, TypeError, protocol.ProtocolError) as exc:
                 # deploy() and the rollout engine check this; only a hand-edited database
                 log.error(
@@ -210,7 +242,7 @@ class DeploymentPublisher:
                     exc,
                 )
                 continue
-            records.extend(releases[v] for v in sorted(releases))
+            records.extend(r for v in sorted(releases) for r in releases[v])
         return tuple(records), targets
 
     def _sign(
@@ -287,7 +319,9 @@ class DeploymentPublisher:
     ) -> tuple[Publication, ...]:
         manifests = tuple(
             Publication(
-                self._topics.manifest(r.name, r.version), r.manifest, f"manifest {r.release}"
+                self._topics.manifest(r.name, r.version, r.variant or None),
+                r.manifest,
+                f"manifest {r.release}",
             )
             for r in records
         )

@@ -55,10 +55,11 @@ class ReleaseRecord:
     release_id: bytes
     blob_path: str
     created: float
+    variant: str = ""  # "" when the version has a single build
 
     @property
     def release(self) -> str:
-        return f"{self.name}@{self.version}"
+        return f"{self.name}@{self.version}" + (f" ({self.variant})" if self.variant else "")
 
     @property
     def short_id(self) -> bytes:
@@ -80,6 +81,7 @@ class ReleaseRecord:
             release_id=bytes(row["release_id"]),
             blob_path=row["blob_path"],
             created=float(row["created"]),
+            variant=row.get("variant") or "",
         )
 
 
@@ -96,6 +98,7 @@ _RELEASE_COLUMNS = (
     "release_id",
     "blob_path",
     "created",
+    "variant",
 )
 
 _DEVICE_COLUMNS: dict[str, type] = {
@@ -167,9 +170,21 @@ class Registry:
                 "release_id": bytes,
                 "blob_path": str,
                 "created": float,
+                "variant": str,
             },
-            pk=("fleet", "name", "version"),
-            not_null={"manifest", "release_id", "blob_path"},
+            pk=("fleet", "name", "version", "variant"),
+            not_null={"manifest", "release_id", "blob_path", "variant"},
+            defaults={"variant": ""},
+            if_not_exists=True,
+        )
+        releases = db.table("releases")
+        if "variant" not in releases.columns_dict:  # made before variants: one build a version
+            releases.add_column("variant", str, not_null_default="")
+        if releases.pks != ["fleet", "name", "version", "variant"]:
+            releases.transform(pk=("fleet", "name", "version", "variant"))
+        db.table("variant_rules").create(
+            {"fleet": str, "name": str, "rules": str, "default_variant": str},
+            pk=("fleet", "name"),
             if_not_exists=True,
         )
         db.table("deployments").create(
@@ -198,6 +213,7 @@ class Registry:
         chunk_size: int = protocol.DEFAULT_CHUNK_SIZE,
         expires_in: float = DEFAULT_EXPIRES_IN,
         now: float | None = None,
+        variant: str | None = None,
     ) -> ReleaseRecord:
         """Hash, sign and store a release of ``model_path`` as ``name@version`` in ``fleet``.
 
@@ -206,10 +222,15 @@ class Registry:
         manifest describes even if the source file changes meanwhile.
         """
         model_path = Path(model_path)
-        release = f"{name}@{version}"
+        release = f"{name}@{version}" + (f" ({variant})" if variant else "")
         self._check_release_args(model_path, name, version, fleet, chunk_size, expires_in)
+        if variant is not None:
+            try:
+                protocol.check_name(variant, "variant")
+            except protocol.ProtocolError as exc:
+                raise RegistryError(exc.detail) from None
         latest = self.latest_version(fleet, name)
-        if latest is not None and version <= latest:
+        if latest is not None and (version < latest or (version == latest and not variant)):
             raise RegistryError(self._not_monotonic(release, fleet, latest))
         now = time.time() if now is None else now
 
@@ -231,6 +252,7 @@ class Registry:
                 chunks=hashes,
                 created=now,
                 expires=now + expires_in,
+                variant=variant or None,
             )
             try:
                 manifest.check()
@@ -254,6 +276,7 @@ class Registry:
             release_id=manifest.release_id,
             blob_path=str(blob),
             created=now,
+            variant=variant or "",
         )
         self._insert_if_newest(record)
         log.info(
@@ -310,17 +333,24 @@ class Registry:
         )
 
     def _insert_if_newest(self, record: ReleaseRecord) -> None:
-        """Insert unless a version >= this one exists: one statement, so atomic across
-        processes (two concurrent ``release`` commands cannot both win)."""
+        """Insert unless a version >= this one exists (for a variant: unless a newer version, a
+        build of this version without a variant, or this variant of it exists): one statement,
+        so atomic across processes (two concurrent ``release`` commands cannot both win)."""
         columns = ", ".join(_RELEASE_COLUMNS)
         placeholders = ", ".join("?" for _ in _RELEASE_COLUMNS)
         values = [getattr(record, c) for c in _RELEASE_COLUMNS]
+        if record.variant:
+            clash = "(version > ? OR (version = ? AND variant IN ('', ?)))"
+            params = [record.version, record.version, record.variant]
+        else:
+            clash = "version >= ?"
+            params = [record.version]
         sql = (
             f"INSERT INTO releases ({columns}) SELECT {placeholders} WHERE NOT EXISTS "
-            "(SELECT 1 FROM releases WHERE fleet = ? AND name = ? AND version >= ?)"
+            f"(SELECT 1 FROM releases WHERE fleet = ? AND name = ? AND {clash})"
         )
         with self._lock:
-            cursor = self._db.execute(sql, [*values, record.fleet, record.name, record.version])
+            cursor = self._db.execute(sql, [*values, record.fleet, record.name, *params])
         if cursor.rowcount != 1:
             latest = self.latest_version(record.fleet, record.name)
             raise RegistryError(self._not_monotonic(record.release, record.fleet, latest or 0))
@@ -333,18 +363,65 @@ class Registry:
         return None if row is None or row[0] is None else int(row[0])
 
     def release(self, fleet: str, name: str, version: int) -> ReleaseRecord | None:
+        """The release ``name@version``; of a version with variants, the first variant."""
+        found = self.release_variants(fleet, name, version)
+        return found[0] if found else None
+
+    def release_variants(self, fleet: str, name: str, version: int) -> list[ReleaseRecord]:
+        """Every build of ``name@version``: one without a variant, or its variants by name."""
         with self._lock:
             rows = list(
                 self._db.table("releases").rows_where(
-                    "fleet = ? AND name = ? AND version = ?", [fleet, name, version]
+                    "fleet = ? AND name = ? AND version = ?",
+                    [fleet, name, version],
+                    order_by="variant",
                 )
             )
-        return ReleaseRecord.from_row(rows[0]) if rows else None
+        return [ReleaseRecord.from_row(r) for r in rows]
+
+    # --- variant rules -------------------------------------------------------------------
+    def set_variant_rules(
+        self,
+        fleet: str,
+        name: str,
+        rules: list[protocol.VariantRule],
+        default: str | None,
+    ) -> None:
+        """How devices pick among the variants of ``name``'s releases: the first rule that
+        holds, else ``default`` (None: the first variant by name)."""
+        with self._lock:
+            self._db.table("variant_rules").upsert(
+                {
+                    "fleet": fleet,
+                    "name": name,
+                    "rules": json.dumps([r.to_wire() for r in rules]),
+                    "default_variant": default,
+                },
+                pk=("fleet", "name"),
+            )
+
+    def variant_rules_snapshot(self, fleet: str) -> dict[str, str]:
+        """Every model's variant rules as stored (to notice a change cheaply)."""
+        with self._lock:
+            rows = list(self._db.table("variant_rules").rows_where("fleet = ?", [fleet]))
+        return {r["name"]: f"{r['rules']} {r['default_variant']}" for r in rows}
+
+    def variant_rules(
+        self, fleet: str, name: str
+    ) -> tuple[tuple[protocol.VariantRule, ...], str | None]:
+        with self._lock:
+            rows = list(
+                self._db.table("variant_rules").rows_where("fleet = ? AND name = ?", [fleet, name])
+            )
+        if not rows:
+            return (), None
+        rules = protocol.rules_from_wire(json.loads(rows[0]["rules"]), "stored variant rules")
+        return rules, rows[0]["default_variant"]
 
     def releases(self, fleet: str) -> list[ReleaseRecord]:
         with self._lock:
             table = self._db.table("releases")
-            rows = list(table.rows_where("fleet = ?", [fleet], order_by="name, version"))
+            rows = list(table.rows_where("fleet = ?", [fleet], order_by="name, version, variant"))
         return [ReleaseRecord.from_row(r) for r in rows]
 
     # --- deployments ---------------------------------------------------------------------
@@ -352,7 +429,7 @@ class Registry:
         """Make ``name@version`` the fleet's target; a running coordinator publishes it."""
         sql = (
             "INSERT INTO deployments (fleet, name, version, deployed_at) "
-            "SELECT fleet, name, version, ? FROM releases "
+            "SELECT DISTINCT fleet, name, version, ? FROM releases "
             "WHERE fleet = ? AND name = ? AND version = ? "
             "ON CONFLICT (fleet, name) DO UPDATE SET "
             "version = excluded.version, deployed_at = excluded.deployed_at, spec = NULL"

@@ -133,7 +133,6 @@ class Coordinator:
         self._republish = threading.Event()  # set on every (re)connect
         self._wake_poller = threading.Event()
         self._releases_lock = threading.Lock()
-        self._by_name: dict[tuple[str, int], ReleaseRecord] = {}
         self._by_id: dict[bytes, ReleaseRecord] = {}
         self._rejections = _Rejections()
         self._read_errors: Counter[bytes] = Counter()
@@ -393,7 +392,7 @@ class Coordinator:
             raise protocol.MalformedMessage(
                 f"request names device {req.device!r}", reason="device-mismatch"
             )
-        record = self._release(req.name, req.version)
+        record = self._release(req.name, req.version, req.release_id)
         if record is None:
             raise protocol.MalformedMessage(
                 f"{req.name}@{req.version} is not a release of fleet {self.fleet}",
@@ -428,18 +427,22 @@ class Coordinator:
             " (fresh)" if req.fresh else "",
         )
 
-    def _release(self, name: str, version: int) -> ReleaseRecord | None:
-        """A release of this fleet, from the cache or the registry (releases never change)."""
+    def _release(self, name: str, version: int, short_id: bytes) -> ReleaseRecord | None:
+        """The build of ``name@version`` with release id ``short_id`` (one of its variants),
+        else any build of it (so the caller can say which id it has); cached, releases never
+        change."""
         with self._releases_lock:
-            record = self._by_name.get((name, version))
-        if record is not None:
+            record = self._by_id.get(short_id)
+        if record is not None and (record.name, record.version) == (name, version):
             return record
-        record = self._registry.release(self.fleet, name, version)
-        if record is not None:
-            with self._releases_lock:
-                self._by_name[(name, version)] = record
-                self._by_id[record.short_id] = record
-        return record
+        builds = self._registry.release_variants(self.fleet, name, version)
+        with self._releases_lock:
+            for build in builds:
+                self._by_id[build.short_id] = build
+        for build in builds:
+            if build.short_id == short_id:
+                return build
+        return builds[0] if builds else None
 
     # --- sender: chunks ------------------------------------------------------------------
     def _send(self) -> None:
@@ -476,7 +479,7 @@ class Coordinator:
                 continue
             frame = protocol.ChunkFrame.encode(index, record.release_id, data)
             topic = self.topics.chunk_block(
-                record.name, record.version, index // record.block_chunks
+                record.name, record.version, index // record.block_chunks, record.variant or None
             )
             if not self._await_room() or not self._session.publish(topic, frame, qos=1):
                 if not self._stopping.is_set():
@@ -575,7 +578,6 @@ class Coordinator:
         self._deployer.commit(plan)
         for record in plan.records:
             with self._releases_lock:
-                self._by_name[(record.name, record.version)] = record
                 self._by_id[record.short_id] = record
         retired = previous - {r.short_id for r in plan.records}
         if retired:

@@ -236,7 +236,7 @@ class EdgeAgent:
         )
         if self._pending is not None:
             name, target = self._pending
-            self.mqtt.subscribe([self.topics.manifest(name, target.version)])
+            self.mqtt.subscribe([self._manifest_topic(name, target)])
         if self._dl is not None:
             if not session_present:
                 self._dl.session.forget_subscriptions()
@@ -259,9 +259,7 @@ class EdgeAgent:
             self._on_revocations(topic, payload)
         elif topic in (self.topics.commands(self.device), self.topics.fleet_commands()):
             self._on_command(topic, payload)
-        elif self._pending is not None and topic == self.topics.manifest(
-            self._pending[0], self._pending[1].version
-        ):
+        elif self._pending is not None and topic == self._manifest_topic(*self._pending):
             self._on_manifest(topic, payload)
         # anything else is a late chunk of an abandoned release or a manifest we no longer want
 
@@ -288,7 +286,7 @@ class EdgeAgent:
         for name, entry in sorted(self._targets.items()):
             # a staged rollout names who takes it; everyone else takes its base (signed data:
             # the broker cannot move a device in or out of a rollout)
-            target = entry.for_device(self.device, self.config.tags)
+            target = entry.for_device(self.device, self.config.tags, self._ram_mb)
             self._cancel_above(name, None if target is None else target.version)
             if target is None:
                 continue
@@ -345,13 +343,22 @@ class EdgeAgent:
                 if self._pending == (name, target):
                     return
                 old_name, old = self._pending
-                self.mqtt.unsubscribe([self.topics.manifest(old_name, old.version)])
+                self.mqtt.unsubscribe([self._manifest_topic(old_name, old)])
             self._pending = (name, target)
-            self.mqtt.subscribe([self.topics.manifest(name, target.version)])
+            self.mqtt.subscribe([self._manifest_topic(name, target)])
             log.info(
                 "edge %s: target %s@%d, fetching its manifest", self.device, name, target.version
             )
             return
+
+    def _manifest_topic(self, name: str, target: Target) -> str:
+        return self.topics.manifest(name, target.version, target.variant)
+
+    @property
+    def _ram_mb(self) -> int | None:
+        """What variant rules compare ``ram_below_mb`` with (the profile's RAM figure)."""
+        ram = self.profile.get("ram_mb")
+        return ram if isinstance(ram, int) and ram > 0 else None
 
     def _cancel_above(self, name: str, version: int | None) -> None:
         """Stop fetching a release of ``name`` newer than ``version`` (None: any): the index no
@@ -368,7 +375,7 @@ class EdgeAgent:
         if self._pending is not None and self._pending[0] == name:
             pending = self._pending[1]
             if version is None or pending.version > version:
-                self.mqtt.unsubscribe([self.topics.manifest(name, pending.version)])
+                self.mqtt.unsubscribe([self._manifest_topic(name, pending)])
                 self._pending = None
 
     def _on_manifest(self, topic: str, payload: bytes) -> None:
@@ -509,11 +516,11 @@ class EdgeAgent:
             held = part.recover()
         except StorageError as exc:
             self._storage_failed(exc, release=m.release)
-            self._pending = (m.name, Target(m.version, release.id))
+            self._pending = (m.name, Target(m.version, release.id, variant=m.variant))
             return
         session = DownloadSession(release, held, now=self.clock())
         self._dl = _Download(
-            release, part, session, f"{self.topics.base}/chunks/{m.name}/{m.version}/"
+            release, part, session, self.topics.chunk_prefix(m.name, m.version, m.variant)
         )
         self._logged_decile = -1
         if held:
@@ -553,9 +560,11 @@ class EdgeAgent:
         plan = dl.session.plan(self.device, self.clock(), self.config.window)
         m = dl.release.manifest
         self.mqtt.unsubscribe(
-            [self.topics.chunk_block(m.name, m.version, b) for b in plan.unsubscribe]
+            [self.topics.chunk_block(m.name, m.version, b, m.variant) for b in plan.unsubscribe]
         )
-        self.mqtt.subscribe([self.topics.chunk_block(m.name, m.version, b) for b in plan.subscribe])
+        self.mqtt.subscribe(
+            [self.topics.chunk_block(m.name, m.version, b, m.variant) for b in plan.subscribe]
+        )
         if plan.request is not None:
             self._send_request(plan.request)
 
@@ -641,7 +650,11 @@ class EdgeAgent:
             path = dl.part.finalize()
         except DigestMismatch as exc:
             self._reject(
-                self.topics.manifest(dl.release.manifest.name, dl.release.manifest.version),
+                self.topics.manifest(
+                    dl.release.manifest.name,
+                    dl.release.manifest.version,
+                    dl.release.manifest.variant,
+                ),
                 exc,
                 update_state=True,
             )
@@ -685,7 +698,12 @@ class EdgeAgent:
         log.info(
             "edge %s: %s is active (previous %s)", self.device, m.release, active.previous_version
         )
-        self._event("activated", model=m.name, version=m.version)
+        self._event(
+            "activated",
+            model=m.name,
+            version=m.version,
+            detail=f"variant {m.variant}" if m.variant else None,
+        )
         self._set_state(UpdateState.ACTIVE, reason=None, release=release)
         self._publish_status()
         self._choose_target()
@@ -707,7 +725,10 @@ class EdgeAgent:
     def _unsubscribe_blocks(self, dl: _Download) -> None:
         m = dl.release.manifest
         self.mqtt.unsubscribe(
-            [self.topics.chunk_block(m.name, m.version, b) for b in dl.session.subscribed]
+            [
+                self.topics.chunk_block(m.name, m.version, b, m.variant)
+                for b in dl.session.subscribed
+            ]
         )
 
     def _storage_failed(self, exc: StorageError, *, release: str) -> None:
@@ -722,7 +743,7 @@ class EdgeAgent:
             delay,
         )
         self._set_state(UpdateState.FAILED, reason=str(exc))  # "write-failed: ..."
-        name, _, version = release.partition("@")
+        name, _, version = release.partition(" ")[0].partition("@")
         self._event(
             "write-failed",
             reason=exc.reason,
@@ -790,7 +811,10 @@ class EdgeAgent:
         )
         # re-subscribing is idempotent at the broker and repairs a subscription lost in a race
         self.mqtt.subscribe(
-            [self.topics.chunk_block(m.name, m.version, b) for b in sorted(dl.session.subscribed)]
+            [
+                self.topics.chunk_block(m.name, m.version, b, m.variant)
+                for b in sorted(dl.session.subscribed)
+            ]
         )
         self._send_request(request)
 

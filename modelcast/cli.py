@@ -265,6 +265,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="release version; must be greater than every earlier one",
     )
     rel.add_argument(
+        "--variant",
+        default=None,
+        help="one build of several of this version (fp32, int8, ...): release each with the "
+        "same --version; 'modelcast variants set' says which device takes which",
+    )
+    rel.add_argument(
         "--chunk-size",
         type=int,
         default=None,
@@ -565,9 +571,10 @@ def cmd_release(args: argparse.Namespace) -> int:
         keys=load_release_keys(args.keys),
         fleet=args.fleet,
         chunk_size=args.chunk_size or DEFAULT_CHUNK_SIZE,
+        variant=args.variant,
     )
     print(
-        f"released {record.name}@{record.version} ({record.size} bytes, {record.n_chunks} "
+        f"released {record.release} ({record.size} bytes, {record.n_chunks} "
         f"chunks, sha256 {record.sha256[:16]}...) in fleet {args.fleet}; "
         f"'modelcast deploy {record.name}@{record.version}' to roll it out"
     )

@@ -130,6 +130,32 @@ def add_rollout_commands(sub: Any, common: Any) -> None:
     common._add_fleet(rb)
     rb.set_defaults(func=cmd_rollback)
 
+    va = sub.add_parser(
+        "variants",
+        formatter_class=help_fmt,
+        help="which devices take which variant of a model's releases",
+    )
+    va_sub = va.add_subparsers(dest="variants_command", required=True, metavar="ACTION")
+    vset = va_sub.add_parser(
+        "set",
+        formatter_class=help_fmt,
+        help="set the rules; the first that holds on a device picks its variant",
+        description=(
+            "Rules are VARIANT:CONDITION[,CONDITION...], a condition KEY=VALUE (a device tag) "
+            "or ram_mb<N (the RAM the device reports). The first rule whose conditions all "
+            "hold picks the variant; otherwise --default. The rules go into the signed index "
+            "and each device applies them itself, downloading only its variant."
+        ),
+    )
+    vset.add_argument("name", help="model name")
+    vset.add_argument(
+        "--rule", action="append", default=[], metavar="RULE", help="e.g. int8:class=camera"
+    )
+    vset.add_argument("--default", default=None, help="variant when no rule holds")
+    common._add_db(vset)
+    common._add_fleet(vset)
+    vset.set_defaults(func=cmd_variants_set)
+
 
 def _add_to(p: argparse.ArgumentParser) -> None:
     p.add_argument(
@@ -248,6 +274,23 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     print(
         f"rollback of {select.describe()} in fleet {args.fleet} to {name}@{version} "
         "published by the running coordinator within a second"
+    )
+    return EXIT_OK
+
+
+def cmd_variants_set(args: argparse.Namespace) -> int:
+    from protocol import VariantRule, check_name
+
+    registry, _store = _open(args.db)
+    rules = [VariantRule.parse(text) for text in args.rule]
+    check_name(args.name, "model name")
+    if args.default is not None:
+        check_name(args.default, "variant")
+    registry.set_variant_rules(args.fleet, args.name, rules, args.default)
+    shown = ", ".join(r.describe() for r in rules) or "no rules"
+    print(
+        f"variants of {args.name} in fleet {args.fleet}: {shown}; default "
+        f"{args.default or 'the first by name'} (published with the next index)"
     )
     return EXIT_OK
 

@@ -38,6 +38,7 @@ from .rotation import (
 from .signing import SigningKey, VerifyKey, key_id
 from .telemetry import MetricsSample, ModelStats
 from .topics import Topics
+from .variants import VariantRule, choose_variant, rules_from_wire
 
 __all__ = [
     "ALL_DEVICES",
@@ -80,6 +81,7 @@ __all__ = [
     "TrustedRoot",
     "UnsupportedVersion",
     "UpdateState",
+    "VariantRule",
     "VerifiedChunk",
     "VerifiedManifest",
     "VerifyKey",
@@ -87,6 +89,7 @@ __all__ = [
     "apply_rotation",
     "certify",
     "check_name",
+    "choose_variant",
     "encode_chain",
     "follow_chain",
     "hash_chunks",
@@ -98,6 +101,7 @@ __all__ = [
     "open_index",
     "open_manifest",
     "rotate_root",
+    "rules_from_wire",
     "seal",
     "stage_ppm",
     "to_ranges",

@@ -19,6 +19,7 @@ from .limits import DEFAULT_LIMITS, Limits
 from .names import check_name
 from .rollout import PPM_ALL, Selector, check_rollout_id, membership_point
 from .signing import SigningKey
+from .variants import MAX_VARIANTS, VariantRule, choose_variant, rules_from_wire
 
 KIND_INDEX = "index"
 
@@ -40,15 +41,26 @@ class Target:
     manifest_id: bytes
     rollback: bool = False
     rollout: RolloutBlock | None = None
+    #: the variant ``manifest_id`` is, when the release has several (see protocol.variants)...
+    variant: str | None = None
+    #: ...the others, by name, and the rules that pick one per device
+    variants: Mapping[str, bytes] | None = None
+    rules: tuple[VariantRule, ...] = ()
 
-    def for_device(self, device: str, tags: Mapping[str, str]) -> Target | None:
-        """The target that applies to ``device`` (with ``tags``): this one, its base, or None."""
-        if self.rollout is None:
-            return self
-        if self.rollout.includes(device, tags):
-            # without the block: it changes as the rollout widens, the device's target does not
-            return Target(self.version, self.manifest_id, self.rollback)
-        return self.rollout.base
+    def for_device(
+        self, device: str, tags: Mapping[str, str], ram_mb: int | None = None
+    ) -> Target | None:
+        """What applies to ``device`` (with ``tags`` and ``ram_mb`` of RAM): this target or its
+        rollout's base (None: nothing), reduced to the one variant the device takes."""
+        if self.rollout is not None and not self.rollout.includes(device, tags):
+            base = self.rollout.base
+            return None if base is None else base.for_device(device, tags, ram_mb)
+        # without the block and the other variants: those change as the rollout widens or
+        # rules are edited, the device's own target does not
+        pick = choose_variant(self.rules, tags, ram_mb)
+        if pick is not None and pick != self.variant and pick in (self.variants or {}):
+            return Target(self.version, (self.variants or {})[pick], self.rollback, variant=pick)
+        return Target(self.version, self.manifest_id, self.rollback, variant=self.variant)
 
     def to_wire(self) -> dict[str, Any]:
         obj: dict[str, Any] = {"version": self.version, "manifest": self.manifest_id}
@@ -56,6 +68,12 @@ class Target:
             obj["rollback"] = True
         if self.rollout is not None:
             obj["rollout"] = self.rollout.to_wire()
+        if self.variant is not None:
+            obj["variant"] = self.variant
+        if self.variants:
+            obj["variants"] = dict(sorted(self.variants.items()))
+        if self.rules:
+            obj["rules"] = [r.to_wire() for r in self.rules]
         return obj
 
     @classmethod
@@ -71,11 +89,25 @@ class Target:
             if nested:
                 raise MalformedMessage(f"{what}: a rollout's base cannot itself be a rollout")
             rollout = RolloutBlock.from_wire(t["rollout"], f"{what} rollout")
+        variants = t.get("variants")
+        if variants is not None:
+            if not isinstance(variants, dict) or len(variants) > MAX_VARIANTS:
+                raise MalformedMessage(f"{what}: variants must be a map of at most {MAX_VARIANTS}")
+            for vname, vid in variants.items():
+                check_name(vname, "variant")
+                if not isinstance(vid, bytes) or len(vid) != 32:
+                    raise MalformedMessage(
+                        f"{what}: variant {vname!r} manifest id must be 32 bytes"
+                    )
+        variant = t.get("variant")
         return cls(
             version=non_negative(field(t, "version", int, what), "version", what),
             manifest_id=mid,
             rollback=optional(t, "rollback", bool, what, False),
             rollout=rollout,
+            variant=None if variant is None else check_name(variant, "variant"),
+            variants=dict(variants) if variants else None,
+            rules=rules_from_wire(t["rules"], what) if t.get("rules") is not None else (),
         )
 
 

@@ -42,6 +42,8 @@ class Manifest:
     expires: float
     block_chunks: int = DEFAULT_BLOCK_CHUNKS
     format: str = FORMAT_ONNX
+    #: one of several builds of the same version (``fp32``, ``int8``); None: the only one
+    variant: str | None = None
 
     @property
     def n_chunks(self) -> int:
@@ -53,7 +55,8 @@ class Manifest:
 
     @property
     def release(self) -> str:
-        return f"{self.name}@{self.version}"
+        variant = f" ({self.variant})" if self.variant else ""
+        return f"{self.name}@{self.version}{variant}"
 
     def chunk_hash(self, index: int) -> bytes:
         return self.chunks[index * 32 : index * 32 + 32]
@@ -89,11 +92,14 @@ class Manifest:
                     self.chunk_size,
                     self.block_chunks,
                     self.chunks,
+                    # optional fields join only when set: existing release ids are unchanged
+                    *([self.variant] if self.variant else []),
                 ]
             )
         ).digest()
 
     def body(self) -> bytes:
+        optional_fields = {"variant": self.variant} if self.variant else {}
         return pack(
             {
                 "v": 1,
@@ -108,6 +114,7 @@ class Manifest:
                 "chunks": self.chunks,
                 "created": self.created,
                 "expires": self.expires,
+                **optional_fields,
             }
         )
 
@@ -128,6 +135,11 @@ class Manifest:
             chunks=field(obj, "chunks", bytes, what),
             created=field(obj, "created", float, what),
             expires=field(obj, "expires", float, what),
+            variant=(
+                None
+                if obj.get("variant") is None
+                else check_name(field(obj, "variant", str, what), "variant")
+            ),
         )
         m.check(limits)
         return m

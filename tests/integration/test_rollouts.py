@@ -21,7 +21,7 @@ from modelcast.cli_rollout import rollout_reports
 from modelcast.models import make_failing_model, make_model, make_slow_model
 from tests.support.brokers import Broker
 from tests.support.env import Env, running_env
-from tests.support.fleet import release_and_deploy
+from tests.support.fleet import release_and_deploy, sha256_file
 
 DEVICES = [f"e{i}" for i in range(6)]
 TAGS = {d: ("class=gateway" if i < 3 else "class=camera") for i, d in enumerate(DEVICES)}
@@ -245,3 +245,29 @@ def test_modelcast_rollback_sends_the_selected_devices_back_where_they_kept_it(
     for device in DEVICES:
         want = 1 if device in cameras - slow_stage else 3
         wait_for(lambda d=device, w=want: serving(env, d) == {"m": w}, f"{device} on m@{want}")
+
+
+def test_variants_reach_the_right_devices_and_each_downloads_only_its_own(
+    fleet_env: Env,
+) -> None:
+    env = fleet_env
+    builds = {
+        "fp32": make_model(env.tmp / "m5-fp32.onnx", 20_000, seed=5, inputs=16),
+        "int8": make_model(env.tmp / "m5-int8.onnx", 8_000, seed=6, inputs=16),
+    }
+    for variant, path in builds.items():
+        assert cli(env, "release", str(path), "--name", "m", "--version", "5", "--variant",
+                   variant, "--keys", str(env.keys.dir)) == 0  # fmt: skip
+    rules = ("--rule", "int8:class=camera", "--default", "fp32")
+    assert cli(env, "variants", "set", "m", *rules) == 0
+    assert cli(env, "deploy", "m@5") == 0
+    for device in DEVICES:
+        variant = "int8" if TAGS[device] == "class=camera" else "fp32"
+        env.watch.wait_event(
+            device, lambda e, v=variant: e.event == "activated" and e.detail == f"variant {v}"
+        )
+        active = json.loads((env.tmp / device / "active.json").read_text())["m"]
+        assert active["version"] == 5
+        assert active["sha256"] == sha256_file(builds[variant]), f"{device} runs the wrong build"
+        other = "fp32" if variant == "int8" else "int8"
+        assert f"m@5 ({other})" not in env.edges[DEVICES.index(device)].log(), device
