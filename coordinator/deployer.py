@@ -56,7 +56,7 @@ class Plan:
     index: SignedIndex
     records: tuple[ReleaseRecord, ...]  # every release the index names (rollout bases too)
     #: the registry's deployments (and variant rules, by model) this plan was made from
-    deployed: tuple[dict[str, Deployment], dict[str, str]]
+    deployed: tuple[dict[str, Deployment], dict[str, str], tuple[protocol.ConfigEntry, ...]]
 
 
 def rollout_spec(
@@ -154,7 +154,9 @@ class DeploymentPublisher:
         self._index_expires_in = index_expires_in
         self._current: SignedIndex | None = None
         self._records: tuple[ReleaseRecord, ...] = ()
-        self._deployed: tuple[dict[str, Deployment], dict[str, str]] = ({}, {})
+        self._deployed: tuple[
+            dict[str, Deployment], dict[str, str], tuple[protocol.ConfigEntry, ...]
+        ] = ({}, {}, ())
         self._expiry_warned: dict[bytes, str] = {}
         self._expiry_checked = float("-inf")
 
@@ -172,18 +174,19 @@ class DeploymentPublisher:
         """What to publish now, or None when the published index is still right."""
         entries = self._registry.deployment_entries(self._fleet)
         # rules are part of the index entries: editing them must re-sign it too
-        deployed = (entries, self._registry.variant_rules_snapshot(self._fleet))
+        config = self._registry.config_entries(self._fleet)
+        deployed = (entries, self._registry.variant_rules_snapshot(self._fleet), config)
         current = self._current
         if now - self._expiry_checked >= EXPIRY_CHECK_INTERVAL_S:
             self._expiry_checked = now
             for record in self._records:
                 self._warn_if_expired(record, now)
-        if current is None and not entries:
+        if current is None and not entries and not config:
             return None
         if current is not None and deployed == self._deployed:
             records = self._records
             if current.due_for_renewal(now):
-                index = self._sign(now, records, current.entries)
+                index = self._sign(now, records, current.entries, config)
                 pubs = (
                     self._publications(records, index)
                     if republish
@@ -194,7 +197,7 @@ class DeploymentPublisher:
                 return Plan(self._publications(records, current), current, records, deployed)
             return None
         records, targets = self._deployed_records(entries)
-        index = self._sign(now, records, targets)
+        index = self._sign(now, records, targets, config)
         return Plan(self._publications(records, index), index, records, deployed)
 
     def commit(self, plan: Plan) -> None:
@@ -250,6 +253,7 @@ class DeploymentPublisher:
         now: float,
         records: tuple[ReleaseRecord, ...],
         targets: dict[str, protocol.Target],
+        config: tuple[protocol.ConfigEntry, ...],
     ) -> SignedIndex:
         seq = self._registry.next_index_seq(self._fleet)
         expires = now + self._index_expires_in
@@ -267,6 +271,7 @@ class DeploymentPublisher:
             issued=now,
             expires=expires,
             targets=dict(targets),
+            config=config,
         )
         for record in records:
             self._warn_if_expired(record, now)

@@ -182,6 +182,11 @@ class Registry:
             releases.add_column("variant", str, not_null_default="")
         if releases.pks != ["fleet", "name", "version", "variant"]:
             releases.transform(pk=("fleet", "name", "version", "variant"))
+        db.table("fleet_config").create(
+            {"fleet": str, "selector": str, "settings": str, "updated": float},
+            pk=("fleet", "selector"),
+            if_not_exists=True,
+        )
         db.table("variant_rules").create(
             {"fleet": str, "name": str, "rules": str, "default_variant": str},
             pk=("fleet", "name"),
@@ -399,6 +404,47 @@ class Registry:
                 },
                 pk=("fleet", "name"),
             )
+
+    # --- fleet configuration -------------------------------------------------------------
+    def set_config(self, fleet: str, select: protocol.Selector, settings: dict[str, Any]) -> None:
+        """Merge ``settings`` into the configuration entry of ``select`` (made if new; it then
+        comes last, so it overrides earlier entries on the devices both select)."""
+        key = json.dumps(select.to_wire(), sort_keys=True)
+        with self._lock, self._db.conn:
+            row = self._db.conn.execute(
+                "SELECT settings FROM fleet_config WHERE fleet = ? AND selector = ?", [fleet, key]
+            ).fetchone()
+            merged = {**(json.loads(row[0]) if row else {}), **settings}
+            if row is None:
+                count = self._db.conn.execute(
+                    "SELECT count(*) FROM fleet_config WHERE fleet = ?", [fleet]
+                ).fetchone()[0]
+                if count >= protocol.MAX_CONFIG_ENTRIES:
+                    raise RegistryError(
+                        f"fleet {fleet} has {count} configuration entries already (one per "
+                        "selector); reuse a selector"
+                    )
+            self._db.conn.execute(
+                "INSERT INTO fleet_config (fleet, selector, settings, updated) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (fleet, selector) DO UPDATE SET settings = excluded.settings",
+                [fleet, key, json.dumps(merged, sort_keys=True), time.time()],
+            )
+
+    def config_entries(self, fleet: str) -> tuple[protocol.ConfigEntry, ...]:
+        """The fleet configuration, oldest entry first (as the index carries it)."""
+        with self._lock:
+            rows = list(
+                self._db.table("fleet_config").rows_where(
+                    "fleet = ?", [fleet], order_by="updated, selector"
+                )
+            )
+        return tuple(
+            protocol.ConfigEntry(
+                protocol.Selector.from_wire(json.loads(r["selector"]), "stored config"),
+                json.loads(r["settings"]),
+            )
+            for r in rows
+        )
 
     def variant_rules_snapshot(self, fleet: str) -> dict[str, str]:
         """Every model's variant rules as stored (to notice a change cheaply)."""

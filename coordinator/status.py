@@ -90,7 +90,25 @@ def _device(row: dict[str, Any]) -> dict[str, Any]:
         "progress": progress,
         "reason": row.get("reason"),
         "rejections": row.get("rejections") or 0,
+        "tags": (row.get("profile") or {}).get("tags") or {},
+        # the device's effective policy and the fleet configuration it applied (its report)
+        "config": (row.get("profile") or {}).get("config"),
     }
+
+
+def _policy(config: dict[str, Any] | None) -> str:
+    """``tele=5s window=02:00-04:00 pin=m@3``, or ``-``."""
+    if not config:
+        return "-"
+    parts = []
+    if config.get("telemetry_interval") is not None:
+        parts.append(f"tele={config['telemetry_interval']:g}s")
+    if config.get("maintenance_window"):
+        parts.append(f"window={config['maintenance_window']}")
+    pins = config.get("pins") or {}
+    if pins:
+        parts.append("pin=" + ",".join(f"{n}@{v}" for n, v in sorted(pins.items())))
+    return " ".join(parts) or "-"
 
 
 def format_age(seconds: float) -> str:
@@ -181,6 +199,7 @@ def format_status(status: dict[str, Any], *, now: float | None = None) -> str:
         "CPU",
         "RSS",
         "DISK-FREE",
+        "POLICY",
         "REASON",
     )
     rows: list[tuple[str, ...]] = [columns]
@@ -204,6 +223,7 @@ def format_status(status: dict[str, Any], *, now: float | None = None) -> str:
                 "-" if cpu is None else f"{cpu:.0f}%",
                 _megabytes(metrics.get("rss_mb")),
                 _megabytes(metrics.get("disk_free_mb")),
+                _policy(d.get("config")),
                 d["reason"] or "",
             )
         )

@@ -29,6 +29,7 @@ from protocol import (
     DeviceStatus,
     DigestMismatch,
     DownloadSession,
+    MaintenanceWindow,
     MalformedMessage,
     Manifest,
     Phase,
@@ -42,6 +43,7 @@ from protocol import (
     VerifiedManifest,
     open_index,
     open_manifest,
+    settings_for,
 )
 
 from .activation import check_model
@@ -50,6 +52,7 @@ from .config import EdgeConfig
 from .errors import ActivationError, StorageError
 from .http_api import LocalEndpoint
 from .inference import InferenceService
+from .policy import Policy, effective_policy, load_pushed, save_pushed
 from .profile import device_profile
 from .storage import PartialDownload, release_dir, verified_file
 from .telemetry import Telemetry
@@ -148,6 +151,18 @@ class EdgeAgent:
         self.profile = device_profile(
             config.tags, self.endpoint.address[1] if self.endpoint else None
         )
+        self._local_policy = Policy(
+            config.telemetry_interval,
+            MaintenanceWindow.parse(config.maintenance_window)
+            if config.maintenance_window
+            else None,
+            dict(config.pins),
+        )
+        self._pushed = load_pushed(self.data)
+        self.policy = self._local_policy
+        self._apply_policy()
+        #: a verified release waiting for the maintenance window to open
+        self._deferred: tuple[VerifiedManifest, Path] | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -279,17 +294,55 @@ class EdgeAgent:
         if index.seq > self.record.index_seq:
             self.record.index_seq = index.seq
             self._save_record()
+        self._on_config(settings_for(index.config, self.device, self.config.tags))
         self._targets = dict(index.targets)
         self._choose_target()
+
+    def _on_config(self, pushed: dict[str, object]) -> None:
+        """Apply, persist and report the fleet configuration that selects this device."""
+        if pushed == self._pushed:
+            return
+        try:
+            save_pushed(self.data, pushed)
+        except OSError as exc:
+            log.error("edge %s: cannot save the fleet configuration: %s", self.device, exc)
+        self._pushed = dict(pushed)
+        self._apply_policy()
+        log.info("edge %s: fleet configuration applied: %s", self.device, pushed or "none")
+        self._event("config-applied", detail=str(dict(sorted(pushed.items())))[:500])
+        self._publish_status()
+
+    def _apply_policy(self) -> None:
+        try:
+            self.policy = effective_policy(self._local_policy, self._pushed)
+        except ProtocolError as exc:  # validated when decoded; a hand-edited config.json
+            log.error("edge %s: fleet configuration ignored: %s", self.device, exc)
+            self.policy = self._local_policy
+        self.telemetry.interval = self.policy.telemetry_interval
+        self.profile["config"] = self.policy.report(self._pushed)
 
     def _choose_target(self) -> None:
         for name, entry in sorted(self._targets.items()):
             # a staged rollout names who takes it; everyone else takes its base (signed data:
             # the broker cannot move a device in or out of a rollout)
             target = entry.for_device(self.device, self.config.tags, self._ram_mb)
+            pinned = self.policy.pins.get(name)
+            if target is not None and pinned is not None and target.version != pinned:
+                # held by a pin: nothing but the pinned version, until unpinned
+                if target.manifest_id not in self._told_stale:
+                    self._told_stale.add(target.manifest_id)
+                    self._event(
+                        "held-by-pin",
+                        model=name,
+                        version=target.version,
+                        detail=f"pinned to {name}@{pinned}",
+                    )
+                target = None
             self._cancel_above(name, None if target is None else target.version)
             if target is None:
                 continue
+            if self._deferred is not None and self._deferred[0].id == target.manifest_id:
+                continue  # verified, waiting for the maintenance window
             active = self.actives.get(name)
             if active is not None and target.version < active.version and target.rollback:
                 if target.manifest_id not in self._rollback_tried:
@@ -372,6 +425,13 @@ class EdgeAgent:
             log.info("edge %s: %s is no longer targeted, dropping it", self.device, dl.label)
             self._drop_download(discard=True)
             self._set_state(UpdateState.IDLE, reason=None)
+        deferred = self._deferred
+        if (
+            deferred is not None
+            and deferred[0].manifest.name == name
+            and (version is None or deferred[0].manifest.version > version)
+        ):
+            self._deferred = None  # the verified file stays on disk for later
         if self._pending is not None and self._pending[0] == name:
             pending = self._pending[1]
             if version is None or pending.version > version:
@@ -672,6 +732,30 @@ class EdgeAgent:
 
     def _activate(self, release: VerifiedManifest, path: Path) -> None:
         m = release.manifest
+        if not self.policy.may_activate(self.clock()):
+            window = self.policy.maintenance_window
+            if self._deferred is None or self._deferred[0].id != release.id:
+                log.info(
+                    "edge %s: %s verified; activating in the maintenance window %s (UTC)",
+                    self.device,
+                    m.release,
+                    window,
+                )
+                self._event(
+                    "activation-deferred",
+                    model=m.name,
+                    version=m.version,
+                    detail=f"maintenance window {window} UTC",
+                )
+            self._deferred = (release, path)
+            self._set_state(
+                UpdateState.VERIFIED,
+                reason=f"waiting for the maintenance window {window} UTC",
+                release=release,
+            )
+            return
+        if self._deferred is not None and self._deferred[0].id == release.id:
+            self._deferred = None
         self._set_state(UpdateState.ACTIVATING, reason=None, release=release)
         self._flush_state()
         try:
@@ -755,6 +839,10 @@ class EdgeAgent:
     # --- periodic work -------------------------------------------------------------------
     def _tick(self) -> None:
         now = self.clock()
+        if self._deferred is not None and self.policy.may_activate(now):
+            release, path = self._deferred
+            self._deferred = None
+            self._activate(release, path)
         if self.telemetry.due():
             self.telemetry.sample(
                 connected=self._connected,

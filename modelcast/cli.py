@@ -252,6 +252,22 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="a label reported in the device profile; repeatable",
     )
+    edge.add_argument(
+        "--maintenance-window",
+        default=_env("MODELCAST_MAINTENANCE_WINDOW"),
+        metavar="HH:MM-HH:MM",
+        help="activate new versions only inside this daily UTC window (downloads go on; "
+        "signed rollbacks are instant); a pushed fleet config overrides it "
+        "[env MODELCAST_MAINTENANCE_WINDOW]",
+    )
+    edge.add_argument(
+        "--pin",
+        action="append",
+        default=[],
+        metavar="NAME@VERSION",
+        help="hold this version of a model: no other is downloaded or activated; repeatable; "
+        "a pushed fleet config overrides it",
+    )
     edge.set_defaults(func=cmd_edge)
 
     rel = sub.add_parser("release", formatter_class=_Help, help="register and sign a model release")
@@ -482,6 +498,7 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
 
 def cmd_edge(args: argparse.Namespace) -> int:
     from edge_node import EdgeAgent, EdgeConfig
+    from protocol import MaintenanceWindow, parse_pins
 
     if not 0 < args.reconnect_min <= args.reconnect_max:
         raise ValueError("need 0 < --reconnect-min <= --reconnect-max")
@@ -512,6 +529,10 @@ def cmd_edge(args: argparse.Namespace) -> int:
         http=_parse_http(args.http),
         tags=_parse_tags(args.tag),
         creds=creds,
+        maintenance_window=str(MaintenanceWindow.parse(args.maintenance_window))
+        if args.maintenance_window
+        else None,
+        pins=parse_pins(",".join(args.pin)),
     )
     agent = EdgeAgent(config)
     return _run_until_signal(agent.run_forever)

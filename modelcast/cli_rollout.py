@@ -130,6 +130,30 @@ def add_rollout_commands(sub: Any, common: Any) -> None:
     common._add_fleet(rb)
     rb.set_defaults(func=cmd_rollback)
 
+    cfg = sub.add_parser(
+        "config",
+        formatter_class=help_fmt,
+        help="push signed settings to selected devices",
+        description=(
+            "Settings travel in the signed deployment index (retained: a device offline now "
+            "gets them when it reconnects); each device applies the entries that select it, "
+            "in order, persists them and reports them in its profile ('modelcast status "
+            "--json'). Keys: telemetry_interval=SECONDS, maintenance_window=HH:MM-HH:MM (UTC; "
+            "empty clears), pin=NAME@VERSION[,...] (empty unpins)."
+        ),
+    )
+    cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    cset = cfg_sub.add_parser("set", formatter_class=help_fmt, help="set KEY=VALUE settings")
+    cset.add_argument("settings", nargs="+", metavar="KEY=VALUE")
+    _add_to(cset)
+    cset.set_defaults(func=cmd_config_set)
+    cshow = cfg_sub.add_parser("show", formatter_class=help_fmt, help="the configuration entries")
+    cshow.add_argument("--json", action="store_true", help="machine-readable output")
+    cshow.set_defaults(func=cmd_config_show)
+    for p in (cset, cshow):
+        common._add_db(p)
+        common._add_fleet(p)
+
     va = sub.add_parser(
         "variants",
         formatter_class=help_fmt,
@@ -275,6 +299,37 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         f"rollback of {select.describe()} in fleet {args.fleet} to {name}@{version} "
         "published by the running coordinator within a second"
     )
+    return EXIT_OK
+
+
+def cmd_config_set(args: argparse.Namespace) -> int:
+    from protocol import Selector, parse_setting
+
+    registry, _store = _open(args.db)
+    settings = dict(parse_setting(text) for text in args.settings)
+    select = Selector.parse(args.to)
+    registry.set_config(args.fleet, select, settings)
+    shown = " ".join(f"{k}={v}" for k, v in sorted(settings.items()))
+    print(
+        f"config {shown} for {select.describe()} in fleet {args.fleet}; a running coordinator "
+        "signs it into the index within a second"
+    )
+    return EXIT_OK
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    registry, _store = _open(args.db)
+    entries = [e.to_wire() for e in registry.config_entries(args.fleet)]
+    if args.json:
+        print(json.dumps(entries, indent=2, sort_keys=True))
+        return EXIT_OK
+    if not entries:
+        print(f"no configuration in fleet {args.fleet}")
+    for e in entries:
+        from protocol import Selector
+
+        who = Selector.from_wire(e.get("select", {}), "config").describe()
+        print(f"{who}: " + " ".join(f"{k}={v}" for k, v in e["settings"].items()))
     return EXIT_OK
 
 

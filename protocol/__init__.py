@@ -19,6 +19,14 @@ from .errors import (
     StaleError,
     UnsupportedVersion,
 )
+from .fleet_config import (
+    MAX_CONFIG_ENTRIES,
+    ConfigEntry,
+    MaintenanceWindow,
+    parse_pins,
+    parse_setting,
+    settings_for,
+)
 from .index import DeploymentIndex, RolloutBlock, Target, open_index
 from .limits import DEFAULT_CHUNK_SIZE, DEFAULT_LIMITS, MAX_CHUNK_SIZE, Limits
 from .manifest import Manifest, VerifiedManifest, hash_chunks, open_manifest
@@ -46,11 +54,13 @@ __all__ = [
     "DEFAULT_LIMITS",
     "HEADER_SIZE",
     "MAX_CHUNK_SIZE",
+    "MAX_CONFIG_ENTRIES",
     "PPM_ALL",
     "ChunkFrame",
     "ChunkRejected",
     "ChunkRequest",
     "Command",
+    "ConfigEntry",
     "DeploymentIndex",
     "DeviceEvent",
     "DeviceState",
@@ -60,6 +70,7 @@ __all__ = [
     "ExpiredError",
     "KeyCertificate",
     "Limits",
+    "MaintenanceWindow",
     "MalformedMessage",
     "Manifest",
     "MetricsSample",
@@ -100,9 +111,12 @@ __all__ = [
     "open_command",
     "open_index",
     "open_manifest",
+    "parse_pins",
+    "parse_setting",
     "rotate_root",
     "rules_from_wire",
     "seal",
+    "settings_for",
     "stage_ppm",
     "to_ranges",
     "verify_chunk",

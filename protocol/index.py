@@ -15,6 +15,7 @@ from typing import Any
 from .codec import check_schema_version, field, non_negative, optional, pack, unpack_map
 from .envelope import TrustedRoot, seal
 from .errors import ExpiredError, MalformedMessage, OversizedMessage, StaleError
+from .fleet_config import ConfigEntry, config_from_wire
 from .limits import DEFAULT_LIMITS, Limits
 from .names import check_name
 from .rollout import PPM_ALL, Selector, check_rollout_id, membership_point
@@ -158,8 +159,11 @@ class DeploymentIndex:
     issued: float
     expires: float
     targets: dict[str, Target] = dc_field(default_factory=dict)
+    #: fleet configuration, in order (see protocol.fleet_config); omitted when empty
+    config: tuple[ConfigEntry, ...] = ()
 
     def body(self) -> bytes:
+        optional_fields = {"config": [e.to_wire() for e in self.config]} if self.config else {}
         return pack(
             {
                 "v": 1,
@@ -168,6 +172,7 @@ class DeploymentIndex:
                 "issued": self.issued,
                 "expires": self.expires,
                 "targets": {name: t.to_wire() for name, t in sorted(self.targets.items())},
+                **optional_fields,
             }
         )
 
@@ -194,6 +199,7 @@ class DeploymentIndex:
             issued=field(obj, "issued", float, what),
             expires=field(obj, "expires", float, what),
             targets=targets,
+            config=() if obj.get("config") is None else config_from_wire(obj["config"], what),
         )
 
 

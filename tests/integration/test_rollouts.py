@@ -271,3 +271,59 @@ def test_variants_reach_the_right_devices_and_each_downloads_only_its_own(
         assert active["sha256"] == sha256_file(builds[variant]), f"{device} runs the wrong build"
         other = "fp32" if variant == "int8" else "int8"
         assert f"m@5 ({other})" not in env.edges[DEVICES.index(device)].log(), device
+
+
+def pushed(env: Env, device: str) -> dict[str, Any] | None:
+    config = profiled(env)[device]["profile"].get("config") or {}
+    value: dict[str, Any] | None = config.get("pushed")
+    return value
+
+
+def test_a_pushed_config_reaches_the_selected_devices_and_is_reported(
+    fleet_env: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env = fleet_env
+    assert cli(env, "config", "set", "telemetry_interval=3", "--to", "class=camera") == 0
+    cameras = [d for d in DEVICES if TAGS[d] == "class=camera"]
+    for device in cameras:
+        env.watch.wait_event(device, lambda e: e.event == "config-applied")
+        wait_for(lambda d=device: pushed(env, d) == {"telemetry_interval": 3.0}, "reported")
+        saved = json.loads((env.tmp / device / "config.json").read_text())
+        assert saved == {"telemetry_interval": 3.0}
+    for device in set(DEVICES) - set(cameras):
+        assert pushed(env, device) == {}, device
+    capsys.readouterr()
+    assert cli(env, "status", "--json") == 0
+    shown = {d["device_id"]: d for d in json.loads(capsys.readouterr().out)["devices"]}
+    assert shown["e3"]["config"]["telemetry_interval"] == 3.0
+    assert shown["e0"]["config"]["telemetry_interval"] == 1.0  # its --telemetry-interval
+    assert cli(env, "status") == 0
+    assert "tele=3s" in capsys.readouterr().out
+
+
+def window_not_now() -> str:
+    minute = int(time.time() // 60) % 1440
+    start, end = (minute + 120) % 1440, (minute + 180) % 1440
+    return f"{start // 60:02d}:{start % 60:02d}-{end // 60:02d}:{end % 60:02d}"
+
+
+def test_a_pin_holds_a_version_and_a_maintenance_window_defers_activation(
+    fleet_env: Env,
+) -> None:
+    env = fleet_env
+    assert cli(env, "config", "set", "pin=m@5", "--to", "e0") == 0
+    assert cli(env, "config", "set", f"maintenance_window={window_not_now()}", "--to", "e1") == 0
+    for device in ("e0", "e1"):
+        env.watch.wait_event(device, lambda e: e.event == "config-applied")
+    release(env, make_model(env.tmp / "m6.onnx", 20_000, seed=7, inputs=16), 6)
+    assert cli(env, "deploy", "m@6") == 0
+    for device in DEVICES[2:]:
+        env.watch.wait_active(device, "m", 6)
+    env.watch.wait_event("e0", lambda e: e.event == "held-by-pin" and e.version == 6)
+    env.watch.wait_event("e1", lambda e: e.event == "activation-deferred" and e.version == 6)
+    assert serving(env, "e0") == {"m": 5} and serving(env, "e1") == {"m": 5}
+    assert not downloaded(env, "e0", 6)
+    assert cli(env, "config", "set", "maintenance_window=", "--to", "e1") == 0
+    env.watch.wait_active("e1", "m", 6)
+    assert cli(env, "config", "set", "pin=", "--to", "e0") == 0
+    env.watch.wait_active("e0", "m", 6)
