@@ -219,6 +219,7 @@ class Registry:
         expires_in: float = DEFAULT_EXPIRES_IN,
         now: float | None = None,
         variant: str | None = None,
+        acceptance: protocol.Acceptance | None = None,
     ) -> ReleaseRecord:
         """Hash, sign and store a release of ``model_path`` as ``name@version`` in ``fleet``.
 
@@ -258,6 +259,7 @@ class Registry:
                 created=now,
                 expires=now + expires_in,
                 variant=variant or None,
+                acceptance=acceptance,
             )
             try:
                 manifest.check()

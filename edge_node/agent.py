@@ -759,7 +759,7 @@ class EdgeAgent:
         self._set_state(UpdateState.ACTIVATING, reason=None, release=release)
         self._flush_state()
         try:
-            check_model(path)
+            max_error = check_model(path, m.acceptance)
             active = self.actives.switch(m.name, m.version, path, m.sha256.hex())
         except (ActivationError, OSError) as exc:
             reason = exc.reason if isinstance(exc, ActivationError) else "write-failed"
@@ -782,11 +782,14 @@ class EdgeAgent:
         log.info(
             "edge %s: %s is active (previous %s)", self.device, m.release, active.previous_version
         )
+        details = [f"variant {m.variant}"] if m.variant else []
+        if max_error is not None:
+            details.append(f"acceptance max error {max_error:.6g}")
         self._event(
             "activated",
             model=m.name,
             version=m.version,
-            detail=f"variant {m.variant}" if m.variant else None,
+            detail=", ".join(details) or None,
         )
         self._set_state(UpdateState.ACTIVE, reason=None, release=release)
         self._publish_status()

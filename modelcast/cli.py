@@ -287,6 +287,22 @@ def build_parser() -> argparse.ArgumentParser:
         "same --version; 'modelcast variants set' says which device takes which",
     )
     rel.add_argument(
+        "--acceptance",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="NPZ",
+        help="acceptance vectors (one case per file: arrays in.NAME, out.NAME; make one with "
+        "'modelcast acceptance make'), signed into the manifest; each edge runs them before "
+        "activating; repeatable",
+    )
+    rel.add_argument(
+        "--tolerance",
+        type=float,
+        default=1e-4,
+        help="largest absolute error an edge may see on the acceptance vectors",
+    )
+    rel.add_argument(
         "--chunk-size",
         type=int,
         default=None,
@@ -584,6 +600,8 @@ def cmd_release(args: argparse.Namespace) -> int:
     from coordinator.registry import Registry
     from protocol import DEFAULT_CHUNK_SIZE
 
+    from .acceptance import load_vectors
+
     registry = Registry(args.db)
     record = registry.add_release(
         args.model,
@@ -593,6 +611,7 @@ def cmd_release(args: argparse.Namespace) -> int:
         fleet=args.fleet,
         chunk_size=args.chunk_size or DEFAULT_CHUNK_SIZE,
         variant=args.variant,
+        acceptance=load_vectors(args.acceptance, args.tolerance) if args.acceptance else None,
     )
     print(
         f"released {record.release} ({record.size} bytes, {record.n_chunks} "

@@ -154,6 +154,20 @@ def add_rollout_commands(sub: Any, common: Any) -> None:
         common._add_db(p)
         common._add_fleet(p)
 
+    acc = sub.add_parser(
+        "acceptance", formatter_class=help_fmt, help="acceptance vectors for a release"
+    )
+    acc_sub = acc.add_subparsers(dest="acceptance_command", required=True, metavar="ACTION")
+    amake = acc_sub.add_parser(
+        "make",
+        formatter_class=help_fmt,
+        help="run a model on seeded random inputs here and save inputs and outputs (.npz)",
+    )
+    amake.add_argument("model", type=Path, help="the ONNX file")
+    amake.add_argument("--out", type=Path, required=True, help="the .npz to write")
+    amake.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    amake.set_defaults(func=cmd_acceptance_make)
+
     va = sub.add_parser(
         "variants",
         formatter_class=help_fmt,
@@ -299,6 +313,14 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         f"rollback of {select.describe()} in fleet {args.fleet} to {name}@{version} "
         "published by the running coordinator within a second"
     )
+    return EXIT_OK
+
+
+def cmd_acceptance_make(args: argparse.Namespace) -> int:
+    from .acceptance import make_vectors
+
+    make_vectors(args.model, args.out, seed=args.seed)
+    print(f"wrote {args.out}: release with --acceptance {args.out} --tolerance T")
     return EXIT_OK
 
 

@@ -3,6 +3,7 @@
 See docs/PROTOCOL.md for every topic and payload.
 """
 
+from .acceptance import Acceptance, Case, Tensor
 from .chunks import HEADER_SIZE, ChunkFrame, verify_chunk
 from .commands import ALL_DEVICES, Command, open_command
 from .download import DownloadSession, Phase, Plan, VerifiedChunk
@@ -56,6 +57,8 @@ __all__ = [
     "MAX_CHUNK_SIZE",
     "MAX_CONFIG_ENTRIES",
     "PPM_ALL",
+    "Acceptance",
+    "Case",
     "ChunkFrame",
     "ChunkRejected",
     "ChunkRequest",
@@ -88,6 +91,7 @@ __all__ = [
     "SigningKey",
     "StaleError",
     "Target",
+    "Tensor",
     "Topics",
     "TrustedRoot",
     "UnsupportedVersion",

@@ -6,6 +6,7 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from .acceptance import Acceptance
 from .codec import check_schema_version, field, non_negative, optional, pack, unpack_map
 from .envelope import KeyCertificate, TrustedRoot, seal
 from .errors import ExpiredError, MalformedMessage, OversizedMessage
@@ -44,6 +45,8 @@ class Manifest:
     format: str = FORMAT_ONNX
     #: one of several builds of the same version (``fp32``, ``int8``); None: the only one
     variant: str | None = None
+    #: inputs, expected outputs and a tolerance each edge checks before activating
+    acceptance: Acceptance | None = None
 
     @property
     def n_chunks(self) -> int:
@@ -94,12 +97,17 @@ class Manifest:
                     self.chunks,
                     # optional fields join only when set: existing release ids are unchanged
                     *([self.variant] if self.variant else []),
+                    *([self.acceptance.to_wire()] if self.acceptance else []),
                 ]
             )
         ).digest()
 
     def body(self) -> bytes:
-        optional_fields = {"variant": self.variant} if self.variant else {}
+        optional_fields: dict[str, object] = {}
+        if self.variant:
+            optional_fields["variant"] = self.variant
+        if self.acceptance is not None:
+            optional_fields["acceptance"] = self.acceptance.to_wire()
         return pack(
             {
                 "v": 1,
@@ -140,6 +148,9 @@ class Manifest:
                 if obj.get("variant") is None
                 else check_name(field(obj, "variant", str, what), "variant")
             ),
+            acceptance=(
+                None if obj.get("acceptance") is None else Acceptance.from_wire(obj["acceptance"])
+            ),
         )
         m.check(limits)
         return m
@@ -173,6 +184,8 @@ class Manifest:
             raise OversizedMessage(f"{what}: {self.n_chunks} chunks exceeds {limits.max_chunks}")
         if self.expires <= self.created:
             raise MalformedMessage(f"{what}: expires before it was created")
+        if self.acceptance is not None:
+            self.acceptance.check()
 
     def sign(self, key: SigningKey, cert: bytes) -> bytes:
         return seal(KIND_MANIFEST, self.body(), key, cert)

@@ -327,3 +327,32 @@ def test_a_pin_holds_a_version_and_a_maintenance_window_defers_activation(
     env.watch.wait_active("e1", "m", 6)
     assert cli(env, "config", "set", "pin=", "--to", "e0") == 0
     env.watch.wait_active("e0", "m", 6)
+
+
+def test_acceptance_vectors_that_do_not_match_are_refused_on_every_device(
+    fleet_env: Env,
+) -> None:
+    env = fleet_env
+    keys = ("--keys", str(env.keys.dir))
+    good = make_model(env.tmp / "m7.onnx", 20_000, seed=8, inputs=16)
+    other = make_model(env.tmp / "other.onnx", 20_000, seed=9, inputs=16)
+    assert main(["acceptance", "make", str(other), "--out", str(env.tmp / "wrong.npz")]) == 0
+    assert main(["acceptance", "make", str(good), "--out", str(env.tmp / "right.npz")]) == 0
+    wrong = ("--acceptance", str(env.tmp / "wrong.npz"), "--tolerance", "1e-4")
+    assert cli(env, "release", str(good), "--name", "m", "--version", "7", *wrong, *keys) == 0
+    assert cli(env, "deploy", "m@7") == 0
+    for device in DEVICES:
+        failed = env.watch.wait_event(
+            device, lambda e: e.event == "activation-failed" and e.version == 7
+        )
+        assert failed.reason == "acceptance-failed" and "max error" in (failed.detail or "")
+        assert serving(env, device) == {"m": 6}, device
+    right = ("--acceptance", str(env.tmp / "right.npz"), "--tolerance", "1e-4")
+    assert cli(env, "release", str(good), "--name", "m", "--version", "8", *right, *keys) == 0
+    assert cli(env, "deploy", "m@8") == 0
+    for device in DEVICES:
+        activated = env.watch.wait_event(
+            device, lambda e: e.event == "activated" and e.version == 8
+        )
+        assert "acceptance max error" in (activated.detail or ""), activated.detail
+        env.watch.wait_active(device, "m", 8)
