@@ -91,6 +91,7 @@ def _device(row: dict[str, Any]) -> dict[str, Any]:
         "reason": row.get("reason"),
         "rejections": row.get("rejections") or 0,
         "tags": (row.get("profile") or {}).get("tags") or {},
+        "variants": (row.get("profile") or {}).get("variants") or {},
         # the device's effective policy and the fleet configuration it applied (its report)
         "config": (row.get("profile") or {}).get("config"),
     }
@@ -122,6 +123,15 @@ def format_age(seconds: float) -> str:
 
 def _releases(versions: dict[str, int]) -> str:
     return ", ".join(f"{name}@{version}" for name, version in sorted(versions.items()))
+
+
+def _active(device: dict[str, Any]) -> str:
+    """``m@5 (int8), n@2``: the active releases, with the variant where there is one."""
+    variants = device.get("variants") or {}
+    return ", ".join(
+        f"{n}@{v}" + (f" ({variants[n]})" if n in variants else "")
+        for n, v in sorted(device["active"].items())
+    )
 
 
 def _megabytes(mb: float | None) -> str:
@@ -218,7 +228,7 @@ def format_status(status: dict[str, Any], *, now: float | None = None) -> str:
                 online,
                 state,
                 progress,
-                _releases(d["active"]) or "-",
+                _active(d) or "-",
                 last_seen,
                 "-" if cpu is None else f"{cpu:.0f}%",
                 _megabytes(metrics.get("rss_mb")),

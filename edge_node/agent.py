@@ -539,7 +539,7 @@ class EdgeAgent:
         try:
             check_model(active.previous_path)
             sha = sha256_file(active.previous_path).hex()
-            self.actives.switch(name, version, active.previous_path, sha)
+            self.actives.switch(name, version, active.previous_path, sha, active.previous_variant)
         except (ActivationError, OSError) as exc:
             self._event("rollback-failed", model=name, version=version, detail=str(exc))
             return
@@ -760,7 +760,7 @@ class EdgeAgent:
         self._flush_state()
         try:
             max_error = check_model(path, m.acceptance)
-            active = self.actives.switch(m.name, m.version, path, m.sha256.hex())
+            active = self.actives.switch(m.name, m.version, path, m.sha256.hex(), m.variant)
         except (ActivationError, OSError) as exc:
             reason = exc.reason if isinstance(exc, ActivationError) else "write-failed"
             log.error(
@@ -956,6 +956,7 @@ class EdgeAgent:
             self._state_dirty = True
 
     def _publish_status(self) -> None:
+        self.profile["variants"] = self.actives.variants()
         status = DeviceStatus(
             self.device,
             online=True,

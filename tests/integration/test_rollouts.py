@@ -248,7 +248,7 @@ def test_modelcast_rollback_sends_the_selected_devices_back_where_they_kept_it(
 
 
 def test_variants_reach_the_right_devices_and_each_downloads_only_its_own(
-    fleet_env: Env,
+    fleet_env: Env, capsys: pytest.CaptureFixture[str]
 ) -> None:
     env = fleet_env
     builds = {
@@ -271,6 +271,14 @@ def test_variants_reach_the_right_devices_and_each_downloads_only_its_own(
         assert active["sha256"] == sha256_file(builds[variant]), f"{device} runs the wrong build"
         other = "fp32" if variant == "int8" else "int8"
         assert f"m@5 ({other})" not in env.edges[DEVICES.index(device)].log(), device
+        wait_for(
+            lambda d=device, v=variant: profiled(env)[d]["profile"].get("variants") == {"m": v},
+            f"{device} reports its variant",
+        )
+    capsys.readouterr()
+    assert cli(env, "status") == 0
+    table = capsys.readouterr().out
+    assert "e3" in table and "m@5 (int8)" in table and "m@5 (fp32)" in table
 
 
 def pushed(env: Env, device: str) -> dict[str, Any] | None:
