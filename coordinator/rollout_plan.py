@@ -13,7 +13,8 @@ A rollout goes through its stages (percentages of the devices its selector match
    failure beyond ``max_failure_rate`` halts at once;
 3. *soaks* for ``soak`` seconds, then the gates are read from telemetry since the soak began:
    the error rate of the new version may exceed the base version's by at most
-   ``max_error_rate``, and its p95 latency may not exceed ``max_p95_ms``; while those gates
+   ``max_error_rate``, and its p95 latency may not exceed ``max_p95_ms`` nor ``max_p95_ratio``
+   times the base version's (over the same window); while those gates
    are set and the new version has served no inference yet, the soak goes on (up to the stage
    timeout). Pass: the next stage (or ``completed``); fail: ``halted``, with the reason.
 """
@@ -44,6 +45,7 @@ class Gates:
     max_failure_rate: float = 0.0
     max_error_rate: float | None = None
     max_p95_ms: float | None = None
+    max_p95_ratio: float | None = None
 
     def describe(self) -> str:
         parts = [f"activation failures <= {self.max_failure_rate:.0%}"]
@@ -51,6 +53,8 @@ class Gates:
             parts.append(f"error rate <= base + {self.max_error_rate:.2%}")
         if self.max_p95_ms is not None:
             parts.append(f"p95 <= {self.max_p95_ms:g} ms")
+        if self.max_p95_ratio is not None:
+            parts.append(f"p95 <= {self.max_p95_ratio:g} x base")
         return ", ".join(parts)
 
 
@@ -214,7 +218,9 @@ def step(rollout: Rollout, now: float, obs: Observation) -> Rollout:
     if now - r.soak_started < r.soak:
         return r
     new, base = obs.health(r.soak_started)
-    gated = r.gates.max_error_rate is not None or r.gates.max_p95_ms is not None
+    gated = any(
+        g is not None for g in (r.gates.max_error_rate, r.gates.max_p95_ms, r.gates.max_p95_ratio)
+    )
     if gated and new.inferences == 0 and now - r.stage_started < r.stage_timeout:
         return r  # no traffic is not the same as no errors: soak on until there is some
     report: dict[str, Any] = {
@@ -248,10 +254,22 @@ def _gate_failure(r: Rollout, new: Health, base: Health) -> str | None:
                 f"{g.max_error_rate:.2%})"
             )
     p95 = new.latency_p95_ms
+    base_p95 = base.latency_p95_ms
+    shown_base = "-" if base_p95 is None else f"{base_p95:.1f} ms"
     if g.max_p95_ms is not None and p95 is not None and p95 > g.max_p95_ms:
-        base_p95 = "-" if base.latency_p95_ms is None else f"{base.latency_p95_ms:.1f} ms"
         return (
-            f"p95 latency {p95:.1f} ms of {r.release} exceeds {g.max_p95_ms:g} ms (base {base_p95})"
+            f"p95 latency {p95:.1f} ms of {r.release} exceeds {g.max_p95_ms:g} ms "
+            f"(base {shown_base})"
+        )
+    if (
+        g.max_p95_ratio is not None
+        and p95 is not None
+        and base_p95 is not None
+        and p95 > g.max_p95_ratio * base_p95
+    ):
+        return (
+            f"p95 latency {p95:.1f} ms of {r.release} exceeds {g.max_p95_ratio:g} x the base "
+            f"version's {base_p95:.1f} ms"
         )
     return None
 

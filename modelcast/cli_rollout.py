@@ -78,6 +78,14 @@ def add_rollout_commands(sub: Any, common: Any) -> None:
         help="p95 inference latency the new version may not exceed; unset: not gated",
     )
     start.add_argument(
+        "--max-p95-ratio",
+        type=float,
+        default=None,
+        metavar="X",
+        help="p95 inference latency the new version may have, as a multiple of the old "
+        "version's over the same soak (needs traffic on both); unset: not gated",
+    )
+    start.add_argument(
         "--rate",
         type=float,
         default=None,
@@ -238,7 +246,9 @@ def cmd_rollout_start(args: argparse.Namespace) -> int:
         select=Selector.parse(args.to),
         stages=args.stages,
         soak=args.soak,
-        gates=Gates(args.max_failure_rate, args.max_error_rate, args.max_p95_ms),
+        gates=Gates(
+            args.max_failure_rate, args.max_error_rate, args.max_p95_ms, args.max_p95_ratio
+        ),
         rate=args.rate,
         stage_timeout=args.stage_timeout,
     )

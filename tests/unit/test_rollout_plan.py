@@ -158,3 +158,18 @@ def test_latency_and_error_gates_wait_for_traffic_before_passing() -> None:
     assert step(r, 101.0, obs(views)).stage == 1  # the stage timeout gates what there is
     busy = step(r, 5.0, obs(views, Health(inferences=10, latency_p95_ms=1.0)))
     assert busy.stage == 1
+
+
+def test_the_p95_ratio_gate_compares_with_the_base_version() -> None:
+    def run(new_p95: float) -> Rollout:
+        r = rollout(gates=Gates(max_p95_ratio=2.0))
+        r = step(r, 0.0, obs([view(d) for d in FLEET]))
+        views = fleet_on(r, 2)
+        r = step(r, 1.0, obs(views))
+        new = Health(inferences=10, latency_p95_ms=new_p95)
+        base = Health(inferences=10, latency_p95_ms=4.0)
+        return step(r, 5.0, obs(views, new, base))
+
+    slow = run(9.0)
+    assert slow.state == HALTED and "2 x the base version's 4.0 ms" in (slow.reason or "")
+    assert run(7.5).state == RUNNING
