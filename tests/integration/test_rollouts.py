@@ -364,3 +364,24 @@ def test_acceptance_vectors_that_do_not_match_are_refused_on_every_device(
         )
         assert "acceptance max error" in (activated.detail or ""), activated.detail
         env.watch.wait_active(device, "m", 8)
+
+
+def test_a_rollout_to_a_tag_selector_reaches_devices_that_join_later(fleet_env: Env) -> None:
+    env = fleet_env
+    release(env, make_model(env.tmp / "m9.onnx", 20_000, seed=10, inputs=16), 9)
+    start = ("rollout", "start", "m@9", "--to", "class=gateway", "--stages", "100")
+    assert cli(env, *start, "--soak", "0") == 0
+    r = wait_rollout(env, "m@9", lambda r: r["state"] == "completed", "completed")
+    gateways = {d for d in DEVICES if TAGS[d] == "class=gateway"}
+    assert {d for d, s in r["devices"].items() if s["state"] == "not-selected"} == (
+        set(DEVICES) - gateways
+    )
+    for device in gateways:
+        env.watch.wait_active(device, "m", 9)
+    for device in set(DEVICES) - gateways:
+        assert serving(env, device) == {"m": 8} and not downloaded(env, device, 9), device
+    env.edge("late-gw", extra=("--tag", "class=gateway"))
+    env.edge("late-cam", extra=("--tag", "class=camera"))
+    env.watch.wait_active("late-gw", "m", 9)
+    env.watch.wait_active("late-cam", "m", 8)
+    assert not downloaded(env, "late-cam", 9)
