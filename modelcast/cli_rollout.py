@@ -262,34 +262,11 @@ def cmd_rollout_start(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def rollout_reports(db: Path, fleet: str, release: str | None) -> list[dict[str, Any]]:
-    from coordinator.rollouts import device_views, rollout_report
-    from coordinator.telemetry_store import TelemetryStore
-
-    registry, store = _open(db)
-    telemetry = TelemetryStore(db)
-    try:
-        if release is not None:
-            name, version = _release(release)
-            stored = store.get(fleet, name, version)
-            if stored is None:
-                raise ValueError(f"no rollout of {release} in fleet {fleet}")
-            found = [stored]
-        else:
-            found = store.all(fleet)
-        return [
-            rollout_report(s.rollout, device_views(registry, telemetry, s.rollout)) for s in found
-        ]
-    finally:
-        telemetry.close()
-        store.close()
-        registry.close()
-
-
 def cmd_rollout_status(args: argparse.Namespace) -> int:
-    from coordinator.rollouts import format_rollout
+    from coordinator.rollout_status import format_rollout, rollout_reports
 
-    reports = rollout_reports(args.db, args.fleet, args.release)
+    name, version = _release(args.release) if args.release else (None, None)
+    reports = rollout_reports(args.db, args.fleet, name, version)
     if args.json:
         print(json.dumps(reports[0] if args.release else reports, indent=2, sort_keys=True))
     elif not reports:

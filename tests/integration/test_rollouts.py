@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
+from coordinator.rollout_status import rollout_reports
 from modelcast.cli import main
-from modelcast.cli_rollout import rollout_reports
 from modelcast.models import make_failing_model, make_model, make_slow_model
 from tests.support.brokers import Broker
 from tests.support.env import Env, running_env
@@ -56,7 +56,8 @@ def profiled(env: Env) -> dict[str, dict[str, Any]]:
 
 
 def report(env: Env, release: str) -> dict[str, Any]:
-    [r] = rollout_reports(env.tmp / "coord.db", env.fleet, release)
+    name, _, version = release.partition("@")
+    [r] = rollout_reports(env.tmp / "coord.db", env.fleet, name, int(version))
     return r
 
 
