@@ -111,6 +111,7 @@ class DeviceView:
     online: bool
     active: int | None  # the version of the rollout's model it runs
     failed: bool  # it failed to activate the rollout's release
+    rolled_back: bool = False  # it went back to the base by a signed rollback
 
 
 @dataclass(frozen=True)

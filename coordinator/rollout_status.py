@@ -49,7 +49,8 @@ def device_rollout_state(r: Rollout, view: DeviceView) -> dict[str, Any]:
     elif view.failed:
         state = "failed"
     elif r.state in (HALTED, ABORTED):
-        state = "rolled-back" if view.active == r.base else "held"
+        # stopped before it got the release, or went back to the base after activating it
+        state = "rolled-back" if view.rolled_back else "not-updated"
     else:
         state = "pending"
     return {

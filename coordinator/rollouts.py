@@ -43,7 +43,7 @@ from .rollout_plan import (
     step,
     validate_stages,
 )
-from .telemetry_store import TelemetryStore
+from .telemetry_store import ACTIVATION_FAILED, TelemetryStore
 
 log = logging.getLogger(__name__)
 
@@ -490,7 +490,12 @@ def device_views(
     registry: Registry, telemetry: TelemetryStore, r: Rollout
 ) -> tuple[DeviceView, ...]:
     """The fleet's devices as rollout ``r`` sees them (registry rows, failure events)."""
-    failed = telemetry.activation_failed_devices(r.fleet, r.name, r.version, r.created)
+    failed = telemetry.event_devices(r.fleet, ACTIVATION_FAILED, r.name, r.version, r.created)
+    rolled_back = (
+        telemetry.event_devices(r.fleet, "rolled-back", r.name, r.base, r.created)
+        if r.base is not None
+        else set()
+    )
     views = []
     for row in registry.devices(r.fleet):
         profile = row.get("profile") or {}
@@ -509,6 +514,7 @@ def device_views(
                 online=bool(row.get("online")),
                 active=None if active is None else int(active),
                 failed=state_failed or row["device_id"] in failed,
+                rolled_back=row["device_id"] in rolled_back,
             )
         )
     return tuple(views)

@@ -511,15 +511,15 @@ class TelemetryStore:
             row(r["model"], r["version"])["devices"] = int(r["n"])
         return [out[key] for key in sorted(out)]
 
-    def activation_failed_devices(
-        self, fleet: str, model: str, version: int, since: float
+    def event_devices(
+        self, fleet: str, event: str, model: str, version: int | None, since: float
     ) -> set[str]:
-        """Devices that reported failing to activate ``model@version`` since ``since`` (device
-        time): the state topic only keeps each device's latest state, this keeps them all."""
+        """Devices that reported ``event`` for ``model@version`` since ``since`` (device time):
+        the state topic keeps only each device's latest state, events keep them all."""
         rows = self._query(
             "SELECT DISTINCT device FROM events WHERE fleet = ? AND event = ? AND model = ? "
-            "AND version = ? AND ts >= ?",
-            [fleet, ACTIVATION_FAILED, model, version, since],
+            "AND version IS ? AND ts >= ?",
+            [fleet, event, model, version, since],
         )
         return {r["device"] for r in rows}
 

@@ -106,3 +106,24 @@ def test_malformed_rollout_blocks_are_refused(rollout: dict[str, object]) -> Non
     )
     with pytest.raises((MalformedMessage, OversizedMessage)):
         DeploymentIndex.parse(body)
+
+
+def test_golden_membership_points_and_rollout_block_bytes() -> None:
+    """Pinned values: another implementation of the device side must compute these."""
+    from protocol.codec import pack
+
+    assert membership_point("m@2", "d1") == 275795
+    assert membership_point("m@2", "edge-17") == 150839
+    entry = Target(
+        2,
+        bytes(range(32)),
+        rollout=RolloutBlock(
+            "m@2", 250_000, Selector({"site": "a"}), Target(1, bytes(32), rollback=True)
+        ),
+    )
+    assert pack(entry.to_wire()).hex() == (
+        "83a776657273696f6e02a86d616e6966657374c420000102030405060708090a0b0c0d0e0f1011121314"
+        "15161718191a1b1c1d1e1fa7726f6c6c6f757484a26964a36d4032a370706dce0003d090a673656c6563"
+        "7481a47461677381a473697465a161a46261736583a776657273696f6e01a86d616e6966657374c42000"
+        "00000000000000000000000000000000000000000000000000000000000000a8726f6c6c6261636bc3"
+    )
