@@ -85,3 +85,38 @@ def test_registry_keeps_variants_of_one_version_and_the_deployer_targets_them(
     assert (target.variant, target.manifest_id) == ("fp32", builds[0].release_id)
     assert target.variants == {"int8": builds[1].release_id} and target.rules == RULES[:1]
     registry.close()
+
+
+def test_a_database_from_before_variants_is_migrated(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "old.db"
+    conn = sqlite3.connect(db)
+    conn.execute(
+        "CREATE TABLE releases (fleet TEXT, name TEXT, version INTEGER, size INTEGER, "
+        "sha256 TEXT, chunk_size INTEGER, n_chunks INTEGER, block_chunks INTEGER, "
+        "manifest BLOB NOT NULL, release_id BLOB NOT NULL, blob_path TEXT NOT NULL, "
+        "created FLOAT, PRIMARY KEY (fleet, name, version))"
+    )
+    conn.execute(
+        "INSERT INTO releases VALUES ('default', 'm', 1, 10, 'aa', 4096, 1, 16, x'00', "
+        "x'01', '/nowhere', 1.0)"
+    )
+    conn.execute(
+        "CREATE TABLE deployments (fleet TEXT, name TEXT, version INTEGER, deployed_at FLOAT, "
+        "PRIMARY KEY (fleet, name))"
+    )
+    conn.execute("INSERT INTO deployments VALUES ('default', 'm', 1, 1.0)")
+    conn.commit()
+    conn.close()
+    registry = Registry(db)
+    record = registry.release("default", "m", 1)
+    assert record is not None and record.variant == "" and record.release == "m@1"
+    assert registry.deployment_entries("default")["m"].spec is None
+    init_keys(tmp_path / "keys")
+    keys = load_release_keys(tmp_path / "keys")
+    model = tmp_path / "m.onnx"
+    model.write_bytes(os.urandom(5000))
+    registry.add_release(model, name="m", version=2, keys=keys, variant="int8")
+    assert [r.variant for r in registry.release_variants("default", "m", 2)] == ["int8"]
+    registry.close()
