@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import MalformedMessage, OversizedMessage
+from .limits import MAX_ACCEPTANCE_BYTES
 
-MAX_ACCEPTANCE_BYTES = 256 * 1024
 MAX_CASES = 16
 MAX_TENSORS = 16
 MAX_RANK = 8
