@@ -27,8 +27,17 @@ def _save(model: onnx.ModelProto, path: Path) -> Path:
     return path
 
 
-def make_model(path: Path, size_bytes: int = 1 << 20, *, seed: int = 0, inputs: int = 256) -> Path:
-    """A dense layer whose float32 weights take about ``size_bytes``."""
+def make_model(
+    path: Path,
+    size_bytes: int = 1 << 20,
+    *,
+    seed: int = 0,
+    inputs: int = 256,
+    batch: int | str = "batch",
+) -> Path:
+    """A dense layer whose float32 weights take about ``size_bytes``. ``batch``: the batch
+    dimension, symbolic by default; a number makes a model that fails on any other batch size
+    (it passes the activation check, which runs batch 1, and errors at serving time)."""
     outputs = max(1, math.ceil(size_bytes / (4 * inputs)))
     rng = np.random.default_rng(seed)
     weight = rng.standard_normal((inputs, outputs), dtype=np.float32)
@@ -39,8 +48,8 @@ def make_model(path: Path, size_bytes: int = 1 << 20, *, seed: int = 0, inputs: 
             helper.make_node("Add", ["xw", "b"], ["y"]),
         ],
         f"dense_{seed}",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", inputs])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", outputs])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, inputs])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, outputs])],
         initializer=[numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")],
     )
     model = helper.make_model(

@@ -170,14 +170,16 @@ def test_a_good_release_completes_and_a_restart_resumes_at_the_same_stage(
 class Traffic:
     """Inference requests to every edge's local endpoint, bounded in count and time."""
 
-    def __init__(self, ports: list[int], *, limit: int = 20_000, seconds: float = 180.0) -> None:
-        self.ports, self.limit, self.seconds = ports, limit, seconds
+    def __init__(
+        self, ports: list[int], *, batch: int = 1, limit: int = 20_000, seconds: float = 180.0
+    ) -> None:
+        self.ports, self.batch, self.limit, self.seconds = ports, batch, limit, seconds
         self.stop = threading.Event()
         self.sent = 0
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        body = json.dumps({"inputs": {"x": [[0.1] * 16]}}).encode()
+        body = json.dumps({"inputs": {"x": [[0.1] * 16] * self.batch}}).encode()
         deadline = time.monotonic() + self.seconds
         while not self.stop.is_set() and self.sent < self.limit and time.monotonic() < deadline:
             for port in self.ports:
@@ -390,3 +392,27 @@ def test_a_rollout_to_a_tag_selector_reaches_devices_that_join_later(fleet_env: 
     env.watch.wait_active("late-gw", "m", 9)
     env.watch.wait_active("late-cam", "m", 8)
     assert not downloaded(env, "late-cam", 9)
+
+
+def test_the_error_rate_gate_trips_on_a_release_that_fails_at_serving_time(fleet_env: Env) -> None:
+    env = fleet_env
+    devices = [*DEVICES, "late-gw", "late-cam"]
+    assert cli(env, "deploy", "m@9") == 0  # one base for everyone
+    for device in devices:
+        env.watch.wait_active(device, "m", 9)
+    # batch 1 only: passes the activation check, fails the batch-2 requests below
+    release(env, make_model(env.tmp / "m10.onnx", 20_000, seed=11, inputs=16, batch=1), 10)
+    ports = [profiled(env)[d]["profile"]["http_port"] for d in devices]
+    with Traffic(ports, batch=2):
+        start = ("rollout", "start", "m@10", "--stages", "34,100", "--soak", "2")
+        assert cli(env, *start, "--max-error-rate", "0.05") == 0
+        r = wait_rollout(env, "m@10", lambda r: r["state"] == "halted", "halted")
+    assert "error rate" in r["reason"], r["reason"]
+    assert r["last_gates"]["new"]["error_rate"] > 0.05
+    assert not r["last_gates"]["base"]["error_rate"]
+    first = stage_members(r)
+    assert len(first) == 3  # ceil(34% of 8)
+    for device in first:
+        env.watch.wait_event(device, lambda e: e.event == "rolled-back" and e.version == 9)
+    for device in devices:
+        assert serving(env, device) == {"m": 9}, device
