@@ -325,7 +325,13 @@ class EdgeAgent:
         for name, entry in sorted(self._targets.items()):
             # a staged rollout names who takes it; everyone else takes its base (signed data:
             # the broker cannot move a device in or out of a rollout)
-            target = entry.for_device(self.device, self.config.tags, self._ram_mb)
+            target = entry.for_device(
+                self.device,
+                self.config.tags,
+                self._ram_mb,
+                arch=str(self.profile.get("arch") or "") or None,
+                providers=tuple(self.profile.get("providers") or ()),
+            )
             pinned = self.policy.pins.get(name)
             if target is not None and pinned is not None and target.version != pinned:
                 # held by a pin: nothing but the pinned version, until unpinned

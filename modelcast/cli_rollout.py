@@ -187,8 +187,10 @@ def add_rollout_commands(sub: Any, common: Any) -> None:
         formatter_class=help_fmt,
         help="set the rules; the first that holds on a device picks its variant",
         description=(
-            "Rules are VARIANT:CONDITION[,CONDITION...], a condition KEY=VALUE (a device tag) "
-            "or ram_mb<N (the RAM the device reports). The first rule whose conditions all "
+            "Rules are VARIANT:CONDITION[,CONDITION...], a condition KEY=VALUE (a device tag), "
+            "ram_mb<N (the RAM the device reports), profile.arch=ARCH (its CPU architecture) "
+            "or profile.provider=PROVIDER (an onnxruntime execution provider it has). The "
+            "first rule whose conditions all "
             "hold picks the variant; otherwise --default. The rules go into the signed index "
             "and each device applies them itself, downloading only its variant."
         ),

@@ -49,16 +49,25 @@ class Target:
     rules: tuple[VariantRule, ...] = ()
 
     def for_device(
-        self, device: str, tags: Mapping[str, str], ram_mb: int | None = None
+        self,
+        device: str,
+        tags: Mapping[str, str],
+        ram_mb: int | None = None,
+        *,
+        arch: str | None = None,
+        providers: tuple[str, ...] = (),
     ) -> Target | None:
-        """What applies to ``device`` (with ``tags`` and ``ram_mb`` of RAM): this target or its
-        rollout's base (None: nothing), reduced to the one variant the device takes."""
+        """What applies to ``device`` (with ``tags``, ``ram_mb`` of RAM, CPU ``arch`` and
+        onnxruntime ``providers``): this target or its rollout's base (None: nothing), reduced
+        to the one variant the device takes."""
         if self.rollout is not None and not self.rollout.includes(device, tags):
             base = self.rollout.base
-            return None if base is None else base.for_device(device, tags, ram_mb)
+            if base is None:
+                return None
+            return base.for_device(device, tags, ram_mb, arch=arch, providers=providers)
         # without the block and the other variants: those change as the rollout widens or
         # rules are edited, the device's own target does not
-        pick = choose_variant(self.rules, tags, ram_mb)
+        pick = choose_variant(self.rules, tags, ram_mb, arch, providers)
         if pick is not None and pick != self.variant and pick in (self.variants or {}):
             return Target(self.version, (self.variants or {})[pick], self.rollback, variant=pick)
         return Target(self.version, self.manifest_id, self.rollback, variant=self.variant)

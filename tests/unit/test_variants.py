@@ -120,3 +120,18 @@ def test_a_database_from_before_variants_is_migrated(tmp_path: Path) -> None:
     registry.add_release(model, name="m", version=2, keys=keys, variant="int8")
     assert [r.variant for r in registry.release_variants("default", "m", 2)] == ["int8"]
     registry.close()
+
+
+def test_rules_on_the_profile_architecture_and_execution_providers() -> None:
+    gpu = VariantRule.parse("fp16:profile.provider=CUDAExecutionProvider")
+    arm = VariantRule.parse("int8:profile.arch=aarch64,class=camera")
+    assert arm == VariantRule("int8", {"class": "camera"}, arch="aarch64")
+    assert VariantRule.from_wire(gpu.to_wire(), "rule") == gpu
+    assert arm.describe() == "int8:class=camera,profile.arch=aarch64"
+    rules = (gpu, arm)
+    on_gpu = ("CUDAExecutionProvider", "CPUExecutionProvider")
+    assert choose_variant(rules, {}, None, "x86_64", on_gpu) == "fp16"
+    assert choose_variant(rules, {"class": "camera"}, None, "aarch64") == "int8"
+    assert choose_variant(rules, {"class": "camera"}, None, "x86_64") is None
+    entry = Target(5, A, variant="fp32", variants={"fp16": B}, rules=rules)
+    assert entry.for_device("d", {}, providers=on_gpu) == Target(5, B, variant="fp16")
