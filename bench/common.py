@@ -29,7 +29,7 @@ from coordinator.service import Coordinator
 from modelcast.broker import LocalBroker
 from modelcast.models import make_model
 from modelcast.urls import parse_broker_url
-from protocol import DeviceState, DeviceStatus, ProtocolError, Topics
+from protocol import DEFAULT_CHUNK_SIZE, DeviceState, DeviceStatus, ProtocolError, Topics
 
 from .plain import plain_client
 
@@ -312,14 +312,13 @@ class Bench:
         version: int = 1,
         chunk_size: int | None = None,
     ) -> ReleaseRecord:
-        kwargs: dict[str, Any] = {"chunk_size": chunk_size} if chunk_size else {}
         return registry.add_release(
             model,
             name=name,
             version=version,
             keys=_release_keys(self.keydir),
             fleet=fleet,
-            **kwargs,
+            chunk_size=chunk_size or DEFAULT_CHUNK_SIZE,
         )
 
     def coordinator(

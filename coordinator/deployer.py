@@ -8,14 +8,16 @@ service publishes the ``Publication`` list in order and then calls ``commit``.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, replace
+from typing import Any
 
 import protocol
 from protocol.envelope import Envelope
 
 from .keystore import ReleaseKeys
-from .registry import Registry, ReleaseRecord
+from .registry import Deployment, Registry, ReleaseRecord
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,7 @@ class SignedIndex:
     expires: float
     targets: dict[str, int]
     payload: bytes
+    entries: dict[str, protocol.Target]  # the signed entries, rollout blocks and all
 
     def due_for_renewal(self, now: float) -> bool:
         """Past half its lifetime: re-sign well before any edge would refuse it as expired."""
@@ -51,8 +54,91 @@ class Plan:
 
     publications: tuple[Publication, ...]
     index: SignedIndex
-    records: tuple[ReleaseRecord, ...]
-    deployed: dict[str, int]  # the registry's deployments this plan was made from
+    records: tuple[ReleaseRecord, ...]  # every release the index names (rollout bases too)
+    #: the registry's deployments (and variant rules, by model) this plan was made from
+    deployed: tuple[dict[str, Deployment], dict[str, str], tuple[protocol.ConfigEntry, ...]]
+
+
+def rollout_spec(
+    *,
+    rollback: bool = False,
+    rollout: str | None = None,
+    ppm: int = protocol.PPM_ALL,
+    select: protocol.Selector | None = None,
+    base: int | None = None,
+) -> str | None:
+    """The ``deployments.spec`` JSON of an index entry (None: a plain target)."""
+    spec: dict[str, Any] = {}
+    if rollback:
+        spec["rollback"] = True
+    if rollout is not None:
+        spec["rollout"] = {
+            "id": rollout,
+            "ppm": ppm,
+            "select": (select or protocol.Selector()).to_wire(),
+            "base": base,
+        }
+    return json.dumps(spec, sort_keys=True) if spec else None
+
+
+def spec_releases(deployment: Deployment) -> list[int]:
+    """The versions an index entry names: its own and its rollout's base, if any."""
+    versions = [deployment.version]
+    rollout = json.loads(deployment.spec).get("rollout") if deployment.spec else None
+    if rollout and rollout.get("base") is not None:
+        versions.append(int(rollout["base"]))
+    return versions
+
+
+def version_target(
+    records: list[ReleaseRecord],
+    rules: tuple[protocol.VariantRule, ...] = (),
+    default: str | None = None,
+    *,
+    rollback: bool = False,
+) -> protocol.Target:
+    """The index target of one version: its manifest, or, for a version built in several
+    variants, the default variant's with the others and the rules that pick among them."""
+    if not records:
+        raise KeyError("no release")
+    first = records[0]
+    if len(records) == 1 and not first.variant:
+        return protocol.Target(first.version, first.release_id, rollback)
+    by_name = {r.variant: r for r in records}
+    main = default if default in by_name else sorted(by_name)[0]
+    others = {n: r.release_id for n, r in sorted(by_name.items()) if n != main}
+    return protocol.Target(
+        first.version,
+        by_name[main].release_id,
+        rollback,
+        variant=main,
+        variants=others or None,
+        rules=tuple(r for r in rules if r.variant in by_name),
+    )
+
+
+def index_target(
+    deployment: Deployment,
+    releases: dict[int, list[ReleaseRecord]],
+    rules: tuple[protocol.VariantRule, ...] = (),
+    default: str | None = None,
+) -> protocol.Target:
+    """The signed index entry of one deployment, ``releases`` holding the builds it names."""
+    spec = json.loads(deployment.spec) if deployment.spec else {}
+    target = version_target(
+        releases[deployment.version], rules, default, rollback=bool(spec.get("rollback"))
+    )
+    raw = spec.get("rollout")
+    if not raw:
+        return target
+    base = raw.get("base")
+    rollout = protocol.RolloutBlock(
+        rollout=str(raw["id"]),
+        ppm=int(raw["ppm"]),
+        select=protocol.Selector.from_wire(raw.get("select") or {}, "rollout spec"),
+        base=None if base is None else version_target(releases[int(base)], rules, default),
+    )
+    return replace(target, rollout=rollout)
 
 
 class DeploymentPublisher:
@@ -68,7 +154,9 @@ class DeploymentPublisher:
         self._index_expires_in = index_expires_in
         self._current: SignedIndex | None = None
         self._records: tuple[ReleaseRecord, ...] = ()
-        self._deployed: dict[str, int] = {}
+        self._deployed: tuple[
+            dict[str, Deployment], dict[str, str], tuple[protocol.ConfigEntry, ...]
+        ] = ({}, {}, ())
         self._expiry_warned: dict[bytes, str] = {}
         self._expiry_checked = float("-inf")
         self._keys_changed = False
@@ -92,24 +180,25 @@ class DeploymentPublisher:
 
     def plan(self, now: float, *, republish: bool) -> Plan | None:
         """What to publish now, or None when the published index is still right."""
-        deployed = self._registry.deployments(self._fleet)
+        entries = self._registry.deployment_entries(self._fleet)
+        # rules are part of the index entries: editing them must re-sign it too
+        config = self._registry.config_entries(self._fleet)
+        deployed = (entries, self._registry.variant_rules_snapshot(self._fleet), config)
         current = self._current
         if self._keys_changed and current is not None:
-            deployed_records = self._deployed_records(deployed)
-            index = self._sign(now, deployed_records)
-            return Plan(
-                self._publications(deployed_records, index), index, deployed_records, deployed
-            )
+            records, targets = self._deployed_records(entries)
+            index = self._sign(now, records, targets, config)
+            return Plan(self._publications(records, index), index, records, deployed)
         if now - self._expiry_checked >= EXPIRY_CHECK_INTERVAL_S:
             self._expiry_checked = now
             for record in self._records:
                 self._warn_if_expired(record, now)
-        if current is None and not deployed:
+        if current is None and not entries and not config:
             return None
         if current is not None and deployed == self._deployed:
             records = self._records
             if current.due_for_renewal(now):
-                index = self._sign(now, records)
+                index = self._sign(now, records, current.entries, config)
                 pubs = (
                     self._publications(records, index)
                     if republish
@@ -119,8 +208,8 @@ class DeploymentPublisher:
             if republish:
                 return Plan(self._publications(records, current), current, records, deployed)
             return None
-        records = self._deployed_records(deployed)
-        index = self._sign(now, records)
+        records, targets = self._deployed_records(entries)
+        index = self._sign(now, records, targets, config)
         return Plan(self._publications(records, index), index, records, deployed)
 
     def commit(self, plan: Plan) -> None:
@@ -132,11 +221,12 @@ class DeploymentPublisher:
             log.info("republished index seq %d of fleet %s", plan.index.seq, self._fleet)
             return
         before = previous.targets if previous is not None else {}
-        changed = [r for r in plan.records if before.get(r.name) != r.version]
-        for record in changed:
+        changed = [n for n, v in plan.index.targets.items() if before.get(n) != v]
+        for name in changed:
             log.info(
-                "release %s deployed to fleet %s (index seq %d)",
-                record.release,
+                "release %s@%d deployed to fleet %s (index seq %d)",
+                name,
+                plan.index.targets[name],
                 self._fleet,
                 plan.index.seq,
             )
@@ -144,20 +234,34 @@ class DeploymentPublisher:
             log.info("renewed index of fleet %s (seq %d)", self._fleet, plan.index.seq)
 
     # --- internals -----------------------------------------------------------------------
-    def _deployed_records(self, deployed: dict[str, int]) -> tuple[ReleaseRecord, ...]:
-        records = []
-        for name, version in sorted(deployed.items()):
-            record = self._registry.release(self._fleet, name, version)
-            if record is None:  # deploy() checks this; only a hand-edited database gets here
+    def _deployed_records(
+        self, deployed: dict[str, Deployment]
+    ) -> tuple[tuple[ReleaseRecord, ...], dict[str, protocol.Target]]:
+        records: list[ReleaseRecord] = []
+        targets: dict[str, protocol.Target] = {}
+        for name, deployment in sorted(deployed.items()):
+            releases: dict[int, list[ReleaseRecord]] = {}
+            for version in spec_releases(deployment):
+                found = self._registry.release_variants(self._fleet, name, version)
+                if found:
+                    releases[version] = found
+            try:
+                rules, default = self._registry.variant_rules(self._fleet, name)
+                targets[name] = index_target(deployment, releases, rules, default)
+            except (KeyError, ValueError, TypeError, protocol.ProtocolError) as exc:
+                # deploy() and the rollout engine check this; only a hand-edited database
                 log.error(
-                    "release %s@%d is deployed in fleet %s but unknown: skipped",
+                    "deployment %s@%d in fleet %s cannot be published (%s): skipped",
                     name,
-                    version,
+                    deployment.version,
                     self._fleet,
+                    exc,
                 )
                 continue
-            records.append(self._signed_with_current_key(record))
-        return tuple(records)
+            records.extend(
+                self._signed_with_current_key(r) for v in sorted(releases) for r in releases[v]
+            )
+        return tuple(records), targets
 
     def _signed_with_current_key(self, record: ReleaseRecord) -> ReleaseRecord:
         """``record``, its manifest re-signed (and stored) if another key or certificate signed
@@ -169,7 +273,9 @@ class DeploymentPublisher:
         if env.cert == self._keys.cert:
             return record
         signed = protocol.seal(env.kind, env.body, self._keys.key, self._keys.cert)
-        self._registry.store_manifest(record.fleet, record.name, record.version, signed)
+        self._registry.store_manifest(
+            record.fleet, record.name, record.version, signed, variant=record.variant
+        )
         log.info(
             "release %s in fleet %s: manifest re-signed with release key %s",
             record.release,
@@ -178,7 +284,13 @@ class DeploymentPublisher:
         )
         return replace(record, manifest=signed)
 
-    def _sign(self, now: float, records: tuple[ReleaseRecord, ...]) -> SignedIndex:
+    def _sign(
+        self,
+        now: float,
+        records: tuple[ReleaseRecord, ...],
+        targets: dict[str, protocol.Target],
+        config: tuple[protocol.ConfigEntry, ...],
+    ) -> SignedIndex:
         seq = self._registry.next_index_seq(self._fleet)
         expires = now + self._index_expires_in
         if expires > self._keys.expires:
@@ -194,7 +306,8 @@ class DeploymentPublisher:
             seq=seq,
             issued=now,
             expires=expires,
-            targets={r.name: protocol.Target(r.version, r.release_id) for r in records},
+            targets=dict(targets),
+            config=config,
         )
         for record in records:
             self._warn_if_expired(record, now)
@@ -202,8 +315,9 @@ class DeploymentPublisher:
             seq=seq,
             issued=now,
             expires=expires,
-            targets={r.name: r.version for r in records},
+            targets={name: t.version for name, t in targets.items()},
             payload=index.sign(self._keys.key, self._keys.cert),
+            entries=dict(targets),
         )
 
     def _warn_if_expired(self, record: ReleaseRecord, now: float) -> None:
@@ -246,7 +360,9 @@ class DeploymentPublisher:
     ) -> tuple[Publication, ...]:
         manifests = tuple(
             Publication(
-                self._topics.manifest(r.name, r.version), r.manifest, f"manifest {r.release}"
+                self._topics.manifest(r.name, r.version, r.variant or None),
+                r.manifest,
+                f"manifest {r.release}",
             )
             for r in records
         )

@@ -57,10 +57,11 @@ class ReleaseRecord:
     release_id: bytes
     blob_path: str
     created: float
+    variant: str = ""  # "" when the version has a single build
 
     @property
     def release(self) -> str:
-        return f"{self.name}@{self.version}"
+        return f"{self.name}@{self.version}" + (f" ({self.variant})" if self.variant else "")
 
     @property
     def model_kind(self) -> str:
@@ -88,6 +89,7 @@ class ReleaseRecord:
             release_id=bytes(row["release_id"]),
             blob_path=row["blob_path"],
             created=float(row["created"]),
+            variant=row.get("variant") or "",
         )
 
 
@@ -104,6 +106,7 @@ _RELEASE_COLUMNS = (
     "release_id",
     "blob_path",
     "created",
+    "variant",
 )
 
 _DEVICE_COLUMNS: dict[str, type] = {
@@ -121,8 +124,18 @@ _DEVICE_COLUMNS: dict[str, type] = {
     "rejections": int,
     "boot": str,
     "agent": str,
+    "profile": str,  # JSON: what the device reported about itself (tags, RAM, ...)
     "updated": float,
 }
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """One row of ``deployments``: the version a model's index entry names and, for a staged
+    rollout or a rollback, how (``spec``, JSON, see ``coordinator.deployer.index_target``)."""
+
+    version: int
+    spec: str | None = None
 
 
 @dataclass(frozen=True)
@@ -165,13 +178,30 @@ class Registry:
                 "release_id": bytes,
                 "blob_path": str,
                 "created": float,
+                "variant": str,
             },
-            pk=("fleet", "name", "version"),
-            not_null={"manifest", "release_id", "blob_path"},
+            pk=("fleet", "name", "version", "variant"),
+            not_null={"manifest", "release_id", "blob_path", "variant"},
+            defaults={"variant": ""},
+            if_not_exists=True,
+        )
+        releases = db.table("releases")
+        if "variant" not in releases.columns_dict:  # made before variants: one build a version
+            releases.add_column("variant", str, not_null_default="")
+        if releases.pks != ["fleet", "name", "version", "variant"]:
+            releases.transform(pk=("fleet", "name", "version", "variant"))
+        db.table("fleet_config").create(
+            {"fleet": str, "selector": str, "settings": str, "updated": float},
+            pk=("fleet", "selector"),
+            if_not_exists=True,
+        )
+        db.table("variant_rules").create(
+            {"fleet": str, "name": str, "rules": str, "default_variant": str},
+            pk=("fleet", "name"),
             if_not_exists=True,
         )
         db.table("deployments").create(
-            {"fleet": str, "name": str, "version": int, "deployed_at": float},
+            {"fleet": str, "name": str, "version": int, "deployed_at": float, "spec": str},
             pk=("fleet", "name"),
             if_not_exists=True,
         )
@@ -179,6 +209,10 @@ class Registry:
             {"fleet": str, "seq": int, "published_at": float}, pk="fleet", if_not_exists=True
         )
         db.table("devices").create(_DEVICE_COLUMNS, pk=("fleet", "device_id"), if_not_exists=True)
+        # databases made before a column existed get it (NULL in old rows)
+        for table, column in (("deployments", "spec"), ("devices", "profile")):
+            if column not in db.table(table).columns_dict:
+                db.table(table).add_column(column, str)
 
     # --- releases ------------------------------------------------------------------------
     def add_release(
@@ -193,6 +227,8 @@ class Registry:
         expires_in: float = DEFAULT_EXPIRES_IN,
         now: float | None = None,
         model_kind: str | None = None,
+        variant: str | None = None,
+        acceptance: protocol.Acceptance | None = None,
     ) -> ReleaseRecord:
         """Hash, sign and store a release of ``model_path`` as ``name@version`` in ``fleet``.
 
@@ -204,10 +240,15 @@ class Registry:
         manifest describes even if the source file changes meanwhile.
         """
         model_path = Path(model_path)
-        release = f"{name}@{version}"
+        release = f"{name}@{version}" + (f" ({variant})" if variant else "")
         self._check_release_args(model_path, name, version, fleet, chunk_size, expires_in)
+        if variant is not None:
+            try:
+                protocol.check_name(variant, "variant")
+            except protocol.ProtocolError as exc:
+                raise RegistryError(exc.detail) from None
         latest = self.latest_version(fleet, name)
-        if latest is not None and version <= latest:
+        if latest is not None and (version < latest or (version == latest and not variant)):
             raise RegistryError(self._not_monotonic(release, fleet, latest))
         now = time.time() if now is None else now
 
@@ -235,6 +276,8 @@ class Registry:
                 created=now,
                 expires=now + expires_in,
                 model_kind=kind,
+                variant=variant or None,
+                acceptance=acceptance,
             )
             try:
                 manifest.check()
@@ -258,6 +301,7 @@ class Registry:
             release_id=manifest.release_id,
             blob_path=str(blob),
             created=now,
+            variant=variant or "",
         )
         self._insert_if_newest(record)
         log.info(
@@ -315,17 +359,24 @@ class Registry:
         )
 
     def _insert_if_newest(self, record: ReleaseRecord) -> None:
-        """Insert unless a version >= this one exists: one statement, so atomic across
-        processes (two concurrent ``release`` commands cannot both win)."""
+        """Insert unless a version >= this one exists (for a variant: unless a newer version, a
+        build of this version without a variant, or this variant of it exists): one statement,
+        so atomic across processes (two concurrent ``release`` commands cannot both win)."""
         columns = ", ".join(_RELEASE_COLUMNS)
         placeholders = ", ".join("?" for _ in _RELEASE_COLUMNS)
         values = [getattr(record, c) for c in _RELEASE_COLUMNS]
+        if record.variant:
+            clash = "(version > ? OR (version = ? AND variant IN ('', ?)))"
+            params = [record.version, record.version, record.variant]
+        else:
+            clash = "version >= ?"
+            params = [record.version]
         sql = (
             f"INSERT INTO releases ({columns}) SELECT {placeholders} WHERE NOT EXISTS "
-            "(SELECT 1 FROM releases WHERE fleet = ? AND name = ? AND version >= ?)"
+            f"(SELECT 1 FROM releases WHERE fleet = ? AND name = ? AND {clash})"
         )
         with self._lock:
-            cursor = self._db.execute(sql, [*values, record.fleet, record.name, record.version])
+            cursor = self._db.execute(sql, [*values, record.fleet, record.name, *params])
         if cursor.rowcount != 1:
             latest = self.latest_version(record.fleet, record.name)
             raise RegistryError(self._not_monotonic(record.release, record.fleet, latest or 0))
@@ -338,27 +389,118 @@ class Registry:
         return None if row is None or row[0] is None else int(row[0])
 
     def release(self, fleet: str, name: str, version: int) -> ReleaseRecord | None:
+        """The release ``name@version``; of a version with variants, the first variant."""
+        found = self.release_variants(fleet, name, version)
+        return found[0] if found else None
+
+    def release_variants(self, fleet: str, name: str, version: int) -> list[ReleaseRecord]:
+        """Every build of ``name@version``: one without a variant, or its variants by name."""
         with self._lock:
             rows = list(
                 self._db.table("releases").rows_where(
-                    "fleet = ? AND name = ? AND version = ?", [fleet, name, version]
+                    "fleet = ? AND name = ? AND version = ?",
+                    [fleet, name, version],
+                    order_by="variant",
                 )
             )
-        return ReleaseRecord.from_row(rows[0]) if rows else None
+        return [ReleaseRecord.from_row(r) for r in rows]
+
+    # --- variant rules -------------------------------------------------------------------
+    def set_variant_rules(
+        self,
+        fleet: str,
+        name: str,
+        rules: list[protocol.VariantRule],
+        default: str | None,
+    ) -> None:
+        """How devices pick among the variants of ``name``'s releases: the first rule that
+        holds, else ``default`` (None: the first variant by name)."""
+        with self._lock:
+            self._db.table("variant_rules").upsert(
+                {
+                    "fleet": fleet,
+                    "name": name,
+                    "rules": json.dumps([r.to_wire() for r in rules]),
+                    "default_variant": default,
+                },
+                pk=("fleet", "name"),
+            )
+
+    # --- fleet configuration -------------------------------------------------------------
+    def set_config(self, fleet: str, select: protocol.Selector, settings: dict[str, Any]) -> None:
+        """Merge ``settings`` into the configuration entry of ``select`` (made if new; it then
+        comes last, so it overrides earlier entries on the devices both select)."""
+        key = json.dumps(select.to_wire(), sort_keys=True)
+        with self._lock, self._db.conn:
+            row = self._db.conn.execute(
+                "SELECT settings FROM fleet_config WHERE fleet = ? AND selector = ?", [fleet, key]
+            ).fetchone()
+            merged = {**(json.loads(row[0]) if row else {}), **settings}
+            if row is None:
+                count = self._db.conn.execute(
+                    "SELECT count(*) FROM fleet_config WHERE fleet = ?", [fleet]
+                ).fetchone()[0]
+                if count >= protocol.MAX_CONFIG_ENTRIES:
+                    raise RegistryError(
+                        f"fleet {fleet} has {count} configuration entries already (one per "
+                        "selector); reuse a selector"
+                    )
+            self._db.conn.execute(
+                "INSERT INTO fleet_config (fleet, selector, settings, updated) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (fleet, selector) DO UPDATE SET settings = excluded.settings",
+                [fleet, key, json.dumps(merged, sort_keys=True), time.time()],
+            )
+
+    def config_entries(self, fleet: str) -> tuple[protocol.ConfigEntry, ...]:
+        """The fleet configuration, oldest entry first (as the index carries it)."""
+        with self._lock:
+            rows = list(
+                self._db.table("fleet_config").rows_where(
+                    "fleet = ?", [fleet], order_by="updated, selector"
+                )
+            )
+        return tuple(
+            protocol.ConfigEntry(
+                protocol.Selector.from_wire(json.loads(r["selector"]), "stored config"),
+                json.loads(r["settings"]),
+            )
+            for r in rows
+        )
+
+    def variant_rules_snapshot(self, fleet: str) -> dict[str, str]:
+        """Every model's variant rules as stored (to notice a change cheaply)."""
+        with self._lock:
+            rows = list(self._db.table("variant_rules").rows_where("fleet = ?", [fleet]))
+        return {r["name"]: f"{r['rules']} {r['default_variant']}" for r in rows}
+
+    def variant_rules(
+        self, fleet: str, name: str
+    ) -> tuple[tuple[protocol.VariantRule, ...], str | None]:
+        with self._lock:
+            rows = list(
+                self._db.table("variant_rules").rows_where("fleet = ? AND name = ?", [fleet, name])
+            )
+        if not rows:
+            return (), None
+        rules = protocol.rules_from_wire(json.loads(rows[0]["rules"]), "stored variant rules")
+        return rules, rows[0]["default_variant"]
 
     def releases(self, fleet: str) -> list[ReleaseRecord]:
         with self._lock:
             table = self._db.table("releases")
-            rows = list(table.rows_where("fleet = ?", [fleet], order_by="name, version"))
+            rows = list(table.rows_where("fleet = ?", [fleet], order_by="name, version, variant"))
         return [ReleaseRecord.from_row(r) for r in rows]
 
-    def store_manifest(self, fleet: str, name: str, version: int, manifest: bytes) -> None:
+    def store_manifest(
+        self, fleet: str, name: str, version: int, manifest: bytes, *, variant: str = ""
+    ) -> None:
         """Replace a release's signed manifest by the same body signed anew (a new release key:
         the release id, which covers the body only, does not change)."""
         with self._lock:
             self._db.execute(
-                "UPDATE releases SET manifest = ? WHERE fleet = ? AND name = ? AND version = ?",
-                [manifest, fleet, name, version],
+                "UPDATE releases SET manifest = ? "
+                "WHERE fleet = ? AND name = ? AND version = ? AND variant = ?",
+                [manifest, fleet, name, version, variant],
             )
 
     # --- deployments ---------------------------------------------------------------------
@@ -366,10 +508,10 @@ class Registry:
         """Make ``name@version`` the fleet's target; a running coordinator publishes it."""
         sql = (
             "INSERT INTO deployments (fleet, name, version, deployed_at) "
-            "SELECT fleet, name, version, ? FROM releases "
+            "SELECT DISTINCT fleet, name, version, ? FROM releases "
             "WHERE fleet = ? AND name = ? AND version = ? "
             "ON CONFLICT (fleet, name) DO UPDATE SET "
-            "version = excluded.version, deployed_at = excluded.deployed_at"
+            "version = excluded.version, deployed_at = excluded.deployed_at, spec = NULL"
         )
         with self._lock:
             cursor = self._db.execute(sql, [time.time(), fleet, name, version])
@@ -384,6 +526,50 @@ class Registry:
         with self._lock:
             rows = list(self._db.table("deployments").rows_where("fleet = ?", [fleet]))
         return {r["name"]: int(r["version"]) for r in rows}
+
+    def deployment_entries(self, fleet: str) -> dict[str, Deployment]:
+        """Every deployed model with its rollout or rollback spec (None: a plain deployment)."""
+        with self._lock:
+            rows = list(self._db.table("deployments").rows_where("fleet = ?", [fleet]))
+        return {r["name"]: Deployment(int(r["version"]), r.get("spec")) for r in rows}
+
+    def set_deployment(
+        self, fleet: str, name: str, deployment: Deployment | None, *, expect: Deployment | None
+    ) -> bool:
+        """Replace the deployment of ``name`` (None: remove it) if it is still ``expect``;
+        False if someone changed it meanwhile (compare-and-set, one statement per case)."""
+        if deployment is not None and self.release(fleet, name, deployment.version) is None:
+            raise RegistryError(f"cannot deploy {name}@{deployment.version}: no such release")
+        with self._lock:
+            conn = self._db.conn
+            conn.execute("BEGIN IMMEDIATE")  # the read and the write are one transaction
+            try:
+                row = conn.execute(
+                    "SELECT version, spec FROM deployments WHERE fleet = ? AND name = ?",
+                    [fleet, name],
+                ).fetchone()
+                current = Deployment(int(row[0]), row[1]) if row is not None else None
+                if current != expect:
+                    conn.execute("ROLLBACK")
+                    return False
+                if deployment is None:
+                    conn.execute(
+                        "DELETE FROM deployments WHERE fleet = ? AND name = ?", [fleet, name]
+                    )
+                else:
+                    conn.execute(
+                        "INSERT INTO deployments (fleet, name, version, deployed_at, spec) "
+                        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (fleet, name) DO UPDATE SET "
+                        "version = excluded.version, deployed_at = excluded.deployed_at, "
+                        "spec = excluded.spec",
+                        [fleet, name, deployment.version, time.time(), deployment.spec],
+                    )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        return True
 
     def next_index_seq(self, fleet: str) -> int:
         """The next deployment index sequence number of ``fleet`` (1, 2, ...), persisted."""
@@ -447,6 +633,7 @@ class Registry:
         for row in rows:
             row["active"] = json.loads(row["active"]) if row.get("active") else {}
             row["online"] = bool(row["online"]) if row.get("online") is not None else None
+            row["profile"] = json.loads(row["profile"]) if row.get("profile") else {}
         return rows
 
 
@@ -477,6 +664,8 @@ def _device_row(fleet: str, update: DeviceUpdate, now: float) -> dict[str, Any]:
             row["boot"] = msg.boot
         if msg.agent:
             row["agent"] = msg.agent
+        if msg.profile:
+            row["profile"] = json.dumps(msg.profile, sort_keys=True)
     return row
 
 

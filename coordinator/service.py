@@ -11,8 +11,9 @@ Four threads besides paho's network thread, which only enqueues:
 * the *sender* takes chunks from the scheduler and publishes them, never more than
   ``max_pending`` unacknowledged at a time, so a slow broker slows us down instead of growing a
   queue;
-* the *poller* watches the registry's deployments (the CLI writes them from another process) and
-  publishes the retained manifests and the signed deployment index.
+* the *poller* steps staged rollouts (``rollouts.RolloutEngine``), watches the registry's
+  deployments (the CLI writes them from another process) and publishes the retained manifests
+  and the signed deployment index.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from .devices import DeviceTracker
 from .keystore import load_release_keys
 from .ratelimit import DEFAULT_REQUEST_BURST, DEFAULT_REQUEST_RATE, DeviceRateLimiter
 from .registry import Registry, ReleaseRecord
+from .rollouts import RolloutEngine, RolloutStore
 from .scheduler import ChunkScheduler, Scheduled, SchedulerStats
 from .telemetry_store import DEFAULT_RETENTION_DAYS, TelemetryStats, TelemetryStore
 from .trust_publisher import TrustPublisher
@@ -124,6 +126,8 @@ class Coordinator:
         self._trust = TrustPublisher(keydir, fleet, keys)
         self._devices = DeviceTracker(self._registry, fleet)
         self._telemetry = TelemetryStore(db_path, retention_days=retention_days)
+        self._rollout_store = RolloutStore(db_path)
+        self._rollouts = RolloutEngine(self._registry, self._telemetry, self._rollout_store, fleet)
         self._chunks = ChunkSource()
         self._scheduler = ChunkScheduler()
         self._sched_cond = threading.Condition()  # guards _scheduler; notified on new work
@@ -134,7 +138,6 @@ class Coordinator:
         self._republish = threading.Event()  # set on every (re)connect
         self._wake_poller = threading.Event()
         self._releases_lock = threading.Lock()
-        self._by_name: dict[tuple[str, int], ReleaseRecord] = {}
         self._by_id: dict[bytes, ReleaseRecord] = {}
         self._rejections = _Rejections()
         self._limiter = DeviceRateLimiter(request_rate, request_burst)
@@ -200,6 +203,7 @@ class Coordinator:
         self._session.stop()
         self._chunks.close()
         self._registry.close()
+        self._rollout_store.close()
         self._telemetry.close()
         log.info(
             "coordinator of fleet %s stopped: %d chunks (%d bytes) published",
@@ -420,7 +424,7 @@ class Coordinator:
             raise protocol.MalformedMessage(
                 f"request names device {req.device!r}", reason="device-mismatch"
             )
-        record = self._release(req.name, req.version)
+        record = self._release(req.name, req.version, req.release_id)
         if record is None:
             raise protocol.MalformedMessage(
                 f"{req.name}@{req.version} is not a release of fleet {self.fleet}",
@@ -455,18 +459,22 @@ class Coordinator:
             " (fresh)" if req.fresh else "",
         )
 
-    def _release(self, name: str, version: int) -> ReleaseRecord | None:
-        """A release of this fleet, from the cache or the registry (releases never change)."""
+    def _release(self, name: str, version: int, short_id: bytes) -> ReleaseRecord | None:
+        """The build of ``name@version`` with release id ``short_id`` (one of its variants),
+        else any build of it (so the caller can say which id it has); cached, releases never
+        change."""
         with self._releases_lock:
-            record = self._by_name.get((name, version))
-        if record is not None:
+            record = self._by_id.get(short_id)
+        if record is not None and (record.name, record.version) == (name, version):
             return record
-        record = self._registry.release(self.fleet, name, version)
-        if record is not None:
-            with self._releases_lock:
-                self._by_name[(name, version)] = record
-                self._by_id[record.short_id] = record
-        return record
+        builds = self._registry.release_variants(self.fleet, name, version)
+        with self._releases_lock:
+            for build in builds:
+                self._by_id[build.short_id] = build
+        for build in builds:
+            if build.short_id == short_id:
+                return build
+        return builds[0] if builds else None
 
     # --- sender: chunks ------------------------------------------------------------------
     def _send(self) -> None:
@@ -504,7 +512,10 @@ class Coordinator:
             frame = protocol.ChunkFrame.encode(index, record.release_id, data)
             if device is None:
                 topic = self.topics.chunk_block(
-                    record.name, record.version, index // record.block_chunks
+                    record.name,
+                    record.version,
+                    index // record.block_chunks,
+                    record.variant or None,
                 )
             else:
                 topic = self.topics.resend(device)
@@ -570,7 +581,11 @@ class Coordinator:
             if self._stopping.is_set():
                 break
             try:
-                self._publish_deployments()
+                self._rollouts.tick()  # staged rollouts move the deployments...
+            except Exception:
+                log.exception("fleet %s: stepping rollouts failed; retrying", self.fleet)
+            try:
+                self._publish_deployments()  # ...that this turns into the signed index
             except Exception:  # e.g. the database is locked for longer than the busy timeout
                 log.exception("fleet %s: publishing deployments failed; retrying", self.fleet)
             if time.monotonic() - last_summary >= SUMMARY_INTERVAL_S:
@@ -603,7 +618,6 @@ class Coordinator:
         self._deployer.commit(plan)
         for record in plan.records:
             with self._releases_lock:
-                self._by_name[(record.name, record.version)] = record
                 self._by_id[record.short_id] = record
         retired = previous - {r.short_id for r in plan.records}
         if retired:

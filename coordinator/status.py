@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from .registry import Registry
+from .rollout_plan import COMPLETED, Rollout
+from .rollouts import RolloutStore
 from .telemetry_store import TelemetryStore
 
 _DONE_STATES = frozenset({"verifying", "verified", "activating", "active"})
@@ -34,6 +36,11 @@ def fleet_status(
         health = store.health(fleet, since)
     finally:
         store.close()
+    rollouts = RolloutStore(db_path)
+    try:
+        rollout_rows = [_rollout(s.rollout) for s in rollouts.all(fleet)]
+    finally:
+        rollouts.close()
     devices = []
     for row in rows:
         device = _device(row)
@@ -45,6 +52,23 @@ def fleet_status(
         "devices": devices,
         "health": health,
         "health_since": since,
+        "rollouts": rollout_rows,
+    }
+
+
+def _rollout(r: Rollout) -> dict[str, Any]:
+    return {
+        "rollout": r.id,
+        "model": r.name,
+        "version": r.version,
+        "base": r.base,
+        "state": r.state,
+        "stage": r.stage + 1 if r.state != COMPLETED else len(r.stages),
+        "stages": list(r.stages),
+        "ppm": r.ppm,
+        "select": r.select.describe(),
+        "reason": r.reason,
+        "updated": r.updated,
     }
 
 
@@ -66,7 +90,26 @@ def _device(row: dict[str, Any]) -> dict[str, Any]:
         "progress": progress,
         "reason": row.get("reason"),
         "rejections": row.get("rejections") or 0,
+        "tags": (row.get("profile") or {}).get("tags") or {},
+        "variants": (row.get("profile") or {}).get("variants") or {},
+        # the device's effective policy and the fleet configuration it applied (its report)
+        "config": (row.get("profile") or {}).get("config"),
     }
+
+
+def _policy(config: dict[str, Any] | None) -> str:
+    """``tele=5s window=02:00-04:00 pin=m@3``, or ``-``."""
+    if not config:
+        return "-"
+    parts = []
+    if config.get("telemetry_interval") is not None:
+        parts.append(f"tele={config['telemetry_interval']:g}s")
+    if config.get("maintenance_window"):
+        parts.append(f"window={config['maintenance_window']}")
+    pins = config.get("pins") or {}
+    if pins:
+        parts.append("pin=" + ",".join(f"{n}@{v}" for n, v in sorted(pins.items())))
+    return " ".join(parts) or "-"
 
 
 def format_age(seconds: float) -> str:
@@ -80,6 +123,15 @@ def format_age(seconds: float) -> str:
 
 def _releases(versions: dict[str, int]) -> str:
     return ", ".join(f"{name}@{version}" for name, version in sorted(versions.items()))
+
+
+def _active(device: dict[str, Any]) -> str:
+    """``m@5 (int8), n@2``: the active releases, with the variant where there is one."""
+    variants = device.get("variants") or {}
+    return ", ".join(
+        f"{n}@{v}" + (f" ({variants[n]})" if n in variants else "")
+        for n, v in sorted(device["active"].items())
+    )
 
 
 def _megabytes(mb: float | None) -> str:
@@ -157,6 +209,7 @@ def format_status(status: dict[str, Any], *, now: float | None = None) -> str:
         "CPU",
         "RSS",
         "DISK-FREE",
+        "POLICY",
         "REASON",
     )
     rows: list[tuple[str, ...]] = [columns]
@@ -175,11 +228,12 @@ def format_status(status: dict[str, Any], *, now: float | None = None) -> str:
                 online,
                 state,
                 progress,
-                _releases(d["active"]) or "-",
+                _active(d) or "-",
                 last_seen,
                 "-" if cpu is None else f"{cpu:.0f}%",
                 _megabytes(metrics.get("rss_mb")),
                 _megabytes(metrics.get("disk_free_mb")),
+                _policy(d.get("config")),
                 d["reason"] or "",
             )
         )
@@ -188,4 +242,25 @@ def format_status(status: dict[str, Any], *, now: float | None = None) -> str:
         lines.append("(no device has reported yet)")
     lines.append("")
     lines.extend(format_health(status))
+    lines.extend(format_rollouts(status))
     return "\n".join(lines)
+
+
+def format_rollouts(status: dict[str, Any]) -> list[str]:
+    rollouts = status.get("rollouts") or []
+    if not rollouts:
+        return []
+    rows: list[tuple[str, ...]] = [("ROLLOUT", "BASE", "TO", "STATE", "STAGE", "SHARE", "REASON")]
+    for r in rollouts:
+        rows.append(
+            (
+                r["rollout"],
+                "-" if r["base"] is None else str(r["base"]),
+                r["select"],
+                r["state"],
+                f"{r['stage']}/{len(r['stages'])}",
+                f"{r['ppm'] / 10_000:.1f}%",
+                r["reason"] or "",
+            )
+        )
+    return ["", "rollouts:", *_table(rows)]

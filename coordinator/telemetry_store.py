@@ -516,6 +516,18 @@ class TelemetryStore:
             row(r["model"], r["version"])["devices"] = int(r["n"])
         return [out[key] for key in sorted(out)]
 
+    def event_devices(
+        self, fleet: str, event: str, model: str, version: int | None, since: float
+    ) -> set[str]:
+        """Devices that reported ``event`` for ``model@version`` since ``since`` (device time):
+        the state topic keeps only each device's latest state, events keep them all."""
+        rows = self._query(
+            "SELECT DISTINCT device FROM events WHERE fleet = ? AND event = ? AND model = ? "
+            "AND version IS ? AND ts >= ?",
+            [fleet, event, model, version, since],
+        )
+        return {r["device"] for r in rows}
+
     def latest_metrics(self, fleet: str) -> dict[str, dict[str, Any]]:
         """Per device, its sample with the latest ``ts``: ``ts``, ``cpu_pct``, ``rss_mb``,
         ``disk_free_mb``, ``uptime_s``."""

@@ -7,9 +7,10 @@ from typing import Any
 
 import numpy as np
 
+from protocol import Acceptance, Tensor
 from protocol.textmodel import KIND_TEXT_EMBEDDING
 
-from .errors import ActivationError
+from .errors import AcceptanceError, ActivationError
 from .text import TextEmbedder, TextModelError, session_kind
 
 DTYPES: dict[str, Any] = {
@@ -50,14 +51,17 @@ def load_session(path: Path, threads: int = 1) -> Any:
         raise ActivationError(f"onnxruntime cannot load {path.name}: {exc}") from None
 
 
-def check_model(path: Path, kind: str | None = None) -> None:
+def check_model(
+    path: Path, kind: str | None = None, acceptance: Acceptance | None = None
+) -> float | None:
     """Load ``path`` and run one inference; raise ``ActivationError`` if either fails. This is
     what keeps a model that is signed and whole, but broken, off the device.
 
     ``kind`` is what the release's manifest says the model is; the file must declare the same.
     A text-embedding model must embed a probe text with its own tokenizer (so a device that
     cannot tokenise refuses it here, with the reason, instead of failing every request later);
-    any other model runs once on zero-filled sample inputs.
+    any other model runs once on zero-filled sample inputs. With ``acceptance`` vectors, also
+    run those and return the largest error (``AcceptanceError`` when it exceeds the tolerance).
     """
     session = load_session(path)
     try:
@@ -74,3 +78,40 @@ def check_model(path: Path, kind: str | None = None) -> None:
         raise ActivationError(f"text model: {exc}") from None
     except Exception as exc:
         raise ActivationError(f"test inference failed: {exc}") from None
+    return None if acceptance is None else run_acceptance(session, acceptance)
+
+
+def _array(t: Tensor) -> np.ndarray:
+    return np.frombuffer(t.data, dtype=np.dtype(t.dtype).newbyteorder("<")).reshape(t.shape)
+
+
+def run_acceptance(session: Any, acceptance: Acceptance) -> float:
+    """Run every case on this device's runtime; the largest absolute error over all outputs."""
+    worst = 0.0
+    for i, case in enumerate(acceptance.cases):
+        names = sorted(case.outputs)
+        try:
+            got = session.run(names, {k: _array(t) for k, t in case.inputs.items()})
+        except Exception as exc:
+            raise AcceptanceError(
+                f"acceptance case {i} failed to run: {exc}", max_error=float("inf")
+            ) from None
+        for name, value in zip(names, got, strict=True):
+            want = _array(case.outputs[name])
+            value = np.asarray(value)
+            if value.shape != want.shape:
+                raise AcceptanceError(
+                    f"acceptance case {i}: output {name!r} has shape {list(value.shape)}, "
+                    f"expected {list(want.shape)}",
+                    max_error=float("inf"),
+                )
+            diff = np.abs(value.astype(np.float64) - want.astype(np.float64))
+            error = float(np.max(diff)) if diff.size else 0.0
+            worst = max(worst, error if np.isfinite(error) else float("inf"))
+    if worst > acceptance.tolerance:
+        raise AcceptanceError(
+            f"acceptance vectors missed: max error {worst:.6g} exceeds tolerance "
+            f"{acceptance.tolerance:g}",
+            max_error=worst,
+        )
+    return worst

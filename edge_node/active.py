@@ -19,6 +19,8 @@ class ActiveModel:
     sha256: str
     previous_version: int | None = None
     previous_path: Path | None = None
+    variant: str | None = None  # which build of the version, when it has several
+    previous_variant: str | None = None
 
 
 class ActiveModels:
@@ -36,6 +38,8 @@ class ActiveModels:
                 sha256=str(e["sha256"]),
                 previous_version=e.get("previous_version"),
                 previous_path=Path(e["previous_path"]) if e.get("previous_path") else None,
+                variant=e.get("variant"),
+                previous_variant=e.get("previous_variant"),
             )
 
     def get(self, name: str) -> ActiveModel | None:
@@ -44,7 +48,13 @@ class ActiveModels:
     def versions(self) -> dict[str, int]:
         return {name: m.version for name, m in sorted(self._models.items())}
 
-    def switch(self, name: str, version: int, path: Path, sha256: str) -> ActiveModel:
+    def variants(self) -> dict[str, str]:
+        """The variant of each active model that has one."""
+        return {n: m.variant for n, m in sorted(self._models.items()) if m.variant}
+
+    def switch(
+        self, name: str, version: int, path: Path, sha256: str, variant: str | None = None
+    ) -> ActiveModel:
         """Make ``version`` active; the one it replaces becomes ``previous`` (kept for rollback);
         older versions on disk are removed."""
         old = self._models.get(name)
@@ -55,6 +65,8 @@ class ActiveModels:
             sha256=sha256,
             previous_version=old.version if old else None,
             previous_path=old.path if old else None,
+            variant=variant,
+            previous_variant=old.variant if old else None,
         )
         models = dict(self._models)
         models[name] = new
@@ -67,6 +79,8 @@ class ActiveModels:
                     "sha256": m.sha256,
                     "previous_version": m.previous_version,
                     "previous_path": str(m.previous_path) if m.previous_path else None,
+                    **({"variant": m.variant} if m.variant else {}),
+                    **({"previous_variant": m.previous_variant} if m.previous_variant else {}),
                 }
                 for n, m in models.items()
             },

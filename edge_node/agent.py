@@ -29,6 +29,7 @@ from protocol import (
     DeviceStatus,
     DigestMismatch,
     DownloadSession,
+    MaintenanceWindow,
     MalformedMessage,
     Manifest,
     Phase,
@@ -42,6 +43,7 @@ from protocol import (
     VerifiedManifest,
     open_index,
     open_manifest,
+    settings_for,
 )
 
 from .activation import check_model
@@ -50,6 +52,7 @@ from .config import EdgeConfig
 from .errors import ActivationError, StorageError
 from .http_api import LocalEndpoint
 from .inference import InferenceService
+from .policy import Policy, effective_policy, load_pushed, save_pushed
 from .profile import device_profile
 from .reporting import RejectionThrottle
 from .storage import PartialDownload, release_dir, verified_file
@@ -109,6 +112,7 @@ class EdgeAgent:
         self._last_chunk_at = 0.0
         self._logged_decile = -1
         self._told_stale: set[bytes] = set()
+        self._rollback_tried: set[bytes] = set()  # rollback targets acted on (once each)
         # counters (read by tests, the demo and telemetry)
         self.rejections: collections.Counter[str] = collections.Counter()
         self._throttle = RejectionThrottle(clock)
@@ -150,6 +154,18 @@ class EdgeAgent:
         self.profile = device_profile(
             config.tags, self.endpoint.address[1] if self.endpoint else None
         )
+        self._local_policy = Policy(
+            config.telemetry_interval,
+            MaintenanceWindow.parse(config.maintenance_window)
+            if config.maintenance_window
+            else None,
+            dict(config.pins),
+        )
+        self._pushed = load_pushed(self.data)
+        self.policy = self._local_policy
+        self._apply_policy()
+        #: a verified release waiting for the maintenance window to open
+        self._deferred: tuple[VerifiedManifest, Path] | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -239,7 +255,7 @@ class EdgeAgent:
         )
         if self._pending is not None:
             name, target = self._pending
-            self.mqtt.subscribe([self.topics.manifest(name, target.version)])
+            self.mqtt.subscribe([self._manifest_topic(name, target)])
         if self._dl is not None:
             if not session_present:
                 self._dl.session.forget_subscriptions()
@@ -264,9 +280,7 @@ class EdgeAgent:
             self._on_revocations(topic, payload)
         elif topic in (self.topics.commands(self.device), self.topics.fleet_commands()):
             self._on_command(topic, payload)
-        elif self._pending is not None and topic == self.topics.manifest(
-            self._pending[0], self._pending[1].version
-        ):
+        elif self._pending is not None and topic == self._manifest_topic(*self._pending):
             self._on_manifest(topic, payload)
         # anything else is a late chunk of an abandoned release or a manifest we no longer want
 
@@ -286,12 +300,67 @@ class EdgeAgent:
         if index.seq > self.record.index_seq:
             self.record.index_seq = index.seq
             self._save_record()
+        self._on_config(settings_for(index.config, self.device, self.config.tags))
         self._targets = dict(index.targets)
         self._choose_target()
 
+    def _on_config(self, pushed: dict[str, object]) -> None:
+        """Apply, persist and report the fleet configuration that selects this device."""
+        if pushed == self._pushed:
+            return
+        try:
+            save_pushed(self.data, pushed)
+        except OSError as exc:
+            log.error("edge %s: cannot save the fleet configuration: %s", self.device, exc)
+        self._pushed = dict(pushed)
+        self._apply_policy()
+        log.info("edge %s: fleet configuration applied: %s", self.device, pushed or "none")
+        self._event("config-applied", detail=str(dict(sorted(pushed.items())))[:500])
+        self._publish_status()
+
+    def _apply_policy(self) -> None:
+        try:
+            self.policy = effective_policy(self._local_policy, self._pushed)
+        except ProtocolError as exc:  # validated when decoded; a hand-edited config.json
+            log.error("edge %s: fleet configuration ignored: %s", self.device, exc)
+            self.policy = self._local_policy
+        self.telemetry.interval = self.policy.telemetry_interval
+        self.profile["config"] = self.policy.report(self._pushed)
+
     def _choose_target(self) -> None:
-        for name, target in sorted(self._targets.items()):
+        for name, entry in sorted(self._targets.items()):
+            # a staged rollout names who takes it; everyone else takes its base (signed data:
+            # the broker cannot move a device in or out of a rollout)
+            target = entry.for_device(
+                self.device,
+                self.config.tags,
+                self._ram_mb,
+                arch=str(self.profile.get("arch") or "") or None,
+                providers=tuple(self.profile.get("providers") or ()),
+            )
+            pinned = self.policy.pins.get(name)
+            if target is not None and pinned is not None and target.version != pinned:
+                # held by a pin: nothing but the pinned version, until unpinned
+                if target.manifest_id not in self._told_stale:
+                    self._told_stale.add(target.manifest_id)
+                    self._event(
+                        "held-by-pin",
+                        model=name,
+                        version=target.version,
+                        detail=f"pinned to {name}@{pinned}",
+                    )
+                target = None
+            self._cancel_above(name, None if target is None else target.version)
+            if target is None:
+                continue
+            if self._deferred is not None and self._deferred[0].id == target.manifest_id:
+                continue  # verified, waiting for the maintenance window
             active = self.actives.get(name)
+            if active is not None and target.version < active.version and target.rollback:
+                if target.manifest_id not in self._rollback_tried:
+                    self._rollback_tried.add(target.manifest_id)
+                    self._rollback(name, target.version)
+                continue
             if active is not None and target.version <= active.version:
                 if target.version < active.version and target.manifest_id not in self._told_stale:
                     self._told_stale.add(target.manifest_id)
@@ -339,13 +408,47 @@ class EdgeAgent:
                 if self._pending == (name, target):
                     return
                 old_name, old = self._pending
-                self.mqtt.unsubscribe([self.topics.manifest(old_name, old.version)])
+                self.mqtt.unsubscribe([self._manifest_topic(old_name, old)])
             self._pending = (name, target)
-            self.mqtt.subscribe([self.topics.manifest(name, target.version)])
+            self.mqtt.subscribe([self._manifest_topic(name, target)])
             log.info(
                 "edge %s: target %s@%d, fetching its manifest", self.device, name, target.version
             )
             return
+
+    def _manifest_topic(self, name: str, target: Target) -> str:
+        return self.topics.manifest(name, target.version, target.variant)
+
+    @property
+    def _ram_mb(self) -> int | None:
+        """What variant rules compare ``ram_below_mb`` with (the profile's RAM figure)."""
+        ram = self.profile.get("ram_mb")
+        return ram if isinstance(ram, int) and ram > 0 else None
+
+    def _cancel_above(self, name: str, version: int | None) -> None:
+        """Stop fetching a release of ``name`` newer than ``version`` (None: any): the index no
+        longer wants it here (a rollout halted, or this device left its stage)."""
+        dl = self._dl
+        if (
+            dl is not None
+            and dl.release.manifest.name == name
+            and (version is None or dl.release.manifest.version > version)
+        ):
+            log.info("edge %s: %s is no longer targeted, dropping it", self.device, dl.label)
+            self._drop_download(discard=True)
+            self._set_state(UpdateState.IDLE, reason=None)
+        deferred = self._deferred
+        if (
+            deferred is not None
+            and deferred[0].manifest.name == name
+            and (version is None or deferred[0].manifest.version > version)
+        ):
+            self._deferred = None  # the verified file stays on disk for later
+        if self._pending is not None and self._pending[0] == name:
+            pending = self._pending[1]
+            if version is None or pending.version > version:
+                self.mqtt.unsubscribe([self._manifest_topic(name, pending)])
+                self._pending = None
 
     def _on_manifest(self, topic: str, payload: bytes) -> None:
         assert self._pending is not None
@@ -448,7 +551,7 @@ class EdgeAgent:
         try:
             check_model(active.previous_path)
             sha = sha256_file(active.previous_path).hex()
-            self.actives.switch(name, version, active.previous_path, sha)
+            self.actives.switch(name, version, active.previous_path, sha, active.previous_variant)
         except (ActivationError, OSError) as exc:
             self._event("rollback-failed", model=name, version=version, detail=str(exc))
             return
@@ -485,11 +588,11 @@ class EdgeAgent:
             held = part.recover()
         except StorageError as exc:
             self._storage_failed(exc, release=m.release)
-            self._pending = (m.name, Target(m.version, release.id))
+            self._pending = (m.name, Target(m.version, release.id, variant=m.variant))
             return
         session = DownloadSession(release, held, now=self.clock())
         self._dl = _Download(
-            release, part, session, f"{self.topics.base}/chunks/{m.name}/{m.version}/"
+            release, part, session, self.topics.chunk_prefix(m.name, m.version, m.variant)
         )
         self._logged_decile = -1
         if held:
@@ -529,9 +632,11 @@ class EdgeAgent:
         plan = dl.session.plan(self.device, self.clock(), self.config.window)
         m = dl.release.manifest
         self.mqtt.unsubscribe(
-            [self.topics.chunk_block(m.name, m.version, b) for b in plan.unsubscribe]
+            [self.topics.chunk_block(m.name, m.version, b, m.variant) for b in plan.unsubscribe]
         )
-        self.mqtt.subscribe([self.topics.chunk_block(m.name, m.version, b) for b in plan.subscribe])
+        self.mqtt.subscribe(
+            [self.topics.chunk_block(m.name, m.version, b, m.variant) for b in plan.subscribe]
+        )
         if plan.request is not None:
             self._send_request(plan.request)
 
@@ -616,7 +721,11 @@ class EdgeAgent:
             path = dl.part.finalize()
         except DigestMismatch as exc:
             self._reject(
-                self.topics.manifest(dl.release.manifest.name, dl.release.manifest.version),
+                self.topics.manifest(
+                    dl.release.manifest.name,
+                    dl.release.manifest.version,
+                    dl.release.manifest.variant,
+                ),
                 exc,
                 update_state=True,
             )
@@ -634,11 +743,35 @@ class EdgeAgent:
 
     def _activate(self, release: VerifiedManifest, path: Path) -> None:
         m = release.manifest
+        if not self.policy.may_activate(self.clock()):
+            window = self.policy.maintenance_window
+            if self._deferred is None or self._deferred[0].id != release.id:
+                log.info(
+                    "edge %s: %s verified; activating in the maintenance window %s (UTC)",
+                    self.device,
+                    m.release,
+                    window,
+                )
+                self._event(
+                    "activation-deferred",
+                    model=m.name,
+                    version=m.version,
+                    detail=f"maintenance window {window} UTC",
+                )
+            self._deferred = (release, path)
+            self._set_state(
+                UpdateState.VERIFIED,
+                reason=f"waiting for the maintenance window {window} UTC",
+                release=release,
+            )
+            return
+        if self._deferred is not None and self._deferred[0].id == release.id:
+            self._deferred = None
         self._set_state(UpdateState.ACTIVATING, reason=None, release=release)
         self._flush_state()
         try:
-            check_model(path, m.model_kind)
-            active = self.actives.switch(m.name, m.version, path, m.sha256.hex())
+            max_error = check_model(path, m.model_kind, m.acceptance)
+            active = self.actives.switch(m.name, m.version, path, m.sha256.hex(), m.variant)
         except (ActivationError, OSError) as exc:
             reason = exc.reason if isinstance(exc, ActivationError) else "write-failed"
             log.error(
@@ -660,7 +793,15 @@ class EdgeAgent:
         log.info(
             "edge %s: %s is active (previous %s)", self.device, m.release, active.previous_version
         )
-        self._event("activated", model=m.name, version=m.version)
+        details = [f"variant {m.variant}"] if m.variant else []
+        if max_error is not None:
+            details.append(f"acceptance max error {max_error:.6g}")
+        self._event(
+            "activated",
+            model=m.name,
+            version=m.version,
+            detail=", ".join(details) or None,
+        )
         self._set_state(UpdateState.ACTIVE, reason=None, release=release)
         self._publish_status()
         self._choose_target()
@@ -682,7 +823,10 @@ class EdgeAgent:
     def _unsubscribe_blocks(self, dl: _Download) -> None:
         m = dl.release.manifest
         self.mqtt.unsubscribe(
-            [self.topics.chunk_block(m.name, m.version, b) for b in dl.session.subscribed]
+            [
+                self.topics.chunk_block(m.name, m.version, b, m.variant)
+                for b in dl.session.subscribed
+            ]
         )
 
     def _storage_failed(self, exc: StorageError, *, release: str) -> None:
@@ -697,7 +841,7 @@ class EdgeAgent:
             delay,
         )
         self._set_state(UpdateState.FAILED, reason=str(exc))  # "write-failed: ..."
-        name, _, version = release.partition("@")
+        name, _, version = release.partition(" ")[0].partition("@")
         self._event(
             "write-failed",
             reason=exc.reason,
@@ -710,6 +854,10 @@ class EdgeAgent:
     def _tick(self) -> None:
         now = self.clock()
         self._report_unreported()
+        if self._deferred is not None and self.policy.may_activate(now):
+            release, path = self._deferred
+            self._deferred = None
+            self._activate(release, path)
         if self.telemetry.due():
             self.telemetry.sample(
                 connected=self._connected,
@@ -766,7 +914,10 @@ class EdgeAgent:
         )
         # re-subscribing is idempotent at the broker and repairs a subscription lost in a race
         self.mqtt.subscribe(
-            [self.topics.chunk_block(m.name, m.version, b) for b in sorted(dl.session.subscribed)]
+            [
+                self.topics.chunk_block(m.name, m.version, b, m.variant)
+                for b in sorted(dl.session.subscribed)
+            ]
         )
         self._send_request(request)
 
@@ -817,6 +968,7 @@ class EdgeAgent:
             self._state_dirty = True
 
     def _publish_status(self) -> None:
+        self.profile["variants"] = self.actives.variants()
         status = DeviceStatus(
             self.device,
             online=True,

@@ -38,6 +38,10 @@ class EdgeConfig:
     http: tuple[str, int] | None = ("127.0.0.1", 8470)
     #: free-form labels reported in the device profile (site=plant-3, class=gateway)
     tags: dict[str, str] = field(default_factory=dict)
+    #: local policy (a pushed fleet configuration overrides it): activate new versions only
+    #: inside this daily UTC window "HH:MM-HH:MM"; hold these versions {model: version}
+    maintenance_window: str | None = None
+    pins: dict[str, int] = field(default_factory=dict)
     limits: Limits = field(default=DEFAULT_LIMITS)
     #: broker credentials (TLS, username/password; the client id is then their username)
     creds: ClientCreds | None = None

@@ -21,3 +21,13 @@ class ActivationError(EdgeError):
     """The model failed to load in onnxruntime or to run one inference."""
 
     reason = "load-failed"
+
+
+class AcceptanceError(ActivationError):
+    """The model runs, but its outputs miss the release's signed acceptance vectors."""
+
+    reason = "acceptance-failed"
+
+    def __init__(self, message: str, *, max_error: float) -> None:
+        super().__init__(message)
+        self.max_error = max_error

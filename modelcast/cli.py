@@ -333,6 +333,22 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="a label reported in the device profile; repeatable",
     )
+    edge.add_argument(
+        "--maintenance-window",
+        default=_env("MODELCAST_MAINTENANCE_WINDOW"),
+        metavar="HH:MM-HH:MM",
+        help="activate new versions only inside this daily UTC window (downloads go on; "
+        "signed rollbacks are instant); a pushed fleet config overrides it "
+        "[env MODELCAST_MAINTENANCE_WINDOW]",
+    )
+    edge.add_argument(
+        "--pin",
+        action="append",
+        default=[],
+        metavar="NAME@VERSION",
+        help="hold this version of a model: no other is downloaded or activated; repeatable; "
+        "a pushed fleet config overrides it",
+    )
     edge.set_defaults(func=cmd_edge)
 
     rel = sub.add_parser("release", formatter_class=_Help, help="register and sign a model release")
@@ -344,6 +360,28 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         dest="model_version",
         help="release version; must be greater than every earlier one",
+    )
+    rel.add_argument(
+        "--variant",
+        default=None,
+        help="one build of several of this version (fp32, int8, ...): release each with the "
+        "same --version; 'modelcast variants set' says which device takes which",
+    )
+    rel.add_argument(
+        "--acceptance",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="NPZ",
+        help="acceptance vectors (one case per file: arrays in.NAME, out.NAME; make one with "
+        "'modelcast acceptance make'), signed into the manifest; each edge runs them before "
+        "activating; repeatable",
+    )
+    rel.add_argument(
+        "--tolerance",
+        type=float,
+        default=1e-4,
+        help="largest absolute error an edge may see on the acceptance vectors",
     )
     rel.add_argument(
         "--chunk-size",
@@ -373,6 +411,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_db(dep)
     _add_fleet(dep)
     dep.set_defaults(func=cmd_deploy)
+
+    from .cli_rollout import add_rollout_commands
+
+    add_rollout_commands(sub, sys.modules[__name__])  # shares the flag helpers above
 
     st = sub.add_parser("status", formatter_class=_Help, help="show the fleet")
     _add_db(st)
@@ -722,6 +764,7 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
 
 def cmd_edge(args: argparse.Namespace) -> int:
     from edge_node import EdgeAgent, EdgeConfig
+    from protocol import MaintenanceWindow, parse_pins
 
     if not 0 < args.reconnect_min <= args.reconnect_max:
         raise ValueError("need 0 < --reconnect-min <= --reconnect-max")
@@ -752,6 +795,10 @@ def cmd_edge(args: argparse.Namespace) -> int:
         http=_parse_http(args.http),
         tags=_parse_tags(args.tag),
         creds=creds,
+        maintenance_window=str(MaintenanceWindow.parse(args.maintenance_window))
+        if args.maintenance_window
+        else None,
+        pins=parse_pins(",".join(args.pin)),
     )
     agent = EdgeAgent(config)
     return _run_until_signal(agent.run_forever)
@@ -803,6 +850,8 @@ def cmd_release(args: argparse.Namespace) -> int:
     from coordinator.registry import Registry
     from protocol import DEFAULT_CHUNK_SIZE
 
+    from .acceptance import load_vectors
+
     registry = Registry(args.db)
     record = registry.add_release(
         args.model,
@@ -812,9 +861,11 @@ def cmd_release(args: argparse.Namespace) -> int:
         fleet=args.fleet,
         chunk_size=args.chunk_size or DEFAULT_CHUNK_SIZE,
         model_kind=args.kind,
+        variant=args.variant,
+        acceptance=load_vectors(args.acceptance, args.tolerance) if args.acceptance else None,
     )
     print(
-        f"released {record.name}@{record.version} ({record.model_kind} model, "
+        f"released {record.release} ({record.model_kind} model, "
         f"{record.size} bytes, {record.n_chunks} "
         f"chunks, sha256 {record.sha256[:16]}...) in fleet {args.fleet}; "
         f"'modelcast deploy {record.name}@{record.version}' to roll it out"
@@ -825,7 +876,10 @@ def cmd_release(args: argparse.Namespace) -> int:
 def cmd_deploy(args: argparse.Namespace) -> int:
     from coordinator.registry import Registry
 
+    from .cli_rollout import refuse_deploy_during_rollout
+
     name, version = _parse_release(args.release)
+    refuse_deploy_during_rollout(args.db, args.fleet, name)
     Registry(args.db).deploy(name, version, fleet=args.fleet)
     print(
         f"deployed {name}@{version} to fleet {args.fleet}; a running coordinator publishes it "

@@ -3,6 +3,7 @@
 See docs/PROTOCOL.md for every topic and payload.
 """
 
+from .acceptance import Acceptance, Case, Tensor
 from .chunks import HEADER_SIZE, ChunkFrame, verify_chunk
 from .commands import ALL_DEVICES, Command, open_command
 from .download import DownloadSession, Phase, Plan, VerifiedChunk
@@ -19,12 +20,21 @@ from .errors import (
     StaleError,
     UnsupportedVersion,
 )
-from .index import DeploymentIndex, Target, open_index
+from .fleet_config import (
+    MAX_CONFIG_ENTRIES,
+    ConfigEntry,
+    MaintenanceWindow,
+    parse_pins,
+    parse_setting,
+    settings_for,
+)
+from .index import DeploymentIndex, RolloutBlock, Target, open_index
 from .limits import DEFAULT_CHUNK_SIZE, DEFAULT_LIMITS, MAX_CHUNK_SIZE, Limits
 from .manifest import Manifest, VerifiedManifest, hash_chunks, open_manifest
 from .messages import ChunkRequest, DeviceEvent, DeviceState, DeviceStatus, UpdateState
 from .names import check_name, is_valid_name
 from .ranges import iter_ranges, to_ranges
+from .rollout import PPM_ALL, Selector, membership_point, stage_ppm
 from .rotation import (
     Revocations,
     RootRotation,
@@ -37,6 +47,7 @@ from .rotation import (
 from .signing import SigningKey, VerifyKey, key_id
 from .telemetry import MetricsSample, ModelStats
 from .topics import Topics
+from .variants import VariantRule, choose_variant, rules_from_wire
 
 __all__ = [
     "ALL_DEVICES",
@@ -44,10 +55,15 @@ __all__ = [
     "DEFAULT_LIMITS",
     "HEADER_SIZE",
     "MAX_CHUNK_SIZE",
+    "MAX_CONFIG_ENTRIES",
+    "PPM_ALL",
+    "Acceptance",
+    "Case",
     "ChunkFrame",
     "ChunkRejected",
     "ChunkRequest",
     "Command",
+    "ConfigEntry",
     "DeploymentIndex",
     "DeviceEvent",
     "DeviceState",
@@ -57,6 +73,7 @@ __all__ = [
     "ExpiredError",
     "KeyCertificate",
     "Limits",
+    "MaintenanceWindow",
     "MalformedMessage",
     "Manifest",
     "MetricsSample",
@@ -66,16 +83,20 @@ __all__ = [
     "Plan",
     "ProtocolError",
     "Revocations",
+    "RolloutBlock",
     "RootRotation",
+    "Selector",
     "SequenceError",
     "SignatureError",
     "SigningKey",
     "StaleError",
     "Target",
+    "Tensor",
     "Topics",
     "TrustedRoot",
     "UnsupportedVersion",
     "UpdateState",
+    "VariantRule",
     "VerifiedChunk",
     "VerifiedManifest",
     "VerifyKey",
@@ -83,17 +104,24 @@ __all__ = [
     "apply_rotation",
     "certify",
     "check_name",
+    "choose_variant",
     "encode_chain",
     "follow_chain",
     "hash_chunks",
     "is_valid_name",
     "iter_ranges",
     "key_id",
+    "membership_point",
     "open_command",
     "open_index",
     "open_manifest",
+    "parse_pins",
+    "parse_setting",
     "rotate_root",
+    "rules_from_wire",
     "seal",
+    "settings_for",
+    "stage_ppm",
     "to_ranges",
     "verify_chunk",
 ]

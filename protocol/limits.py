@@ -11,6 +11,8 @@ DEFAULT_CHUNK_SIZE = 256 * KIB
 #: A chunk frame must stay under 1 MB on the wire (header included) for RabbitMQ/NATS/EMQX/AWS IoT.
 MAX_CHUNK_SIZE = 1000 * 1000 - 1024
 MIN_CHUNK_SIZE = 4 * KIB
+#: Acceptance vectors signed into a manifest: tensor bytes at most (the manifest is one message)
+MAX_ACCEPTANCE_BYTES = 256 * KIB
 #: Chunks per subscription block: an edge subscribes to the blocks it still lacks chunks in.
 DEFAULT_BLOCK_CHUNKS = 16
 

@@ -6,6 +6,7 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from .acceptance import Acceptance
 from .codec import check_schema_version, field, non_negative, optional, pack, unpack_map
 from .envelope import KeyCertificate, TrustedRoot, seal
 from .errors import ExpiredError, MalformedMessage, OversizedMessage
@@ -48,6 +49,10 @@ class Manifest:
     block_chunks: int = DEFAULT_BLOCK_CHUNKS
     format: str = FORMAT_ONNX
     model_kind: str = KIND_TENSORS
+    #: one of several builds of the same version (``fp32``, ``int8``); None: the only one
+    variant: str | None = None
+    #: inputs, expected outputs and a tolerance each edge checks before activating
+    acceptance: Acceptance | None = None
 
     @property
     def n_chunks(self) -> int:
@@ -59,7 +64,8 @@ class Manifest:
 
     @property
     def release(self) -> str:
-        return f"{self.name}@{self.version}"
+        variant = f" ({self.variant})" if self.variant else ""
+        return f"{self.name}@{self.version}{variant}"
 
     def chunk_hash(self, index: int) -> bytes:
         return self.chunks[index * 32 : index * 32 + 32]
@@ -94,12 +100,28 @@ class Manifest:
             self.block_chunks,
             self.chunks,
         ]
-        if self.model_kind != KIND_TENSORS:  # only then, so tensor releases keep their ids
-            fields.append(self.model_kind)
+        # Optional fields join, named, only when set: releases without them keep their ids.
+        extra = self._optional_fields()
+        if extra:
+            fields.append(extra)
         return hashlib.sha256(pack(fields)).digest()
 
+    def _optional_fields(self) -> dict[str, object]:
+        """The optional fields that are set, by wire name, in wire order."""
+        extra: dict[str, object] = {}
+        if self.model_kind != KIND_TENSORS:
+            extra["model_kind"] = self.model_kind
+        if self.variant:
+            extra["variant"] = self.variant
+        if self.acceptance is not None:
+            extra["acceptance"] = self.acceptance.to_wire()
+        return extra
+
     def body(self) -> bytes:
-        kind = {} if self.model_kind == KIND_TENSORS else {"model_kind": self.model_kind}
+        optional_fields = self._optional_fields()
+        kind = {}  # written after "format" (as before variants existed), the rest at the end
+        if "model_kind" in optional_fields:
+            kind["model_kind"] = optional_fields.pop("model_kind")
         return pack(
             {
                 "v": 1,
@@ -115,6 +137,7 @@ class Manifest:
                 "chunks": self.chunks,
                 "created": self.created,
                 "expires": self.expires,
+                **optional_fields,
             }
         )
 
@@ -136,6 +159,14 @@ class Manifest:
             chunks=field(obj, "chunks", bytes, what),
             created=field(obj, "created", float, what),
             expires=field(obj, "expires", float, what),
+            variant=(
+                None
+                if obj.get("variant") is None
+                else check_name(field(obj, "variant", str, what), "variant")
+            ),
+            acceptance=(
+                None if obj.get("acceptance") is None else Acceptance.from_wire(obj["acceptance"])
+            ),
         )
         m.check(limits)
         return m
@@ -173,6 +204,8 @@ class Manifest:
             raise OversizedMessage(f"{what}: {self.n_chunks} chunks exceeds {limits.max_chunks}")
         if self.expires <= self.created:
             raise MalformedMessage(f"{what}: expires before it was created")
+        if self.acceptance is not None:
+            self.acceptance.check()
 
     def sign(self, key: SigningKey, cert: bytes) -> bytes:
         return seal(KIND_MANIFEST, self.body(), key, cert)

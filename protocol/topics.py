@@ -31,9 +31,10 @@ class Topics:
         """Retained, signed deployment index: which version of each model the fleet should run."""
         return f"{self.base}/releases/index"
 
-    def manifest(self, name: str, version: int) -> str:
-        """Retained, signed release manifest."""
-        return f"{self.base}/releases/{check_name(name)}/{int(version)}"
+    def manifest(self, name: str, version: int, variant: str | None = None) -> str:
+        """Retained, signed release manifest (of one variant, when the release has several)."""
+        topic = f"{self.base}/releases/{check_name(name)}/{int(version)}"
+        return f"{topic}/{check_name(variant, 'variant')}" if variant else topic
 
     def root_chain(self) -> str:
         """Retained chain of root rotations (each signed by the old and the new root)."""
@@ -51,9 +52,14 @@ class Topics:
         """Signed commands for every device of the fleet."""
         return f"{self.base}/commands"
 
-    def chunk_block(self, name: str, version: int, block: int) -> str:
+    def chunk_block(self, name: str, version: int, block: int, variant: str | None = None) -> str:
         """Chunks of one block of a release, published once and fanned out by the broker."""
-        return f"{self.base}/chunks/{check_name(name)}/{int(version)}/{int(block)}"
+        return f"{self.chunk_prefix(name, version, variant)}{int(block)}"
+
+    def chunk_prefix(self, name: str, version: int, variant: str | None = None) -> str:
+        """What every chunk topic of one release (variant) starts with."""
+        topic = f"{self.base}/chunks/{check_name(name)}/{int(version)}/"
+        return f"{topic}{check_name(variant, 'variant')}/" if variant else topic
 
     def resend(self, device: str) -> str:
         """Chunks published again for this one device (any release: frames carry the release

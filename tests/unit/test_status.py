@@ -68,6 +68,7 @@ def test_fleet_status_and_its_table(tmp_path: Path) -> None:
         "CPU",
         "RSS",
         "DISK-FREE",
+        "POLICY",
         "REASON",
     ]
     assert "10m ago" in lines[2] and "hash-mismatch" in lines[2]
