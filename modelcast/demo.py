@@ -21,15 +21,24 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from protocol import DeviceState, DeviceStatus, ProtocolError, Topics, UpdateState
+from protocol import DeviceState, DeviceStatus, ProtocolError, Topics, UpdateState, VariantRule
 
 from .broker import LocalBroker
-from .demo_models import DemoModels, ask_similarity, prepare_models, similarity_question
+from .demo_models import (
+    DemoModels,
+    DemoRelease,
+    ask_similarity,
+    prepare_models,
+    similarity_question,
+)
 from .faultproxy import FaultProxy
 from .mqtt import MqttSession
 from .progress import ProgressBoard
+
+if TYPE_CHECKING:
+    from coordinator.registry import Registry
 
 FLEET = "demo"
 #: ``--flaky``: every edge's own link is cut every 1-4 s, carries 256 KB/s, and adds 50 ms.
@@ -129,13 +138,43 @@ def _wait(
                 raise RuntimeError(problem)
 
 
+def _release(
+    registry: Registry, keys: Path, models: DemoModels, name: str, version: int
+) -> str:
+    """Release ``name@version``: a text model as two variants (fp32 and int8), the synthetic
+    model as one build (the first file, then the second). Says what it released."""
+    builds: list[tuple[DemoRelease, str | None]]
+    if models.text:
+        builds = [(models.first, "fp32"), (models.second, "int8")]
+    else:
+        builds = [(models.first if version == 1 else models.second, None)]
+    from coordinator.keystore import load_release_keys
+
+    said = []
+    for build, variant in builds:
+        rec = registry.add_release(
+            build.path,
+            name=name,
+            version=version,
+            keys=load_release_keys(keys),
+            fleet=FLEET,
+            variant=variant,
+        )
+        said.append(f"{build.label}: {rec.model_kind} model, {rec.size} bytes")
+    return "; ".join(said)
+
+
 def _edge_class(index: int) -> str:
     """The demo's device classes: the first edge is big, the others small."""
     return "big" if index == 0 else "small"
 
 
 def _ask_edges(
-    board: ProgressBoard, models: DemoModels, ports: dict[str, int], devices: list[str]
+    board: ProgressBoard,
+    models: DemoModels,
+    ports: dict[str, int],
+    variants: dict[str, str],
+    devices: list[str],
 ) -> None:
     """Every edge answers the similarity query on its own local endpoint."""
     query, candidates = similarity_question()
@@ -148,8 +187,10 @@ def _ask_edges(
         except OSError as exc:
             raise RuntimeError(f"{device} did not answer the similarity query: {exc}") from None
         others = ", ".join(f"{s:.2f}" for s in a.other_scores)
+        variant = f" {variants[device]}" if variants.get(device) else ""
         board.note(
-            f"  {device} ({models.name}@{a.version}, {a.latency_ms:.0f} ms on the device): "
+            f"  {device} ({models.name}@{a.version}{variant}, {a.latency_ms:.0f} ms on the "
+            "device): "
             f"{a.best!r} {a.best_score:.2f} (others {others})"
         )
 
@@ -163,7 +204,7 @@ def run_demo(
     flaky: bool = False,
     model: str = "auto",
 ) -> int:
-    from coordinator.keystore import init_keys, load_release_keys
+    from coordinator.keystore import init_keys
     from coordinator.registry import Registry
     from coordinator.status import fleet_status, format_status
 
@@ -180,6 +221,7 @@ def run_demo(
     procs = _Processes(workdir)
 
     ports: dict[str, int] = {}  # each edge's local endpoint, from its retained status
+    variants: dict[str, str] = {}  # the variant each edge runs, from the same status
     name = "demo-model"
 
     def on_message(topic: str, payload: bytes, retain: bool) -> None:
@@ -188,6 +230,9 @@ def run_demo(
                 status = DeviceStatus.decode(payload)
                 if "http_port" in status.profile:
                     ports[status.device] = int(status.profile["http_port"])
+                runs = status.profile.get("variants")
+                if isinstance(runs, dict):
+                    variants[status.device] = str(runs.get(models.name, ""))
             else:
                 board.update(DeviceState.decode(payload))
         except (ProtocolError, TypeError, ValueError):
@@ -221,17 +266,17 @@ def run_demo(
             model = "synthetic"
         models = prepare_models(model, workdir, int(size_mb * (1 << 20)), board.note)
         name = models.name
-        # VARIANT RULES PLUG IN HERE (issue 6, per-device variants chosen by rules): release
-        # models.first (fp32) and models.second (int8) as two variants of one release, with
-        # the rule "class=big -> fp32, class=small -> int8" (edges carry --tag class=...,
-        # see _edge_class). Until then every edge gets release 1 (fp32), then release 2 (int8).
-        rel = registry.add_release(
-            models.first.path, name=name, version=1, keys=load_release_keys(keys), fleet=FLEET
-        )
+        if models.text:
+            # Per-device variants: the big edge runs fp32, the small ones int8 (edges carry
+            # --tag class=..., see _edge_class); each downloads only its own variant.
+            registry.set_variant_rules(
+                FLEET, name, [VariantRule.parse("int8:class=small")], "fp32"
+            )
+        first = _release(registry, keys, models, name, 1)
         registry.deploy(name, 1, fleet=FLEET)
         board.note(
-            f"released and deployed {name}@1 ({models.first.label}, {rel.model_kind} model): "
-            f"{rel.size} bytes in {rel.n_chunks} signed chunks"
+            f"released and deployed {name}@1 ({first}); "
+            + ("fp32 to big edges, int8 to small ones" if models.text else "to every edge")
         )
         watcher = MqttSession(
             broker.url,
@@ -268,14 +313,9 @@ def run_demo(
             _wait(cond, lambda: all_active(devices, 1), deadline, procs, tick)
             if models.text:
                 board.note(f"all edges run {name}@1; each answers a similarity query locally")
-                _ask_edges(board, models, ports, devices)
-            board.note(
-                f"all edges run {name}@1; releasing {name}@2 ({models.second.label}) and "
-                "starting a late joiner"
-            )
-            registry.add_release(
-                models.second.path, name=name, version=2, keys=load_release_keys(keys), fleet=FLEET
-            )
+                _ask_edges(board, models, ports, variants, devices)
+            board.note(f"all edges run {name}@1; releasing {name}@2 and starting a late joiner")
+            board.note(f"released {name}@2 ({_release(registry, keys, models, name, 2)})")
             registry.deploy(name, 2, fleet=FLEET)
             late = "edge-late"
             procs.start(
@@ -312,7 +352,7 @@ def run_demo(
             board.note(format_status(status))
             if models.text:
                 board.note(f"each edge answers the similarity query with {name}@2")
-                _ask_edges(board, models, ports, [*devices, late])
+                _ask_edges(board, models, ports, variants, [*devices, late])
             for line in links.summary():
                 board.note(line)
             return 0

@@ -126,8 +126,10 @@ def test_an_edge_that_cannot_tokenise_refuses_a_text_model(
 def test_demo_ships_minilm_and_every_edge_answers_the_similarity_query(
     minilm: BuiltMiniLM, tmp_path: Path
 ) -> None:
-    """``modelcast demo`` with the extra installed: fp32 then int8 MiniLM, and each edge (the
-    late joiner included) names the related sentence as the closest, from its own endpoint."""
+    """``modelcast demo`` with the extra installed: MiniLM released as two variants, fp32 to
+    the big edge and int8 to the small ones (a variant rule on their ``class`` tag), and each
+    edge (the late joiner included) names the related sentence as the closest, from its own
+    endpoint."""
     result = subprocess.run(
         [sys.executable, "-m", "modelcast.cli", "demo", "--edges", "2", "--workdir", str(tmp_path)],
         cwd=REPO,
@@ -142,5 +144,9 @@ def test_demo_ships_minilm_and_every_edge_answers_the_similarity_query(
     answers = [line for line in out.splitlines() if line.startswith("  edge-")]
     assert len(answers) == 2 + 3, out[-4000:]  # 2 edges on @1; 2 edges and the late one on @2
     assert all(repr(related) in line for line in answers), answers
-    assert sum("(minilm@1," in line for line in answers) == 2
-    assert sum("(minilm@2," in line for line in answers) == 3
+    assert sum("(minilm@1 " in line for line in answers) == 2
+    assert sum("(minilm@2 " in line for line in answers) == 3
+    # edge-1 is the big one; edge-2 and the late joiner are small
+    assert [line.split()[1] for line in answers] == ["(minilm@1", "(minilm@1"] + ["(minilm@2"] * 3
+    variants = [line.split()[2].rstrip(",") for line in answers]
+    assert variants == ["fp32", "int8", "fp32", "int8", "int8"], answers
