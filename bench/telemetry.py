@@ -23,6 +23,7 @@ import threading
 import time
 from typing import Any
 
+from coordinator.service import Coordinator
 from modelcast.broker import LocalBroker
 from modelcast.urls import parse_broker_url
 from protocol import Topics
@@ -135,7 +136,13 @@ def coordinator_round(
 ) -> tuple[int, float, dict[str, Any]]:
     # its own client id each round: the previous round's persistent session, still subscribed,
     # has the messages of the rounds since queued at the broker
-    service = b.coordinator(fleet, broker_url=url, client_id=f"bench-coordinator-{fleet}-{rnd}")
+    # the default poll interval (nothing is deployed: polling every 10 ms would only steal time)
+    service = b.coordinator(
+        fleet,
+        broker_url=url,
+        client_id=f"bench-coordinator-{fleet}-{rnd}",
+        poll_interval=Coordinator.DEFAULT_POLL_INTERVAL,
+    )
     try:
         time.sleep(0.2)  # its subscriptions are acknowledged
         start = pubs.go()

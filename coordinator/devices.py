@@ -7,6 +7,7 @@ one row write per flush, not one per message.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 from protocol import DeviceEvent, DeviceState, DeviceStatus, UpdateState
@@ -42,6 +43,9 @@ class DeviceTracker:
         self._last_state: dict[str, tuple[UpdateState, str | None, int | None]] = {}
         self._online: dict[str, bool] = {}
         self._heard: dict[str, float] = {}  # devices heard from by telemetry: latest time
+        # on_seen runs on the MQTT network thread (telemetry is handled there), flush on the
+        # worker: this guards _heard and _batch_since between them
+        self._lock = threading.Lock()
 
     @staticmethod
     def _seen(ts: float | None, *, retained: bool, received_at: float) -> float | None:
@@ -117,6 +121,10 @@ class DeviceTracker:
 
     def on_seen(self, device: str, received_at: float) -> None:
         """A live (never retained) telemetry message: the device is there now."""
+        with self._lock:
+            self._see(device, received_at)
+
+    def _see(self, device: str, received_at: float) -> None:
         if received_at > self._heard.get(device, 0.0):
             self._heard[device] = received_at
         if self._batch_since is None:
@@ -127,8 +135,9 @@ class DeviceTracker:
 
     def _add(self, update: DeviceUpdate) -> None:
         self._batch[(update.message.device, type(update.message))] = update
-        if self._batch_since is None:
-            self._batch_since = time.time()  # not the receive time: see on_seen
+        with self._lock:
+            if self._batch_since is None:
+                self._batch_since = time.time()  # not the receive time: see on_seen
 
     def due(self, now: float) -> bool:
         return self._batch_since is not None and now - self._batch_since >= self._flush_interval
@@ -146,10 +155,10 @@ class DeviceTracker:
         if not self._batch and not self._heard:
             return 0
         updates = list(self._batch.values())
-        seen = self._heard
         self._batch.clear()
-        self._heard = {}
-        self._batch_since = None
+        with self._lock:
+            seen, self._heard = self._heard, {}
+            self._batch_since = None
         started = time.monotonic()
         self._registry.record_devices(self._fleet, updates)
         # After the reports, whose last_seen it may only move forward.

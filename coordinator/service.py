@@ -1,11 +1,12 @@
 """The coordinator service: publishes what is deployed, serves chunks to whoever asks, and
 stores what devices report.
 
-Four threads besides paho's network thread, which only enqueues:
+Paho's network thread handles telemetry itself (metrics samples and events: decode, append to
+the telemetry buffer, move the device's ``last_seen``; short work that never blocks), drops chunk
+requests over a device's rate limit, and enqueues everything else for the four others:
 
-* the *worker* decodes device messages: chunk requests go to the scheduler, state and status
-  reports to the registry (batched), metrics samples and events to the telemetry buffer (and
-  events to the log); every telemetry message also moves the device's ``last_seen``;
+* the *worker* decodes the other device messages: chunk requests go to the scheduler, state and
+  status reports to the registry (batched);
 * the *writer* flushes the telemetry buffer to SQLite in one transaction per batch (every half
   second or 500 rows) and prunes telemetry older than the retention;
 * the *sender* takes chunks from the scheduler and publishes them, never more than
@@ -47,6 +48,10 @@ from .trust_publisher import TrustPublisher
 log = logging.getLogger(__name__)
 
 INBOX_SIZE = 10_000
+#: Topic endings of device messages handled on the network thread (see ``_on_message``).
+_TELEMETRY_SUFFIXES = ("/telemetry/metrics", "/telemetry/events")
+#: How often the poller reads the database for deploys, rollouts and trust updates (seconds).
+DEFAULT_POLL_INTERVAL = 0.5
 #: Chunks taken from the scheduler at a time: small, so new requests and other releases get a
 #: turn quickly; flow control is per publish anyway.
 SEND_BATCH = 8
@@ -88,6 +93,8 @@ class _Rejections:
 
 
 class Coordinator:
+    DEFAULT_POLL_INTERVAL = DEFAULT_POLL_INTERVAL
+
     def __init__(
         self,
         *,
@@ -95,7 +102,7 @@ class Coordinator:
         db_path: Path,
         keydir: Path,
         fleet: str = "default",
-        poll_interval: float = 0.5,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
         max_pending: int = 32,
         fresh_hold: float = 0.3,
         index_expires_in: float = 30 * 86400,
@@ -296,6 +303,16 @@ class Coordinator:
         self._wake_poller.set()
 
     def _on_message(self, topic: str, payload: bytes, retained: bool) -> None:
+        if topic.endswith(_TELEMETRY_SUFFIXES):
+            # Telemetry is most of what devices send, and handling it is short work that never
+            # blocks (decode, append to the store's buffer, note the device as seen): it is done
+            # here. Handing each sample to the worker cost a thread wake-up per message, which
+            # halved the ingest rate (bench: telemetry_raw_ratio 0.40-0.50 -> 0.66-0.69).
+            self._handle_safely(_Inbound(topic, payload, retained, time.time()))
+            with self._progress:
+                self._messages_processed += 1
+                self._progress.notify_all()
+            return
         if topic.endswith("/request") and topic.startswith(self._request_prefix):
             device = topic[len(self._request_prefix) : -len("/request")]
             if not self._limiter.allow(device):
