@@ -43,8 +43,9 @@ class DeviceTracker:
         self._last_state: dict[str, tuple[UpdateState, str | None, int | None]] = {}
         self._online: dict[str, bool] = {}
         self._heard: dict[str, float] = {}  # devices heard from by telemetry: latest time
-        # on_seen runs on the MQTT network thread (telemetry is handled there), flush on the
-        # worker: this guards _heard and _batch_since between them
+        # on_seen and online() run on the MQTT network thread (telemetry and chunk requests are
+        # handled there), flush and on_status on the worker: this guards _heard, _batch_since
+        # and _online between them
         self._lock = threading.Lock()
 
     @staticmethod
@@ -82,7 +83,8 @@ class DeviceTracker:
         )
         self._add(DeviceUpdate(status, seen))
         if self._online.get(status.device) != status.online:
-            self._online[status.device] = status.online
+            with self._lock:
+                self._online[status.device] = status.online
             active = ", ".join(f"{n}@{v}" for n, v in sorted(status.active.items()))
             log.info(
                 "device %s %s%s%s",
@@ -94,7 +96,8 @@ class DeviceTracker:
 
     def online(self) -> set[str]:
         """Devices whose latest status says they are online."""
-        return {device for device, up in self._online.items() if up}
+        with self._lock:  # read on the network thread (chunk requests), written by the worker
+            return {device for device, up in self._online.items() if up}
 
     def on_event(self, event: DeviceEvent) -> None:
         release = f" {event.model}@{event.version}" if event.model is not None else ""

@@ -3,8 +3,8 @@
 A chunk request is the one device message that makes the coordinator *work* (decode, schedule,
 publish chunks), and the broker's ACL only stops a device from speaking for another, not from
 speaking fast. Each device gets a bucket of ``burst`` tokens refilled at ``rate`` per second; a
-request takes one token or is dropped before it reaches the worker's inbox, so a flooding device
-neither fills the inbox that every device shares nor keeps the sender busy with its chunks.
+request takes one token or is dropped before it is even decoded, so a flooding device neither
+takes the coordinator's time from the others nor keeps the sender busy with its chunks.
 
 The defaults are far above what an honest edge sends: one request per half window of chunks
 (8 chunks), so the rate grows as chunks shrink. Measured on loopback (2 shared cores): 120
