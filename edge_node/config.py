@@ -17,7 +17,7 @@ class EdgeConfig:
     trust_path: Path
     fleet: str = "default"
     #: chunks asked for and not yet received, at most (pull-based flow control)
-    window: int = 16
+    window: int = 32
     #: re-ask for outstanding chunks after this long without progress (grows with slow links)
     stall_timeout: float = 10.0
     keepalive: int = 30

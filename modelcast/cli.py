@@ -290,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fleet(edge)
     _add_creds(edge)
     edge.add_argument(
-        "--window", type=int, default=16, help="chunks in flight at most (flow control)"
+        "--window", type=int, default=32, help="chunks in flight at most (flow control)"
     )
     edge.add_argument(
         "--stall-timeout",
