@@ -7,6 +7,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from protocol import ProtocolError
+from protocol.textmodel import KIND_TENSORS
+
 from .registry import Registry
 from .rollout_plan import COMPLETED, Rollout
 from .rollouts import RolloutStore
@@ -28,6 +31,7 @@ def fleet_status(
     try:
         deployments = registry.deployments(fleet)
         rows = registry.devices(fleet)
+        kinds = {name: _kind(registry, fleet, name, v) for name, v in deployments.items()}
     finally:
         registry.close()
     store = TelemetryStore(db_path)
@@ -49,6 +53,8 @@ def fleet_status(
     return {
         "fleet": fleet,
         "deployments": dict(sorted(deployments.items())),
+        # what each deployed release is (tensors, text-embedding), as its signed manifest says
+        "kinds": dict(sorted(kinds.items())),
         "devices": devices,
         "health": health,
         "health_since": since,
@@ -121,8 +127,24 @@ def format_age(seconds: float) -> str:
     return f"{int(seconds)}s ago"
 
 
-def _releases(versions: dict[str, int]) -> str:
-    return ", ".join(f"{name}@{version}" for name, version in sorted(versions.items()))
+def _kind(registry: Registry, fleet: str, name: str, version: int) -> str | None:
+    record = registry.release(fleet, name, version)
+    if record is None:
+        return None
+    try:
+        return record.model_kind
+    except ProtocolError:  # a damaged stored manifest: the coordinator logs it
+        return None
+
+
+def _releases(versions: dict[str, int], kinds: dict[str, str | None] | None = None) -> str:
+    """``m@3, minilm@2 (text-embedding)``: plain tensor models are not labelled."""
+    kinds = kinds or {}
+    return ", ".join(
+        f"{name}@{version}"
+        + (f" ({kinds[name]})" if kinds.get(name) not in (None, KIND_TENSORS) else "")
+        for name, version in sorted(versions.items())
+    )
 
 
 def _active(device: dict[str, Any]) -> str:
@@ -196,7 +218,7 @@ def format_status(status: dict[str, Any], *, now: float | None = None) -> str:
     """A header naming the fleet and its deployed releases, one aligned row per device, then
     the health of each model version."""
     now = time.time() if now is None else now
-    deployed = _releases(status["deployments"]) or "nothing deployed"
+    deployed = _releases(status["deployments"], status.get("kinds")) or "nothing deployed"
     devices = status["devices"]
     header = f"fleet {status['fleet']}: {deployed}; {len(devices)} device(s)"
     columns = (

@@ -140,3 +140,31 @@ def test_status_shows_latest_metrics_and_health(tmp_path: Path) -> None:
 def test_fleet_status_needs_a_database(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         fleet_status(tmp_path / "missing.db")
+
+
+def test_the_header_names_each_deployed_release_and_its_kind() -> None:
+    """A text model is labelled with its kind (from its signed manifest); plain models are not."""
+    status = {
+        "fleet": "f",
+        "deployments": {"minilm": 2, "m": 3},
+        "kinds": {"minilm": "text-embedding", "m": "tensors"},
+        "devices": [],
+        "health": [],
+        "health_since": None,
+    }
+    header = format_status(status, now=0.0).splitlines()[0]
+    assert header == "fleet f: m@3, minilm@2 (text-embedding); 0 device(s)"
+
+
+def test_status_reads_the_kind_of_a_deployed_release(tmp_path: Path) -> None:
+    from modelcast.models import make_model
+    from tests.support.fleet import make_keys
+
+    db = tmp_path / "c.db"
+    registry = Registry(db)
+    keys = make_keys(tmp_path / "keys")
+    model = make_model(tmp_path / "m.onnx", 64 * 1024, seed=1)
+    registry.add_release(model, name="m", version=1, keys=keys.release, fleet="f")
+    registry.deploy("m", 1, fleet="f")
+    registry.close()
+    assert fleet_status(db, "f")["kinds"] == {"m": "tensors"}
