@@ -416,3 +416,33 @@ def test_the_error_rate_gate_trips_on_a_release_that_fails_at_serving_time(fleet
         env.watch.wait_event(device, lambda e: e.event == "rolled-back" and e.version == 9)
     for device in devices:
         assert serving(env, device) == {"m": 9}, device
+
+
+def test_a_rate_limited_rollout_admits_devices_a_few_at_a_time(fleet_env: Env) -> None:
+    """``--rate 60`` (devices per minute): the stage's devices are admitted one after another,
+    and one not admitted yet has not downloaded the release, so a large fleet does not fetch it
+    all at once; the rollout still completes."""
+    env = fleet_env
+    devices = [*DEVICES, "late-gw", "late-cam"]
+    release(env, make_model(env.tmp / "m11.onnx", 20_000, seed=12, inputs=16), 11)
+    start = ("rollout", "start", "m@11", "--stages", "100", "--soak", "0", "--rate", "60")
+    assert cli(env, *start) == 0
+    admitted_counts: list[int] = []
+    held_back_without_download = False
+
+    def step() -> bool:
+        nonlocal held_back_without_download
+        r = report(env, "m@11")
+        admitted = {d for d, s in r["devices"].items() if s["stage"] is not None}
+        admitted_counts.append(len(admitted))
+        waiting = set(devices) - admitted
+        if admitted and waiting and not any(downloaded(env, d, 11) for d in waiting):
+            held_back_without_download = True
+        return bool(r["state"] == "completed")
+
+    wait_for(step, "rollout m@11 completed")
+    steps = sorted(set(admitted_counts))
+    assert len([n for n in steps if 0 < n < len(devices)]) >= 3, admitted_counts
+    assert held_back_without_download, admitted_counts
+    for device in devices:
+        env.watch.wait_active(device, "m", 11)
