@@ -11,7 +11,7 @@ The defaults are far above what an honest edge sends: one request per half windo
 loopback (2 shared cores) with a window of 16, i.e. twice the requests the default sends: 120
 requests/s at most with 64 KiB chunks (33 MB/s), 244 with the smallest, 4 KiB (6 MB/s); with
 256 KiB chunks about 70 at 143 MB/s. A stalled edge's repair is one request per stall
-timeout. The burst alone covers a download of 32,000 chunks.
+timeout. The burst alone covers a download of 64,000 chunks.
 """
 
 from __future__ import annotations

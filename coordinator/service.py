@@ -311,8 +311,11 @@ class Coordinator:
             if not self._limiter.allow(device):
                 self._rate_limited(device)
                 return
-            self._handle_here(topic, payload, retained)
-            return
+            if self._release_is_cached(payload):
+                self._handle_here(topic, payload, retained)
+                return
+            # a release not looked up yet (or a bad request): the worker reads the registry,
+            # the network thread never waits on the database
         try:
             self._inbox.put_nowait(_Inbound(topic, payload, retained, time.time()))
         except queue.Full:
@@ -325,6 +328,17 @@ class Coordinator:
                     self._inbox_dropped,
                     topic,
                 )
+
+    def _release_is_cached(self, payload: bytes) -> bool:
+        """Whether the request names a release already in the cache (a request that does not
+        decode is not: the worker rejects it)."""
+        try:
+            req = protocol.ChunkRequest.decode(payload)
+        except protocol.ProtocolError:
+            return False
+        with self._releases_lock:
+            record = self._by_id.get(req.release_id)
+        return record is not None and (record.name, record.version) == (req.name, req.version)
 
     def _handle_here(self, topic: str, payload: bytes, retained: bool) -> None:
         """Handle a message on the network thread. For telemetry (most of what devices send)

@@ -41,6 +41,7 @@ from protocol import (
     TrustedRoot,
     UpdateState,
     VerifiedManifest,
+    frame_release_id,
     open_index,
     open_manifest,
     settings_for,
@@ -80,6 +81,10 @@ class EdgeAgent:
         self.device = config.device_id
         self.topics = Topics(config.fleet)
         self._resend_topic = self.topics.resend(config.device_id)
+        #: releases this process downloaded or gave up, most recent last: their late resends
+        #: are expected on the resend topic
+        self._finished_releases: collections.deque[bytes] = collections.deque(maxlen=16)
+        self.late_resends = 0
         self.trust_store = TrustStore(config.trust_path, config.data_dir)
         self.data = config.data_dir
         self.data.mkdir(parents=True, exist_ok=True)
@@ -268,9 +273,9 @@ class EdgeAgent:
     def _dispatch(self, topic: str, payload: bytes) -> None:
         # chunks first: they are nearly every message, and the topics below are built (and
         # their names checked) on each comparison
-        if self._dl is not None and (
-            topic.startswith(self._dl.chunk_prefix) or topic == self._resend_topic
-        ):
+        if topic == self._resend_topic:
+            self._on_resend(topic, payload)
+        elif self._dl is not None and topic.startswith(self._dl.chunk_prefix):
             self._on_chunk(topic, payload)
         elif topic == self.topics.index():
             self._on_index(topic, payload)
@@ -577,7 +582,7 @@ class EdgeAgent:
     # --- download ------------------------------------------------------------------------
     def _begin(self, release: VerifiedManifest) -> None:
         m = release.manifest
-        directory = release_dir(self.data, m.name, m.version)
+        directory = release_dir(self.data, m.name, m.version, m.variant)
         done = verified_file(directory, m)
         if done is not None:
             log.info("edge %s: %s already verified on disk, activating", self.device, m.release)
@@ -647,6 +652,19 @@ class EdgeAgent:
         replayed repair is never coalesced. A request lost in a cut is covered by the stall
         repair, like a lost chunk."""
         self.mqtt.publish(self.topics.request(self.device), request.encode(), qos=0)
+
+    def _on_resend(self, topic: str, payload: bytes) -> None:
+        """A chunk sent again for this device alone. The topic serves every release, so a resend
+        of a release this device just finished or gave up (still queued when it moved on) is
+        expected, and dropped without a fuss; anything else is checked like any chunk."""
+        rid = frame_release_id(payload)
+        if rid is not None and rid in self._finished_releases:
+            self.late_resends += 1
+            return
+        if self._dl is not None:
+            self._on_chunk(topic, payload)
+        elif rid is not None:
+            self.late_resends += 1  # nothing is downloading: nothing to check it against
 
     def _on_chunk(self, topic: str, payload: bytes) -> None:
         dl = self._dl
@@ -732,9 +750,16 @@ class EdgeAgent:
             self._pump()
             return
         except StorageError as exc:
+            # Start this release over once the back-off allows: _begin resumes from the part
+            # file, re-hashing every chunk on disk (left as it was, the complete session would
+            # never try the check again).
+            m = dl.release.manifest
+            self._drop_download(discard=False)
             self._storage_failed(exc, release=dl.label)
+            self._pending = (m.name, Target(m.version, dl.release.id, variant=m.variant))
             return
         release = dl.release
+        self._finished_releases.append(release.id[:16])
         self._dl = None
         self._unsubscribe_blocks(dl)
         self._set_state(UpdateState.VERIFIED, reason=None, release=release)
@@ -807,12 +832,13 @@ class EdgeAgent:
         self._choose_target()
 
     def _remove_release(self, m: Manifest) -> None:
-        shutil.rmtree(release_dir(self.data, m.name, m.version), ignore_errors=True)
+        shutil.rmtree(release_dir(self.data, m.name, m.version, m.variant), ignore_errors=True)
 
     def _drop_download(self, *, discard: bool) -> None:
         dl = self._dl
         if dl is None:
             return
+        self._finished_releases.append(dl.release.id[:16])
         self._unsubscribe_blocks(dl)
         if discard:
             dl.part.discard()

@@ -28,8 +28,10 @@ class EdgeConfig:
     state_interval: float = 0.5
     #: written chunks are fsynced and journalled in batches this far apart
     sync_interval: float = 0.5
-    #: MQTT messages waiting for the worker, at most; beyond it the network thread waits
-    inbox_size: int = 32
+    #: MQTT messages waiting for the worker, at most; beyond it the network thread waits (and
+    #: after 0.5 s drops the message). Twice the window: a full window of chunks plus what
+    #: arrives for devices ahead on the same blocks (16 MiB at most with 256 KiB chunks)
+    inbox_size: int = 64
     #: seconds between metrics samples
     telemetry_interval: float = 60.0
     #: telemetry messages kept on disk while the broker is unreachable (oldest dropped beyond)

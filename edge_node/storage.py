@@ -5,7 +5,7 @@
     DATA/
       active.json                       which version of each model is active, and the previous one
       agent.json                        last accepted index seq, releases that failed to activate
-      models/{name}/{version}/
+      models/{name}/{version}[/{variant}]/
         manifest.env                    the signed manifest, kept with the model it describes
         model.part                      chunks written in place as they arrive (sparse)
         held.bitmap                     one byte per chunk: the journal of chunks written and synced
@@ -45,8 +45,12 @@ MANIFEST = "manifest.env"
 FLUSH_BEHIND_BYTES = 4 << 20
 
 
-def release_dir(data: Path, name: str, version: int) -> Path:
-    return data / "models" / name / str(version)
+def release_dir(data: Path, name: str, version: int, variant: str | None = None) -> Path:
+    """Where one build of a release lives: ``models/NAME/VERSION``, or, for a version with
+    several builds, ``models/NAME/VERSION/VARIANT`` (a variant name is a safe path component),
+    so two variants of one version never share a part file or a ``model.onnx``."""
+    base = data / "models" / name / str(version)
+    return base / variant if variant else base
 
 
 class PartialDownload:
@@ -66,6 +70,8 @@ class PartialDownload:
             # no up-front truncate: the file grows (sparse) as chunks land, so a full disk
             # shows up as a failed chunk write, reported and retried, not a failed start
             self._fd = os.open(directory / PART, os.O_RDWR | os.O_CREAT, 0o644)
+            if os.fstat(self._fd).st_size > manifest.size:  # never longer than the release
+                os.ftruncate(self._fd, manifest.size)
         except OSError as exc:
             raise StorageError(f"cannot open {directory / PART}: {exc}") from exc
         self._bitmap = bytearray(manifest.n_chunks)
@@ -208,6 +214,11 @@ class PartialDownload:
         come before the rename, a resume hashes every chunk that holds data anyway."""
         final = self.dir / FINAL
         try:
+            size = os.fstat(self._fd).st_size
+            if size != self.manifest.size:
+                raise StorageError(
+                    f"{self.dir / PART} has {size} bytes, the release {self.manifest.size}"
+                )
             if self._dirty:
                 os.fdatasync(self._fd)
             self._sync_manifest()

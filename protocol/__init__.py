@@ -4,7 +4,7 @@ See docs/PROTOCOL.md for every topic and payload.
 """
 
 from .acceptance import Acceptance, Case, Tensor
-from .chunks import HEADER_SIZE, ChunkFrame, verify_chunk
+from .chunks import HEADER_SIZE, ChunkFrame, frame_release_id, verify_chunk
 from .commands import ALL_DEVICES, Command, open_command
 from .download import DownloadSession, Phase, Plan, VerifiedChunk
 from .envelope import KeyCertificate, TrustedRoot, certify, seal
@@ -107,6 +107,7 @@ __all__ = [
     "choose_variant",
     "encode_chain",
     "follow_chain",
+    "frame_release_id",
     "hash_chunks",
     "is_valid_name",
     "iter_ranges",

@@ -61,6 +61,15 @@ class ChunkFrame:
         return cls(index, release_id, memoryview(frame)[HEADER_SIZE:])
 
 
+def frame_release_id(frame: bytes) -> bytes | None:
+    """The release id a chunk frame's header names, without checking anything else; None when
+    the frame is too short or not a chunk frame at all."""
+    if len(frame) < HEADER_SIZE:
+        return None
+    magic, _fmt, _flags, _reserved, _index, _length, release_id = _HEADER.unpack_from(frame)
+    return bytes(release_id) if magic == MAGIC else None
+
+
 def verify_chunk(manifest: Manifest, release_id: bytes, frame: ChunkFrame) -> None:
     """Refuse a chunk of another release, out of range, of the wrong length, or whose hash
     differs."""

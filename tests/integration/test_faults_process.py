@@ -31,6 +31,7 @@ from pathlib import Path
 import pytest
 
 from coordinator.registry import Registry
+from edge_node.config import EdgeConfig
 from edge_node.storage import FINAL, PART, release_dir
 from modelcast.broker import LocalBroker
 from modelcast.faultproxy import FaultProxy
@@ -59,7 +60,7 @@ from tests.support.fleet import (
 from tests.support.mqtt_probe import Received, TopicRecorder
 
 MB = 1 << 20
-WINDOW = 16  # the edge's default window: chunks outstanding at most
+WINDOW = EdgeConfig.window  # the edge's default window: chunks outstanding at most
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -457,7 +458,8 @@ def test_edge_offline_during_three_releases_goes_straight_to_the_newest(env: Env
 # --- 4. the coordinator killed and restarted -----------------------------------------------
 def test_coordinator_sigkilled_mid_transfer_carries_on_from_its_database(env: Env) -> None:
     v1 = make_model(env.tmp / "v1.onnx", 1 * MB, seed=41)
-    v2 = make_model(env.tmp / "v2.onnx", 12 * MB, seed=42)
+    # large enough that a third of it plus a full window in flight is not all of it
+    v2 = make_model(env.tmp / "v2.onnx", 24 * MB, seed=42)
     host, port = parse_broker_url(env.broker.url)
     topics = env.watch.topics
     trust = TrustedRoot(VerifyKey.from_pem(env.keys.root_pub.read_bytes()))

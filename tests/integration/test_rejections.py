@@ -236,3 +236,28 @@ def test_a_model_that_fails_to_load_is_not_activated(setup: Setup) -> None:
     state = setup.watch.wait_state("target", lambda s: s.state is UpdateState.FAILED)
     assert state.reason is not None and state.reason.startswith("load-failed")
     setup.assert_untouched()
+
+
+def test_a_late_resend_of_a_finished_release_is_not_reported_as_an_attack(setup: Setup) -> None:
+    """The resend topic serves every release: a chunk of the release the edge finished, still
+    queued for it when it moved on to the next, is dropped quietly; a frame of a release it
+    never had is still refused as from another release."""
+    s = setup
+    t = s.coord.topics
+    v2 = s.coord.release(make_model(s.tmp / "v2.onnx", 200_000, seed=2), "m", 2)
+    s.coord.publish_manifest(v2)
+    s.coord.publish_index(s.coord.index({"m": v2}))
+    s.watch.wait_state(
+        "target", lambda st: st.state is UpdateState.DOWNLOADING and st.version == 2
+    )
+    late = ChunkFrame.encode(0, s.v1.id, s.v1.data[:CHUNK])
+    s.coord.probe.publish(t.resend("target"), late)
+    foreign = s.coord.release(make_model(s.tmp / "x.onnx", 50_000, seed=3), "m", 7)
+    stray = ChunkFrame.encode(0, foreign.id, foreign.data[:CHUNK])
+    s.coord.probe.publish(t.resend("target"), stray)
+    refused = s.rejected("wrong-release", "resends")
+    assert foreign.id[:16].hex() in (refused.detail or "")
+    # messages of one publisher arrive in order: the late v1 chunk came first, unreported
+    reported = [e for e in s.watch.events("target") if e.event == "rejected"]
+    assert all(s.v1.id[:16].hex() not in (e.detail or "") for e in reported), reported
+    s.assert_untouched()

@@ -185,3 +185,24 @@ def test_finalize_leaves_the_model_and_its_manifest_and_no_journal(tmp_path: Pat
     assert final.read_bytes() == DATA
     assert sorted(p.name for p in (tmp_path / "r").iterdir()) == [MANIFEST, final.name]
     assert (tmp_path / "r" / MANIFEST).read_bytes() == b"envelope"
+
+
+def test_a_longer_part_file_left_by_another_build_is_cut_to_the_release(tmp_path: Path) -> None:
+    """A part file longer than this release (left by another build, e.g. a variant that no
+    longer applies) cannot leave its tail in the model: it is cut to the release's size."""
+    directory = tmp_path / "r"
+    directory.mkdir()
+    (directory / PART).write_bytes(b"\xff" * (SIZE + 50_000))
+    part = _part(tmp_path)
+    part.recover()
+    for i in range(N_CHUNKS):
+        part.write(_chunk(i))
+    assert part.sha256() == hashlib.sha256(DATA).digest()
+    assert part.finalize().read_bytes() == DATA
+
+
+def test_variants_of_one_version_live_apart(tmp_path: Path) -> None:
+    assert storage.release_dir(tmp_path, "m", 5) == tmp_path / "models" / "m" / "5"
+    fp32 = storage.release_dir(tmp_path, "m", 5, "fp32")
+    int8 = storage.release_dir(tmp_path, "m", 5, "int8")
+    assert fp32 != int8 and fp32.parent == int8.parent == tmp_path / "models" / "m" / "5"

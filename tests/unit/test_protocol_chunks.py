@@ -185,3 +185,13 @@ def test_chunk_rejected_is_typed() -> None:
     assert exc.value.reason == "hash-mismatch"
     assert str(exc.value).startswith("hash-mismatch: ")
     assert hashlib.sha256(b"\x00" * 4096).digest() != MANIFEST.chunk_hash(0)
+
+
+def test_frame_release_id_reads_the_header_only() -> None:
+    from protocol import ChunkFrame, frame_release_id
+
+    rid = bytes(range(16))
+    frame = ChunkFrame.encode(3, rid + b"ignored", b"payload")
+    assert frame_release_id(frame) == rid
+    assert frame_release_id(frame[:10]) is None
+    assert frame_release_id(b"XXXX" + frame[4:]) is None  # not a chunk frame
