@@ -23,7 +23,7 @@ import threading
 import time
 from typing import Any
 
-from coordinator.service import Coordinator
+from coordinator.service import DEFAULT_POLL_INTERVAL
 from modelcast.broker import LocalBroker
 from modelcast.urls import parse_broker_url
 from protocol import Topics
@@ -141,7 +141,7 @@ def coordinator_round(
         fleet,
         broker_url=url,
         client_id=f"bench-coordinator-{fleet}-{rnd}",
-        poll_interval=Coordinator.DEFAULT_POLL_INTERVAL,
+        poll_interval=DEFAULT_POLL_INTERVAL,
     )
     try:
         time.sleep(0.2)  # its subscriptions are acknowledged

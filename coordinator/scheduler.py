@@ -64,7 +64,8 @@ class _Release:
         self.last_sent: dict[int, int] = {}
         self.pending: list[int] = []  # a heap, ascending chunk order
         # pending chunk -> the devices that asked for it since it was last handed out
-        self.askers: dict[int, set[str]] = {}
+        # (None among them: put back from a block publish, so it goes to the block again)
+        self.askers: dict[int, set[str | None]] = {}
 
     def tick(self) -> int:
         self.clock += 1
@@ -75,14 +76,14 @@ class _Release:
         if askers is None:
             askers = self.askers[index] = set()
             heapq.heappush(self.pending, index)
-        # None: a requeued block publish (several askers, or one that must go to the block)
-        askers.add(device if device is not None else "")
+        askers.add(device)
 
     def pop(self) -> Send:
         index = heapq.heappop(self.pending)
         askers = self.askers.pop(index)
-        if len(askers) == 1 and index in self.last_sent and "" not in askers:
-            return index, next(iter(askers))  # a resend for one device: its own topic
+        only = next(iter(askers)) if len(askers) == 1 else None
+        if only is not None and index in self.last_sent:
+            return index, only  # a resend for one device: its own topic
         self.last_sent[index] = self.tick()
         return index, None
 

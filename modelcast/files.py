@@ -14,7 +14,16 @@ from typing import Any, BinaryIO
 
 def fsync_dir(path: Path) -> None:
     """Make a rename inside ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    _fsync(path, os.O_RDONLY | os.O_DIRECTORY)
+
+
+def fsync_file(path: Path) -> None:
+    """Make the contents of an existing file durable (its directory entry: ``fsync_dir``)."""
+    _fsync(path, os.O_RDONLY)
+
+
+def _fsync(path: Path, flags: int) -> None:
+    fd = os.open(path, flags)
     try:
         os.fsync(fd)
     finally:
@@ -86,14 +95,6 @@ def write_atomic(
         staged.file.write(data)
         staged.commit(path, replace=replace, durable=durable)
 
-
-def fsync_file(path: Path) -> None:
-    """Make the contents of an existing file durable (its directory entry: ``fsync_dir``)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def sha256_file(path: Path) -> bytes:
