@@ -8,7 +8,7 @@ PYTHON ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-LINT_PATHS := protocol coordinator edge_node modelcast
+LINT_PATHS := protocol runtime coordinator edge_node broker_admin testkit modelcast
 
 .PHONY: setup venv mosquitto test lint demo clean
 
@@ -51,9 +51,11 @@ $(STAMP): pyproject.toml Makefile $(wildcard */__init__.py) | $(VPY)
 test: setup lint
 	MODELCAST_REQUIRE_MOSQUITTO=1 $(VPY) -m pytest -q
 
+# lint-imports: the layers of docs/ARCHITECTURE.md (contracts in pyproject.toml)
 lint: setup
 	$(VENV)/bin/ruff check $(LINT_PATHS) tests bench
 	$(VENV)/bin/mypy $(LINT_PATHS) bench
+	$(VENV)/bin/lint-imports
 
 demo: setup
 	$(VENV)/bin/modelcast demo

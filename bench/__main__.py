@@ -1,7 +1,7 @@
 """``python -m bench``: modelcast's headline figures, each against a baseline measured in the same
 run (the machine may be shared and noisy; a ratio survives that, a bare time does not).
 
-Every run starts its own Mosquitto on a free loopback port (``modelcast.broker.LocalBroker``),
+Every run starts its own Mosquitto on a free loopback port (``testkit.local_broker.LocalBroker``),
 makes its own keys, fleets and model files in a temporary directory, and removes them after
 (``--keep`` keeps them, with every process's log). Progress goes to stderr, the table to stdout.
 See docs/BENCHMARKS.md.
@@ -141,7 +141,7 @@ def _first_line(cmd: list[str]) -> str:
 def machine() -> dict[str, Any]:
     from importlib.metadata import version
 
-    from modelcast.broker import find_mosquitto
+    from broker_admin.mosquitto import find_mosquitto
 
     cpu = "?"
     try:

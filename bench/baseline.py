@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-from modelcast.urls import parse_broker_url
+from runtime.urls import parse_broker_url
 
 from .common import REPO, BenchError, paho_client
 

@@ -26,10 +26,17 @@ import paho.mqtt.client as paho
 from coordinator.keystore import init_keys
 from coordinator.registry import Registry, ReleaseRecord
 from coordinator.service import Coordinator
-from modelcast.broker import LocalBroker
-from modelcast.models import make_model
-from modelcast.urls import parse_broker_url
-from protocol import DEFAULT_CHUNK_SIZE, DeviceState, DeviceStatus, ProtocolError, Topics
+from protocol import (
+    DEFAULT_CHUNK_SIZE,
+    DeviceState,
+    DeviceStatus,
+    ModelcastError,
+    ProtocolError,
+    Topics,
+)
+from runtime.urls import parse_broker_url
+from testkit.local_broker import LocalBroker
+from testkit.synthetic_models import make_model
 
 from .plain import plain_client
 
@@ -41,7 +48,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 FAST_RECONNECT = ("--reconnect-min", "0.2", "--reconnect-max", "1")
 
 
-class BenchError(RuntimeError):
+class BenchError(ModelcastError, RuntimeError):
     """A figure could not be measured (a process died, a wait timed out)."""
 
 

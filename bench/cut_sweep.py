@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelcast.faultproxy import SecondsSpec
+from testkit.faultproxy import SecondsSpec
 
 from .common import MB, Bench
 from .flaky import RATE, flaky_delivery

@@ -1,7 +1,7 @@
 """``flaky_wire_ratio``: bytes that crossed one edge's link while it received a release over a
 link cut every 0.5-3 s, divided by the model size.
 
-The link is ``modelcast.faultproxy.FaultProxy`` between the edge and the broker, with
+The link is ``testkit.faultproxy.FaultProxy`` between the edge and the broker, with
 ``cut_after=(0.5, 3.0)`` (each connection is cut 0.5-3 s after it opens) and a rate cap of
 ``RATE`` bytes/s per direction, so the transfer spans several cuts (on an uncapped loopback the
 release would be through before the first one). The edge reconnects after 0.2-1 s
@@ -14,8 +14,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from modelcast.faultproxy import FaultProxy, SecondsSpec
-from modelcast.urls import parse_broker_url
+from runtime.urls import parse_broker_url
+from testkit.faultproxy import FaultProxy, SecondsSpec
 
 from .common import FAST_RECONNECT, MB, Bench, FleetWatch, reached
 

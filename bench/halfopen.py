@@ -13,8 +13,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from modelcast.faultproxy import FaultProxy
-from modelcast.urls import parse_broker_url
+from runtime.urls import parse_broker_url
+from testkit.faultproxy import FaultProxy
 
 from .common import FAST_RECONNECT, Bench, BenchError, FleetWatch
 

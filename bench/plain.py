@@ -2,7 +2,7 @@
 
 Without it a QoS 1 subscriber's PUBACKs wait behind Nagle's algorithm and the broker's delayed
 ACKs, and a baseline stalls 40 ms every ``max_inflight`` messages: a ratio against that would
-flatter modelcast (whose own client sets ``TCP_NODELAY``, see ``modelcast/mqtt.py``).
+flatter modelcast (whose own client sets ``TCP_NODELAY``, see ``runtime/mqtt.py``).
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from typing import Any
 import paho.mqtt.client as paho
 
 from bench.plain import plain_client
-from modelcast.urls import parse_broker_url
+from runtime.urls import parse_broker_url
 
 
 def main(argv: list[str] | None = None) -> int:

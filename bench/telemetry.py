@@ -24,9 +24,9 @@ import time
 from typing import Any
 
 from coordinator.service import DEFAULT_POLL_INTERVAL
-from modelcast.broker import LocalBroker
-from modelcast.urls import parse_broker_url
 from protocol import Topics
+from runtime.urls import parse_broker_url
+from testkit.local_broker import LocalBroker
 
 from .common import REPO, Bench, BenchError, paho_client
 

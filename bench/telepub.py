@@ -18,8 +18,8 @@ import uuid
 from typing import Any
 
 from bench.plain import plain_client
-from modelcast.urls import parse_broker_url
 from protocol import MetricsSample, ModelStats, Topics
+from runtime.urls import parse_broker_url
 
 
 def sample(device: str, boot: str, seq: int) -> bytes:

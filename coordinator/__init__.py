@@ -1,9 +1,16 @@
 """The modelcast coordinator: key management, the release registry, and the service that
 publishes deployments, serves chunks to edge devices over MQTT and stores their telemetry."""
 
-from .chunkstore import ChunkSource, ChunkSourceError
+from .chunkstore import ChunkSource
+from .errors import (
+    ChunkSourceError,
+    CoordinatorError,
+    KeyOperationError,
+    RegistryError,
+    RolloutError,
+)
 from .keystore import ReleaseKeys, init_keys, load_release_keys
-from .registry import Registry, RegistryError, ReleaseRecord
+from .registry import Registry, ReleaseRecord
 from .scheduler import ChunkScheduler, SchedulerStats
 from .service import Coordinator
 from .status import fleet_status, format_status
@@ -14,10 +21,13 @@ __all__ = [
     "ChunkSource",
     "ChunkSourceError",
     "Coordinator",
+    "CoordinatorError",
+    "KeyOperationError",
     "Registry",
     "RegistryError",
     "ReleaseKeys",
     "ReleaseRecord",
+    "RolloutError",
     "SchedulerStats",
     "TelemetryStats",
     "TelemetryStore",

@@ -13,11 +13,8 @@ import threading
 from collections import OrderedDict
 from types import TracebackType
 
+from .errors import ChunkSourceError
 from .registry import ReleaseRecord
-
-
-class ChunkSourceError(OSError):
-    """A blob that is missing, unreadable or shorter than its release says."""
 
 
 class ChunkSource:

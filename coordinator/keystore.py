@@ -20,8 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import protocol
-from modelcast.files import write_atomic
 from protocol.envelope import Envelope, KeyCertificate
+from runtime.files import write_atomic
+
+from .errors import KeyOperationError
 
 log = logging.getLogger(__name__)
 
@@ -118,14 +120,14 @@ def load_release_keys(keydir: Path) -> ReleaseKeys:
     try:
         key = protocol.SigningKey.from_pem(key_path.read_bytes())
     except protocol.ProtocolError as exc:
-        raise ValueError(f"{key_path}: {exc}") from None
+        raise KeyOperationError(f"{key_path}: {exc}") from None
     cert = cert_path.read_bytes()
     try:
         certified = ReleaseKeys(key, cert).certificate
     except protocol.ProtocolError as exc:
-        raise ValueError(f"{cert_path} is not a key certificate: {exc}") from None
+        raise KeyOperationError(f"{cert_path} is not a key certificate: {exc}") from None
     if certified.key != key.verify_key:
-        raise ValueError(
+        raise KeyOperationError(
             f"{cert_path} certifies key {certified.key.key_id}, but {key_path} is key "
             f"{key.verify_key.key_id}: the files come from different key directories"
         )

@@ -23,22 +23,19 @@ from typing import Any, BinaryIO
 import sqlite_utils
 
 import protocol
-from modelcast.files import StagedFile
-from modelcast.onnxmeta import release_kind
 from protocol.envelope import Envelope
 from protocol.limits import MIN_CHUNK_SIZE
 from protocol.manifest import chunk_count
+from runtime.files import StagedFile
+from runtime.onnxmeta import release_kind
 
+from .errors import RegistryError
 from .keystore import ReleaseKeys
 
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_S = 30.0
 DEFAULT_EXPIRES_IN = 90 * 86400.0
-
-
-class RegistryError(ValueError):
-    """A release or deployment the registry refuses (the message says why)."""
 
 
 @dataclass(frozen=True)
@@ -233,7 +230,7 @@ class Registry:
         """Hash, sign and store a release of ``model_path`` as ``name@version`` in ``fleet``.
 
         The manifest records the model kind the file declares (``model_kind``, if given, must
-        agree; see ``modelcast.onnxmeta.release_kind``), so edges know how to serve it.
+        agree; see ``runtime.onnxmeta.release_kind``), so edges know how to serve it.
 
         The file is read once: each chunk-sized piece is hashed and copied into the
         content-addressed blob store on the way through, so the blob is exactly what the

@@ -29,6 +29,8 @@ from typing import Any
 
 from protocol import PPM_ALL, Selector, membership_point, stage_ppm
 
+from .errors import RolloutError
+
 RUNNING = "running"
 PAUSED = "paused"
 HALTED = "halted"
@@ -133,11 +135,11 @@ class Observation:
 
 def validate_stages(stages: tuple[float, ...]) -> tuple[float, ...]:
     if not stages:
-        raise ValueError("at least one stage is needed")
+        raise RolloutError("at least one stage is needed")
     if any(not 0 < s <= 100 for s in stages):
-        raise ValueError(f"stages are percentages in (0, 100], got {list(stages)}")
+        raise RolloutError(f"stages are percentages in (0, 100], got {list(stages)}")
     if any(b <= a for a, b in itertools.pairwise(stages)):
-        raise ValueError(f"stages must increase, got {list(stages)}")
+        raise RolloutError(f"stages must increase, got {list(stages)}")
     if stages[-1] != 100:
         stages = (*stages, 100.0)
     return stages

@@ -7,6 +7,7 @@ from typing import Any
 
 from protocol import PPM_ALL
 
+from .errors import RolloutError
 from .registry import Registry
 from .rollout_plan import ABORTED, COMPLETED, HALTED, DeviceView, Rollout
 from .rollouts import RolloutStore, device_views
@@ -25,7 +26,7 @@ def rollout_reports(
         if name is not None and version is not None:
             stored = store.get(fleet, name, version)
             if stored is None:
-                raise ValueError(f"no rollout of {name}@{version} in fleet {fleet}")
+                raise RolloutError(f"no rollout of {name}@{version} in fleet {fleet}")
             found = [stored]
         else:
             found = store.all(fleet)

@@ -27,7 +27,8 @@ import sqlite_utils
 from protocol import PPM_ALL, Selector
 
 from .deployer import rollout_spec
-from .registry import Deployment, Registry, RegistryError
+from .errors import RegistryError, RolloutError
+from .registry import Deployment, Registry
 from .rollout_plan import (
     ABORTED,
     ACTIVE_STATES,
@@ -48,10 +49,6 @@ from .telemetry_store import ACTIVATION_FAILED, TelemetryStore
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_S = 30.0
-
-
-class RolloutError(ValueError):
-    """A rollout command that cannot be carried out (the message says why)."""
 
 
 @dataclass(frozen=True)

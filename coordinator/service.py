@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import protocol
-from modelcast.creds import ClientCreds, session_auth
-from modelcast.mqtt import MqttSession
+from runtime.credentials import ClientCreds, session_auth
+from runtime.mqtt import MqttSession
 
 from .chunkstore import ChunkSource, ChunkSourceError
 from .deployer import DeploymentPublisher

@@ -21,8 +21,8 @@ import uuid
 from typing import Any, TextIO
 
 import protocol
-from modelcast.creds import ClientCreds, session_auth
-from modelcast.mqtt import MqttSession
+from runtime.credentials import ClientCreds, session_auth
+from runtime.mqtt import MqttSession
 
 log = logging.getLogger(__name__)
 

@@ -21,6 +21,7 @@ from protocol.envelope import Envelope
 from protocol.rotation import KIND_REVOCATIONS
 
 from .deployer import Publication
+from .errors import KeyOperationError
 from .keystore import (
     RELEASE_CERT,
     RELEASE_KEY,
@@ -30,7 +31,7 @@ from .keystore import (
     ReleaseKeys,
     load_release_keys,
 )
-from .trustkeys import KeyOperationError, read_chain
+from .trustkeys import read_chain
 
 log = logging.getLogger(__name__)
 

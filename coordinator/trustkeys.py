@@ -24,11 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import protocol
-from modelcast.files import write_atomic
 from protocol.codec import unpack_map
 from protocol.envelope import Envelope, KeyCertificate
 from protocol.rotation import KIND_REVOCATIONS, MAX_CHAIN, MAX_REVOKED, RootRotation
+from runtime.files import write_atomic
 
+from .errors import KeyOperationError
 from .keystore import (
     RELEASE_CERT,
     RELEASE_KEY,
@@ -46,10 +47,6 @@ _NEXT_ROOT = "root.key.next"  # a rotation in progress: the new root, before it 
 _DAY = 86400.0
 DEFAULT_CERT_DAYS = 365.0
 DEFAULT_REVOCATION_DAYS = 365.0
-
-
-class KeyOperationError(ValueError):
-    """A key operation the key directory does not allow (the message says why)."""
 
 
 @dataclass(frozen=True)

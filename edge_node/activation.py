@@ -10,8 +10,8 @@ import numpy as np
 from protocol import Acceptance, Tensor
 from protocol.textmodel import KIND_TEXT_EMBEDDING
 
-from .errors import AcceptanceError, ActivationError
-from .text import TextEmbedder, TextModelError, session_kind
+from .errors import AcceptanceError, ActivationError, TextModelError
+from .text import TextEmbedder, session_kind
 
 DTYPES: dict[str, Any] = {
     "tensor(float)": np.float32,

@@ -8,7 +8,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modelcast.files import read_json, write_json_atomic
+from runtime.files import read_json, write_json_atomic
 
 
 @dataclass(frozen=True)

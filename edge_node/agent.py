@@ -17,10 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from modelcast import __version__
-from modelcast.creds import session_auth
-from modelcast.files import sha256_file
-from modelcast.mqtt import Backoff, MqttSession, Will
 from protocol import (
     ChunkRequest,
     DeploymentIndex,
@@ -46,6 +42,10 @@ from protocol import (
     open_manifest,
     settings_for,
 )
+from runtime import __version__
+from runtime.credentials import session_auth
+from runtime.files import sha256_file
+from runtime.mqtt import Backoff, MqttSession, Will
 
 from .activation import check_model
 from .active import ActiveModels, AgentRecord

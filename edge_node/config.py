@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modelcast.creds import ClientCreds
 from protocol import DEFAULT_LIMITS, Limits
+from runtime.credentials import ClientCreds
 
 
 @dataclass(frozen=True)

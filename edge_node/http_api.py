@@ -20,7 +20,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from .inference import EmbeddingResult, InferenceError, InferenceResult, InferenceService
+from .errors import InferenceError
+from .inference import EmbeddingResult, InferenceResult, InferenceService
 
 log = logging.getLogger("modelcast.edge.http")
 

@@ -18,17 +18,9 @@ from protocol.textmodel import KIND_TEXT_EMBEDDING
 
 from .activation import DTYPES, load_session
 from .active import ActiveModels
-from .errors import ActivationError
+from .errors import ActivationError, InferenceError, TextModelError
 from .metrics import InferenceStats
-from .text import TextEmbedder, TextModelError, check_texts, session_kind
-
-
-class InferenceError(Exception):
-    """The request cannot be served (no such model, bad inputs, the model failed)."""
-
-    def __init__(self, message: str, *, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
+from .text import TextEmbedder, check_texts, session_kind
 
 
 @dataclass(frozen=True)

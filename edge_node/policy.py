@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modelcast.files import read_json, write_json_atomic
 from protocol import MaintenanceWindow, ProtocolError, parse_pins
 from protocol.fleet_config import check_setting
+from runtime.files import read_json, write_json_atomic
 
 CONFIG_FILE = "config.json"
 

@@ -29,8 +29,8 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from modelcast.files import fsync_dir, fsync_file, sha256_file, write_atomic
 from protocol import Manifest, VerifiedChunk
+from runtime.files import fsync_dir, fsync_file, sha256_file, write_atomic
 
 from .errors import StorageError
 from .whole_hash import WholeFileHasher

@@ -25,6 +25,8 @@ from protocol.textmodel import (
     parse_text_spec,
 )
 
+from .errors import TextModelError
+
 #: Texts per call and characters per text the edge accepts (the endpoint's own caps).
 MAX_TEXTS = 256
 MAX_TEXT_CHARS = 20_000
@@ -32,10 +34,6 @@ MAX_TEXT_CHARS = 20_000
 PROBE_TEXT = "modelcast checks that this model answers."
 
 TOKENIZERS_HINT = "pip install 'modelcast[text]' (Hugging Face tokenizers)"
-
-
-class TextModelError(ValueError):
-    """The model cannot serve texts here: not a text model, a broken spec, no tokenizer library."""
 
 
 def session_metadata(session: Any) -> dict[str, str]:

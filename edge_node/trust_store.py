@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from modelcast.files import read_json, write_json_atomic
 from protocol import (
     Command,
     TrustedRoot,
@@ -16,6 +15,7 @@ from protocol import (
     follow_chain,
     open_command,
 )
+from runtime.files import read_json, write_json_atomic
 
 
 def load_trust(path: Path) -> TrustedRoot:

@@ -23,7 +23,7 @@ from protocol import ProtocolError
 from . import __version__
 
 if TYPE_CHECKING:
-    from .creds import ClientCreds
+    from runtime.credentials import ClientCreds
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -809,7 +809,7 @@ def _load_creds(args: argparse.Namespace, role: str) -> ClientCreds | None:
     A fleet left at its default (no --fleet, no MODELCAST_FLEET) becomes the credentials'."""
     if args.creds is None:
         return None
-    from .creds import ClientCreds
+    from runtime.credentials import ClientCreds
 
     creds = ClientCreds.load(args.creds)
     if creds.fleet is not None and args.fleet == "default" and _env("MODELCAST_FLEET") is None:
@@ -917,7 +917,7 @@ def cmd_telemetry_tail(args: argparse.Namespace) -> int:
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
-    from .profiles import run_broker
+    from broker_admin.profiles import run_broker
 
     port = args.port if args.port is not None else (8883 if args.secure else 1883)
     code = run_broker(
@@ -936,8 +936,8 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 
 def cmd_creds_add(args: argparse.Namespace) -> int:
-    from .creds import CredStore
-    from .tlsca import ensure_tls
+    from broker_admin.credstore import CredStore
+    from broker_admin.tlsca import ensure_tls
 
     ensure_tls(
         args.state,
@@ -955,7 +955,7 @@ def cmd_creds_add(args: argparse.Namespace) -> int:
 
 
 def cmd_creds_rotate(args: argparse.Namespace) -> int:
-    from .creds import CredStore
+    from broker_admin.credstore import CredStore
 
     store = CredStore(args.state)
     print(json.dumps(store.rotate(args.name), indent=2))
@@ -964,7 +964,7 @@ def cmd_creds_rotate(args: argparse.Namespace) -> int:
 
 
 def cmd_creds_revoke(args: argparse.Namespace) -> int:
-    from .creds import CredStore
+    from broker_admin.credstore import CredStore
 
     reloaded = CredStore(args.state).revoke(args.name)
     print(
@@ -975,7 +975,7 @@ def cmd_creds_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_creds_list(args: argparse.Namespace) -> int:
-    from .creds import CredStore
+    from broker_admin.credstore import CredStore
 
     users = CredStore(args.state).users()
     if args.json:
@@ -1001,8 +1001,8 @@ def cmd_models_build(args: argparse.Namespace) -> int:
 
 def cmd_quantize(args: argparse.Namespace) -> int:
     from protocol.textmodel import KIND_TEXT_EMBEDDING
+    from runtime.onnxmeta import read_model_kind
 
-    from .onnxmeta import read_model_kind
     from .textmodels.quantize import compare_text_models, quantize_model
     from .textmodels.samples import SENTENCES
 

@@ -24,8 +24,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from protocol import DeviceState, DeviceStatus, ProtocolError, Topics, UpdateState, VariantRule
+from runtime.mqtt import MqttSession
+from testkit.faultproxy import FaultProxy
+from testkit.local_broker import LocalBroker
 
-from .broker import LocalBroker
 from .demo_models import (
     DemoModels,
     DemoRelease,
@@ -33,8 +35,6 @@ from .demo_models import (
     prepare_models,
     similarity_question,
 )
-from .faultproxy import FaultProxy
-from .mqtt import MqttSession
 from .progress import ProgressBoard
 
 if TYPE_CHECKING:
@@ -138,9 +138,7 @@ def _wait(
                 raise RuntimeError(problem)
 
 
-def _release(
-    registry: Registry, keys: Path, models: DemoModels, name: str, version: int
-) -> str:
+def _release(registry: Registry, keys: Path, models: DemoModels, name: str, version: int) -> str:
     """Release ``name@version``: a text model as two variants (fp32 and int8), the synthetic
     model as one build (the first file, then the second). Says what it released."""
     builds: list[tuple[DemoRelease, str | None]]
@@ -269,9 +267,7 @@ def run_demo(
         if models.text:
             # Per-device variants: the big edge runs fp32, the small ones int8 (edges carry
             # --tag class=..., see _edge_class); each downloads only its own variant.
-            registry.set_variant_rules(
-                FLEET, name, [VariantRule.parse("int8:class=small")], "fp32"
-            )
+            registry.set_variant_rules(FLEET, name, [VariantRule.parse("int8:class=small")], "fp32")
         first = _release(registry, keys, models, name, 1)
         registry.deploy(name, 1, fleet=FLEET)
         board.note(

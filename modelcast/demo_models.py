@@ -14,7 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .models import make_model
+from testkit.synthetic_models import make_model
+
 from .textmodels.samples import CASES
 
 MODEL_CHOICES = ("auto", "minilm", "synthetic")

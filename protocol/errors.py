@@ -1,16 +1,29 @@
-"""The two roots of everything that can go wrong with bytes from the wire.
+"""``ModelcastError``, the root of every error modelcast raises on purpose, and the two roots of
+everything that can go wrong with bytes from the wire.
+
+Each package has its own root under ``ModelcastError`` (``protocol.ProtocolError``,
+``runtime.errors.SetupError``, ``coordinator.errors.CoordinatorError``,
+``edge_node.errors.EdgeError``, ``broker_admin.errors.BrokerAdminError``,
+``testkit.TestkitError``, ``modelcast.errors.CommandError``); the command line maps them to exit
+codes in one place (``modelcast.cli``). It lives here, in the lowest layer, because every package
+may import ``protocol`` and none may import upwards.
 
 Modelled on python-tuf: ``ProtocolError`` means *the data is bad* (malformed, oversized, unsigned,
 mis-signed, expired, stale, out of range); the caller rejects it, counts it and carries on.
 ``SequenceError`` means *the caller used a state object out of order*: a bug, not an attack.
 Transport errors (broker gone, socket cut) never appear here: ``protocol`` does no I/O; they live in
-``edge_node.errors``.
+``edge_node.errors`` and ``runtime.errors``.
 """
 
 from __future__ import annotations
 
 
-class ProtocolError(Exception):
+class ModelcastError(Exception):
+    """The root of every error modelcast raises on purpose (``except ModelcastError`` catches
+    them all, and nothing that is a plain bug)."""
+
+
+class ProtocolError(ModelcastError):
     """Bad data. ``reason`` is a short stable code (used in metrics and on the state topic)."""
 
     reason = "invalid"
@@ -73,5 +86,5 @@ class DigestMismatch(ProtocolError):
     reason = "digest-mismatch"
 
 
-class SequenceError(RuntimeError):
+class SequenceError(ModelcastError, RuntimeError):
     """A state object was driven out of order (e.g. a chunk committed before it was accepted)."""

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from modelcast.broker import LocalBroker, find_mosquitto
+from broker_admin.mosquitto import find_mosquitto
+from testkit.local_broker import LocalBroker
 from tests.support.brokers import Broker, session_broker
 from tests.support.minilm import BuiltMiniLM, build_minilm, require_minilm
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import onnx
 
-from modelcast.files import write_atomic, write_json_atomic
-from modelcast.onnxmeta import set_metadata
 from protocol.textmodel import TextModelSpec
+from runtime.files import write_atomic, write_json_atomic
+from runtime.onnxmeta import set_metadata
 
 from .bert_onnx import BertConfig, build_bert_embedding
 from .sources import MINILM_MAX_TOKENS, load_minilm

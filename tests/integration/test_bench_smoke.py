@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from modelcast.broker import find_mosquitto
+from broker_admin.mosquitto import find_mosquitto
 
 REPO = Path(__file__).resolve().parents[2]
 

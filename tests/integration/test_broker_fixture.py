@@ -11,8 +11,8 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from modelcast.broker import LocalBroker
-from modelcast.faultproxy import FaultProxy
+from testkit.faultproxy import FaultProxy
+from testkit.local_broker import LocalBroker
 from tests.support.brokers import Broker
 from tests.support.mqtt_probe import TopicRecorder
 

@@ -18,7 +18,7 @@ import pytest
 import protocol
 from coordinator import Coordinator, Registry, ReleaseRecord, init_keys, load_release_keys
 from coordinator.status import fleet_status
-from modelcast.broker import LocalBroker
+from testkit.local_broker import LocalBroker
 from tests.support.brokers import Broker
 from tests.support.mqtt_probe import Received, TopicRecorder
 

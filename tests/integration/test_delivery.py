@@ -7,10 +7,10 @@ import threading
 import pytest
 
 from edge_node.storage import PartialDownload, release_dir
-from modelcast.faultproxy import FaultProxy
-from modelcast.models import make_model
-from modelcast.urls import parse_broker_url
 from protocol import ChunkRequest, Manifest, UpdateState
+from runtime.urls import parse_broker_url
+from testkit.faultproxy import FaultProxy
+from testkit.synthetic_models import make_model
 from tests.support.env import Env
 from tests.support.fleet import (
     release_and_deploy,

@@ -20,9 +20,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from coordinator.keystore import ReleaseKeys
-from modelcast.models import make_model
 from protocol import ChunkFrame, ChunkRequest, DeviceEvent, certify
 from protocol.codec import pack
+from testkit.synthetic_models import make_model
 from tests.integration.test_rejections import CHUNK, Release, Setup, setup
 from tests.integration.test_trust_updates import root_key
 from tests.support.fleet import EdgeProcess, Keys, sha256_file

@@ -15,10 +15,10 @@ import pytest
 
 from coordinator.registry import Registry
 from coordinator.service import Coordinator
-from modelcast.faultproxy import FaultProxy
-from modelcast.models import make_model
-from modelcast.urls import parse_broker_url
 from protocol import ChunkRequest, DeviceState, DeviceStatus, UpdateState
+from runtime.urls import parse_broker_url
+from testkit.faultproxy import FaultProxy
+from testkit.synthetic_models import make_model
 from tests.support.brokers import Broker
 from tests.support.fleet import (
     REPO,
@@ -279,4 +279,3 @@ def test_demo_flaky_finishes(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, f"stdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr}"
     assert "its link was cut" in result.stdout, result.stdout[-4000:]
-

@@ -33,10 +33,6 @@ import pytest
 from coordinator.registry import Registry
 from edge_node.config import EdgeConfig
 from edge_node.storage import FINAL, PART, release_dir
-from modelcast.broker import LocalBroker
-from modelcast.faultproxy import FaultProxy
-from modelcast.models import make_model
-from modelcast.urls import parse_broker_url
 from protocol import (
     ChunkRequest,
     DeviceEvent,
@@ -49,6 +45,10 @@ from protocol import (
     open_index,
 )
 from protocol.envelope import Envelope
+from runtime.urls import parse_broker_url
+from testkit.faultproxy import FaultProxy
+from testkit.local_broker import LocalBroker
+from testkit.synthetic_models import make_model
 from tests.support.env import Env, running_env
 from tests.support.fleet import (
     REPO,

@@ -15,8 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from modelcast.models import make_model
-from modelcast.urls import parse_broker_url
 from protocol import (
     ChunkFrame,
     ChunkRequest,
@@ -28,6 +26,8 @@ from protocol import (
     UpdateState,
     hash_chunks,
 )
+from runtime.urls import parse_broker_url
+from testkit.synthetic_models import make_model
 from tests.support.brokers import Broker
 from tests.support.fleet import EdgeProcess, FleetWatch, Keys, make_keys, sha256_file
 from tests.support.mqtt_probe import TopicRecorder
@@ -247,9 +247,7 @@ def test_a_late_resend_of_a_finished_release_is_not_reported_as_an_attack(setup:
     v2 = s.coord.release(make_model(s.tmp / "v2.onnx", 200_000, seed=2), "m", 2)
     s.coord.publish_manifest(v2)
     s.coord.publish_index(s.coord.index({"m": v2}))
-    s.watch.wait_state(
-        "target", lambda st: st.state is UpdateState.DOWNLOADING and st.version == 2
-    )
+    s.watch.wait_state("target", lambda st: st.state is UpdateState.DOWNLOADING and st.version == 2)
     late = ChunkFrame.encode(0, s.v1.id, s.v1.data[:CHUNK])
     s.coord.probe.publish(t.resend("target"), late)
     foreign = s.coord.release(make_model(s.tmp / "x.onnx", 50_000, seed=3), "m", 7)

@@ -14,7 +14,7 @@ import time
 
 import protocol
 from coordinator.service import Coordinator
-from modelcast.models import make_model
+from testkit.synthetic_models import make_model
 from tests.support.env import Env
 from tests.support.fleet import release_and_deploy
 from tests.support.mqtt_probe import TopicRecorder

@@ -18,7 +18,7 @@ import pytest
 
 from coordinator.rollout_status import rollout_reports
 from modelcast.cli import main
-from modelcast.models import make_failing_model, make_model, make_slow_model
+from testkit.synthetic_models import make_failing_model, make_model, make_slow_model
 from tests.support.brokers import Broker
 from tests.support.env import Env, running_env
 from tests.support.fleet import release_and_deploy, sha256_file

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from modelcast.models import make_model
 from protocol import (
     ChunkFrame,
     ChunkRequest,
@@ -29,6 +28,7 @@ from protocol import (
     encode_chain,
     rotate_root,
 )
+from testkit.synthetic_models import make_model
 from tests.integration.test_rejections import CHUNK, Release, ScriptedCoordinator
 from tests.support.fleet import EdgeProcess, FleetWatch, Keys, make_keys, sha256_file
 from tests.support.secure_broker import SecureBroker, SecureRecorder, needs_mosquitto, secure_broker

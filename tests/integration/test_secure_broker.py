@@ -24,16 +24,17 @@ from pathlib import Path
 
 import pytest
 
+from broker_admin.credstore import CredStore
+from broker_admin.profiles import render_production
+from broker_admin.tlsca import answers_tls, ensure_tls, make_ca
 from coordinator.registry import Registry
 from coordinator.service import Coordinator
 from coordinator.telemetry_tail import run_tail
-from modelcast.broker import LocalBroker
-from modelcast.creds import ClientCreds, CredStore
-from modelcast.models import make_model
-from modelcast.mqtt import MqttSession
-from modelcast.profiles import render_production
-from modelcast.tlsca import answers_tls, ensure_tls, make_ca
 from protocol import DeviceStatus, Topics
+from runtime.credentials import ClientCreds
+from runtime.mqtt import MqttSession
+from testkit.local_broker import LocalBroker
+from testkit.synthetic_models import make_model
 from tests.support.fleet import (
     EdgeProcess,
     FleetWatch,

@@ -10,9 +10,9 @@ from typing import Any
 import msgpack
 
 from coordinator.status import fleet_status
-from modelcast.faultproxy import FaultProxy
-from modelcast.models import make_model
-from modelcast.urls import parse_broker_url
+from runtime.urls import parse_broker_url
+from testkit.faultproxy import FaultProxy
+from testkit.synthetic_models import make_model
 from tests.support.env import Env
 from tests.support.fleet import release_and_deploy
 from tests.support.mqtt_probe import Received, TopicRecorder

@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 
 from edge_node.text import load_embedder
-from modelcast.models import make_model
 from modelcast.textmodels.samples import CASES
 from protocol import DeviceStatus, UpdateState
 from protocol.textmodel import KIND_TENSORS, KIND_TEXT_EMBEDDING
+from testkit.synthetic_models import make_model
 from tests.support.env import Env
 from tests.support.fleet import REPO, release_and_deploy
 from tests.support.minilm import BuiltMiniLM

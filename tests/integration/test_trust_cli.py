@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 from coordinator.keystore import ReleaseKeys, load_release_keys
-from modelcast.models import make_model
 from protocol import ChunkRequest, UpdateState
+from testkit.synthetic_models import make_model
 from tests.integration.test_rejections import ScriptedCoordinator
 from tests.support.env import Env
 from tests.support.fleet import REPO, Keys, release_and_deploy, sha256_file

@@ -7,7 +7,6 @@ import hashlib
 import time
 
 from coordinator.keystore import ReleaseKeys
-from modelcast.models import make_model
 from protocol import (
     Command,
     Revocations,
@@ -17,6 +16,7 @@ from protocol import (
     encode_chain,
     rotate_root,
 )
+from testkit.synthetic_models import make_model
 from tests.integration.test_rejections import Setup, setup
 from tests.support.fleet import Keys, make_keys, sha256_file
 

@@ -11,10 +11,9 @@ import numpy as np
 import onnx
 import pytest
 
-from edge_node.text import TextEmbedder, TextModelError, load_embedder
+from edge_node.errors import TextModelError
+from edge_node.text import TextEmbedder, load_embedder
 from modelcast.cli import main
-from modelcast.models import make_model
-from modelcast.onnxmeta import read_metadata, release_kind, set_metadata
 from modelcast.textmodels.quantize import compare_text_models
 from modelcast.textmodels.samples import CASES, SENTENCES
 from modelcast.textmodels.sources import SourceError, load_minilm
@@ -25,6 +24,8 @@ from protocol.textmodel import (
     META_TOKENIZER,
     parse_text_spec,
 )
+from runtime.onnxmeta import read_metadata, release_kind, set_metadata
+from testkit.synthetic_models import make_model
 from tests.support.minilm import BuiltMiniLM
 
 VARIANTS = ("fp32", "int8")
@@ -225,8 +226,8 @@ def test_build_without_weights_says_how_to_get_them(
 
 def test_the_build_is_reproducible(minilm: BuiltMiniLM, tmp_path: Path) -> None:
     """Same weights, same bytes: rebuilding never makes a different release by accident."""
-    from modelcast.files import sha256_file
     from modelcast.textmodels.build import build_minilm
+    from runtime.files import sha256_file
 
     again = build_minilm(tmp_path)
     assert sha256_file(again.model) == sha256_file(minilm.fp32)

@@ -13,8 +13,9 @@ from typing import Any, Protocol
 
 import pytest
 
-from modelcast.broker import LocalBroker, find_mosquitto
-from modelcast.urls import format_broker_url, parse_broker_url
+from broker_admin.mosquitto import find_mosquitto
+from runtime.urls import format_broker_url, parse_broker_url
+from testkit.local_broker import LocalBroker
 
 ENV_VAR = "MODELCAST_BROKER"
 DOCKER_IMAGE = "eclipse-mosquitto:2.0.20"

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from coordinator.keystore import ReleaseKeys, init_keys, load_release_keys
 from coordinator.registry import Registry
-from modelcast.urls import parse_broker_url
 from protocol import DeviceEvent, DeviceState, ProtocolError, Topics, UpdateState
+from runtime.urls import parse_broker_url
 
 from .mqtt_probe import Received, TopicRecorder
 

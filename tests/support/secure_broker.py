@@ -26,10 +26,11 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from modelcast.broker import find_mosquitto, free_loopback_port
-from modelcast.creds import CredStore
-from modelcast.tlsca import answers_tls, ensure_tls
-from modelcast.urls import format_broker_url
+from broker_admin.credstore import CredStore
+from broker_admin.mosquitto import find_mosquitto
+from broker_admin.tlsca import answers_tls, ensure_tls
+from runtime.urls import format_broker_url
+from testkit.local_broker import free_loopback_port
 
 from .fleet import REPO
 from .mqtt_probe import TopicRecorder

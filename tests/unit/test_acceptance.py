@@ -9,7 +9,6 @@ import pytest
 from edge_node.activation import check_model
 from edge_node.errors import AcceptanceError
 from modelcast.acceptance import load_vectors, make_vectors
-from modelcast.models import make_model
 from protocol import (
     Acceptance,
     Case,
@@ -19,6 +18,7 @@ from protocol import (
     Tensor,
 )
 from protocol.acceptance import MAX_ACCEPTANCE_BYTES
+from testkit.synthetic_models import make_model
 
 ZERO = bytes(32)
 

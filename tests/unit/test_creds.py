@@ -13,11 +13,13 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from broker_admin.credstore import CredStore, render_acl
+from broker_admin.mosquitto import find_mosquitto_passwd
+from broker_admin.profiles import render_production
+from broker_admin.tlsca import ensure_tls, issue_server_cert, make_ca
 from modelcast.cli import EXIT_FAILED, EXIT_OK, main
-from modelcast.creds import ClientCreds, CredStore, find_mosquitto_passwd, render_acl
-from modelcast.profiles import render_production
-from modelcast.tlsca import ensure_tls, issue_server_cert, make_ca
-from modelcast.urls import format_broker_url, is_tls_url, parse_broker_url
+from runtime.credentials import ClientCreds
+from runtime.urls import format_broker_url, is_tls_url, parse_broker_url
 from tests.support.secure_broker import REQUIRE_ENV
 
 

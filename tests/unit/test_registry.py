@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 import protocol
+from coordinator.errors import RegistryError
 from coordinator.keystore import ReleaseKeys, init_keys, load_release_keys
-from coordinator.registry import Registry, RegistryError
+from coordinator.registry import Registry
 
 CHUNK = 4096
 SIZE = 10 * CHUNK + 1234  # 11 chunks, the last one short

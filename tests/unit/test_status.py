@@ -157,7 +157,7 @@ def test_the_header_names_each_deployed_release_and_its_kind() -> None:
 
 
 def test_status_reads_the_kind_of_a_deployed_release(tmp_path: Path) -> None:
-    from modelcast.models import make_model
+    from testkit.synthetic_models import make_model
     from tests.support.fleet import make_keys
 
     db = tmp_path / "c.db"

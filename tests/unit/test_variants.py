@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from coordinator.deployer import version_target
+from coordinator.errors import RegistryError
 from coordinator.keystore import init_keys, load_release_keys
-from coordinator.registry import Registry, RegistryError
+from coordinator.registry import Registry
 from protocol import (
     DeploymentIndex,
     MalformedMessage,

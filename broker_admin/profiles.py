@@ -2,7 +2,7 @@
 
 * the development profile (``dev.conf``): anonymous, plain MQTT, no persistence;
 * the production profile (``production.conf``, ``--secure``): a template filled with the files of
-  a state directory (TLS material, password file, ACL, persistence), see ``modelcast/creds.py``.
+  a state directory (TLS material, password file, ACL, persistence), see ``credstore.py``.
 
 The generated config goes to ``DIR/mosquitto.conf`` and the broker's pid to ``DIR/broker.pid``,
 which ``modelcast creds`` uses to make the broker reload its password and ACL files (SIGHUP).
@@ -21,21 +21,22 @@ from collections.abc import Iterable
 from pathlib import Path
 from types import FrameType
 
-from .broker import BROKER_CONFIG_DIR, DEV_CONF, find_mosquitto
-from .creds import BROKER_CONF, PID_FILE, CredStore
-from .files import write_atomic
+from runtime.files import write_atomic
+
+from .credstore import BROKER_CONF, PID_FILE, CredStore
+from .errors import BrokerAdminError
+from .mosquitto import DEV_CONF, PRODUCTION_CONF, find_mosquitto
 from .tlsca import ensure_tls
 
 log = logging.getLogger(__name__)
 
-PRODUCTION_CONF = BROKER_CONFIG_DIR / "production.conf"
 PERSISTENCE_DIR = "mosquitto-data"
 
 
 def _conf_path(path: Path) -> str:
     text = str(path.resolve())
     if any(c.isspace() for c in text):
-        raise ValueError(f"{text}: Mosquitto config values cannot contain spaces")
+        raise BrokerAdminError(f"{text}: Mosquitto config values cannot contain spaces")
     return text
 
 
@@ -97,13 +98,13 @@ def run_broker(
         raise FileNotFoundError("mosquitto not found: apt-get install mosquitto")
     if state is None:
         if secure:
-            raise ValueError("--secure needs --state DIR")
+            raise BrokerAdminError("--secure needs --state DIR")
         state = Path(tempfile.mkdtemp(prefix="modelcast-broker-"))
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
     store = CredStore(state)
     running = store.broker_pid()
     if running is not None:
-        raise ValueError(f"a broker (pid {running}) already runs on {state}")
+        raise BrokerAdminError(f"a broker (pid {running}) already runs on {state}")
     if secure:
         ensure_tls(
             state,

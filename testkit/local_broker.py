@@ -8,7 +8,6 @@ system Mosquitto service, root, or a fixed port.
 from __future__ import annotations
 
 import atexit
-import os
 import shutil
 import signal
 import socket
@@ -19,12 +18,11 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
-from modelcast.urls import format_broker_url
+from broker_admin.mosquitto import DEV_CONF, find_mosquitto
+from runtime.urls import format_broker_url
 
-BROKER_CONFIG_DIR = Path(__file__).resolve().parents[1] / "broker_config"
-DEV_CONF = BROKER_CONFIG_DIR / "dev.conf"
+from .errors import BrokerStartError
 
-_FALLBACK_BINARIES = ("/usr/sbin/mosquitto",)
 _POLL_S = 0.02
 
 # Children still running when the interpreter exits (a test crashed, Ctrl-C): stop
@@ -41,17 +39,6 @@ def _reap_live_brokers() -> None:
             proc.wait()
     for path in list(_temp_dirs):
         shutil.rmtree(path, ignore_errors=True)
-
-
-def find_mosquitto() -> str | None:
-    """Path of the mosquitto binary (PATH first, then Debian's /usr/sbin), or None."""
-    found = shutil.which("mosquitto")
-    if found:
-        return found
-    for candidate in _FALLBACK_BINARIES:
-        if os.access(candidate, os.X_OK):
-            return candidate
-    return None
 
 
 def free_loopback_port() -> int:
@@ -83,14 +70,6 @@ def _answers_mqtt(host: str, port: int) -> bool:
             return False
     except OSError:
         return False
-
-
-class BrokerStartError(RuntimeError):
-    """Mosquitto exited or did not listen in time; the message ends with its log."""
-
-    def __init__(self, message: str, *, port_in_use: bool = False) -> None:
-        super().__init__(message)
-        self.port_in_use = port_in_use
 
 
 class LocalBroker:

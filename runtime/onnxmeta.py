@@ -15,15 +15,17 @@ from protocol.textmodel import (
     parse_text_spec,
 )
 
+from .errors import SetupError
+
 
 def read_metadata(path: Path) -> dict[str, str]:
-    """The file's ``metadata_props`` as a dict (``ValueError`` if it is not an ONNX model)."""
+    """The file's ``metadata_props`` as a dict (``SetupError`` if it is not an ONNX model)."""
     try:
         model = onnx.load(str(path), load_external_data=False)
     except OSError:  # a missing or unreadable file stays what it is
         raise
     except Exception as exc:  # protobuf's DecodeError and friends
-        raise ValueError(f"{path}: not an ONNX model ({exc})") from None
+        raise SetupError(f"{path}: not an ONNX model ({exc})") from None
     return {p.key: p.value for p in model.metadata_props}
 
 
@@ -51,22 +53,22 @@ def release_kind(path: Path, requested: str | None = None, *, label: str | None 
     It is what the file declares (a file that is not ONNX, or declares nothing, is plain
     ``tensors``); ``requested`` (``--kind``) must agree with it. A text-embedding file must
     carry a usable spec, so a release the edges could not serve is refused here.
-    ``ValueError`` says why, naming the file ``label`` (default: ``path``).
+    ``SetupError`` says why, naming the file ``label`` (default: ``path``).
     """
     label = label or str(path)
     meta: dict[str, str] = {}
     if Path(path).stat().st_size <= _MAX_PROTO_BYTES:
         try:
             meta = read_metadata(path)
-        except ValueError:
+        except SetupError:
             meta = {}
     try:
         declared = model_kind_of(meta)
         kind = check_model_kind(requested, "--kind") if requested else declared
         if kind != declared:
-            raise ValueError(f"{label} declares the model kind {declared}, not {kind}")
+            raise SetupError(f"{label} declares the model kind {declared}, not {kind}")
         if kind == KIND_TEXT_EMBEDDING:
             parse_text_spec(meta)
     except ProtocolError as exc:
-        raise ValueError(f"{label}: {exc.detail}") from None
+        raise SetupError(f"{label}: {exc.detail}") from None
     return kind

@@ -1,16 +1,13 @@
-"""Broker credentials: who may connect to the secure broker, and what each identity may do.
+"""The operator's side of broker credentials: who may connect to the secure broker, and what
+each identity may do.
 
-Two halves:
-
-* the client side, ``ClientCreds``: the JSON that ``modelcast creds add`` prints, loaded by
-  ``modelcast edge|coordinator|telemetry tail --creds FILE`` and turned into ``MqttSession``
-  options (``session_auth``);
-* the operator side, ``CredStore``: a broker state directory holding the registry of identities
-  (``creds.json``, no secrets), the Mosquitto password file (``passwd``, maintained with the
-  ``mosquitto_passwd`` binary, never written by hand), the ACL file (``acl``, regenerated from
-  the registry on every change), every issued credentials JSON (``creds/NAME.json``, 0600) and
-  the TLS files (``modelcast/tlsca.py``). A change is signalled to a running broker with SIGHUP
-  (its pid is in ``broker.pid``), which makes Mosquitto re-read the password and ACL files.
+``CredStore`` manages a broker state directory holding the registry of identities
+(``creds.json``, no secrets), the Mosquitto password file (``passwd``, maintained with the
+``mosquitto_passwd`` binary, never written by hand), the ACL file (``acl``, regenerated from the
+registry on every change), every issued credentials JSON (``creds/NAME.json``, 0600) and the TLS
+files (``broker_admin/tlsca.py``). A change is signalled to a running broker with SIGHUP (its pid
+is in ``broker.pid``), which makes Mosquitto re-read the password and ACL files. What a client
+loads from an issued JSON is ``runtime.credentials.ClientCreds``.
 
 The ACL, per identity of fleet F (``docs/SECURITY.md`` has the table):
 
@@ -31,25 +28,24 @@ import json
 import logging
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any
 
 from protocol.errors import ProtocolError
 from protocol.names import check_name as _protocol_check_name
+from runtime.credentials import ROLES
+from runtime.files import read_json, write_atomic, write_json_atomic
 
-from .files import read_json, write_atomic, write_json_atomic
+from .errors import BrokerAdminError
+from .mosquitto import find_mosquitto_passwd
 from .tlsca import CA_CERT, ensure_tls
-from .urls import is_tls_url
 
 log = logging.getLogger(__name__)
 
-ROLES = ("coordinator", "device", "integrator")
 REGISTRY = "creds.json"
 PASSWD = "passwd"
 ACL = "acl"
@@ -57,7 +53,6 @@ CREDS_DIR = "creds"
 PID_FILE = "broker.pid"
 BROKER_CONF = "mosquitto.conf"
 _LOCK = ".creds.lock"
-_PASSWD_FALLBACKS = ("/usr/bin/mosquitto_passwd", "/usr/sbin/mosquitto_passwd")
 
 
 def check_name(value: str, what: str) -> str:
@@ -66,124 +61,7 @@ def check_name(value: str, what: str) -> str:
     try:
         return _protocol_check_name(value, what)
     except ProtocolError as exc:
-        raise ValueError(str(exc)) from None
-
-
-# --- client side ------------------------------------------------------------------------------
-class SessionAuth(TypedDict, total=False):
-    """Keyword arguments of ``MqttSession`` that carry credentials."""
-
-    tls_ca: Path
-    username: str
-    password: str
-
-
-@dataclass(frozen=True)
-class ClientCreds:
-    """One identity's credentials, as written by ``modelcast creds add``."""
-
-    username: str
-    password: str
-    client_id: str
-    ca_file: Path | None
-    tls: bool = True
-    role: str | None = None
-    fleet: str | None = None
-
-    @classmethod
-    def load(cls, path: Path | str) -> ClientCreds:
-        """Read and check a credentials JSON. A relative ``ca_file`` is relative to the JSON's
-        directory, so a credentials file and its ``ca.crt`` can travel together."""
-        path = Path(path)
-        try:
-            obj = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"credentials {path}: not JSON ({exc})") from None
-        if not isinstance(obj, dict):
-            raise ValueError(f"credentials {path}: expected a JSON object")
-
-        def text(key: str, *, optional: bool = False) -> str | None:
-            value = obj.get(key)
-            if value is None and optional:
-                return None
-            if not isinstance(value, str) or not value:
-                raise ValueError(f"credentials {path}: {key!r} must be a non-empty string")
-            return value
-
-        username = text("username")
-        password = text("password")
-        assert username is not None and password is not None
-        client_id = text("client_id", optional=True) or username
-        ca_text = text("ca_file", optional=True)
-        ca_file = None
-        if ca_text is not None:
-            ca_file = Path(ca_text)
-            if not ca_file.is_absolute():
-                ca_file = path.parent / ca_file
-            if not ca_file.is_file():
-                raise ValueError(f"credentials {path}: ca_file {ca_file} does not exist")
-        tls = obj.get("broker_tls", True)
-        if not isinstance(tls, bool):
-            raise ValueError(f"credentials {path}: 'broker_tls' must be true or false")
-        role = text("role", optional=True)
-        if role is not None and role not in ROLES:
-            raise ValueError(f"credentials {path}: unknown role {role!r}")
-        return cls(
-            username=username,
-            password=password,
-            client_id=client_id,
-            ca_file=ca_file,
-            tls=tls,
-            role=role,
-            fleet=text("fleet", optional=True),
-        )
-
-    def check_role(self, role: str, fleet: str | None = None) -> None:
-        """Refuse credentials made for another role or fleet (the broker would refuse every
-        publish anyway, silently: better to say so at start)."""
-        if self.role is not None and self.role != role:
-            raise ValueError(f"credentials of {self.username} are for a {self.role}, not a {role}")
-        if fleet is not None and self.fleet is not None and self.fleet != fleet:
-            raise ValueError(
-                f"credentials of {self.username} are for fleet {self.fleet!r}, not {fleet!r}"
-            )
-
-    def session_auth(self, url: str) -> SessionAuth:
-        """``MqttSession`` options for ``url``; a TLS identity needs an ``mqtts://`` URL, so a
-        password is never sent in clear by mistake."""
-        if self.tls and not is_tls_url(url):
-            raise ValueError(
-                f"credentials of {self.username} are for a TLS broker: use mqtts://HOST:PORT, "
-                f"not {url}"
-            )
-        auth = SessionAuth(username=self.username, password=self.password)
-        if self.ca_file is not None and is_tls_url(url):
-            auth["tls_ca"] = self.ca_file
-        return auth
-
-
-def session_auth(creds: ClientCreds | None, url: str) -> SessionAuth:
-    """``MqttSession(url, ..., **session_auth(creds, url))``: nothing when ``creds`` is None."""
-    return creds.session_auth(url) if creds is not None else SessionAuth()
-
-
-# --- operator side ----------------------------------------------------------------------------
-def find_mosquitto_passwd() -> str:
-    """The ``mosquitto_passwd`` binary (PATH, next to mosquitto, Debian's /usr/bin)."""
-    found = shutil.which("mosquitto_passwd")
-    if found:
-        return found
-    from .broker import find_mosquitto
-
-    broker = find_mosquitto()
-    candidates = [str(Path(broker).with_name("mosquitto_passwd"))] if broker else []
-    for candidate in [*candidates, *_PASSWD_FALLBACKS]:
-        if os.access(candidate, os.X_OK):
-            return candidate
-    raise FileNotFoundError(
-        "mosquitto_passwd not found (it comes with the mosquitto package: apt-get install "
-        "mosquitto)"
-    )
+        raise BrokerAdminError(str(exc)) from None
 
 
 def render_acl(users: dict[str, dict[str, Any]]) -> str:
@@ -215,7 +93,7 @@ def render_acl(users: dict[str, dict[str, Any]]) -> str:
                 f"topic read {base}/devices/+/telemetry/#",
             ]
         else:
-            raise ValueError(f"unknown role {role!r} for {name}")
+            raise BrokerAdminError(f"unknown role {role!r} for {name}")
     return "\n".join(lines) + "\n"
 
 
@@ -268,14 +146,14 @@ class CredStore:
     def add(self, role: str, name: str, *, fleet: str = "default") -> dict[str, Any]:
         """A new identity; returns its credentials JSON (also written to ``creds/NAME.json``)."""
         if role not in ROLES:
-            raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+            raise BrokerAdminError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
         check_name(name, "name")
         check_name(fleet, "fleet")
         ensure_tls(self.state)
         with self._locked():
             users = self.users()
             if name in users:
-                raise ValueError(
+                raise BrokerAdminError(
                     f"{name} already exists ({users[name]['role']} of fleet "
                     f"{users[name]['fleet']}); `modelcast creds rotate {name}` gives it a new "
                     "password"
@@ -292,7 +170,7 @@ class CredStore:
         with self._locked():
             users = self.users()
             if name not in users:
-                raise ValueError(f"no credentials named {name!r} in {self.state}")
+                raise BrokerAdminError(f"no credentials named {name!r} in {self.state}")
             creds = self._issue(name, users[name])
             self._save(users)
         self.reload_broker()
@@ -304,7 +182,7 @@ class CredStore:
         with self._locked():
             users = self.users()
             if name not in users:
-                raise ValueError(f"no credentials named {name!r} in {self.state}")
+                raise BrokerAdminError(f"no credentials named {name!r} in {self.state}")
             self._run_passwd(["-D", str(self.passwd_path), name])
             del users[name]
             self._save(users)

@@ -96,7 +96,6 @@ def write_atomic(
         staged.commit(path, replace=replace, durable=durable)
 
 
-
 def sha256_file(path: Path) -> bytes:
     """sha256 of a file, read in 1 MiB pieces (memory does not grow with its size)."""
     h = hashlib.sha256()

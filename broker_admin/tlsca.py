@@ -32,7 +32,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from .files import write_atomic
+from runtime.files import write_atomic
+
+from .errors import BrokerAdminError
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +76,7 @@ def _key_pem(key: _Key) -> bytes:
 def _load_key(path: Path) -> _Key:
     key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise ValueError(f"{path}: expected an EC private key (unencrypted PEM)")
+        raise BrokerAdminError(f"{path}: expected an EC private key (unencrypted PEM)")
     return key
 
 
@@ -83,16 +85,16 @@ def _load_any_key(path: Path) -> object:
     try:
         return serialization.load_pem_private_key(path.read_bytes(), password=None)
     except (ValueError, TypeError) as exc:
-        raise ValueError(f"{path}: not an unencrypted PEM private key ({exc})") from None
+        raise BrokerAdminError(f"{path}: not an unencrypted PEM private key ({exc})") from None
 
 
 def _load_certs(path: Path) -> list[x509.Certificate]:
     try:
         certs = x509.load_pem_x509_certificates(path.read_bytes())
     except ValueError as exc:
-        raise ValueError(f"{path}: not a PEM certificate ({exc})") from None
+        raise BrokerAdminError(f"{path}: not a PEM certificate ({exc})") from None
     if not certs:
-        raise ValueError(f"{path}: no certificate in it")
+        raise BrokerAdminError(f"{path}: no certificate in it")
     return certs
 
 
@@ -137,7 +139,7 @@ def _norm_host(host: str) -> str:
         return str(ipaddress.ip_address(host))
     except ValueError:
         if not host or any(c.isspace() or c == "/" for c in host):
-            raise ValueError(f"--host {host!r} is not a host name or IP address") from None
+            raise BrokerAdminError(f"--host {host!r} is not a host name or IP address") from None
         return host.lower()
 
 
@@ -192,7 +194,7 @@ def issue_server_cert(
     """A TLS server certificate for ``hosts`` (IP addresses and DNS names), signed by the CA."""
     names = sorted({_norm_host(h) for h in hosts})
     if not names:
-        raise ValueError("a server certificate needs at least one host")
+        raise BrokerAdminError("a server certificate needs at least one host")
     key = ec.generate_private_key(ec.SECP256R1())
     now = _now()
     not_after = min(now + dt.timedelta(days=days), ca_cert.not_valid_after_utc)
@@ -246,21 +248,23 @@ def _ensure_ca(state: Path, ca_cert: Path | None, ca_key: Path | None) -> None:
     cert_path, key_path = state / CA_CERT, state / CA_KEY
     if cert_path.exists():
         if ca_cert is not None and cert_path.read_bytes() != ca_cert.read_bytes():
-            raise ValueError(
+            raise BrokerAdminError(
                 f"{state} already has a CA ({cert_path}); --ca-cert only applies on first use "
                 "(start a new state directory to change CA)"
             )
         return
     if (ca_cert is None) != (ca_key is None):
-        raise ValueError("--ca-cert and --ca-key go together (or --ca-cert with --server-cert)")
+        raise BrokerAdminError(
+            "--ca-cert and --ca-key go together (or --ca-cert with --server-cert)"
+        )
     if ca_cert is not None and ca_key is not None:
         key = _load_key(ca_key)
         cert = _load_certs(ca_cert)[0]
         if not _same_public_key(cert, key):
-            raise ValueError(f"--ca-key {ca_key} is not the key of --ca-cert {ca_cert}")
+            raise BrokerAdminError(f"--ca-key {ca_key} is not the key of --ca-cert {ca_cert}")
         constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
         if not constraints.ca:
-            raise ValueError(f"--ca-cert {ca_cert} is not a CA certificate")
+            raise BrokerAdminError(f"--ca-cert {ca_cert} is not a CA certificate")
         write_atomic(key_path, _key_pem(key), mode=0o600)
         write_atomic(cert_path, _pem(cert))
         log.info("using the operator's CA %s", cert.subject.rfc4514_string())
@@ -276,19 +280,23 @@ def _install_operator_server_cert(
 ) -> None:
     ca_path = state / CA_CERT
     if ca_cert is None and not ca_path.exists():
-        raise ValueError("--server-cert needs --ca-cert: the CA clients verify the broker with")
+        raise BrokerAdminError(
+            "--server-cert needs --ca-cert: the CA clients verify the broker with"
+        )
     if (state / CA_KEY).exists():
-        raise ValueError(
+        raise BrokerAdminError(
             f"{state} holds a CA made by modelcast; an operator's server certificate needs a "
             "new state directory"
         )
     chain = _load_certs(server_cert)
     key = _load_any_key(server_key)
     if not _same_public_key(chain[0], key):
-        raise ValueError(f"--server-key {server_key} is not the key of --server-cert {server_cert}")
+        raise BrokerAdminError(
+            f"--server-key {server_key} is not the key of --server-cert {server_cert}"
+        )
     trusted = _load_certs(ca_cert) if ca_cert is not None else _load_certs(ca_path)
     if not _issued_by(chain[0], [*chain[1:], *trusted]):
-        raise ValueError(
+        raise BrokerAdminError(
             f"--server-cert {server_cert} is not issued by the CA in --ca-cert (or by an "
             "intermediate in the server certificate file)"
         )
@@ -320,10 +328,10 @@ def ensure_tls(
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
     server_cert_path, server_key_path = state / SERVER_CERT, state / SERVER_KEY
     if (server_cert is None) != (server_key is None):
-        raise ValueError("--server-cert and --server-key go together")
+        raise BrokerAdminError("--server-cert and --server-key go together")
     if server_cert is not None and server_key is not None:
         if ca_key is not None:
-            raise ValueError("give --ca-key or --server-cert/--server-key, not both")
+            raise BrokerAdminError("give --ca-key or --server-cert/--server-key, not both")
         _install_operator_server_cert(state, ca_cert, server_cert, server_key)
     wanted = {_norm_host(h) for h in (*DEFAULT_HOSTS, *hosts)}
     if not (state / CA_KEY).exists() and server_cert_path.exists():

@@ -12,7 +12,7 @@ What it adds to paho, and why:
 * callbacks that only hand messages over: the caller's handler must not block;
 * ``TCP_NODELAY`` on the socket: small packets (requests, acks) leave at once;
 * TLS for ``mqtts://`` URLs (the server certificate and its host name are checked against
-  ``tls_ca``, or the system's CAs) and a username/password (see ``modelcast/creds.py``).
+  ``tls_ca``, or the system's CAs) and a username/password (see ``runtime/credentials.py``).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 
+from .errors import SetupError
 from .urls import is_tls_url, parse_broker_url
 
 log = logging.getLogger(__name__)
@@ -102,9 +103,9 @@ class MqttSession:
         self.host, self.port = parse_broker_url(url)
         self.tls = is_tls_url(url)
         if tls_ca is not None and not self.tls:
-            raise ValueError(f"broker URL {url!r}: TLS credentials need an mqtts:// URL")
+            raise SetupError(f"broker URL {url!r}: TLS credentials need an mqtts:// URL")
         if password is not None and username is None:
-            raise ValueError("a password needs a username")
+            raise SetupError("a password needs a username")
         self.client_id = client_id
         self.keepalive = keepalive
         self._on_message = on_message

@@ -1,0 +1,11 @@
+"""The application's error root: a command that cannot do what it was asked. The command line
+maps every ``ModelcastError`` (this one and those of the layers below) to an exit code in one
+place, ``modelcast.cli``."""
+
+from __future__ import annotations
+
+from protocol.errors import ModelcastError
+
+
+class CommandError(ModelcastError, ValueError):
+    """A command's input or situation does not allow it (the message says why)."""
