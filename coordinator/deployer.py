@@ -75,7 +75,7 @@ def rollout_spec(
         spec["rollout"] = {
             "id": rollout,
             "ppm": ppm,
-            "select": (select or protocol.Selector()).to_wire(),
+            "select": (select or protocol.Selector()).to_dict(),
             "base": base,
         }
     return json.dumps(spec, sort_keys=True) if spec else None
@@ -135,7 +135,7 @@ def index_target(
     rollout = protocol.RolloutBlock(
         rollout=str(raw["id"]),
         ppm=int(raw["ppm"]),
-        select=protocol.Selector.from_wire(raw.get("select") or {}, "rollout spec"),
+        select=protocol.Selector.from_dict(raw.get("select") or {}, "rollout spec"),
         base=None if base is None else version_target(releases[int(base)], rules, default),
     )
     return replace(target, rollout=rollout)
@@ -326,7 +326,7 @@ class DeploymentPublisher:
         warned = self._expiry_warned.get(record.release_id)
         try:
             body = Envelope.decode(record.manifest, len(record.manifest)).body
-            expires = protocol.Manifest.parse(body).expires
+            expires = protocol.Manifest.decode(body).expires
         except protocol.ProtocolError as exc:
             if warned is None:
                 self._expiry_warned[record.release_id] = "damaged"

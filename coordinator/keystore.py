@@ -95,7 +95,7 @@ class ReleaseKeys:
 
     @property
     def certificate(self) -> KeyCertificate:
-        return KeyCertificate.parse(Envelope.decode(self.cert, len(self.cert)).body)
+        return KeyCertificate.decode(Envelope.decode(self.cert, len(self.cert)).body)
 
     @property
     def expires(self) -> float:

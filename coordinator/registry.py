@@ -64,7 +64,7 @@ class ReleaseRecord:
     def model_kind(self) -> str:
         """The kind the signed manifest records (``tensors`` or ``text-embedding``)."""
         envelope = Envelope.decode(self.manifest, protocol.DEFAULT_LIMITS.max_envelope_bytes)
-        return protocol.Manifest.parse(envelope.body).model_kind
+        return protocol.Manifest.decode(envelope.body).model_kind
 
     @property
     def short_id(self) -> bytes:
@@ -417,7 +417,7 @@ class Registry:
                 {
                     "fleet": fleet,
                     "name": name,
-                    "rules": json.dumps([r.to_wire() for r in rules]),
+                    "rules": json.dumps([r.to_dict() for r in rules]),
                     "default_variant": default,
                 },
                 pk=("fleet", "name"),
@@ -427,7 +427,7 @@ class Registry:
     def set_config(self, fleet: str, select: protocol.Selector, settings: dict[str, Any]) -> None:
         """Merge ``settings`` into the configuration entry of ``select`` (made if new; it then
         comes last, so it overrides earlier entries on the devices both select)."""
-        key = json.dumps(select.to_wire(), sort_keys=True)
+        key = json.dumps(select.to_dict(), sort_keys=True)
         with self._lock, self._db.conn:
             row = self._db.conn.execute(
                 "SELECT settings FROM fleet_config WHERE fleet = ? AND selector = ?", [fleet, key]
@@ -458,7 +458,7 @@ class Registry:
             )
         return tuple(
             protocol.ConfigEntry(
-                protocol.Selector.from_wire(json.loads(r["selector"]), "stored config"),
+                protocol.Selector.from_dict(json.loads(r["selector"]), "stored config"),
                 json.loads(r["settings"]),
             )
             for r in rows
@@ -479,7 +479,7 @@ class Registry:
             )
         if not rows:
             return (), None
-        rules = protocol.rules_from_wire(json.loads(rows[0]["rules"]), "stored variant rules")
+        rules = protocol.rules_from_list(json.loads(rows[0]["rules"]), "stored variant rules")
         return rules, rows[0]["default_variant"]
 
     def releases(self, fleet: str) -> list[ReleaseRecord]:

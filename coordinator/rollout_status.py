@@ -80,7 +80,7 @@ def rollout_report(r: Rollout, devices: tuple[DeviceView, ...]) -> dict[str, Any
         "ppm": r.ppm,
         "stage_ppms": list(r.stage_ppms),
         "soak_started": r.soak_started,
-        "select": r.select.to_wire(),
+        "select": r.select.to_dict(),
         "soak": r.soak,
         "rate": r.rate,
         "gates": {

@@ -93,7 +93,7 @@ def _to_row(r: Rollout) -> dict[str, Any]:
         "name": r.name,
         "version": r.version,
         "base": r.base,
-        "selector": json.dumps(r.select.to_wire(), sort_keys=True),
+        "selector": json.dumps(r.select.to_dict(), sort_keys=True),
         "stages": json.dumps(list(r.stages)),
         "soak": r.soak,
         "max_failure_rate": r.gates.max_failure_rate,
@@ -121,7 +121,7 @@ def _from_row(row: dict[str, Any]) -> StoredRollout:
         name=row["name"],
         version=int(row["version"]),
         base=None if row["base"] is None else int(row["base"]),
-        select=Selector.from_wire(json.loads(row["selector"]), "stored rollout"),
+        select=Selector.from_dict(json.loads(row["selector"]), "stored rollout"),
         stages=tuple(float(s) for s in json.loads(row["stages"])),
         soak=float(row["soak"]),
         gates=Gates(

@@ -173,7 +173,7 @@ class TrustPublisher:
             return ()
         if not chain.rotations:
             return ()
-        last = protocol.RootRotation.parse(Envelope.decode(chain.rotations[-1], 4096).body)
+        last = protocol.RootRotation.decode(Envelope.decode(chain.rotations[-1], 4096).body)
         if root is not None and last.key != root:
             self._complain(
                 f"{self._keydir / ROOT_CHAIN} ends at root {last.key.key_id}, but "
@@ -198,7 +198,7 @@ class TrustPublisher:
             body = protocol.TrustedRoot(root).open_root_signed(
                 data, KIND_REVOCATIONS, 64 * 1024, "revocation list"
             )
-            rev = protocol.Revocations.parse(body)
+            rev = protocol.Revocations.decode(body)
         except protocol.ProtocolError as exc:
             self._complain(f"{path}: {exc}: not publishing it")
             return ()

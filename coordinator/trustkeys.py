@@ -66,7 +66,7 @@ class RootChain:
 
 
 def _rotation(entry: bytes) -> RootRotation:
-    return RootRotation.parse(Envelope.decode(entry, 4096).body)
+    return RootRotation.decode(Envelope.decode(entry, 4096).body)
 
 
 def read_chain(keydir: Path) -> RootChain:
@@ -94,7 +94,7 @@ def read_revocations(keydir: Path) -> protocol.Revocations | None:
         env = Envelope.decode(path.read_bytes(), 64 * 1024)
         if env.kind != KIND_REVOCATIONS:
             raise protocol.MalformedMessage(f"expected a {KIND_REVOCATIONS}, got {env.kind!r}")
-        return protocol.Revocations.parse(env.body)
+        return protocol.Revocations.decode(env.body)
     except protocol.ProtocolError as exc:
         raise KeyOperationError(f"{path} is damaged: {exc}") from None
 
@@ -282,7 +282,7 @@ def describe(keydir: Path) -> dict[str, Any]:
     cert_path = keydir / RELEASE_CERT
     if cert_path.exists():
         data = cert_path.read_bytes()
-        cert = KeyCertificate.parse(Envelope.decode(data, len(data)).body)
+        cert = KeyCertificate.decode(Envelope.decode(data, len(data)).body)
         out["release"] = {"key": cert.key.key_id, "expires": cert.expires}
     rev = read_revocations(keydir)
     if rev is not None:

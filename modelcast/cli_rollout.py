@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .cli_parsing import parse_selector, parse_setting, parse_variant_rule
+
 EXIT_OK = 0
 
 
@@ -235,7 +237,7 @@ def _open(db: Path) -> tuple[Any, Any]:
 def cmd_rollout_start(args: argparse.Namespace) -> int:
     from coordinator.rollout_plan import Gates
     from coordinator.rollouts import start_rollout
-    from protocol import Selector
+
 
     name, version = _release(args.release)
     registry, store = _open(args.db)
@@ -245,7 +247,7 @@ def cmd_rollout_start(args: argparse.Namespace) -> int:
         fleet=args.fleet,
         name=name,
         version=version,
-        select=Selector.parse(args.to),
+        select=parse_selector(args.to),
         stages=args.stages,
         soak=args.soak,
         gates=Gates(
@@ -292,11 +294,11 @@ def cmd_rollout_change(args: argparse.Namespace) -> int:
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     from coordinator.rollouts import rollback
-    from protocol import Selector
+
 
     name, version = _release(args.release)
     registry, store = _open(args.db)
-    select = Selector.parse(args.to)
+    select = parse_selector(args.to)
     rollback(registry, store, fleet=args.fleet, name=name, version=version, select=select)
     print(
         f"rollback of {select.describe()} in fleet {args.fleet} to {name}@{version} "
@@ -314,11 +316,9 @@ def cmd_acceptance_make(args: argparse.Namespace) -> int:
 
 
 def cmd_config_set(args: argparse.Namespace) -> int:
-    from protocol import Selector, parse_setting
-
     registry, _store = _open(args.db)
     settings = dict(parse_setting(text) for text in args.settings)
-    select = Selector.parse(args.to)
+    select = parse_selector(args.to)
     registry.set_config(args.fleet, select, settings)
     shown = " ".join(f"{k}={v}" for k, v in sorted(settings.items()))
     print(
@@ -330,7 +330,7 @@ def cmd_config_set(args: argparse.Namespace) -> int:
 
 def cmd_config_show(args: argparse.Namespace) -> int:
     registry, _store = _open(args.db)
-    entries = [e.to_wire() for e in registry.config_entries(args.fleet)]
+    entries = [e.to_dict() for e in registry.config_entries(args.fleet)]
     if args.json:
         print(json.dumps(entries, indent=2, sort_keys=True))
         return EXIT_OK
@@ -339,16 +339,16 @@ def cmd_config_show(args: argparse.Namespace) -> int:
     for e in entries:
         from protocol import Selector
 
-        who = Selector.from_wire(e.get("select", {}), "config").describe()
+        who = Selector.from_dict(e.get("select", {}), "config").describe()
         print(f"{who}: " + " ".join(f"{k}={v}" for k, v in e["settings"].items()))
     return EXIT_OK
 
 
 def cmd_variants_set(args: argparse.Namespace) -> int:
-    from protocol import VariantRule, check_name
+    from protocol import check_name
 
     registry, _store = _open(args.db)
-    rules = [VariantRule.parse(text) for text in args.rule]
+    rules = [parse_variant_rule(text) for text in args.rule]
     check_name(args.name, "model name")
     if args.default is not None:
         check_name(args.default, "variant")

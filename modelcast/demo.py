@@ -267,7 +267,8 @@ def run_demo(
         if models.text:
             # Per-device variants: the big edge runs fp32, the small ones int8 (edges carry
             # --tag class=..., see _edge_class); each downloads only its own variant.
-            registry.set_variant_rules(FLEET, name, [VariantRule.parse("int8:class=small")], "fp32")
+            small = VariantRule("int8", {"class": "small"})
+            registry.set_variant_rules(FLEET, name, [small], "fp32")
         first = _release(registry, keys, models, name, 1)
         registry.deploy(name, 1, fleet=FLEET)
         board.note(

@@ -1,6 +1,16 @@
 """modelcast's wire contract: pure functions and state objects over bytes. No I/O here.
 
-See docs/PROTOCOL.md for every topic and payload.
+One vocabulary throughout:
+
+* ``X.encode() -> bytes`` and ``X.decode(data, limits) -> X``: a value and its msgpack bytes (for
+  a signed document, its unsigned body). Every decoder checks ``Limits`` before it decodes.
+* ``X.sign(key, cert) -> bytes`` and ``open_x(trust, data, ...) -> X``: a signed envelope, made and
+  verified (signature chain, expiry, fleet, replay) against a ``TrustedRoot``.
+* ``X.to_dict()`` and ``X.from_dict(raw, what)``: a value nested inside a message, as the msgpack
+  map it travels as.
+
+Text typed by operators (selectors, rules, settings) is read by the application
+(``modelcast.cli_parsing``), not here. See docs/PROTOCOL.md for every topic and payload.
 """
 
 from .acceptance import Acceptance, Case, Tensor
@@ -26,7 +36,6 @@ from .fleet_config import (
     ConfigEntry,
     MaintenanceWindow,
     parse_pins,
-    parse_setting,
     settings_for,
 )
 from .index import DeploymentIndex, RolloutBlock, Target, open_index
@@ -48,7 +57,7 @@ from .rotation import (
 from .signing import SigningKey, VerifyKey, key_id
 from .telemetry import MetricsSample, ModelStats
 from .topics import Topics
-from .variants import VariantRule, choose_variant, rules_from_wire
+from .variants import VariantRule, choose_variant, rules_from_list
 
 __all__ = [
     "ALL_DEVICES",
@@ -119,9 +128,8 @@ __all__ = [
     "open_index",
     "open_manifest",
     "parse_pins",
-    "parse_setting",
     "rotate_root",
-    "rules_from_wire",
+    "rules_from_list",
     "seal",
     "settings_for",
     "stage_ppm",

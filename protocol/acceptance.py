@@ -44,11 +44,11 @@ class Tensor:
     shape: tuple[int, ...]
     data: bytes
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {"dtype": self.dtype, "shape": list(self.shape), "data": self.data}
 
     @classmethod
-    def from_wire(cls, raw: object, what: str) -> Tensor:
+    def from_dict(cls, raw: object, what: str) -> Tensor:
         if not isinstance(raw, dict):
             raise MalformedMessage(f"{what}: a tensor must be a map")
         dtype, shape, data = raw.get("dtype"), raw.get("shape"), raw.get("data")
@@ -80,13 +80,13 @@ class Acceptance:
     cases: tuple[Case, ...]
     tolerance: float
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "tolerance": self.tolerance,
             "cases": [
                 {
-                    "inputs": {k: t.to_wire() for k, t in sorted(c.inputs.items())},
-                    "outputs": {k: t.to_wire() for k, t in sorted(c.outputs.items())},
+                    "inputs": {k: t.to_dict() for k, t in sorted(c.inputs.items())},
+                    "outputs": {k: t.to_dict() for k, t in sorted(c.outputs.items())},
                 }
                 for c in self.cases
             ],
@@ -115,7 +115,7 @@ class Acceptance:
                 raise OversizedMessage(f"{what}: at most {MAX_TENSORS} tensors a side")
 
     @classmethod
-    def from_wire(cls, raw: object) -> Acceptance:
+    def from_dict(cls, raw: object) -> Acceptance:
         what = "acceptance vectors"
         if not isinstance(raw, dict) or not isinstance(raw.get("cases"), list):
             raise MalformedMessage(f"{what}: must be a map with a list of 'cases'")
@@ -135,7 +135,7 @@ class Acceptance:
                     raise MalformedMessage(f"{what}: case {i} {side} must be a small map")
                 sides.append(
                     {
-                        str(k): Tensor.from_wire(t, f"{what} case {i} {side} {k!r}")
+                        str(k): Tensor.from_dict(t, f"{what} case {i} {side} {k!r}")
                         for k, t in tensors.items()
                     }
                 )

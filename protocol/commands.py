@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from dataclasses import field as dc_field
 from typing import Any
 
-from .codec import check_schema_version, field, non_negative, pack, unpack_map
+from .codec import SCHEMA_VERSION, check_schema_version, field, non_negative, pack, unpack_map
 from .envelope import TrustedRoot, seal
 from .errors import ExpiredError, MalformedMessage, StaleError
 from .names import check_name
@@ -32,10 +32,10 @@ class Command:
     action: str
     args: dict[str, Any] = dc_field(default_factory=dict)
 
-    def body(self) -> bytes:
+    def encode(self) -> bytes:
         return pack(
             {
-                "v": 1,
+                "v": SCHEMA_VERSION,
                 "fleet": self.fleet,
                 "device": self.device,
                 "seq": self.seq,
@@ -47,10 +47,10 @@ class Command:
         )
 
     def sign(self, key: SigningKey, cert: bytes) -> bytes:
-        return seal(KIND_COMMAND, self.body(), key, cert)
+        return seal(KIND_COMMAND, self.encode(), key, cert)
 
     @classmethod
-    def parse(cls, body: bytes) -> Command:
+    def decode(cls, body: bytes) -> Command:
         what = "command"
         obj = unpack_map(body, 64 * 1024, what)
         check_schema_version(obj, what)
@@ -81,7 +81,7 @@ def open_command(
 ) -> Command:
     """Verify a command for ``device``; refuse another fleet's or device's, expired, replayed."""
     body, _cert = trust.open(data, KIND_COMMAND, now)
-    command = Command.parse(body)
+    command = Command.decode(body)
     if command.fleet != fleet:
         raise MalformedMessage(f"command for fleet {command.fleet!r}, not {fleet!r}")
     if command.device not in (device, ALL_DEVICES):

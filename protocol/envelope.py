@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .codec import check_schema_version, field, pack, unpack_map
+from .codec import SCHEMA_VERSION, check_schema_version, field, pack, unpack_map
 from .errors import ExpiredError, MalformedMessage, SignatureError
 from .limits import DEFAULT_LIMITS, Limits
 from .signing import SigningKey, VerifyKey
@@ -33,7 +33,12 @@ class Envelope:
     cosig: bytes | None = None
 
     def encode(self) -> bytes:
-        obj: dict[str, Any] = {"v": 1, "kind": self.kind, "body": self.body, "sig": self.sig}
+        obj: dict[str, Any] = {
+            "v": SCHEMA_VERSION,
+            "kind": self.kind,
+            "body": self.body,
+            "sig": self.sig,
+        }
         if self.cert is not None:
             obj["cert"] = self.cert
         if self.cosig is not None:
@@ -70,10 +75,10 @@ class KeyCertificate:
     issued: float
     expires: float
 
-    def body(self) -> bytes:
+    def encode(self) -> bytes:
         return pack(
             {
-                "v": 1,
+                "v": SCHEMA_VERSION,
                 "role": self.role,
                 "key": self.key.raw,
                 "issued": self.issued,
@@ -82,7 +87,7 @@ class KeyCertificate:
         )
 
     @classmethod
-    def parse(cls, body: bytes, limits: Limits = DEFAULT_LIMITS) -> KeyCertificate:
+    def decode(cls, body: bytes, limits: Limits = DEFAULT_LIMITS) -> KeyCertificate:
         what = "key certificate"
         obj = unpack_map(body, limits.max_certificate_bytes, what)
         check_schema_version(obj, what)
@@ -97,7 +102,7 @@ class KeyCertificate:
 def certify(root: SigningKey, key: VerifyKey, *, issued: float, expires: float) -> bytes:
     """Root-sign a release key. Returns the certificate envelope bytes (``KEYDIR/release.cert``)."""
     cert = KeyCertificate(key=key, role=ROLE_RELEASE, issued=issued, expires=expires)
-    body = cert.body()
+    body = cert.encode()
     return Envelope(KIND_CERT, body, root.sign(KIND_CERT, body), None).encode()
 
 
@@ -151,7 +156,7 @@ class TrustedRoot:
         body = self.open_root_signed(
             data, KIND_CERT, self.limits.max_certificate_bytes, "release key certificate"
         )
-        cert = KeyCertificate.parse(body, self.limits)
+        cert = KeyCertificate.decode(body, self.limits)
         if cert.role != ROLE_RELEASE:
             raise SignatureError(
                 f"certificate role {cert.role!r} may not sign releases", reason="untrusted-key"

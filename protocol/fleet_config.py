@@ -92,46 +92,32 @@ def check_setting(key: str, value: object) -> Any:
     raise MalformedMessage(f"unknown setting {key!r} (known: {', '.join(KEYS)})")
 
 
-def parse_setting(text: str) -> tuple[str, Any]:
-    """``KEY=VALUE`` from the command line, typed and validated."""
-    key, sep, raw = text.partition("=")
-    if not sep:
-        raise MalformedMessage(f"setting {text!r} is not KEY=VALUE")
-    value: Any = raw
-    if key == "telemetry_interval":
-        try:
-            value = float(raw)
-        except ValueError:
-            raise MalformedMessage(f"telemetry_interval {raw!r} is not a number") from None
-    return key, check_setting(key, value)
-
-
 @dataclass(frozen=True)
 class ConfigEntry:
     select: Selector
     settings: Mapping[str, Any]
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         obj: dict[str, Any] = {"settings": dict(sorted(self.settings.items()))}
         if not self.select.is_all:
-            obj["select"] = self.select.to_wire()
+            obj["select"] = self.select.to_dict()
         return obj
 
     @classmethod
-    def from_wire(cls, raw: object, what: str) -> ConfigEntry:
+    def from_dict(cls, raw: object, what: str) -> ConfigEntry:
         if not isinstance(raw, dict) or not isinstance(raw.get("settings"), dict):
             raise MalformedMessage(f"{what}: a config entry must be a map with 'settings'")
         settings = {str(k): check_setting(k, v) for k, v in raw["settings"].items()}
         select = raw.get("select")
-        return cls(Selector() if select is None else Selector.from_wire(select, what), settings)
+        return cls(Selector() if select is None else Selector.from_dict(select, what), settings)
 
 
-def config_from_wire(raw: object, what: str) -> tuple[ConfigEntry, ...]:
+def config_from_list(raw: object, what: str) -> tuple[ConfigEntry, ...]:
     if not isinstance(raw, list):
         raise MalformedMessage(f"{what}: config must be a list")
     if len(raw) > MAX_CONFIG_ENTRIES:
         raise OversizedMessage(f"{what}: {len(raw)} config entries exceeds {MAX_CONFIG_ENTRIES}")
-    return tuple(ConfigEntry.from_wire(e, what) for e in raw)
+    return tuple(ConfigEntry.from_dict(e, what) for e in raw)
 
 
 def settings_for(

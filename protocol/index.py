@@ -12,15 +12,23 @@ from dataclasses import dataclass
 from dataclasses import field as dc_field
 from typing import Any
 
-from .codec import check_schema_version, field, non_negative, optional, pack, unpack_map
+from .codec import (
+    SCHEMA_VERSION,
+    check_schema_version,
+    field,
+    non_negative,
+    optional,
+    pack,
+    unpack_map,
+)
 from .envelope import TrustedRoot, seal
 from .errors import ExpiredError, MalformedMessage, OversizedMessage, StaleError
-from .fleet_config import ConfigEntry, config_from_wire
+from .fleet_config import ConfigEntry, config_from_list
 from .limits import DEFAULT_LIMITS, Limits
 from .names import check_name
 from .rollout import PPM_ALL, Selector, check_rollout_id, membership_point
 from .signing import SigningKey
-from .variants import MAX_VARIANTS, VariantRule, choose_variant, rules_from_wire
+from .variants import MAX_VARIANTS, VariantRule, choose_variant, rules_from_list
 
 KIND_INDEX = "index"
 
@@ -72,22 +80,22 @@ class Target:
             return Target(self.version, (self.variants or {})[pick], self.rollback, variant=pick)
         return Target(self.version, self.manifest_id, self.rollback, variant=self.variant)
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         obj: dict[str, Any] = {"version": self.version, "manifest": self.manifest_id}
         if self.rollback:  # optional fields are omitted at their default: older bytes unchanged
             obj["rollback"] = True
         if self.rollout is not None:
-            obj["rollout"] = self.rollout.to_wire()
+            obj["rollout"] = self.rollout.to_dict()
         if self.variant is not None:
             obj["variant"] = self.variant
         if self.variants:
             obj["variants"] = dict(sorted(self.variants.items()))
         if self.rules:
-            obj["rules"] = [r.to_wire() for r in self.rules]
+            obj["rules"] = [r.to_dict() for r in self.rules]
         return obj
 
     @classmethod
-    def from_wire(cls, raw: object, what: str, *, nested: bool = False) -> Target:
+    def from_dict(cls, raw: object, what: str, *, nested: bool = False) -> Target:
         if not isinstance(raw, dict):
             raise MalformedMessage(f"{what} must be a map")
         t: dict[str, Any] = raw
@@ -98,7 +106,7 @@ class Target:
         if t.get("rollout") is not None:
             if nested:
                 raise MalformedMessage(f"{what}: a rollout's base cannot itself be a rollout")
-            rollout = RolloutBlock.from_wire(t["rollout"], f"{what} rollout")
+            rollout = RolloutBlock.from_dict(t["rollout"], f"{what} rollout")
         variants = t.get("variants")
         if variants is not None:
             if not isinstance(variants, dict) or len(variants) > MAX_VARIANTS:
@@ -117,7 +125,7 @@ class Target:
             rollout=rollout,
             variant=None if variant is None else check_name(variant, "variant"),
             variants=dict(variants) if variants else None,
-            rules=rules_from_wire(t["rules"], what) if t.get("rules") is not None else (),
+            rules=rules_from_list(t["rules"], what) if t.get("rules") is not None else (),
         )
 
 
@@ -136,16 +144,16 @@ class RolloutBlock:
             self.select.matches(device, tags) and membership_point(self.rollout, device) < self.ppm
         )
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         obj: dict[str, Any] = {"id": self.rollout, "ppm": self.ppm}
         if not self.select.is_all:
-            obj["select"] = self.select.to_wire()
+            obj["select"] = self.select.to_dict()
         if self.base is not None:
-            obj["base"] = self.base.to_wire()
+            obj["base"] = self.base.to_dict()
         return obj
 
     @classmethod
-    def from_wire(cls, raw: object, what: str) -> RolloutBlock:
+    def from_dict(cls, raw: object, what: str) -> RolloutBlock:
         if not isinstance(raw, dict):
             raise MalformedMessage(f"{what} must be a map")
         ppm = field(raw, "ppm", int, what)
@@ -156,8 +164,8 @@ class RolloutBlock:
         return cls(
             rollout=check_rollout_id(raw.get("id"), what),
             ppm=ppm,
-            select=Selector() if select is None else Selector.from_wire(select, what),
-            base=None if base is None else Target.from_wire(base, f"{what} base", nested=True),
+            select=Selector() if select is None else Selector.from_dict(select, what),
+            base=None if base is None else Target.from_dict(base, f"{what} base", nested=True),
         )
 
 
@@ -171,25 +179,25 @@ class DeploymentIndex:
     #: fleet configuration, in order (see protocol.fleet_config); omitted when empty
     config: tuple[ConfigEntry, ...] = ()
 
-    def body(self) -> bytes:
-        optional_fields = {"config": [e.to_wire() for e in self.config]} if self.config else {}
+    def encode(self) -> bytes:
+        optional_fields = {"config": [e.to_dict() for e in self.config]} if self.config else {}
         return pack(
             {
-                "v": 1,
+                "v": SCHEMA_VERSION,
                 "fleet": self.fleet,
                 "seq": self.seq,
                 "issued": self.issued,
                 "expires": self.expires,
-                "targets": {name: t.to_wire() for name, t in sorted(self.targets.items())},
+                "targets": {name: t.to_dict() for name, t in sorted(self.targets.items())},
                 **optional_fields,
             }
         )
 
     def sign(self, key: SigningKey, cert: bytes) -> bytes:
-        return seal(KIND_INDEX, self.body(), key, cert)
+        return seal(KIND_INDEX, self.encode(), key, cert)
 
     @classmethod
-    def parse(cls, body: bytes, limits: Limits = DEFAULT_LIMITS) -> DeploymentIndex:
+    def decode(cls, body: bytes, limits: Limits = DEFAULT_LIMITS) -> DeploymentIndex:
         what = "deployment index"
         obj = unpack_map(body, limits.max_envelope_bytes, what)
         check_schema_version(obj, what)
@@ -201,14 +209,14 @@ class DeploymentIndex:
         targets: dict[str, Target] = {}
         for name, raw in raw_targets.items():
             check_name(name, "model name")
-            targets[name] = Target.from_wire(raw, f"{what}: target {name!r}")
+            targets[name] = Target.from_dict(raw, f"{what}: target {name!r}")
         return cls(
             fleet=check_name(field(obj, "fleet", str, what), "fleet"),
             seq=non_negative(field(obj, "seq", int, what), "seq", what),
             issued=field(obj, "issued", float, what),
             expires=field(obj, "expires", float, what),
             targets=targets,
-            config=() if obj.get("config") is None else config_from_wire(obj["config"], what),
+            config=() if obj.get("config") is None else config_from_list(obj["config"], what),
         )
 
 
@@ -217,7 +225,7 @@ def open_index(
 ) -> DeploymentIndex:
     """Verify an index envelope; refuse another fleet's, an expired one, or a replayed older one."""
     body, _cert = trust.open(data, KIND_INDEX, now)
-    index = DeploymentIndex.parse(body, trust.limits)
+    index = DeploymentIndex.decode(body, trust.limits)
     if index.fleet != fleet:
         raise MalformedMessage(f"deployment index is for fleet {index.fleet!r}, not {fleet!r}")
     if now >= index.expires:

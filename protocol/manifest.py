@@ -7,7 +7,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .acceptance import Acceptance
-from .codec import check_schema_version, field, non_negative, optional, pack, unpack_map
+from .codec import (
+    SCHEMA_VERSION,
+    check_schema_version,
+    field,
+    non_negative,
+    optional,
+    pack,
+    unpack_map,
+)
 from .envelope import KeyCertificate, TrustedRoot, seal
 from .errors import ExpiredError, MalformedMessage, OversizedMessage
 from .limits import (
@@ -114,17 +122,17 @@ class Manifest:
         if self.variant:
             extra["variant"] = self.variant
         if self.acceptance is not None:
-            extra["acceptance"] = self.acceptance.to_wire()
+            extra["acceptance"] = self.acceptance.to_dict()
         return extra
 
-    def body(self) -> bytes:
+    def encode(self) -> bytes:
         optional_fields = self._optional_fields()
         kind = {}  # written after "format" (as before variants existed), the rest at the end
         if "model_kind" in optional_fields:
             kind["model_kind"] = optional_fields.pop("model_kind")
         return pack(
             {
-                "v": 1,
+                "v": SCHEMA_VERSION,
                 "fleet": self.fleet,
                 "name": self.name,
                 "version": self.version,
@@ -142,7 +150,7 @@ class Manifest:
         )
 
     @classmethod
-    def parse(cls, body: bytes, limits: Limits = DEFAULT_LIMITS) -> Manifest:
+    def decode(cls, body: bytes, limits: Limits = DEFAULT_LIMITS) -> Manifest:
         what = "manifest"
         obj = unpack_map(body, limits.max_envelope_bytes, what)
         check_schema_version(obj, what)
@@ -165,7 +173,7 @@ class Manifest:
                 else check_name(field(obj, "variant", str, what), "variant")
             ),
             acceptance=(
-                None if obj.get("acceptance") is None else Acceptance.from_wire(obj["acceptance"])
+                None if obj.get("acceptance") is None else Acceptance.from_dict(obj["acceptance"])
             ),
         )
         m.check(limits)
@@ -208,7 +216,7 @@ class Manifest:
             self.acceptance.check()
 
     def sign(self, key: SigningKey, cert: bytes) -> bytes:
-        return seal(KIND_MANIFEST, self.body(), key, cert)
+        return seal(KIND_MANIFEST, self.encode(), key, cert)
 
 
 @dataclass(frozen=True)
@@ -226,7 +234,7 @@ def open_manifest(
 ) -> VerifiedManifest:
     """Verify signature chain, schema, consistency, expiry and (optionally) the fleet."""
     body, cert = trust.open(data, KIND_MANIFEST, now)
-    manifest = Manifest.parse(body, trust.limits)
+    manifest = Manifest.decode(body, trust.limits)
     if now >= manifest.expires:
         raise ExpiredError(f"manifest {manifest.release} expired at {manifest.expires}")
     if fleet is not None and manifest.fleet != fleet:

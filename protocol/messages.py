@@ -7,7 +7,15 @@ from dataclasses import field as dc_field
 from enum import StrEnum
 from typing import Any
 
-from .codec import check_schema_version, field, non_negative, optional, pack, unpack_map
+from .codec import (
+    SCHEMA_VERSION,
+    check_schema_version,
+    field,
+    non_negative,
+    optional,
+    pack,
+    unpack_map,
+)
 from .errors import MalformedMessage, OversizedMessage
 from .limits import DEFAULT_LIMITS, Limits
 from .names import check_name
@@ -57,7 +65,7 @@ class ChunkRequest:
     def encode(self) -> bytes:
         return pack(
             {
-                "v": 1,
+                "v": SCHEMA_VERSION,
                 "device": self.device,
                 "name": self.name,
                 "version": self.version,
@@ -138,7 +146,7 @@ class DeviceState:
     def encode(self) -> bytes:
         return pack(
             {
-                "v": 1,
+                "v": SCHEMA_VERSION,
                 "device": self.device,
                 "state": self.state.value,
                 "ts": self.ts,
@@ -214,7 +222,7 @@ class DeviceStatus:
     profile: dict[str, Any] = dc_field(default_factory=dict)
 
     def encode(self) -> bytes:
-        obj: dict[str, Any] = {"v": 1, "device": self.device, "online": self.online}
+        obj: dict[str, Any] = {"v": SCHEMA_VERSION, "device": self.device, "online": self.online}
         if self.ts is not None:
             obj["ts"] = self.ts
         if self.boot:
@@ -266,7 +274,7 @@ class DeviceEvent:
 
     def encode(self) -> bytes:
         obj: dict[str, Any] = {
-            "v": 1,
+            "v": SCHEMA_VERSION,
             "device": self.device,
             "boot": self.boot,
             "seq": self.seq,

@@ -12,7 +12,7 @@ rollout's selector and ``membership_point(R, device) < ppm``. The point is the f
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,7 +57,7 @@ class Selector:
             return False
         return all(tags.get(k) == v for k, v in (self.tags or {}).items())
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         obj: dict[str, Any] = {}
         if self.tags:
             obj["tags"] = dict(sorted(self.tags.items()))
@@ -66,7 +66,7 @@ class Selector:
         return obj
 
     @classmethod
-    def from_wire(cls, obj: object, what: str) -> Selector:
+    def from_dict(cls, obj: object, what: str) -> Selector:
         if not isinstance(obj, dict):
             raise MalformedMessage(f"{what}: selector must be a map")
         tags = obj.get("tags", {})
@@ -89,25 +89,6 @@ class Selector:
             tags=dict(tags) or None,
             devices=tuple(check_name(d, "device id") for d in devices),
         )
-
-    @classmethod
-    def parse(cls, items: Iterable[str]) -> Selector:
-        """From the CLI: ``KEY=VALUE`` items are tags, other items device ids, ``all`` nothing.
-        Items may also be comma-separated (``--to site=plant-3,class=gateway``)."""
-        tags: dict[str, str] = {}
-        devices: list[str] = []
-        for item in items:
-            for part in (p.strip() for p in item.split(",")):
-                if not part or part == "all":
-                    continue
-                if "=" in part:
-                    key, _, value = part.partition("=")
-                    if not key or not value:
-                        raise MalformedMessage(f"selector item {part!r}: expected KEY=VALUE")
-                    tags[key] = value
-                else:
-                    devices.append(check_name(part, "device id"))
-        return cls(tags or None, tuple(sorted(set(devices))))
 
     def describe(self) -> str:
         if self.is_all:

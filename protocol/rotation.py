@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from .codec import check_schema_version, field, non_negative, pack, unpack_map
+from .codec import SCHEMA_VERSION, check_schema_version, field, non_negative, pack, unpack_map
 from .envelope import Envelope, TrustedRoot
 from .errors import ExpiredError, MalformedMessage, OversizedMessage, SignatureError, StaleError
 from .signing import SigningKey, VerifyKey
@@ -30,11 +30,18 @@ class RootRotation:
     key: VerifyKey
     issued: float
 
-    def body(self) -> bytes:
-        return pack({"v": 1, "version": self.version, "key": self.key.raw, "issued": self.issued})
+    def encode(self) -> bytes:
+        return pack(
+            {
+                "v": SCHEMA_VERSION,
+                "version": self.version,
+                "key": self.key.raw,
+                "issued": self.issued,
+            }
+        )
 
     @classmethod
-    def parse(cls, body: bytes) -> RootRotation:
+    def decode(cls, body: bytes) -> RootRotation:
         what = "root rotation"
         obj = unpack_map(body, 4096, what)
         check_schema_version(obj, what)
@@ -47,7 +54,7 @@ class RootRotation:
 
 def rotate_root(old: SigningKey, new: SigningKey, *, version: int, issued: float) -> bytes:
     """Root ``version`` (the new one), signed by the old root and by itself."""
-    body = RootRotation(version, new.verify_key, issued).body()
+    body = RootRotation(version, new.verify_key, issued).encode()
     return Envelope(
         KIND_ROOT, body, old.sign(KIND_ROOT, body), None, new.sign(KIND_ROOT, body)
     ).encode()
@@ -60,7 +67,7 @@ def apply_rotation(trust: TrustedRoot, data: bytes) -> TrustedRoot:
         raise MalformedMessage(f"expected a {KIND_ROOT}, got a {env.kind!r}")
     if env.cosig is None:
         raise SignatureError("root rotation is not signed by the new root", reason="unsigned")
-    rotation = RootRotation.parse(env.body)
+    rotation = RootRotation.decode(env.body)
     if rotation.version <= trust.root_version:
         raise StaleError(f"root version {rotation.version} is not newer than {trust.root_version}")
     if rotation.version != trust.root_version + 1:
@@ -74,7 +81,7 @@ def apply_rotation(trust: TrustedRoot, data: bytes) -> TrustedRoot:
 
 
 def encode_chain(rotations: list[bytes]) -> bytes:
-    return pack({"v": 1, "chain": rotations})
+    return pack({"v": SCHEMA_VERSION, "chain": rotations})
 
 
 def follow_chain(trust: TrustedRoot, data: bytes) -> TrustedRoot:
@@ -90,7 +97,7 @@ def follow_chain(trust: TrustedRoot, data: bytes) -> TrustedRoot:
         if type(entry) is not bytes:
             raise MalformedMessage(f"{what}: entries must be bytes")
         env = Envelope.decode(entry, 4096)
-        parsed.append((entry, env, RootRotation.parse(env.body)))
+        parsed.append((entry, env, RootRotation.decode(env.body)))
     # An edge installed with a root that came by rotation (a later root.pub) starts at its place
     # in the chain: the entry naming it carries its own signature (``cosig``), so nobody else can
     # claim a version for it.
@@ -115,10 +122,10 @@ class Revocations:
     issued: float
     expires: float
 
-    def body(self) -> bytes:
+    def encode(self) -> bytes:
         return pack(
             {
-                "v": 1,
+                "v": SCHEMA_VERSION,
                 "seq": self.seq,
                 "revoked": sorted(self.revoked),
                 "issued": self.issued,
@@ -127,11 +134,11 @@ class Revocations:
         )
 
     def sign(self, root: SigningKey) -> bytes:
-        body = self.body()
+        body = self.encode()
         return Envelope(KIND_REVOCATIONS, body, root.sign(KIND_REVOCATIONS, body), None).encode()
 
     @classmethod
-    def parse(cls, body: bytes) -> Revocations:
+    def decode(cls, body: bytes) -> Revocations:
         what = "revocation list"
         obj = unpack_map(body, 64 * 1024, what)
         check_schema_version(obj, what)
@@ -151,7 +158,7 @@ class Revocations:
 def apply_revocations(trust: TrustedRoot, data: bytes, *, now: float) -> TrustedRoot:
     """A root-signed revocation list replaces the edge's; older or replayed lists are refused."""
     body = trust.open_root_signed(data, KIND_REVOCATIONS, 64 * 1024, "revocation list")
-    rev = Revocations.parse(body)
+    rev = Revocations.decode(body)
     if now >= rev.expires:
         raise ExpiredError(f"revocation list seq {rev.seq} expired at {rev.expires}")
     if rev.seq < trust.revocations_seq:

@@ -15,7 +15,15 @@ from dataclasses import dataclass
 from dataclasses import field as dc_field
 from typing import Any
 
-from .codec import check_schema_version, field, non_negative, optional, pack, unpack_map
+from .codec import (
+    SCHEMA_VERSION,
+    check_schema_version,
+    field,
+    non_negative,
+    optional,
+    pack,
+    unpack_map,
+)
 from .errors import MalformedMessage, OversizedMessage
 from .limits import DEFAULT_LIMITS, Limits
 from .names import check_name
@@ -47,7 +55,7 @@ class ModelStats:
     latency_p50_ms: float | None = None
     latency_p95_ms: float | None = None
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "model": self.model,
             "version": self.version,
@@ -58,7 +66,7 @@ class ModelStats:
         }
 
     @classmethod
-    def from_wire(cls, obj: object, what: str) -> ModelStats:
+    def from_dict(cls, obj: object, what: str) -> ModelStats:
         if not isinstance(obj, dict):
             raise MalformedMessage(f"{what}: per-model stats must be a map")
         return cls(
@@ -98,7 +106,7 @@ class MetricsSample:
     def encode(self) -> bytes:
         return pack(
             {
-                "v": 1,
+                "v": SCHEMA_VERSION,
                 "device": self.device,
                 "boot": self.boot,
                 "seq": self.seq,
@@ -117,7 +125,7 @@ class MetricsSample:
                 "latency_p50_ms": self.latency_p50_ms,
                 "latency_p95_ms": self.latency_p95_ms,
                 "active": self.active,
-                "models": [s.to_wire() for s in self.models],
+                "models": [s.to_dict() for s in self.models],
             }
         )
 
@@ -138,7 +146,7 @@ class MetricsSample:
             if type(version) is not int:
                 raise MalformedMessage(f"{what}: active version of {name!r} must be int")
             active[name] = version
-        models = tuple(ModelStats.from_wire(stats, what) for stats in raw_models)
+        models = tuple(ModelStats.from_dict(stats, what) for stats in raw_models)
         boot = field(obj, "boot", str, what)
         if not 1 <= len(boot) <= 64:
             raise MalformedMessage(f"{what}: boot must be 1..64 characters")

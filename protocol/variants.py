@@ -44,7 +44,7 @@ class VariantRule:
             return False
         return all(tags.get(k) == v for k, v in (self.tags or {}).items())
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         obj: dict[str, Any] = {"variant": self.variant}
         if self.tags:
             obj["tags"] = dict(sorted(self.tags.items()))
@@ -57,7 +57,7 @@ class VariantRule:
         return obj
 
     @classmethod
-    def from_wire(cls, raw: object, what: str) -> VariantRule:
+    def from_dict(cls, raw: object, what: str) -> VariantRule:
         if not isinstance(raw, dict):
             raise MalformedMessage(f"{what}: a variant rule must be a map")
         tags = raw.get("tags") or {}
@@ -77,39 +77,6 @@ class VariantRule:
         return cls(
             check_name(raw.get("variant"), "variant"),
             dict(tags) or None,
-            ram,
-            arch=facts["arch"],
-            provider=facts["provider"],
-        )
-
-    @classmethod
-    def parse(cls, text: str) -> VariantRule:
-        """``VARIANT:COND[,COND...]`` where COND is a tag ``KEY=VALUE``, ``ram_mb<N``,
-        ``profile.arch=ARCH`` or ``profile.provider=PROVIDER`` (``int8:class=camera``,
-        ``int8:ram_mb<2048``, ``fp16:profile.provider=CUDAExecutionProvider``)."""
-        variant, sep, conds = text.partition(":")
-        if not sep:
-            raise MalformedMessage(f"variant rule {text!r}: expected VARIANT:CONDITION[,...]")
-        tags: dict[str, str] = {}
-        ram: int | None = None
-        facts: dict[str, str | None] = {"arch": None, "provider": None}
-        for cond in (c.strip() for c in conds.split(",")):
-            key, _, value = cond.partition("=")
-            if cond.startswith("ram_mb<") and cond[7:].isdigit():
-                ram = int(cond[7:])
-            elif key in ("profile.arch", "profile.provider") and value:
-                facts[key.removeprefix("profile.")] = value
-            elif "=" in cond and cond.split("=", 1)[0] and cond.split("=", 1)[1]:
-                key, _, value = cond.partition("=")
-                tags[key] = value
-            else:
-                raise MalformedMessage(
-                    f"variant rule {text!r}: condition {cond!r} is not KEY=VALUE, ram_mb<N, "
-                    "profile.arch=ARCH or profile.provider=PROVIDER"
-                )
-        return cls(
-            check_name(variant, "variant"),
-            tags or None,
             ram,
             arch=facts["arch"],
             provider=facts["provider"],
@@ -140,9 +107,9 @@ def choose_variant(
     return None
 
 
-def rules_from_wire(raw: object, what: str) -> tuple[VariantRule, ...]:
+def rules_from_list(raw: object, what: str) -> tuple[VariantRule, ...]:
     if not isinstance(raw, list):
         raise MalformedMessage(f"{what}: rules must be a list")
     if len(raw) > MAX_RULES:
         raise OversizedMessage(f"{what}: {len(raw)} rules exceeds {MAX_RULES}")
-    return tuple(VariantRule.from_wire(r, what) for r in raw)
+    return tuple(VariantRule.from_dict(r, what) for r in raw)

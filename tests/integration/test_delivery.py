@@ -52,7 +52,7 @@ def test_edge_killed_mid_transfer_resumes_without_refetching(env: Env) -> None:
     release_and_deploy(env.registry, env.keys, model, "m", 1, env.fleet)
     record = env.registry.release(env.fleet, "m", 1)
     assert record is not None
-    manifest = Manifest.parse(_manifest_body(record.manifest))
+    manifest = Manifest.decode(_manifest_body(record.manifest))
     host, port = parse_broker_url(env.broker.url)
     requests: list[ChunkRequest] = []
     with (

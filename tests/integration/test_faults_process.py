@@ -67,7 +67,7 @@ WINDOW = EdgeConfig.window  # the edge's default window: chunks outstanding at m
 def manifest_of(registry: Registry, fleet: str, version: int) -> Manifest:
     record = registry.release(fleet, "m", version)
     assert record is not None
-    return Manifest.parse(Envelope.decode(record.manifest, 1 << 20).body)
+    return Manifest.decode(Envelope.decode(record.manifest, 1 << 20).body)
 
 
 def boots(watch: FleetWatch, device: str) -> set[str]:

@@ -30,8 +30,8 @@ def test_vectors_round_trip_in_the_signed_manifest_and_change_the_release_id(
     acceptance = load_vectors([make_vectors(model, tmp_path / "v.npz")], 1e-5)
     plain = Manifest("f", "m", 1, 10, ZERO, 4096, ZERO, 1.0, 2.0)
     signed = Manifest("f", "m", 1, 10, ZERO, 4096, ZERO, 1.0, 2.0, acceptance=acceptance)
-    assert Manifest.parse(signed.body()) == signed
-    assert signed.release_id != plain.release_id and b"acceptance" not in plain.body()
+    assert Manifest.decode(signed.encode()) == signed
+    assert signed.release_id != plain.release_id and b"acceptance" not in plain.encode()
 
 
 def test_an_edge_passes_its_own_outputs_and_misses_another_models(tmp_path: Path) -> None:
@@ -57,15 +57,15 @@ def test_malformed_or_oversized_vectors_are_refused() -> None:
     ]
     for tensor in bad_tensors:
         with pytest.raises(MalformedMessage):
-            Acceptance.from_wire(
+            Acceptance.from_dict(
                 {"tolerance": 0.1, "cases": [{"inputs": {"x": tensor}, "outputs": {"y": good}}]}
             )
     with pytest.raises(MalformedMessage):
-        Acceptance.from_wire(
+        Acceptance.from_dict(
             {"tolerance": -1, "cases": [{"inputs": {"x": good}, "outputs": {"y": good}}]}
         )
     with pytest.raises(MalformedMessage):
-        Acceptance.from_wire({"tolerance": 0.1, "cases": []})
+        Acceptance.from_dict({"tolerance": 0.1, "cases": []})
     big = Tensor("uint8", (MAX_ACCEPTANCE_BYTES,), bytes(MAX_ACCEPTANCE_BYTES))
     with pytest.raises(OversizedMessage):
         Acceptance((Case({"x": big}, {"y": big}),), 0.1).check()

@@ -14,10 +14,10 @@ from protocol import (
     MalformedMessage,
     Selector,
     parse_pins,
-    parse_setting,
     settings_for,
 )
 from protocol.codec import pack
+from protocol.fleet_config import check_setting
 
 H = 3600.0
 
@@ -33,14 +33,20 @@ def test_maintenance_windows_contain_their_minutes_and_may_wrap_midnight() -> No
             MaintenanceWindow.parse(bad)
 
 
-def test_settings_parse_typed_and_unknown_keys_are_refused() -> None:
-    assert parse_setting("telemetry_interval=5") == ("telemetry_interval", 5.0)
-    assert parse_setting("pin=m@3,n@1") == ("pin", "m@3,n@1")
+def test_settings_are_checked_and_unknown_keys_are_refused() -> None:
+    assert check_setting("telemetry_interval", 5) == 5.0
+    assert check_setting("pin", "m@3,n@1") == "m@3,n@1"
     assert parse_pins("m@3,n@1") == {"m": 3, "n": 1} and parse_pins("") == {}
-    assert parse_setting("maintenance_window=") == ("maintenance_window", "")
-    for bad in ("colour=red", "telemetry_interval=0", "pin=m", "maintenance_window=x", "x"):
+    assert check_setting("maintenance_window", "") == ""
+    for key, bad in (
+        ("colour", "red"),
+        ("telemetry_interval", 0),
+        ("telemetry_interval", "5"),
+        ("pin", "m"),
+        ("maintenance_window", "x"),
+    ):
         with pytest.raises(MalformedMessage):
-            parse_setting(bad)
+            check_setting(key, bad)
 
 
 def test_entries_apply_in_order_to_the_devices_they_select() -> None:
@@ -54,8 +60,8 @@ def test_entries_apply_in_order_to_the_devices_they_select() -> None:
     }
     assert settings_for(entries, "d", {})["telemetry_interval"] == 60.0
     index = DeploymentIndex("f", 1, 0.0, 9.0, {}, entries)
-    assert DeploymentIndex.parse(index.body()) == index
-    assert b"config" not in DeploymentIndex("f", 1, 0.0, 9.0).body()
+    assert DeploymentIndex.decode(index.encode()) == index
+    assert b"config" not in DeploymentIndex("f", 1, 0.0, 9.0).encode()
 
 
 def test_an_index_with_a_bad_setting_is_refused() -> None:
@@ -71,7 +77,7 @@ def test_an_index_with_a_bad_setting_is_refused() -> None:
         }
     )
     with pytest.raises(MalformedMessage):
-        DeploymentIndex.parse(body)
+        DeploymentIndex.decode(body)
 
 
 def test_the_pushed_config_overrides_local_policy_and_persists(tmp_path: Path) -> None:

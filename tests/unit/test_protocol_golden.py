@@ -125,7 +125,7 @@ def test_chunk_hashes_and_file_digest() -> None:
 
 
 def test_manifest_body_release_id() -> None:
-    body = _manifest().body()
+    body = _manifest().encode()
     assert len(body) == BODY_LEN
     assert hashlib.sha256(body).hexdigest() == BODY_SHA256_HEX
     assert _manifest().release_id.hex() == RELEASE_ID_HEX
@@ -141,7 +141,7 @@ def test_release_id_ignores_signing_times_but_not_content() -> None:
 
 
 def test_manifest_body_has_the_documented_fields_in_order() -> None:
-    obj = msgpack.unpackb(_manifest().body(), raw=False)
+    obj = msgpack.unpackb(_manifest().encode(), raw=False)
     assert list(obj) == [
         "v",
         "fleet",
@@ -171,7 +171,7 @@ def test_manifest_body_has_the_documented_fields_in_order() -> None:
         "expires": EXPIRES,
     }
     # floats go out as float64 (0xcb), never narrowed to float32 or an int
-    body = _manifest().body()
+    body = _manifest().encode()
     assert b"\xa7created\xcb" + struct.pack(">d", CREATED) in body
     assert b"\xa7expires\xcb" + struct.pack(">d", EXPIRES) in body
 
@@ -200,7 +200,7 @@ def test_signed_manifest_envelope_bytes() -> None:
     obj = msgpack.unpackb(env, raw=False)
     assert list(obj) == ["v", "kind", "body", "sig", "cert"]
     assert obj["v"] == 1 and obj["kind"] == "manifest"
-    assert obj["body"] == _manifest().body()
+    assert obj["body"] == _manifest().encode()
     assert obj["cert"] == _cert()
 
 

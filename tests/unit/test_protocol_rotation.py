@@ -82,7 +82,7 @@ def test_an_edge_installed_with_a_later_root_starts_at_its_place_in_the_chain() 
     forged = rotate_root(r1, SigningKey.generate(), version=50, issued=NOW)
     body = Envelope.decode(forged, 4096)
     fake = Envelope(
-        body.kind, RootRotation(50, r3.verify_key, NOW).body(), body.sig, None, body.cosig
+        body.kind, RootRotation(50, r3.verify_key, NOW).encode(), body.sig, None, body.cosig
     )
     with pytest.raises(SignatureError):
         follow_chain(TrustedRoot(r3.verify_key), encode_chain([fake.encode()]))
@@ -99,7 +99,7 @@ def test_rotation_without_the_new_roots_signature_is_refused() -> None:
     from protocol.rotation import KIND_ROOT, RootRotation
 
     r1, r2 = keys(2)
-    body = RootRotation(2, r2.verify_key, NOW).body()
+    body = RootRotation(2, r2.verify_key, NOW).encode()
     unsigned_by_new = Envelope(KIND_ROOT, body, r1.sign(KIND_ROOT, body), None).encode()
     with pytest.raises(SignatureError) as err:
         apply_rotation(TrustedRoot(r1.verify_key), unsigned_by_new)

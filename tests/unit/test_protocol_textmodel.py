@@ -36,16 +36,16 @@ def manifest(**changes: object) -> Manifest:
 
 
 def test_a_tensor_manifest_has_no_model_kind_field() -> None:
-    assert "model_kind" not in msgpack.unpackb(manifest().body(), raw=False)
-    assert Manifest.parse(manifest().body()).model_kind == KIND_TENSORS
+    assert "model_kind" not in msgpack.unpackb(manifest().encode(), raw=False)
+    assert Manifest.decode(manifest().encode()).model_kind == KIND_TENSORS
 
 
 def test_a_text_manifest_carries_its_kind_and_parses_back() -> None:
     m = manifest(model_kind=KIND_TEXT_EMBEDDING)
-    obj = msgpack.unpackb(m.body(), raw=False)
+    obj = msgpack.unpackb(m.encode(), raw=False)
     assert obj["model_kind"] == KIND_TEXT_EMBEDDING
     assert list(obj).index("model_kind") == list(obj).index("format") + 1
-    assert Manifest.parse(m.body()) == m
+    assert Manifest.decode(m.encode()) == m
 
 
 def test_the_kind_is_part_of_the_release_identity() -> None:
@@ -55,10 +55,10 @@ def test_the_kind_is_part_of_the_release_identity() -> None:
 
 @pytest.mark.parametrize("kind", ["text", "", "TEXT-EMBEDDING", 7])
 def test_an_unknown_kind_is_refused(kind: object) -> None:
-    obj = msgpack.unpackb(manifest().body(), raw=False)
+    obj = msgpack.unpackb(manifest().encode(), raw=False)
     obj["model_kind"] = kind
     with pytest.raises(MalformedMessage):
-        Manifest.parse(msgpack.packb(obj, use_bin_type=True))
+        Manifest.decode(msgpack.packb(obj, use_bin_type=True))
 
 
 def spec() -> TextModelSpec:

@@ -93,7 +93,7 @@ def test_valid_manifest_opens() -> None:
 
 
 def test_open_returns_the_signed_body_and_signer() -> None:
-    body = _manifest().body()
+    body = _manifest().encode()
     got, cert = TRUST.open(seal("manifest", body, RELEASE, CERT), "manifest", NOW)
     assert got == body
     assert cert == KeyCertificate(RELEASE.verify_key, "release", ISSUED, CERT_EXPIRES)
@@ -124,7 +124,7 @@ def test_unknown_release_key_certified_by_another_root() -> None:
 
 def test_envelope_without_a_cert() -> None:
     env = Envelope(
-        "manifest", _manifest().body(), RELEASE.sign("manifest", _manifest().body()), None
+        "manifest", _manifest().encode(), RELEASE.sign("manifest", _manifest().encode()), None
     ).encode()
     with pytest.raises(SignatureError) as exc:
         open_manifest(TRUST, env, now=NOW)
@@ -189,7 +189,7 @@ def test_manifest_envelope_opened_as_an_index() -> None:
 def test_index_signature_reused_as_a_manifest_signature() -> None:
     """Domain separation: a signature made over the body as kind "index" does not verify when
     the same body is presented as a "manifest"."""
-    body = _manifest().body()
+    body = _manifest().encode()
     index_sig = RELEASE.sign("index", body)
     env = Envelope("manifest", body, index_sig, CERT).encode()
     with pytest.raises(SignatureError) as exc:
@@ -244,7 +244,7 @@ def test_certificate_signed_by_the_release_key_instead_of_root() -> None:
 
 
 def test_certificate_whose_role_is_not_release() -> None:
-    cert_body = KeyCertificate(RELEASE.verify_key, "admin", ISSUED, CERT_EXPIRES).body()
+    cert_body = KeyCertificate(RELEASE.verify_key, "admin", ISSUED, CERT_EXPIRES).encode()
     cert = Envelope("key-cert", cert_body, ROOT.sign("key-cert", cert_body), None).encode()
     env = _manifest().sign(RELEASE, cert)
     with pytest.raises(SignatureError) as exc:
@@ -254,7 +254,7 @@ def test_certificate_whose_role_is_not_release() -> None:
 
 
 def test_certificate_envelope_of_the_wrong_kind() -> None:
-    cert_body = KeyCertificate(RELEASE.verify_key, "release", ISSUED, CERT_EXPIRES).body()
+    cert_body = KeyCertificate(RELEASE.verify_key, "release", ISSUED, CERT_EXPIRES).encode()
     cert = Envelope("manifest", cert_body, ROOT.sign("manifest", cert_body), None).encode()
     env = _manifest().sign(RELEASE, cert)
     with pytest.raises(MalformedMessage):
@@ -263,7 +263,7 @@ def test_certificate_envelope_of_the_wrong_kind() -> None:
 
 def test_root_signature_is_domain_separated_too() -> None:
     """The root's signature over a cert body, made as kind "manifest", is no certificate."""
-    cert_body = KeyCertificate(RELEASE.verify_key, "release", ISSUED, CERT_EXPIRES).body()
+    cert_body = KeyCertificate(RELEASE.verify_key, "release", ISSUED, CERT_EXPIRES).encode()
     cert = Envelope("key-cert", cert_body, ROOT.sign("manifest", cert_body), None).encode()
     env = _manifest().sign(RELEASE, cert)
     with pytest.raises(SignatureError) as exc:
@@ -316,7 +316,7 @@ def _signed_body(body: dict[str, object], kind: str = "manifest") -> bytes:
 
 
 def _manifest_obj() -> dict[str, object]:
-    obj = msgpack.unpackb(_manifest().body(), raw=False)
+    obj = msgpack.unpackb(_manifest().encode(), raw=False)
     assert isinstance(obj, dict)
     return obj
 
@@ -511,7 +511,7 @@ def test_index_with_negative_seq() -> None:
 def test_index_body_is_canonical() -> None:
     """Targets are written sorted, so the same index always signs to the same bytes."""
     t = Target(1, b"\x00" * 32)
-    a = _index(targets={"b": t, "a": t}).body()
-    b = _index(targets={"a": t, "b": t}).body()
+    a = _index(targets={"b": t, "a": t}).encode()
+    b = _index(targets={"a": t, "b": t}).encode()
     assert a == b
     assert list(msgpack.unpackb(a, raw=False)["targets"]) == ["a", "b"]

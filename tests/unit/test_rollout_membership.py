@@ -41,15 +41,14 @@ def test_raising_ppm_keeps_earlier_members() -> None:
 
 
 def test_selector_matches_tags_and_device_lists() -> None:
-    sel = Selector.parse(["site=plant-3,class=gateway"])
+    sel = Selector({"site": "plant-3", "class": "gateway"})
     assert sel.matches("x", {"site": "plant-3", "class": "gateway", "extra": "1"})
     assert not sel.matches("x", {"site": "plant-3"})
-    listed = Selector.parse(["d1,d2"])
-    assert listed.devices == ("d1", "d2") and listed.matches("d1", {})
-    assert not listed.matches("d3", {})
-    assert Selector.parse(["all"]).is_all and Selector.parse([]).is_all
+    listed = Selector(devices=("d1", "d2"))
+    assert listed.matches("d1", {}) and not listed.matches("d3", {})
+    assert Selector().is_all
     with pytest.raises(MalformedMessage):
-        Selector.parse(["bad/name"])
+        Selector.from_dict({"devices": ["bad/name"]}, "test")
 
 
 def test_for_device_picks_the_target_or_the_base() -> None:
@@ -63,7 +62,7 @@ def test_for_device_picks_the_target_or_the_base() -> None:
 
 def test_index_rollout_fields_round_trip_and_plain_targets_are_unchanged() -> None:
     plain = DeploymentIndex("f", 1, 0.0, 10.0, {"m": Target(1, M1)})
-    assert b"rollout" not in plain.body() and b"rollback" not in plain.body()
+    assert b"rollout" not in plain.encode() and b"rollback" not in plain.encode()
     entry = Target(
         2,
         M2,
@@ -72,7 +71,7 @@ def test_index_rollout_fields_round_trip_and_plain_targets_are_unchanged() -> No
         ),
     )
     index = DeploymentIndex("f", 2, 0.0, 10.0, {"m": entry, "n": Target(3, M1, rollback=True)})
-    assert DeploymentIndex.parse(index.body()) == index
+    assert DeploymentIndex.decode(index.encode()) == index
 
 
 @pytest.mark.parametrize(
@@ -105,7 +104,7 @@ def test_malformed_rollout_blocks_are_refused(rollout: dict[str, object]) -> Non
         }
     )
     with pytest.raises((MalformedMessage, OversizedMessage)):
-        DeploymentIndex.parse(body)
+        DeploymentIndex.decode(body)
 
 
 def test_golden_membership_points_and_rollout_block_bytes() -> None:
@@ -121,7 +120,7 @@ def test_golden_membership_points_and_rollout_block_bytes() -> None:
             "m@2", 250_000, Selector({"site": "a"}), Target(1, bytes(32), rollback=True)
         ),
     )
-    assert pack(entry.to_wire()).hex() == (
+    assert pack(entry.to_dict()).hex() == (
         "83a776657273696f6e02a86d616e6966657374c420000102030405060708090a0b0c0d0e0f1011121314"
         "15161718191a1b1c1d1e1fa7726f6c6c6f757484a26964a36d4032a370706dce0003d090a673656c6563"
         "7481a47461677381a473697465a161a46261736583a776657273696f6e01a86d616e6966657374c42000"
