@@ -24,7 +24,6 @@ import sqlite_utils
 
 import protocol
 from protocol.envelope import Envelope
-from protocol.limits import MIN_CHUNK_SIZE
 from protocol.manifest import chunk_count
 from runtime.files import StagedFile
 from runtime.onnxmeta import release_kind
@@ -323,12 +322,11 @@ class Registry:
                 raise RegistryError(exc.detail) from None
         if type(version) is not int or version < 0:
             raise RegistryError(f"version must be a non-negative integer, got {version!r}")
-        if type(chunk_size) is not int or not (
-            MIN_CHUNK_SIZE <= chunk_size <= protocol.MAX_CHUNK_SIZE
-        ):
+        limits = protocol.DEFAULT_LIMITS
+        low, high = limits.min_chunk_size, limits.max_chunk_size
+        if type(chunk_size) is not int or not low <= chunk_size <= high:
             raise RegistryError(
-                f"chunk size {chunk_size!r} must be an integer between {MIN_CHUNK_SIZE} and "
-                f"{protocol.MAX_CHUNK_SIZE} bytes"
+                f"chunk size {chunk_size!r} must be an integer between {low} and {high} bytes"
             )
         if expires_in <= 0:
             raise RegistryError(f"expires_in must be positive, got {expires_in}")
@@ -340,7 +338,6 @@ class Registry:
             raise RegistryError(f"{model_path} is not a regular file")
         if size == 0:
             raise RegistryError(f"{model_path} is empty: nothing to release")
-        limits = protocol.DEFAULT_LIMITS
         if chunk_count(size, chunk_size) > limits.max_chunks:
             raise RegistryError(
                 f"{model_path}: {size} bytes make {chunk_count(size, chunk_size)} chunks of "
@@ -437,7 +434,7 @@ class Registry:
                 count = self._db.conn.execute(
                     "SELECT count(*) FROM fleet_config WHERE fleet = ?", [fleet]
                 ).fetchone()[0]
-                if count >= protocol.MAX_CONFIG_ENTRIES:
+                if count >= protocol.DEFAULT_LIMITS.max_config_entries:
                     raise RegistryError(
                         f"fleet {fleet} has {count} configuration entries already (one per "
                         "selector); reuse a selector"

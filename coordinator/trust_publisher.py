@@ -31,7 +31,7 @@ from .keystore import (
     ReleaseKeys,
     load_release_keys,
 )
-from .trustkeys import read_chain
+from .trustkeys import LIMITS, read_chain
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,9 @@ class TrustPublisher:
             return ()
         if not chain.rotations:
             return ()
-        last = protocol.RootRotation.decode(Envelope.decode(chain.rotations[-1], 4096).body)
+        last = protocol.RootRotation.decode(
+            Envelope.decode(chain.rotations[-1], LIMITS.max_root_rotation_bytes).body
+        )
         if root is not None and last.key != root:
             self._complain(
                 f"{self._keydir / ROOT_CHAIN} ends at root {last.key.key_id}, but "
@@ -196,7 +198,7 @@ class TrustPublisher:
             return ()
         try:
             body = protocol.TrustedRoot(root).open_root_signed(
-                data, KIND_REVOCATIONS, 64 * 1024, "revocation list"
+                data, KIND_REVOCATIONS, LIMITS.max_revocations_bytes, "revocation list"
             )
             rev = protocol.Revocations.decode(body)
         except protocol.ProtocolError as exc:

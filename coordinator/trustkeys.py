@@ -26,7 +26,7 @@ from typing import Any
 import protocol
 from protocol.codec import unpack_map
 from protocol.envelope import Envelope, KeyCertificate
-from protocol.rotation import KIND_REVOCATIONS, MAX_CHAIN, MAX_REVOKED, RootRotation
+from protocol.rotation import KIND_REVOCATIONS, RootRotation
 from runtime.files import write_atomic
 
 from .errors import KeyOperationError
@@ -40,6 +40,8 @@ from .keystore import (
     load_release_keys,
 )
 
+#: the caps edges apply to what the key directory publishes (the defaults: the edges')
+LIMITS = protocol.DEFAULT_LIMITS
 log = logging.getLogger(__name__)
 
 RETIRED = "retired"
@@ -66,7 +68,7 @@ class RootChain:
 
 
 def _rotation(entry: bytes) -> RootRotation:
-    return RootRotation.decode(Envelope.decode(entry, 4096).body)
+    return RootRotation.decode(Envelope.decode(entry, LIMITS.max_root_rotation_bytes).body)
 
 
 def read_chain(keydir: Path) -> RootChain:
@@ -75,7 +77,7 @@ def read_chain(keydir: Path) -> RootChain:
         return RootChain(())
     data = path.read_bytes()
     try:
-        obj = unpack_map(data, MAX_CHAIN * 4096, "root chain")
+        obj = unpack_map(data, LIMITS.max_root_chain_bytes, "root chain")
         entries = obj.get("chain")
         if not isinstance(entries, list) or not all(type(e) is bytes for e in entries):
             raise protocol.MalformedMessage("root chain: 'chain' must be a list of bytes")
@@ -91,7 +93,7 @@ def read_revocations(keydir: Path) -> protocol.Revocations | None:
     if not path.exists():
         return None
     try:
-        env = Envelope.decode(path.read_bytes(), 64 * 1024)
+        env = Envelope.decode(path.read_bytes(), LIMITS.max_revocations_bytes)
         if env.kind != KIND_REVOCATIONS:
             raise protocol.MalformedMessage(f"expected a {KIND_REVOCATIONS}, got {env.kind!r}")
         return protocol.Revocations.decode(env.body)
@@ -144,8 +146,10 @@ def rotate_root(keydir: Path, *, validity_days: float = DEFAULT_CERT_DAYS) -> in
             log.warning("finishing the root rotation to version %d left half-done", chain.version)
             return _install_root(keydir, old, new, chain.version, validity_days)
         pending.unlink()  # the chain never named it: nothing trusts it yet
-    if len(chain.rotations) >= MAX_CHAIN:
-        raise KeyOperationError(f"the root chain holds {MAX_CHAIN} rotations, the most edges take")
+    if len(chain.rotations) >= LIMITS.max_root_chain:
+        raise KeyOperationError(
+            f"the root chain holds {LIMITS.max_root_chain} rotations, the most edges take"
+        )
     version = chain.version + 1
     new = protocol.SigningKey.generate()
     entry = protocol.rotate_root(old, new, version=version, issued=time.time())
@@ -257,8 +261,8 @@ def revoke_release_keys(
             )
     previous = read_revocations(keydir)
     revoked = (previous.revoked if previous else frozenset()) | frozenset(key_ids)
-    if len(revoked) > MAX_REVOKED:
-        raise KeyOperationError(f"more than {MAX_REVOKED} revoked keys")
+    if len(revoked) > LIMITS.max_revoked_keys:
+        raise KeyOperationError(f"more than {LIMITS.max_revoked_keys} revoked keys")
     rev = _sign_revocations(keydir, root, revoked, validity_days)
     log.info(
         "revocation list seq %d signed by root %s: %s revoked, valid for %.0f days",

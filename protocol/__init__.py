@@ -32,14 +32,13 @@ from .errors import (
     UnsupportedVersion,
 )
 from .fleet_config import (
-    MAX_CONFIG_ENTRIES,
     ConfigEntry,
     MaintenanceWindow,
     parse_pins,
     settings_for,
 )
 from .index import DeploymentIndex, RolloutBlock, Target, open_index
-from .limits import DEFAULT_CHUNK_SIZE, DEFAULT_LIMITS, MAX_CHUNK_SIZE, Limits
+from .limits import DEFAULT_CHUNK_SIZE, DEFAULT_LIMITS, Limits
 from .manifest import Manifest, VerifiedManifest, hash_chunks, open_manifest
 from .messages import ChunkRequest, DeviceEvent, DeviceState, DeviceStatus, UpdateState
 from .names import check_name, is_valid_name
@@ -64,8 +63,6 @@ __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "DEFAULT_LIMITS",
     "HEADER_SIZE",
-    "MAX_CHUNK_SIZE",
-    "MAX_CONFIG_ENTRIES",
     "PPM_ALL",
     "Acceptance",
     "Case",

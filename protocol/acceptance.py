@@ -6,7 +6,7 @@ exceed ``tolerance``. A miss is an activation failure, reported with that larges
 
 Tensors travel as ``{"dtype": str, "shape": [int], "data": bin}`` (raw little-endian, C order);
 only plain numeric dtypes are accepted, and the whole block is capped
-(``MAX_ACCEPTANCE_BYTES``) so a manifest stays well inside one MQTT message. Decoding checks
+(``Limits.max_acceptance_bytes``) so a manifest stays well inside one MQTT message. Decoding checks
 every shape against its data length; turning the bytes into arrays is the edge's business
 (``protocol`` stays free of numpy).
 """
@@ -19,11 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import MalformedMessage, OversizedMessage
-from .limits import MAX_ACCEPTANCE_BYTES
+from .limits import DEFAULT_LIMITS, Limits
 
-MAX_CASES = 16
-MAX_TENSORS = 16
-MAX_RANK = 8
 #: dtype name -> item size in bytes
 DTYPES = {
     "float16": 2,
@@ -48,7 +45,7 @@ class Tensor:
         return {"dtype": self.dtype, "shape": list(self.shape), "data": self.data}
 
     @classmethod
-    def from_dict(cls, raw: object, what: str) -> Tensor:
+    def from_dict(cls, raw: object, what: str, limits: Limits = DEFAULT_LIMITS) -> Tensor:
         if not isinstance(raw, dict):
             raise MalformedMessage(f"{what}: a tensor must be a map")
         dtype, shape, data = raw.get("dtype"), raw.get("shape"), raw.get("data")
@@ -56,10 +53,12 @@ class Tensor:
             raise MalformedMessage(f"{what}: dtype {dtype!r} is not one of {sorted(DTYPES)}")
         if (
             not isinstance(shape, list)
-            or len(shape) > MAX_RANK
+            or len(shape) > limits.max_tensor_rank
             or any(type(d) is not int or d < 0 for d in shape)
         ):
-            raise MalformedMessage(f"{what}: shape must be a list of at most {MAX_RANK} sizes")
+            raise MalformedMessage(
+                f"{what}: shape must be a list of at most {limits.max_tensor_rank} sizes"
+            )
         if not isinstance(data, bytes):
             raise MalformedMessage(f"{what}: data must be bytes")
         if math.prod(shape) * DTYPES[str(dtype)] != len(data):
@@ -98,32 +97,34 @@ class Acceptance:
             len(t.data) for c in self.cases for t in (*c.inputs.values(), *c.outputs.values())
         )
 
-    def check(self) -> None:
+    def check(self, limits: Limits = DEFAULT_LIMITS) -> None:
         what = "acceptance vectors"
-        if not self.cases or len(self.cases) > MAX_CASES:
-            raise MalformedMessage(f"{what}: 1 to {MAX_CASES} cases, got {len(self.cases)}")
+        most = limits.max_acceptance_cases
+        if not self.cases or len(self.cases) > most:
+            raise MalformedMessage(f"{what}: 1 to {most} cases, got {len(self.cases)}")
         if not math.isfinite(self.tolerance) or self.tolerance < 0:
             raise MalformedMessage(f"{what}: tolerance must be a finite number >= 0")
-        if self.size > MAX_ACCEPTANCE_BYTES:
+        if self.size > limits.max_acceptance_bytes:
             raise OversizedMessage(
-                f"{what}: {self.size} bytes of tensors exceeds {MAX_ACCEPTANCE_BYTES}"
+                f"{what}: {self.size} bytes of tensors exceeds {limits.max_acceptance_bytes}"
             )
         for case in self.cases:
             if not case.inputs or not case.outputs:
                 raise MalformedMessage(f"{what}: every case needs inputs and expected outputs")
-            if len(case.inputs) > MAX_TENSORS or len(case.outputs) > MAX_TENSORS:
-                raise OversizedMessage(f"{what}: at most {MAX_TENSORS} tensors a side")
+            most = limits.max_acceptance_tensors
+            if len(case.inputs) > most or len(case.outputs) > most:
+                raise OversizedMessage(f"{what}: at most {most} tensors a side")
 
     @classmethod
-    def from_dict(cls, raw: object) -> Acceptance:
+    def from_dict(cls, raw: object, limits: Limits = DEFAULT_LIMITS) -> Acceptance:
         what = "acceptance vectors"
         if not isinstance(raw, dict) or not isinstance(raw.get("cases"), list):
             raise MalformedMessage(f"{what}: must be a map with a list of 'cases'")
         tolerance = raw.get("tolerance")
         if type(tolerance) not in (int, float):
             raise MalformedMessage(f"{what}: tolerance must be a number")
-        if len(raw["cases"]) > MAX_CASES:
-            raise OversizedMessage(f"{what}: more than {MAX_CASES} cases")
+        if len(raw["cases"]) > limits.max_acceptance_cases:
+            raise OversizedMessage(f"{what}: more than {limits.max_acceptance_cases} cases")
         cases = []
         for i, c in enumerate(raw["cases"]):
             if not isinstance(c, dict):
@@ -131,15 +132,15 @@ class Acceptance:
             sides = []
             for side in ("inputs", "outputs"):
                 tensors = c.get(side)
-                if not isinstance(tensors, dict) or len(tensors) > MAX_TENSORS:
+                if not isinstance(tensors, dict) or len(tensors) > limits.max_acceptance_tensors:
                     raise MalformedMessage(f"{what}: case {i} {side} must be a small map")
                 sides.append(
                     {
-                        str(k): Tensor.from_dict(t, f"{what} case {i} {side} {k!r}")
+                        str(k): Tensor.from_dict(t, f"{what} case {i} {side} {k!r}", limits)
                         for k, t in tensors.items()
                     }
                 )
             cases.append(Case(sides[0], sides[1]))
         acceptance = cls(tuple(cases), float(tolerance))  # type: ignore[arg-type]
-        acceptance.check()
+        acceptance.check(limits)
         return acceptance

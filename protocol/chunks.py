@@ -20,7 +20,7 @@ import struct
 from dataclasses import dataclass
 
 from .errors import ChunkRejected, MalformedMessage, OversizedMessage
-from .limits import MAX_CHUNK_SIZE
+from .limits import DEFAULT_LIMITS, Limits
 from .manifest import Manifest
 
 MAGIC = b"MCCH"
@@ -44,10 +44,10 @@ class ChunkFrame:
         return header + payload
 
     @classmethod
-    def decode(cls, frame: bytes) -> ChunkFrame:
+    def decode(cls, frame: bytes, limits: Limits = DEFAULT_LIMITS) -> ChunkFrame:
         if len(frame) < HEADER_SIZE:
             raise MalformedMessage(f"chunk frame of {len(frame)} bytes is shorter than its header")
-        if len(frame) > HEADER_SIZE + MAX_CHUNK_SIZE:
+        if len(frame) > HEADER_SIZE + limits.max_chunk_size:
             raise OversizedMessage(f"chunk frame of {len(frame)} bytes exceeds the cap")
         magic, fmt, _flags, _reserved, index, length, release_id = _HEADER.unpack_from(frame)
         if magic != MAGIC:

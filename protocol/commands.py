@@ -14,6 +14,7 @@ from typing import Any
 from .codec import SCHEMA_VERSION, check_schema_version, field, non_negative, pack, unpack_map
 from .envelope import TrustedRoot, seal
 from .errors import ExpiredError, MalformedMessage, StaleError
+from .limits import DEFAULT_LIMITS, Limits
 from .names import check_name
 from .signing import SigningKey
 
@@ -50,9 +51,9 @@ class Command:
         return seal(KIND_COMMAND, self.encode(), key, cert)
 
     @classmethod
-    def decode(cls, body: bytes) -> Command:
+    def decode(cls, body: bytes, limits: Limits = DEFAULT_LIMITS) -> Command:
         what = "command"
-        obj = unpack_map(body, 64 * 1024, what)
+        obj = unpack_map(body, limits.max_command_bytes, what)
         check_schema_version(obj, what)
         device = field(obj, "device", str, what)
         if device != ALL_DEVICES:
@@ -81,7 +82,7 @@ def open_command(
 ) -> Command:
     """Verify a command for ``device``; refuse another fleet's or device's, expired, replayed."""
     body, _cert = trust.open(data, KIND_COMMAND, now)
-    command = Command.decode(body)
+    command = Command.decode(body, trust.limits)
     if command.fleet != fleet:
         raise MalformedMessage(f"command for fleet {command.fleet!r}, not {fleet!r}")
     if command.device not in (device, ALL_DEVICES):

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import MalformedMessage, OversizedMessage
+from .limits import DEFAULT_LIMITS, Limits
 from .names import check_name
 from .rollout import Selector
 
-MAX_CONFIG_ENTRIES = 64
 KEYS = ("telemetry_interval", "maintenance_window", "pin")
 _WINDOW = re.compile(r"([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)")
 
@@ -104,20 +104,25 @@ class ConfigEntry:
         return obj
 
     @classmethod
-    def from_dict(cls, raw: object, what: str) -> ConfigEntry:
+    def from_dict(cls, raw: object, what: str, limits: Limits = DEFAULT_LIMITS) -> ConfigEntry:
         if not isinstance(raw, dict) or not isinstance(raw.get("settings"), dict):
             raise MalformedMessage(f"{what}: a config entry must be a map with 'settings'")
         settings = {str(k): check_setting(k, v) for k, v in raw["settings"].items()}
         select = raw.get("select")
-        return cls(Selector() if select is None else Selector.from_dict(select, what), settings)
+        return cls(
+            Selector() if select is None else Selector.from_dict(select, what, limits), settings
+        )
 
 
-def config_from_list(raw: object, what: str) -> tuple[ConfigEntry, ...]:
+def config_from_list(
+    raw: object, what: str, limits: Limits = DEFAULT_LIMITS
+) -> tuple[ConfigEntry, ...]:
     if not isinstance(raw, list):
         raise MalformedMessage(f"{what}: config must be a list")
-    if len(raw) > MAX_CONFIG_ENTRIES:
-        raise OversizedMessage(f"{what}: {len(raw)} config entries exceeds {MAX_CONFIG_ENTRIES}")
-    return tuple(ConfigEntry.from_dict(e, what) for e in raw)
+    most = limits.max_config_entries
+    if len(raw) > most:
+        raise OversizedMessage(f"{what}: {len(raw)} config entries exceeds {most}")
+    return tuple(ConfigEntry.from_dict(e, what, limits) for e in raw)
 
 
 def settings_for(

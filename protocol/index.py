@@ -28,7 +28,7 @@ from .limits import DEFAULT_LIMITS, Limits
 from .names import check_name
 from .rollout import PPM_ALL, Selector, check_rollout_id, membership_point
 from .signing import SigningKey
-from .variants import MAX_VARIANTS, VariantRule, choose_variant, rules_from_list
+from .variants import VariantRule, choose_variant, rules_from_list
 
 KIND_INDEX = "index"
 
@@ -95,7 +95,9 @@ class Target:
         return obj
 
     @classmethod
-    def from_dict(cls, raw: object, what: str, *, nested: bool = False) -> Target:
+    def from_dict(
+        cls, raw: object, what: str, limits: Limits = DEFAULT_LIMITS, *, nested: bool = False
+    ) -> Target:
         if not isinstance(raw, dict):
             raise MalformedMessage(f"{what} must be a map")
         t: dict[str, Any] = raw
@@ -106,11 +108,12 @@ class Target:
         if t.get("rollout") is not None:
             if nested:
                 raise MalformedMessage(f"{what}: a rollout's base cannot itself be a rollout")
-            rollout = RolloutBlock.from_dict(t["rollout"], f"{what} rollout")
+            rollout = RolloutBlock.from_dict(t["rollout"], f"{what} rollout", limits)
         variants = t.get("variants")
         if variants is not None:
-            if not isinstance(variants, dict) or len(variants) > MAX_VARIANTS:
-                raise MalformedMessage(f"{what}: variants must be a map of at most {MAX_VARIANTS}")
+            most = limits.max_variants
+            if not isinstance(variants, dict) or len(variants) > most:
+                raise MalformedMessage(f"{what}: variants must be a map of at most {most}")
             for vname, vid in variants.items():
                 check_name(vname, "variant")
                 if not isinstance(vid, bytes) or len(vid) != 32:
@@ -125,7 +128,7 @@ class Target:
             rollout=rollout,
             variant=None if variant is None else check_name(variant, "variant"),
             variants=dict(variants) if variants else None,
-            rules=rules_from_list(t["rules"], what) if t.get("rules") is not None else (),
+            rules=rules_from_list(t["rules"], what, limits) if t.get("rules") is not None else (),
         )
 
 
@@ -153,7 +156,7 @@ class RolloutBlock:
         return obj
 
     @classmethod
-    def from_dict(cls, raw: object, what: str) -> RolloutBlock:
+    def from_dict(cls, raw: object, what: str, limits: Limits = DEFAULT_LIMITS) -> RolloutBlock:
         if not isinstance(raw, dict):
             raise MalformedMessage(f"{what} must be a map")
         ppm = field(raw, "ppm", int, what)
@@ -162,10 +165,14 @@ class RolloutBlock:
         select = raw.get("select")
         base = raw.get("base")
         return cls(
-            rollout=check_rollout_id(raw.get("id"), what),
+            rollout=check_rollout_id(raw.get("id"), what, limits),
             ppm=ppm,
-            select=Selector() if select is None else Selector.from_dict(select, what),
-            base=None if base is None else Target.from_dict(base, f"{what} base", nested=True),
+            select=Selector() if select is None else Selector.from_dict(select, what, limits),
+            base=(
+                None
+                if base is None
+                else Target.from_dict(base, f"{what} base", limits, nested=True)
+            ),
         )
 
 
@@ -209,14 +216,16 @@ class DeploymentIndex:
         targets: dict[str, Target] = {}
         for name, raw in raw_targets.items():
             check_name(name, "model name")
-            targets[name] = Target.from_dict(raw, f"{what}: target {name!r}")
+            targets[name] = Target.from_dict(raw, f"{what}: target {name!r}", limits)
         return cls(
             fleet=check_name(field(obj, "fleet", str, what), "fleet"),
             seq=non_negative(field(obj, "seq", int, what), "seq", what),
             issued=field(obj, "issued", float, what),
             expires=field(obj, "expires", float, what),
             targets=targets,
-            config=() if obj.get("config") is None else config_from_list(obj["config"], what),
+            config=(
+                () if obj.get("config") is None else config_from_list(obj["config"], what, limits)
+            ),
         )
 
 

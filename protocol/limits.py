@@ -1,4 +1,7 @@
-"""Size caps applied before any decoding. Defaults fit the portable MQTT subset (packets < 1 MB)."""
+"""Every size cap of the wire contract, in one place. Defaults fit the portable MQTT subset
+(packets under 1 MB). A decoder is handed a ``Limits`` (a ``TrustedRoot`` carries one) and checks
+it before it decodes or allocates; everything larger is refused as ``OversizedMessage`` (or
+``MalformedMessage`` where the cap is part of a field's format)."""
 
 from __future__ import annotations
 
@@ -7,28 +10,77 @@ from dataclasses import dataclass
 KIB = 1024
 MIB = 1024 * KIB
 
+#: What a release is cut into unless its publisher says otherwise (a default, not a cap).
 DEFAULT_CHUNK_SIZE = 256 * KIB
-#: A chunk frame must stay under 1 MB on the wire (header included) for RabbitMQ/NATS/EMQX/AWS IoT.
-MAX_CHUNK_SIZE = 1000 * 1000 - 1024
-MIN_CHUNK_SIZE = 4 * KIB
-#: Acceptance vectors signed into a manifest: tensor bytes at most (the manifest is one message)
-MAX_ACCEPTANCE_BYTES = 256 * KIB
 #: Chunks per subscription block: an edge subscribes to the blocks it still lacks chunks in.
 DEFAULT_BLOCK_CHUNKS = 16
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Caps on what a decoder accepts. Everything larger is refused as ``OversizedMessage``."""
+    """Caps on what a decoder accepts, grouped by the message they bound."""
 
+    # --- whole messages, checked before decoding ------------------------------------------
+    #: a signed envelope (manifest, index, command)
     max_envelope_bytes: int = 1000 * 1000
+    #: a release key certificate (root-signed)
     max_certificate_bytes: int = 4 * KIB
+    #: a device message: state, status, event, metrics sample, chunk request
     max_message_bytes: int = 64 * KIB
+    #: the body of a signed command
+    max_command_bytes: int = 64 * KIB
+    #: one root rotation (envelope and body)
+    max_root_rotation_bytes: int = 4 * KIB
+    #: the root-signed revocation list
+    max_revocations_bytes: int = 64 * KIB
+
+    # --- trust ----------------------------------------------------------------------------
+    #: rotations in the root chain an edge follows
+    max_root_chain: int = 64
+    #: release keys on the revocation list
+    max_revoked_keys: int = 1024
+
+    # --- releases (the manifest) ----------------------------------------------------------
+    #: a chunk frame stays under 1 MB on the wire, header included (RabbitMQ, NATS, AWS IoT)
+    max_chunk_size: int = 1000 * 1000 - 1024
+    min_chunk_size: int = 4 * KIB
     max_chunks: int = 30_000
+    max_block_chunks: int = 4096
     max_model_bytes: int = 8 * 1024 * MIB
-    max_request_ranges: int = 1024
+    #: tensor bytes of the acceptance vectors signed into a manifest (one message)
+    max_acceptance_bytes: int = 256 * KIB
+    max_acceptance_cases: int = 16
+    #: tensors per side (inputs, outputs) of one acceptance case
+    max_acceptance_tensors: int = 16
+    max_tensor_rank: int = 8
+
+    # --- text models (the file's metadata) ------------------------------------------------
+    max_tokenizer_bytes: int = 32 * MIB
+    max_text_tokens: int = 8192
+    max_embedding_dimensions: int = 16384
+
+    # --- the deployment index -------------------------------------------------------------
     max_targets: int = 256
+    max_variants: int = 16
+    max_variant_rules: int = 16
+    max_rule_tags: int = 8
+    max_config_entries: int = 64
+    max_selector_devices: int = 1024
+    max_selector_tags: int = 16
+    max_tag_chars: int = 128
+    max_rollout_id_chars: int = 128
+
+    # --- device messages ------------------------------------------------------------------
+    max_request_ranges: int = 1024
+    #: models in one metrics sample
+    max_models_reported: int = 64
+    #: a name (fleet, device, model, variant) is one topic level of 1 to this many characters
     max_name_length: int = 64
+
+    @property
+    def max_root_chain_bytes(self) -> int:
+        """The whole root chain: every rotation it may hold, at most."""
+        return self.max_root_chain * self.max_root_rotation_bytes
 
 
 DEFAULT_LIMITS = Limits()

@@ -18,13 +18,7 @@ from .codec import (
 )
 from .envelope import KeyCertificate, TrustedRoot, seal
 from .errors import ExpiredError, MalformedMessage, OversizedMessage
-from .limits import (
-    DEFAULT_BLOCK_CHUNKS,
-    DEFAULT_LIMITS,
-    MAX_CHUNK_SIZE,
-    MIN_CHUNK_SIZE,
-    Limits,
-)
+from .limits import DEFAULT_BLOCK_CHUNKS, DEFAULT_LIMITS, Limits
 from .names import check_name
 from .signing import SigningKey
 from .textmodel import KIND_TENSORS, MODEL_KINDS
@@ -173,7 +167,9 @@ class Manifest:
                 else check_name(field(obj, "variant", str, what), "variant")
             ),
             acceptance=(
-                None if obj.get("acceptance") is None else Acceptance.from_dict(obj["acceptance"])
+                None
+                if obj.get("acceptance") is None
+                else Acceptance.from_dict(obj["acceptance"], limits)
             ),
         )
         m.check(limits)
@@ -190,12 +186,13 @@ class Manifest:
             raise MalformedMessage(
                 f"{what}: model kind {self.model_kind!r} is not one of {', '.join(MODEL_KINDS)}"
             )
-        if not MIN_CHUNK_SIZE <= self.chunk_size <= MAX_CHUNK_SIZE:
+        low, high = limits.min_chunk_size, limits.max_chunk_size
+        if not low <= self.chunk_size <= high:
+            raise MalformedMessage(f"{what}: chunk size {self.chunk_size} outside {low}..{high}")
+        if not 1 <= self.block_chunks <= limits.max_block_chunks:
             raise MalformedMessage(
-                f"{what}: chunk size {self.chunk_size} outside {MIN_CHUNK_SIZE}..{MAX_CHUNK_SIZE}"
+                f"{what}: block_chunks {self.block_chunks} outside 1..{limits.max_block_chunks}"
             )
-        if not 1 <= self.block_chunks <= 4096:
-            raise MalformedMessage(f"{what}: block_chunks {self.block_chunks} outside 1..4096")
         if self.size <= 0:
             raise MalformedMessage(f"{what}: size must be positive")
         if self.size > limits.max_model_bytes:
@@ -213,7 +210,7 @@ class Manifest:
         if self.expires <= self.created:
             raise MalformedMessage(f"{what}: expires before it was created")
         if self.acceptance is not None:
-            self.acceptance.check()
+            self.acceptance.check(limits)
 
     def sign(self, key: SigningKey, cert: bytes) -> bytes:
         return seal(KIND_MANIFEST, self.encode(), key, cert)

@@ -9,14 +9,17 @@ from __future__ import annotations
 import re
 
 from .errors import MalformedMessage
+from .limits import DEFAULT_LIMITS
 
-_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+#: A name is a format, not a per-decoder setting: every party must agree on it.
+_MOST = DEFAULT_LIMITS.max_name_length
+_NAME = re.compile(rf"[A-Za-z0-9_-]{{1,{_MOST}}}")
 
 
 def check_name(value: object, what: str = "name") -> str:
     """Return ``value`` if it is a valid topic-level identifier, else raise ``MalformedMessage``."""
     if not isinstance(value, str) or not _NAME.fullmatch(value):
-        raise MalformedMessage(f"{what} must match [A-Za-z0-9_-]{{1,64}}, got {value!r}")
+        raise MalformedMessage(f"{what} must match [A-Za-z0-9_-]{{1,{_MOST}}}, got {value!r}")
     return value
 
 

@@ -17,14 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import MalformedMessage, OversizedMessage
+from .limits import DEFAULT_LIMITS, Limits
 from .names import check_name
 
 PPM_ALL = 1_000_000
-#: devices a selector may list, and tags it may require (keeps the index small)
-MAX_SELECTOR_DEVICES = 1024
-MAX_SELECTOR_TAGS = 16
-MAX_TAG_CHARS = 128
-MAX_ROLLOUT_ID_CHARS = 128
 
 
 def membership_point(rollout: str, device: str) -> int:
@@ -66,23 +62,24 @@ class Selector:
         return obj
 
     @classmethod
-    def from_dict(cls, obj: object, what: str) -> Selector:
+    def from_dict(cls, obj: object, what: str, limits: Limits = DEFAULT_LIMITS) -> Selector:
         if not isinstance(obj, dict):
             raise MalformedMessage(f"{what}: selector must be a map")
         tags = obj.get("tags", {})
         devices = obj.get("devices", [])
         if not isinstance(tags, dict) or not isinstance(devices, list):
             raise MalformedMessage(f"{what}: selector tags must be a map, devices a list")
-        if len(tags) > MAX_SELECTOR_TAGS or len(devices) > MAX_SELECTOR_DEVICES:
+        most_tags, most_devices = limits.max_selector_tags, limits.max_selector_devices
+        if len(tags) > most_tags or len(devices) > most_devices:
             raise OversizedMessage(
                 f"{what}: selector has {len(tags)} tags and {len(devices)} devices "
-                f"(at most {MAX_SELECTOR_TAGS} and {MAX_SELECTOR_DEVICES})"
+                f"(at most {most_tags} and {most_devices})"
             )
         for k, v in tags.items():
             if (
                 not isinstance(v, str)
-                or not 0 < len(k) <= MAX_TAG_CHARS
-                or not 0 < len(v) <= MAX_TAG_CHARS
+                or not 0 < len(k) <= limits.max_tag_chars
+                or not 0 < len(v) <= limits.max_tag_chars
             ):
                 raise MalformedMessage(f"{what}: selector tag {k!r} must map to a short string")
         return cls(
@@ -99,7 +96,8 @@ class Selector:
         return " and ".join(parts)
 
 
-def check_rollout_id(value: object, what: str) -> str:
-    if not isinstance(value, str) or not 0 < len(value) <= MAX_ROLLOUT_ID_CHARS:
-        raise MalformedMessage(f"{what}: rollout id must be a string of 1-128 characters")
+def check_rollout_id(value: object, what: str, limits: Limits = DEFAULT_LIMITS) -> str:
+    most = limits.max_rollout_id_chars
+    if not isinstance(value, str) or not 0 < len(value) <= most:
+        raise MalformedMessage(f"{what}: rollout id must be a string of 1-{most} characters")
     return value

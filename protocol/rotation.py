@@ -16,12 +16,11 @@ from dataclasses import dataclass, replace
 from .codec import SCHEMA_VERSION, check_schema_version, field, non_negative, pack, unpack_map
 from .envelope import Envelope, TrustedRoot
 from .errors import ExpiredError, MalformedMessage, OversizedMessage, SignatureError, StaleError
+from .limits import DEFAULT_LIMITS, Limits
 from .signing import SigningKey, VerifyKey
 
 KIND_ROOT = "root"
 KIND_REVOCATIONS = "revocations"
-MAX_CHAIN = 64
-MAX_REVOKED = 1024
 
 
 @dataclass(frozen=True)
@@ -41,9 +40,9 @@ class RootRotation:
         )
 
     @classmethod
-    def decode(cls, body: bytes) -> RootRotation:
+    def decode(cls, body: bytes, limits: Limits = DEFAULT_LIMITS) -> RootRotation:
         what = "root rotation"
-        obj = unpack_map(body, 4096, what)
+        obj = unpack_map(body, limits.max_root_rotation_bytes, what)
         check_schema_version(obj, what)
         return cls(
             version=non_negative(field(obj, "version", int, what), "version", what),
@@ -62,12 +61,12 @@ def rotate_root(old: SigningKey, new: SigningKey, *, version: int, issued: float
 
 def apply_rotation(trust: TrustedRoot, data: bytes) -> TrustedRoot:
     """One step of the chain: the rotation from ``trust``'s root to the next."""
-    env = Envelope.decode(data, 4096)
+    env = Envelope.decode(data, trust.limits.max_root_rotation_bytes)
     if env.kind != KIND_ROOT:
         raise MalformedMessage(f"expected a {KIND_ROOT}, got a {env.kind!r}")
     if env.cosig is None:
         raise SignatureError("root rotation is not signed by the new root", reason="unsigned")
-    rotation = RootRotation.decode(env.body)
+    rotation = RootRotation.decode(env.body, trust.limits)
     if rotation.version <= trust.root_version:
         raise StaleError(f"root version {rotation.version} is not newer than {trust.root_version}")
     if rotation.version != trust.root_version + 1:
@@ -87,17 +86,18 @@ def encode_chain(rotations: list[bytes]) -> bytes:
 def follow_chain(trust: TrustedRoot, data: bytes) -> TrustedRoot:
     """Apply every rotation of a chain that is newer than ``trust``'s root, in order."""
     what = "root chain"
-    obj = unpack_map(data, MAX_CHAIN * 4096, what)
+    limits = trust.limits
+    obj = unpack_map(data, limits.max_root_chain_bytes, what)
     check_schema_version(obj, what)
     chain = field(obj, "chain", list, what)
-    if len(chain) > MAX_CHAIN:
-        raise OversizedMessage(f"{what}: {len(chain)} rotations exceeds {MAX_CHAIN}")
+    if len(chain) > limits.max_root_chain:
+        raise OversizedMessage(f"{what}: {len(chain)} rotations exceeds {limits.max_root_chain}")
     parsed: list[tuple[bytes, Envelope, RootRotation]] = []
     for entry in chain:
         if type(entry) is not bytes:
             raise MalformedMessage(f"{what}: entries must be bytes")
-        env = Envelope.decode(entry, 4096)
-        parsed.append((entry, env, RootRotation.decode(env.body)))
+        env = Envelope.decode(entry, limits.max_root_rotation_bytes)
+        parsed.append((entry, env, RootRotation.decode(env.body, limits)))
     # An edge installed with a root that came by rotation (a later root.pub) starts at its place
     # in the chain: the entry naming it carries its own signature (``cosig``), so nobody else can
     # claim a version for it.
@@ -138,13 +138,13 @@ class Revocations:
         return Envelope(KIND_REVOCATIONS, body, root.sign(KIND_REVOCATIONS, body), None).encode()
 
     @classmethod
-    def decode(cls, body: bytes) -> Revocations:
+    def decode(cls, body: bytes, limits: Limits = DEFAULT_LIMITS) -> Revocations:
         what = "revocation list"
-        obj = unpack_map(body, 64 * 1024, what)
+        obj = unpack_map(body, limits.max_revocations_bytes, what)
         check_schema_version(obj, what)
         revoked = field(obj, "revoked", list, what)
-        if len(revoked) > MAX_REVOKED:
-            raise OversizedMessage(f"{what}: more than {MAX_REVOKED} keys")
+        if len(revoked) > limits.max_revoked_keys:
+            raise OversizedMessage(f"{what}: more than {limits.max_revoked_keys} keys")
         if any(type(k) is not str or len(k) != 16 for k in revoked):
             raise MalformedMessage(f"{what}: key ids are 16 hex characters")
         return cls(
@@ -157,8 +157,11 @@ class Revocations:
 
 def apply_revocations(trust: TrustedRoot, data: bytes, *, now: float) -> TrustedRoot:
     """A root-signed revocation list replaces the edge's; older or replayed lists are refused."""
-    body = trust.open_root_signed(data, KIND_REVOCATIONS, 64 * 1024, "revocation list")
-    rev = Revocations.decode(body)
+    limits = trust.limits
+    body = trust.open_root_signed(
+        data, KIND_REVOCATIONS, limits.max_revocations_bytes, "revocation list"
+    )
+    rev = Revocations.decode(body, limits)
     if now >= rev.expires:
         raise ExpiredError(f"revocation list seq {rev.seq} expired at {rev.expires}")
     if rev.seq < trust.revocations_seq:

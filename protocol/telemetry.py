@@ -28,7 +28,6 @@ from .errors import MalformedMessage, OversizedMessage
 from .limits import DEFAULT_LIMITS, Limits
 from .names import check_name
 
-MAX_MODELS = 64
 #: counters (ints >= 0, 0 when absent) and figures (finite floats >= 0, 0.0 when absent)
 _COUNTERS = ("reconnects", "bytes_received", "inferences", "errors", "dropped")
 _FIGURES = ("interval_s", "uptime_s", "cpu_pct", "rss_mb", "disk_free_mb")
@@ -138,8 +137,9 @@ class MetricsSample:
         check_schema_version(obj, what)
         raw_models = optional(obj, "models", list, what, [])
         raw_active = optional(obj, "active", dict, what, {})
-        if len(raw_models) > MAX_MODELS or len(raw_active) > MAX_MODELS:
-            raise OversizedMessage(f"{what}: more than {MAX_MODELS} models")
+        most = limits.max_models_reported
+        if len(raw_models) > most or len(raw_active) > most:
+            raise OversizedMessage(f"{what}: more than {most} models")
         active: dict[str, int] = {}
         for name, version in raw_active.items():
             check_name(name, "model name")

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .errors import MalformedMessage, OversizedMessage
+from .limits import DEFAULT_LIMITS, Limits
 
 KIND_TENSORS = "tensors"
 KIND_TEXT_EMBEDDING = "text-embedding"
@@ -42,9 +43,6 @@ POOLING_MEAN = "mean"
 NORMALIZE_L2 = "l2"
 
 #: A tokenizer.json of a large multilingual vocabulary is ~17 MB; refuse anything far beyond.
-MAX_TOKENIZER_BYTES = 32 << 20
-MAX_TOKENS_LIMIT = 8192
-MAX_DIMENSIONS = 16384
 
 
 def check_model_kind(value: object, what: str = "model kind") -> str:
@@ -93,7 +91,7 @@ def _int(meta: Mapping[str, str], key: str, low: int, high: int) -> int:
     return int(raw)
 
 
-def parse_text_spec(meta: Mapping[str, str]) -> TextModelSpec:
+def parse_text_spec(meta: Mapping[str, str], limits: Limits = DEFAULT_LIMITS) -> TextModelSpec:
     """The spec of a text-embedding model file, from its metadata; ``MalformedMessage`` (or
     ``OversizedMessage`` for a huge tokenizer) if the file is not a usable text model."""
     kind = model_kind_of(meta)
@@ -102,9 +100,9 @@ def parse_text_spec(meta: Mapping[str, str]) -> TextModelSpec:
     tokenizer = meta.get(META_TOKENIZER)
     if not isinstance(tokenizer, str) or not tokenizer:
         raise MalformedMessage(f"text model: metadata {META_TOKENIZER} is missing")
-    if len(tokenizer) > MAX_TOKENIZER_BYTES:
+    if len(tokenizer) > limits.max_tokenizer_bytes:
         raise OversizedMessage(
-            f"text model: tokenizer of {len(tokenizer)} bytes exceeds {MAX_TOKENIZER_BYTES}"
+            f"text model: tokenizer of {len(tokenizer)} bytes exceeds {limits.max_tokenizer_bytes}"
         )
     try:
         parsed = json.loads(tokenizer)
@@ -120,8 +118,8 @@ def parse_text_spec(meta: Mapping[str, str]) -> TextModelSpec:
         raise MalformedMessage(f"text model: normalize {normalize!r} is not {NORMALIZE_L2!r}")
     return TextModelSpec(
         tokenizer_json=tokenizer,
-        max_tokens=_int(meta, META_MAX_TOKENS, 2, MAX_TOKENS_LIMIT),
-        dimensions=_int(meta, META_DIMENSIONS, 1, MAX_DIMENSIONS),
+        max_tokens=_int(meta, META_MAX_TOKENS, 2, limits.max_text_tokens),
+        dimensions=_int(meta, META_DIMENSIONS, 1, limits.max_embedding_dimensions),
         pooling=pooling,
         normalize=normalize,
         source=str(meta.get(META_SOURCE, "")),

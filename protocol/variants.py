@@ -14,11 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import MalformedMessage, OversizedMessage
+from .limits import DEFAULT_LIMITS, Limits
 from .names import check_name
-
-MAX_VARIANTS = 16
-MAX_RULES = 16
-MAX_RULE_TAGS = 8
 
 
 @dataclass(frozen=True)
@@ -57,13 +54,15 @@ class VariantRule:
         return obj
 
     @classmethod
-    def from_dict(cls, raw: object, what: str) -> VariantRule:
+    def from_dict(cls, raw: object, what: str, limits: Limits = DEFAULT_LIMITS) -> VariantRule:
         if not isinstance(raw, dict):
             raise MalformedMessage(f"{what}: a variant rule must be a map")
         tags = raw.get("tags") or {}
         ram = raw.get("ram_below_mb")
-        if not isinstance(tags, dict) or len(tags) > MAX_RULE_TAGS:
-            raise MalformedMessage(f"{what}: rule tags must be a map of at most {MAX_RULE_TAGS}")
+        if not isinstance(tags, dict) or len(tags) > limits.max_rule_tags:
+            raise MalformedMessage(
+                f"{what}: rule tags must be a map of at most {limits.max_rule_tags}"
+            )
         if any(not isinstance(k, str) or not isinstance(v, str) for k, v in tags.items()):
             raise MalformedMessage(f"{what}: rule tags must map strings to strings")
         if ram is not None and (type(ram) is not int or ram <= 0):
@@ -107,9 +106,11 @@ def choose_variant(
     return None
 
 
-def rules_from_list(raw: object, what: str) -> tuple[VariantRule, ...]:
+def rules_from_list(
+    raw: object, what: str, limits: Limits = DEFAULT_LIMITS
+) -> tuple[VariantRule, ...]:
     if not isinstance(raw, list):
         raise MalformedMessage(f"{what}: rules must be a list")
-    if len(raw) > MAX_RULES:
-        raise OversizedMessage(f"{what}: {len(raw)} rules exceeds {MAX_RULES}")
-    return tuple(VariantRule.from_dict(r, what) for r in raw)
+    if len(raw) > limits.max_variant_rules:
+        raise OversizedMessage(f"{what}: {len(raw)} rules exceeds {limits.max_variant_rules}")
+    return tuple(VariantRule.from_dict(r, what, limits) for r in raw)

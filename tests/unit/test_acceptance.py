@@ -10,6 +10,7 @@ from edge_node.activation import check_model
 from edge_node.errors import AcceptanceError
 from modelcast.acceptance import load_vectors, make_vectors
 from protocol import (
+    DEFAULT_LIMITS,
     Acceptance,
     Case,
     MalformedMessage,
@@ -17,7 +18,6 @@ from protocol import (
     OversizedMessage,
     Tensor,
 )
-from protocol.acceptance import MAX_ACCEPTANCE_BYTES
 from testkit.synthetic_models import make_model
 
 ZERO = bytes(32)
@@ -66,6 +66,7 @@ def test_malformed_or_oversized_vectors_are_refused() -> None:
         )
     with pytest.raises(MalformedMessage):
         Acceptance.from_dict({"tolerance": 0.1, "cases": []})
-    big = Tensor("uint8", (MAX_ACCEPTANCE_BYTES,), bytes(MAX_ACCEPTANCE_BYTES))
+    most = DEFAULT_LIMITS.max_acceptance_bytes
+    big = Tensor("uint8", (most,), bytes(most))
     with pytest.raises(OversizedMessage):
         Acceptance((Case({"x": big}, {"y": big}),), 0.1).check()

@@ -8,8 +8,8 @@ import struct
 import pytest
 
 from protocol import (
+    DEFAULT_LIMITS,
     HEADER_SIZE,
-    MAX_CHUNK_SIZE,
     ChunkFrame,
     ChunkRejected,
     MalformedMessage,
@@ -78,9 +78,9 @@ def test_encode_accepts_a_full_release_id_and_keeps_16_bytes() -> None:
 
 
 def test_largest_frame_is_accepted_and_under_one_megabyte() -> None:
-    frame = ChunkFrame.encode(0, RID, b"\x00" * MAX_CHUNK_SIZE)
+    frame = ChunkFrame.encode(0, RID, b"\x00" * DEFAULT_LIMITS.max_chunk_size)
     assert len(frame) < 1_000_000
-    assert len(ChunkFrame.decode(frame).payload) == MAX_CHUNK_SIZE
+    assert len(ChunkFrame.decode(frame).payload) == DEFAULT_LIMITS.max_chunk_size
 
 
 @pytest.mark.parametrize("size", [0, 1, 16, HEADER_SIZE - 1])
@@ -119,7 +119,7 @@ def test_declared_length_mismatch(declared: int, actual: int) -> None:
 
 
 def test_oversized_frame() -> None:
-    payload = b"\x00" * (MAX_CHUNK_SIZE + 1)
+    payload = b"\x00" * (DEFAULT_LIMITS.max_chunk_size + 1)
     with pytest.raises(OversizedMessage) as exc:
         ChunkFrame.decode(_header(length=len(payload)) + payload)
     assert exc.value.reason == "oversized"

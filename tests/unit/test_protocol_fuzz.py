@@ -19,7 +19,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from protocol import (
-    MAX_CHUNK_SIZE,
     ChunkFrame,
     ChunkRequest,
     Command,
@@ -50,6 +49,7 @@ from protocol import (
     seal,
 )
 from protocol.envelope import Envelope
+from protocol.limits import DEFAULT_LIMITS
 from protocol.rotation import RootRotation
 
 FUZZ = settings(
@@ -93,6 +93,8 @@ MANIFEST = Manifest("default", "m", 1, _size, _whole, CHUNK, _hashes, 1e9, 2e9, 
 RELEASE_ENV = MANIFEST.sign(RELEASE, CERT)
 VERIFIED = open_manifest(TRUST, RELEASE_ENV, now=NOW, fleet="default")
 RID = VERIFIED.id
+
+MAX_CHUNK = DEFAULT_LIMITS.max_chunk_size
 
 
 def _accept(data: bytes) -> None:
@@ -234,7 +236,7 @@ MANIFEST_FIELDS: dict[str, st.SearchStrategy[Any]] = {
     "format": _pick(["onnx"], ["tflite", ""]),
     "size": _mostly(st.just(_size), _ints),
     "sha256": _digests,
-    "chunk_size": _pick([4096], [4095, MAX_CHUNK_SIZE, MAX_CHUNK_SIZE + 1, 0, -1, 2**64 - 1]),
+    "chunk_size": _pick([4096], [4095, MAX_CHUNK, MAX_CHUNK + 1, 0, -1, 2**64 - 1]),
     "block_chunks": _pick([1, 2, 16], [0, 4097, -1]),
     "chunks": _mostly(
         st.just(_hashes), st.sampled_from([_hashes[:-1], b"", _hashes * 2]) | st.binary()

@@ -292,8 +292,20 @@ def test_chunk_request_bytes() -> None:
     [
         ("HEADER_SIZE", 32),
         ("DEFAULT_CHUNK_SIZE", 256 * 1024),
-        ("MAX_CHUNK_SIZE", 1_000_000 - 1_024),
     ],
 )
 def test_documented_constants(name: str, value: int) -> None:
     assert getattr(protocol, name) == value
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("max_chunk_size", 1_000_000 - 1_024),
+        ("min_chunk_size", 4096),
+        ("max_envelope_bytes", 1_000_000),
+        ("max_message_bytes", 64 * 1024),
+    ],
+)
+def test_documented_limits(name: str, value: int) -> None:
+    assert getattr(protocol.DEFAULT_LIMITS, name) == value

@@ -11,11 +11,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol import MalformedMessage, Manifest, OversizedMessage, ProtocolError, hash_chunks
+from protocol import (
+    DEFAULT_LIMITS,
+    MalformedMessage,
+    Manifest,
+    OversizedMessage,
+    ProtocolError,
+    hash_chunks,
+)
 from protocol.textmodel import (
     KIND_TENSORS,
     KIND_TEXT_EMBEDDING,
-    MAX_TOKENIZER_BYTES,
     META_DIMENSIONS,
     META_KIND,
     META_MAX_TOKENS,
@@ -107,7 +113,7 @@ def test_a_missing_number_is_refused() -> None:
 
 
 def test_a_huge_tokenizer_is_refused_before_parsing() -> None:
-    huge = '{"model": "' + "x" * MAX_TOKENIZER_BYTES + '"}'
+    huge = '{"model": "' + "x" * DEFAULT_LIMITS.max_tokenizer_bytes + '"}'
     with pytest.raises(OversizedMessage):
         parse_text_spec({**spec().metadata(), META_TOKENIZER: huge})
 

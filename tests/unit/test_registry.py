@@ -145,7 +145,7 @@ def test_versions_must_increase(registry: Registry, model: Path, keys: ReleaseKe
         ({"name": "bad.name"}, "model name"),
         ({"name": "m", "fleet": "a/b"}, "fleet"),
         ({"name": "m", "chunk_size": 1000}, "chunk size"),
-        ({"name": "m", "chunk_size": protocol.MAX_CHUNK_SIZE + 1}, "chunk size"),
+        ({"name": "m", "chunk_size": protocol.DEFAULT_LIMITS.max_chunk_size + 1}, "chunk size"),
         ({"name": "m", "version": -1}, "version"),
     ],
 )
