@@ -140,34 +140,12 @@ class MetricsSample:
         most = limits.max_models_reported
         if len(raw_models) > most or len(raw_active) > most:
             raise OversizedMessage(f"{what}: more than {most} models")
-        active: dict[str, int] = {}
-        for name, version in raw_active.items():
-            check_name(name, "model name")
-            if type(version) is not int:
-                raise MalformedMessage(f"{what}: active version of {name!r} must be int")
-            active[name] = version
+        active = _active_versions(raw_active, what)
         models = tuple(ModelStats.from_dict(stats, what) for stats in raw_models)
         boot = field(obj, "boot", str, what)
         if not 1 <= len(boot) <= 64:
             raise MalformedMessage(f"{what}: boot must be 1..64 characters")
-        figures: dict[str, Any] = {}
-        get = obj.get
-        for key in _COUNTERS:
-            value = get(key)
-            if value is None:
-                value = 0
-            elif type(value) is not int or value < 0:
-                raise MalformedMessage(f"{what}: field {key!r} must be an int >= 0, got {value!r}")
-            figures[key] = value
-        for key in _FIGURES:
-            value = get(key)
-            if value is None:
-                value = 0.0
-            elif type(value) is int:
-                value = float(value)
-            if type(value) is not float or not 0.0 <= value < math.inf:
-                raise MalformedMessage(f"{what}: field {key!r} must be a finite number >= 0")
-            figures[key] = value
+        figures = _counters_and_figures(obj, what)
         return cls(
             device=check_name(field(obj, "device", str, what), "device id"),
             boot=boot,
@@ -180,3 +158,36 @@ class MetricsSample:
             models=models,
             **figures,
         )
+
+
+def _active_versions(raw: dict[Any, Any], what: str) -> dict[str, int]:
+    active: dict[str, int] = {}
+    for name, version in raw.items():
+        check_name(name, "model name")
+        if type(version) is not int:
+            raise MalformedMessage(f"{what}: active version of {name!r} must be int")
+        active[name] = version
+    return active
+
+
+def _counters_and_figures(obj: dict[str, Any], what: str) -> dict[str, Any]:
+    """The counters (0 when absent) and figures (0.0 when absent) of a sample, checked."""
+    figures: dict[str, Any] = {}
+    get = obj.get
+    for key in _COUNTERS:
+        value = get(key)
+        if value is None:
+            value = 0
+        elif type(value) is not int or value < 0:
+            raise MalformedMessage(f"{what}: field {key!r} must be an int >= 0, got {value!r}")
+        figures[key] = value
+    for key in _FIGURES:
+        value = get(key)
+        if value is None:
+            value = 0.0
+        elif type(value) is int:
+            value = float(value)
+        if type(value) is not float or not 0.0 <= value < math.inf:
+            raise MalformedMessage(f"{what}: field {key!r} must be a finite number >= 0")
+        figures[key] = value
+    return figures
