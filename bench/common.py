@@ -36,9 +36,8 @@ from protocol import (
 )
 from runtime.urls import parse_broker_url
 from testkit.local_broker import LocalBroker
+from testkit.plain_mqtt import plain_client
 from testkit.synthetic_models import make_model
-
-from .plain import plain_client
 
 MB = 1 << 20
 KIB = 1 << 10

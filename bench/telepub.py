@@ -17,9 +17,9 @@ import time
 import uuid
 from typing import Any
 
-from bench.plain import plain_client
 from protocol import MetricsSample, ModelStats, Topics
 from runtime.urls import parse_broker_url
+from testkit.plain_mqtt import plain_client
 
 
 def sample(device: str, boot: str, seq: int) -> bytes:

@@ -18,6 +18,7 @@ from coordinator.service import Coordinator
 from protocol import ChunkRequest, DeviceState, DeviceStatus, UpdateState
 from runtime.urls import parse_broker_url
 from testkit.faultproxy import FaultProxy
+from testkit.mqtt_recorder import Received
 from testkit.synthetic_models import make_model
 from tests.support.brokers import Broker
 from tests.support.fleet import (
@@ -29,7 +30,6 @@ from tests.support.fleet import (
     release_and_deploy,
     sha256_file,
 )
-from tests.support.mqtt_probe import Received
 
 MB = 1 << 20
 KB = 1 << 10

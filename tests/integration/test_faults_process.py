@@ -48,6 +48,7 @@ from protocol.envelope import Envelope
 from runtime.urls import parse_broker_url
 from testkit.faultproxy import FaultProxy
 from testkit.local_broker import LocalBroker
+from testkit.mqtt_recorder import Received, TopicRecorder
 from testkit.synthetic_models import make_model
 from tests.support.env import Env, running_env
 from tests.support.fleet import (
@@ -57,7 +58,6 @@ from tests.support.fleet import (
     release_and_deploy,
     sha256_file,
 )
-from tests.support.mqtt_probe import Received, TopicRecorder
 
 MB = 1 << 20
 WINDOW = EdgeConfig.window  # the edge's default window: chunks outstanding at most

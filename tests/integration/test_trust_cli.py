@@ -14,11 +14,11 @@ from pathlib import Path
 
 from coordinator.keystore import ReleaseKeys, load_release_keys
 from protocol import ChunkRequest, UpdateState
+from testkit.mqtt_recorder import TopicRecorder
 from testkit.synthetic_models import make_model
 from tests.integration.test_rejections import ScriptedCoordinator
 from tests.support.env import Env
 from tests.support.fleet import REPO, Keys, release_and_deploy, sha256_file
-from tests.support.mqtt_probe import TopicRecorder
 
 
 def modelcast(*args: str) -> str:

@@ -16,8 +16,7 @@ from coordinator.keystore import ReleaseKeys, init_keys, load_release_keys
 from coordinator.registry import Registry
 from protocol import DeviceEvent, DeviceState, ProtocolError, Topics, UpdateState
 from runtime.urls import parse_broker_url
-
-from .mqtt_probe import Received, TopicRecorder
+from testkit.mqtt_recorder import Received, TopicRecorder
 
 REPO = Path(__file__).resolve().parents[2]
 
