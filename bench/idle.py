@@ -13,7 +13,10 @@ import sys
 import time
 from typing import Any
 
-from .common import MB, REPO, Bench, FleetWatch, proc_cpu_s, proc_status_kb, reached
+from testkit.cli_process import REPO
+from testkit.procfs import proc_cpu_s, proc_status_kb
+
+from .common import MB, Bench, reached
 
 IDLE_S = 10.0
 
@@ -42,7 +45,7 @@ def run(b: Bench) -> dict[str, Any]:
         text=True,
     )
     try:
-        with FleetWatch(b.url, fleet) as watch:
+        with b.watch(fleet) as watch:
             edge = b.edge(fleet, "edge-0", http="127.0.0.1:0")
             try:
                 watch.wait_state(edge.device, reached("active"), 60, edge)

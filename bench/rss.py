@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any
 
-from .common import MB, Bench, FleetWatch, reached
+from .common import MB, Bench, reached
 
 SAMPLE_S = 0.01
 
@@ -42,7 +42,7 @@ def run(b: Bench) -> dict[str, Any]:
     service = b.coordinator(fleet)
     samples: list[int] = []
     try:
-        with FleetWatch(b.url, fleet) as watch:
+        with b.watch(fleet) as watch:
             edge = b.edge(fleet, "edge-0")
             stop = threading.Event()
 

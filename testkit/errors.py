@@ -26,3 +26,8 @@ class WaitTimeout(TestkitError, AssertionError):
 
 class RecorderError(TestkitError, AssertionError):
     """The MQTT recorder could not connect, subscribe or publish."""
+
+
+class ProcessExited(TestkitError, RuntimeError):
+    """A child process (an edge, a coordinator) is not running when it should be; the message
+    ends with its log."""

@@ -13,10 +13,7 @@ from testkit.faultproxy import FaultProxy
 from testkit.mqtt_recorder import TopicRecorder
 from testkit.synthetic_models import make_model
 from tests.support.env import Env
-from tests.support.fleet import (
-    release_and_deploy,
-    sha256_file,
-)
+from tests.support.fleet import release_and_deploy, sha256_file
 
 MB = 1 << 20
 

@@ -27,10 +27,12 @@ from protocol import (
     hash_chunks,
 )
 from runtime.urls import parse_broker_url
+from testkit.edge_process import EdgeProcess
+from testkit.fleet_watch import FleetWatch
 from testkit.mqtt_recorder import TopicRecorder
 from testkit.synthetic_models import make_model
 from tests.support.brokers import Broker
-from tests.support.fleet import EdgeProcess, FleetWatch, Keys, make_keys, sha256_file
+from tests.support.fleet import Keys, make_keys, sha256_file
 
 CHUNK = 64 * 1024
 

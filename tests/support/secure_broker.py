@@ -28,11 +28,10 @@ from broker_admin.credstore import CredStore
 from broker_admin.mosquitto import find_mosquitto
 from broker_admin.tlsca import answers_tls, ensure_tls
 from runtime.urls import format_broker_url
+from testkit.cli_process import REPO
 from testkit.local_broker import free_loopback_port
 from testkit.mqtt_recorder import TopicRecorder
 from testkit.plain_mqtt import plain_client
-
-from .fleet import REPO
 
 HOST = "127.0.0.1"
 _POLL_S = 0.02  # readiness of a port has no event to wait on
