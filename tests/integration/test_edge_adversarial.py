@@ -21,11 +21,12 @@ from dataclasses import replace
 from coordinator.keystore import ReleaseKeys
 from protocol import ChunkFrame, ChunkRequest, DeviceEvent, certify
 from protocol.codec import pack
+from runtime.files import sha256_file
 from testkit.edge_process import EdgeProcess
 from testkit.synthetic_models import make_model
 from tests.integration.test_rejections import CHUNK, Release, Setup, setup
 from tests.integration.test_trust_updates import root_key
-from tests.support.fleet import Keys, sha256_file
+from tests.support.fleet import Keys
 
 __all__ = ["setup"]
 
@@ -53,7 +54,7 @@ def finish(setup: Setup, r: Release, timeout: float = 90.0) -> None:
     setup.coord.serve_all(r)
     setup.watch.wait_active("target", "m", r.manifest.version, timeout)
     path = setup.edge.model_path("m", r.manifest.version)
-    assert sha256_file(path) == hashlib.sha256(r.data).hexdigest()
+    assert sha256_file(path) == hashlib.sha256(r.data).digest()
 
 
 def rejected_on(setup: Setup, reason: str, topic: str) -> DeviceEvent:

@@ -16,6 +16,7 @@ import pytest
 from coordinator.registry import Registry
 from coordinator.service import Coordinator
 from protocol import ChunkRequest, DeviceState, UpdateState
+from runtime.files import sha256_file
 from runtime.urls import parse_broker_url
 from testkit.edge_process import EdgeProcess
 from testkit.faultproxy import FaultProxy
@@ -23,7 +24,7 @@ from testkit.fleet_watch import FleetWatch
 from testkit.mqtt_recorder import Received
 from testkit.synthetic_models import make_model
 from tests.support.brokers import Broker
-from tests.support.fleet import REPO, Keys, make_keys, release_and_deploy, sha256_file
+from tests.support.fleet import REPO, Keys, make_keys, release_and_deploy
 
 MB = 1 << 20
 KB = 1 << 10

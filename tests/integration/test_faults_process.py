@@ -43,6 +43,7 @@ from protocol import (
     open_index,
 )
 from protocol.envelope import Envelope
+from runtime.files import sha256_file
 from runtime.urls import parse_broker_url
 from testkit.cli_process import CliProcess
 from testkit.edge_process import EdgeProcess
@@ -52,7 +53,7 @@ from testkit.local_broker import LocalBroker
 from testkit.mqtt_recorder import Received, TopicRecorder
 from testkit.synthetic_models import make_model
 from tests.support.env import Env, running_env
-from tests.support.fleet import release_and_deploy, sha256_file
+from tests.support.fleet import release_and_deploy
 
 MB = 1 << 20
 WINDOW = EdgeConfig.window  # the edge's default window: chunks outstanding at most
@@ -167,7 +168,7 @@ class DiskView:
     final: bool  # the release's model.onnx exists (whole and verified: checked)
 
 
-def inspect_disk(data: Path, released: dict[int, str], manifest: Manifest) -> DiskView:
+def inspect_disk(data: Path, released: dict[int, bytes], manifest: Manifest) -> DiskView:
     """Assert the on-disk invariants of a dead edge and describe what it holds.
 
     ``active.json`` may only name a finalized ``model.onnx`` whose sha256 is the one recorded in
@@ -184,7 +185,7 @@ def inspect_disk(data: Path, released: dict[int, str], manifest: Manifest) -> Di
         assert path.name == FINAL, f"active.json points at {path}, not a finalized model"
         assert path.is_file(), f"active.json points at missing {path}"
         digest = sha256_file(path)
-        assert digest == entry["sha256"], f"{path} does not match the sha256 in active.json"
+        assert digest.hex() == entry["sha256"], f"{path} does not match the sha256 in active.json"
         assert digest == released[version], f"{path} is not the released {name}@{version}"
         if entry.get("previous_path"):
             previous = Path(entry["previous_path"])

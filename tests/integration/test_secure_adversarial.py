@@ -27,11 +27,12 @@ from protocol import (
     encode_chain,
     rotate_root,
 )
+from runtime.files import sha256_file
 from testkit.edge_process import EdgeProcess
 from testkit.fleet_watch import FleetWatch
 from testkit.synthetic_models import make_model
 from tests.integration.test_rejections import CHUNK, Release, ScriptedCoordinator
-from tests.support.fleet import Keys, make_keys, sha256_file
+from tests.support.fleet import Keys, make_keys
 from tests.support.secure_broker import SecureBroker, SecureRecorder, needs_mosquitto, secure_broker
 
 FLEET = "adv"
@@ -77,7 +78,7 @@ class World:
         assert self.edge.alive, "the edge died"
         version = r.manifest.version
         path = self.edge.model_path("m", version)
-        assert sha256_file(path) == hashlib.sha256(r.data).hexdigest()
+        assert sha256_file(path) == hashlib.sha256(r.data).digest()
         assert list(self.watch.states(DEVICE))[-1].active == {"m": version}
 
 

@@ -32,12 +32,13 @@ from coordinator.service import Coordinator
 from coordinator.telemetry_tail import run_tail
 from protocol import Topics
 from runtime.credentials import ClientCreds
+from runtime.files import sha256_file
 from runtime.mqtt import MqttSession
 from testkit.edge_process import EdgeProcess
 from testkit.fleet_watch import FleetWatch
 from testkit.local_broker import LocalBroker
 from testkit.synthetic_models import make_model
-from tests.support.fleet import make_keys, release_and_deploy, sha256_file
+from tests.support.fleet import make_keys, release_and_deploy
 from tests.support.secure_broker import (
     SecureBroker,
     attempt_connect,

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,15 +10,7 @@ from coordinator.keystore import ReleaseKeys, init_keys, load_release_keys
 from coordinator.registry import Registry
 from testkit.cli_process import REPO
 
-__all__ = ["REPO", "Keys", "make_keys", "release_and_deploy", "sha256_file"]
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while piece := f.read(1 << 20):
-            h.update(piece)
-    return h.hexdigest()
+__all__ = ["REPO", "Keys", "make_keys", "release_and_deploy"]
 
 
 @dataclass
