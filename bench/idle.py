@@ -21,6 +21,18 @@ from .common import MB, Bench, reached
 IDLE_S = 10.0
 
 
+def idle_subscriber(url: str, topic: str) -> subprocess.Popen[str]:
+    """A plain paho subscriber (``bench.rawsub``) waiting for one message that never comes (it
+    gives up after 60 s)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench.rawsub", url, topic, "1", "--timeout", "60"],
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        cwd=REPO,
+        text=True,
+    )
+
+
 def run(b: Bench) -> dict[str, Any]:
     model = b.model(1 * MB, seed=5)
     fleet = b.fleet("idle")
@@ -28,22 +40,7 @@ def run(b: Bench) -> dict[str, Any]:
     record = b.release(registry, fleet, model)
     registry.deploy(record.name, record.version, fleet=fleet)
     service = b.coordinator(fleet)
-    raw = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bench.rawsub",
-            b.url,
-            f"bench/idle/{fleet}",
-            "1",
-            "--timeout",
-            "60",
-        ],
-        stdout=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        cwd=REPO,
-        text=True,
-    )
+    raw = idle_subscriber(b.url, f"bench/idle/{fleet}")
     try:
         with b.watch(fleet) as watch:
             edge = b.edge(fleet, "edge-0", http="127.0.0.1:0")
