@@ -19,7 +19,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import import_module
 from pathlib import Path
 from typing import Any
@@ -194,13 +194,67 @@ def table(results: dict[str, Any], errors: dict[str, str]) -> tuple[str, bool]:
     return "\n".join(lines), all_met
 
 
+@dataclass
+class Outcome:
+    """What a run measured: figures (numbers), their details (dicts), and the figures that
+    failed (their error message)."""
+
+    results: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+def run_figures(b: Bench, figures: list[Figure], progress: Progress) -> Outcome:
+    outcome = Outcome()
+    for figure in figures:
+        run: Callable[[Bench], dict[str, Any]] = import_module(figure.module).run
+        t0 = time.monotonic()
+        try:
+            out = run(b)
+        except Exception as exc:  # one figure failing must not lose the others
+            logging.exception("figure %s failed", figure.name)
+            outcome.errors[figure.name] = f"{type(exc).__name__}: {exc}"[:300]
+            progress(f"{figure.name}: FAILED: {outcome.errors[figure.name]}")
+            traceback.print_exc(file=sys.stderr)
+            continue
+        took = time.monotonic() - t0
+        for key, value in out.items():
+            (outcome.details if isinstance(value, dict) else outcome.results)[key] = value
+        outcome.details.setdefault("seconds", {})[figure.name] = round(took, 1)
+        progress(f"{figure.name}: done in {took:.1f} s")
+    return outcome
+
+
+def json_document(
+    args: argparse.Namespace,
+    outcome: Outcome,
+    info: dict[str, Any],
+    started: float,
+    duration: float,
+) -> dict[str, Any]:
+    results = outcome.results
+    return {
+        **results,
+        "targets": {
+            key: {"target": str(t), "met": t.met(results[key])}
+            for key, _, t, _ in ROWS
+            if t is not None and key in results
+        },
+        "details": outcome.details,
+        "errors": outcome.errors,
+        "mode": "quick" if args.quick else "full",
+        "size_mb_override": args.size_mb,
+        "figures": [f.name for f in args.figures],
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "duration_s": round(duration, 1),
+        "machine": info,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     progress = Progress(quiet=args.quiet)
     started = time.time()
-    results: dict[str, Any] = {}
-    details: dict[str, Any] = {}
-    errors: dict[str, str] = {}
     info = machine()
     with Bench(quick=args.quick, size_mb=args.size_mb, progress=progress, keep=args.keep) as b:
         logging.basicConfig(
@@ -212,26 +266,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{'quick' if args.quick else 'full'} run of {', '.join(f.name for f in args.figures)}"
             f"; broker {b.url}; work dir {b.workdir}"
         )
-        for figure in args.figures:
-            run: Callable[[Bench], dict[str, Any]] = import_module(figure.module).run
-            t0 = time.monotonic()
-            try:
-                out = run(b)
-            except Exception as exc:  # one figure failing must not lose the others
-                logging.exception("figure %s failed", figure.name)
-                errors[figure.name] = f"{type(exc).__name__}: {exc}"[:300]
-                progress(f"{figure.name}: FAILED: {errors[figure.name]}")
-                traceback.print_exc(file=sys.stderr)
-                continue
-            took = time.monotonic() - t0
-            for key, value in out.items():
-                (details if isinstance(value, dict) else results)[key] = value
-            details.setdefault("seconds", {})[figure.name] = round(took, 1)
-            progress(f"{figure.name}: done in {took:.1f} s")
+        outcome = run_figures(b, args.figures, progress)
         if args.keep:
             progress(f"work dir kept: {b.workdir}")
     info["loadavg_end"] = list(os.getloadavg())
-    text, all_met = table(results, errors)
+    text, all_met = table(outcome.results, outcome.errors)
     print(text)
     duration = time.time() - started
     print(
@@ -240,26 +279,11 @@ def main(argv: list[str] | None = None) -> int:
         f"on {info['nproc']} cores"
     )
     if args.json is not None:
-        doc = {
-            **results,
-            "targets": {
-                key: {"target": str(t), "met": t.met(results[key])}
-                for key, _, t, _ in ROWS
-                if t is not None and key in results
-            },
-            "details": details,
-            "errors": errors,
-            "mode": "quick" if args.quick else "full",
-            "size_mb_override": args.size_mb,
-            "figures": [f.name for f in args.figures],
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-            "duration_s": round(duration, 1),
-            "machine": info,
-        }
+        doc = json_document(args, outcome, info, started, duration)
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n")
         progress(f"wrote {args.json}")
-    if errors:
+    if outcome.errors:
         return EXIT_ERROR
     if args.strict and not all_met:
         return EXIT_MISSED

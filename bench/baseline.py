@@ -15,8 +15,10 @@ import time
 from pathlib import Path
 
 from runtime.urls import parse_broker_url
+from testkit.cli_process import REPO
+from testkit.plain_mqtt import plain_client
 
-from .common import REPO, BenchError, paho_client
+from .common import BenchError
 
 
 def read_chunks(path: Path, chunk_size: int) -> list[bytes]:
@@ -50,7 +52,7 @@ def raw_transfer(url: str, topic: str, chunks: list[bytes], timeout: float = 300
         if sub.stdout.readline().strip() != "ready":
             raise BenchError("raw subscriber did not start")
         host, port = parse_broker_url(url)
-        pub = paho_client(f"bench-rawpub-{time.monotonic_ns()}")
+        pub = plain_client(f"bench-rawpub-{time.monotonic_ns()}")
         connected = threading.Event()
         pub.on_connect = lambda *a: connected.set()
         pub.connect(host, port, keepalive=60)

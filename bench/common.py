@@ -1,5 +1,5 @@
-"""What every figure shares: one Mosquitto per run, keys, fleets, model files, edge processes,
-a watcher of the devices' retained state, and /proc readers.
+"""What every figure shares: one Mosquitto per run, keys, fleets, model files, edge processes
+(``testkit.edge_process``) and watchers of the devices' retained state (``testkit.fleet_watch``).
 
 Nothing here measures anything; the figure modules do, each against a baseline taken in the same
 run on the same broker, so a noisy machine moves both sides of every ratio.
@@ -11,64 +11,31 @@ import contextlib
 import itertools
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as paho
-
 from coordinator.keystore import init_keys
 from coordinator.registry import Registry, ReleaseRecord
 from coordinator.service import Coordinator
-from protocol import (
-    DEFAULT_CHUNK_SIZE,
-    DeviceState,
-    DeviceStatus,
-    ModelcastError,
-    ProtocolError,
-    Topics,
-)
-from runtime.urls import parse_broker_url
+from protocol import DEFAULT_CHUNK_SIZE, DeviceState, ModelcastError
+from testkit.edge_process import EdgeFlags, EdgeProcess
+from testkit.fleet_watch import FleetWatch
 from testkit.local_broker import LocalBroker
 from testkit.synthetic_models import make_model
 
-from .plain import plain_client
-
 MB = 1 << 20
 KIB = 1 << 10
-REPO = Path(__file__).resolve().parents[1]
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 #: Fast reconnects, as the fault tests use: a cut costs a fraction of a second, not 30 s.
 FAST_RECONNECT = ("--reconnect-min", "0.2", "--reconnect-max", "1")
 
 
 class BenchError(ModelcastError, RuntimeError):
-    """A figure could not be measured (a process died, a wait timed out)."""
-
-
-# --- /proc --------------------------------------------------------------------------------
-def proc_status_kb(pid: int, key: str) -> int:
-    """A ``kB`` field of /proc/PID/status (``VmRSS``, ``VmHWM``), in KiB."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise BenchError(f"/proc/{pid}/status has no {key}")
-
-
-def proc_cpu_s(pid: int) -> float:
-    """utime + stime of a process, in seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        text = f.read()
-    # the command name (field 2) may hold spaces: split after its closing parenthesis
-    fields = text[text.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    """A figure could not be measured (a baseline process failed, a service did not start)."""
 
 
 # --- console ------------------------------------------------------------------------------
@@ -83,155 +50,6 @@ class Progress:
         if not self.quiet:
             elapsed = time.monotonic() - self.start
             print(f"[{elapsed:6.1f}s] {message}", file=sys.stderr, flush=True)
-
-
-# --- edges --------------------------------------------------------------------------------
-class EdgeProc:
-    """``python -m modelcast.cli edge`` as a child process logging to a file."""
-
-    def __init__(self, args: list[str], log_path: Path, device: str) -> None:
-        self.device = device
-        self.log_path = log_path
-        with log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                args,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=REPO,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def check_alive(self) -> None:
-        if self.proc.poll() is not None:
-            tail = self.log_path.read_text(errors="replace")[-1500:]
-            raise BenchError(f"edge {self.device} exited with {self.proc.returncode}:\n{tail}")
-
-    def rss_kb(self) -> int:
-        return proc_status_kb(self.pid, "VmRSS")
-
-    def hwm_kb(self) -> int:
-        return proc_status_kb(self.pid, "VmHWM")
-
-    def cpu_s(self) -> float:
-        return proc_cpu_s(self.pid)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-
-
-# --- the devices' retained state, decoded -------------------------------------------------
-@dataclass
-class _Seen:
-    at: float  # time.monotonic() when the bench received it
-    state: DeviceState
-
-
-class FleetWatch:
-    """Every ``devices/+/state`` and ``devices/+/status`` message of one fleet, as it arrives."""
-
-    def __init__(self, broker_url: str, fleet: str) -> None:
-        self.topics = Topics(fleet)
-        self._cond = threading.Condition()
-        self._states: dict[str, list[_Seen]] = {}
-        self._online: dict[str, bool] = {}
-        self._client = paho_client(f"bench-watch-{fleet}")
-        self._client.on_message = self._on_message
-        host, port = parse_broker_url(broker_url)
-        subscribed = threading.Event()
-        self._client.on_subscribe = lambda *a: subscribed.set()
-        wanted = [(self.topics.all_state(), 1), (self.topics.all_status(), 1)]
-        self._client.on_connect = lambda c, *a: c.subscribe(wanted)
-        self._client.connect(host, port, keepalive=60)
-        self._client.loop_start()
-        if not subscribed.wait(10):
-            raise BenchError("state watcher could not subscribe")
-
-    def close(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
-
-    def __enter__(self) -> FleetWatch:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
-        now = time.monotonic()
-        device = self.topics.device_of(msg.topic)
-        if device is None or not msg.payload:
-            return
-        try:
-            if msg.topic.endswith("/state"):
-                state = DeviceState.decode(bytes(msg.payload))
-                with self._cond:
-                    self._states.setdefault(device, []).append(_Seen(now, state))
-                    self._cond.notify_all()
-            else:
-                status = DeviceStatus.decode(bytes(msg.payload))
-                with self._cond:
-                    self._online[device] = status.online
-                    self._cond.notify_all()
-        except ProtocolError:
-            return
-
-    def wait_online(
-        self, devices: list[str], timeout: float, edges: Sequence[EdgeProc] = ()
-    ) -> None:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while not all(self._online.get(d) for d in devices):
-                for e in edges:
-                    e.check_alive()
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    missing = [d for d in devices if not self._online.get(d)]
-                    raise BenchError(f"devices not online after {timeout}s: {missing[:5]}")
-                self._cond.wait(min(left, 0.5))
-
-    def wait_state(
-        self,
-        device: str,
-        pred: Callable[[DeviceState], bool],
-        timeout: float,
-        edge: EdgeProc | None = None,
-    ) -> tuple[float, DeviceState]:
-        """The first state of ``device`` (ever received) that matches: (arrival time, state)."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for seen in self._states.get(device, []):
-                    if pred(seen.state):
-                        return seen.at, seen.state
-                if edge is not None:
-                    edge.check_alive()
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    last = self._states.get(device, [])
-                    raise BenchError(
-                        f"{device}: no matching state after {timeout}s; last "
-                        f"{last[-1].state if last else None}"
-                    )
-                self._cond.wait(min(left, 0.5))
-
-    def states(self, device: str) -> list[DeviceState]:
-        with self._cond:
-            return [s.state for s in self._states.get(device, [])]
-
-
-def paho_client(client_id: str, *, clean: bool = True) -> paho.Client:
-    return plain_client(client_id, clean=clean)
 
 
 def reached(*states: str) -> Callable[[DeviceState], bool]:
@@ -361,30 +179,24 @@ class Bench:
         broker_url: str | None = None,
         http: str = "off",
         log_level: str = "INFO",
-    ) -> EdgeProc:
-        data = self.dir(f"edges/{fleet}/{device}")
-        args = [
-            sys.executable,
-            "-m",
-            "modelcast.cli",
-            "--log-level",
-            log_level,
-            "edge",
-            "--broker",
-            broker_url or self.url,
-            "--id",
+    ) -> EdgeProcess:
+        """A running ``modelcast edge``: INFO logs, no local inference endpoint (``http``) and
+        the agent's own telemetry interval, unless a figure asks otherwise."""
+        return EdgeProcess(
             device,
-            "--data",
-            str(data),
-            "--trust",
-            str(self.keydir / "root.pub"),
-            "--fleet",
-            fleet,
-            "--http",
-            http,
-            *extra,
-        ]
-        return EdgeProc(args, self.dir("logs") / f"{fleet}-{device}.log", device)
+            broker_url=broker_url or self.url,
+            data=self.dir(f"edges/{fleet}/{device}"),
+            trust=self.keydir / "root.pub",
+            fleet=fleet,
+            log_dir=self.dir(f"logs/{fleet}"),
+            extra=extra,
+            flags=EdgeFlags(log_level=log_level, http=http, telemetry_interval=None),
+        ).start()
+
+    def watch(self, fleet: str) -> FleetWatch:
+        """A watcher of the fleet's device states and status (nothing else: chunk requests and
+        telemetry would add to the traffic a figure measures); enter it to connect."""
+        return FleetWatch(self.url, fleet, states_only=True)
 
 
 def _release_keys(keydir: Path) -> Any:
@@ -394,11 +206,12 @@ def _release_keys(keydir: Path) -> Any:
 
 
 @contextlib.contextmanager
-def edges_running(edges: list[EdgeProc]) -> Iterator[list[EdgeProc]]:
+def edges_running(edges: list[EdgeProcess]) -> Iterator[list[EdgeProcess]]:
+    """Stops the edges on the way out, side by side (SIGTERM to all, then wait for each)."""
     try:
         yield edges
     finally:
         for e in edges:
-            e.proc.terminate()
+            e.terminate()
         for e in edges:
             e.stop()

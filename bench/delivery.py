@@ -25,7 +25,7 @@ from typing import Any
 from protocol import DEFAULT_CHUNK_SIZE
 
 from .baseline import raw_transfer, read_chunks
-from .common import MB, Bench, FleetWatch, reached
+from .common import MB, Bench, reached
 
 
 @dataclass
@@ -44,13 +44,13 @@ def modelcast_delivery(
     record = b.release(registry, fleet, model, chunk_size=chunk_size)
     service = b.coordinator(fleet)
     try:
-        with FleetWatch(b.url, fleet) as watch:
+        with b.watch(fleet) as watch:
             edge = b.edge(fleet, "edge-0")
             try:
                 watch.wait_online([edge.device], 30, [edge])
                 start = time.monotonic()
                 registry.deploy(record.name, record.version, fleet=fleet)
-                done, _ = watch.wait_state(
+                done, _ = watch.wait_state_received(
                     edge.device, reached("verified", "activating", "active"), timeout, edge
                 )
             finally:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from .common import MB, Bench, FleetWatch, edges_running, reached
+from .common import MB, Bench, edges_running, reached
 
 REPS = 3
 
@@ -32,7 +32,7 @@ def one_rollout(b: Bench, n_edges: int, size: int, rep: int) -> dict[str, Any]:
     b.progress(f"fanout: run {rep + 1}/{REPS}: starting {n_edges} edges")
     try:
         with (
-            FleetWatch(b.url, fleet) as watch,
+            b.watch(fleet) as watch,
             edges_running([b.edge(fleet, f"edge-{i}") for i in range(n_edges)]) as edges,
         ):
             watch.wait_online([e.device for e in edges], 120, edges)

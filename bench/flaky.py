@@ -17,7 +17,7 @@ from typing import Any
 from runtime.urls import parse_broker_url
 from testkit.faultproxy import FaultProxy, SecondsSpec
 
-from .common import FAST_RECONNECT, MB, Bench, FleetWatch, reached
+from .common import FAST_RECONNECT, MB, Bench, reached
 
 #: the edge link: 4 MiB/s each way (a good LTE or a modest Wi-Fi link)
 RATE = 4 * MB
@@ -36,7 +36,7 @@ def flaky_delivery(
     try:
         with (
             FaultProxy(host, port, seed=seed, rate_bytes_per_s=rate, cut_after=cut_after) as proxy,
-            FleetWatch(b.url, fleet) as watch,
+            b.watch(fleet) as watch,
         ):
             edge = b.edge(fleet, "edge-0", *FAST_RECONNECT, broker_url=proxy.url)
             try:
@@ -44,7 +44,7 @@ def flaky_delivery(
                 before = proxy.bytes_to_client + proxy.bytes_to_server
                 start = time.monotonic()
                 registry.deploy(record.name, record.version, fleet=fleet)
-                done, state = watch.wait_state(
+                done, state = watch.wait_state_received(
                     edge.device, reached("verified", "activating", "active"), 600, edge
                 )
                 wire = proxy.bytes_to_client + proxy.bytes_to_server - before

@@ -16,7 +16,7 @@ from typing import Any
 from runtime.urls import parse_broker_url
 from testkit.faultproxy import FaultProxy
 
-from .common import FAST_RECONNECT, Bench, BenchError, FleetWatch
+from .common import FAST_RECONNECT, Bench, BenchError
 
 KEEPALIVE = 2
 
@@ -24,7 +24,7 @@ KEEPALIVE = 2
 def run(b: Bench) -> dict[str, Any]:
     fleet = b.fleet("half")
     host, port = parse_broker_url(b.url)
-    with FaultProxy(host, port) as proxy, FleetWatch(b.url, fleet) as watch:
+    with FaultProxy(host, port) as proxy, b.watch(fleet) as watch:
         edge = b.edge(
             fleet, "edge-0", "--keepalive", str(KEEPALIVE), *FAST_RECONNECT, broker_url=proxy.url
         )

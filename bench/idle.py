@@ -13,9 +13,24 @@ import sys
 import time
 from typing import Any
 
-from .common import MB, REPO, Bench, FleetWatch, proc_cpu_s, proc_status_kb, reached
+from testkit.cli_process import REPO
+from testkit.procfs import proc_cpu_s, proc_status_kb
+
+from .common import MB, Bench, reached
 
 IDLE_S = 10.0
+
+
+def idle_subscriber(url: str, topic: str) -> subprocess.Popen[str]:
+    """A plain paho subscriber (``bench.rawsub``) waiting for one message that never comes (it
+    gives up after 60 s)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench.rawsub", url, topic, "1", "--timeout", "60"],
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        cwd=REPO,
+        text=True,
+    )
 
 
 def run(b: Bench) -> dict[str, Any]:
@@ -25,24 +40,9 @@ def run(b: Bench) -> dict[str, Any]:
     record = b.release(registry, fleet, model)
     registry.deploy(record.name, record.version, fleet=fleet)
     service = b.coordinator(fleet)
-    raw = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bench.rawsub",
-            b.url,
-            f"bench/idle/{fleet}",
-            "1",
-            "--timeout",
-            "60",
-        ],
-        stdout=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        cwd=REPO,
-        text=True,
-    )
+    raw = idle_subscriber(b.url, f"bench/idle/{fleet}")
     try:
-        with FleetWatch(b.url, fleet) as watch:
+        with b.watch(fleet) as watch:
             edge = b.edge(fleet, "edge-0", http="127.0.0.1:0")
             try:
                 watch.wait_state(edge.device, reached("active"), 60, edge)

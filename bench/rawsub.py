@@ -19,8 +19,8 @@ from typing import Any
 
 import paho.mqtt.client as paho
 
-from bench.plain import plain_client
 from runtime.urls import parse_broker_url
+from testkit.plain_mqtt import plain_client
 
 
 def main(argv: list[str] | None = None) -> int:

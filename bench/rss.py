@@ -16,7 +16,9 @@ import threading
 import time
 from typing import Any
 
-from .common import MB, Bench, FleetWatch, reached
+from testkit.cli_process import CliProcess
+
+from .common import MB, Bench, reached
 
 SAMPLE_S = 0.01
 
@@ -32,6 +34,33 @@ def reset_hwm(pid: int) -> bool:
     return True
 
 
+class RssSampler:
+    """``VmRSS`` of a process every ``SAMPLE_S``, on a thread of its own, from ``start()`` until
+    ``stop()`` (or until the process is gone)."""
+
+    def __init__(self, process: CliProcess) -> None:
+        self.samples: list[int] = []
+        self._process = process
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="rss-sampler", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.samples.append(self._process.rss_kb())
+            except (OSError, RuntimeError):
+                return
+            self._stop.wait(SAMPLE_S)
+
+
 def run(b: Bench) -> dict[str, Any]:
     size = b.size(128, 256)
     b.progress(f"rss: generating a {size / MB:.0f} MB release")
@@ -40,38 +69,26 @@ def run(b: Bench) -> dict[str, Any]:
     registry = b.registry(fleet)
     record = b.release(registry, fleet, model)
     service = b.coordinator(fleet)
-    samples: list[int] = []
     try:
-        with FleetWatch(b.url, fleet) as watch:
+        with b.watch(fleet) as watch:
             edge = b.edge(fleet, "edge-0")
-            stop = threading.Event()
-
-            def sample() -> None:
-                while not stop.is_set():
-                    try:
-                        samples.append(edge.rss_kb())
-                    except (OSError, RuntimeError):
-                        return
-                    stop.wait(SAMPLE_S)
-
+            sampler = RssSampler(edge)
             try:
                 watch.wait_online([edge.device], 30, [edge])
                 time.sleep(0.5)  # let start-up settle (first state and status published)
                 before_kb = edge.rss_kb()
                 hwm_reset = reset_hwm(edge.pid)
-                sampler = threading.Thread(target=sample, daemon=True)
                 sampler.start()
                 b.progress(f"rss: deploying {size / MB:.0f} MB (edge at {before_kb / 1024:.1f} MB)")
                 registry.deploy(record.name, record.version, fleet=fleet)
                 watch.wait_state(edge.device, reached("verifying", "verified"), 600, edge)
                 hwm_kb = edge.hwm_kb()
-                mark = len(samples)
+                mark = len(sampler.samples)
                 watch.wait_state(edge.device, reached("verified"), 600, edge)
-                stop.set()
-                sampler.join()
-                peak_kb = max([hwm_kb, *samples[mark:]])
+                sampler.stop()
+                peak_kb = max([hwm_kb, *sampler.samples[mark:]])
             finally:
-                stop.set()
+                sampler.stop()
                 edge.stop()
     finally:
         service.stop()
@@ -84,7 +101,7 @@ def run(b: Bench) -> dict[str, Any]:
             "before_mb": round(before_kb / 1024, 1),
             "peak_mb": round(peak_kb / 1024, 1),
             "hwm_at_verifying_mb": round(hwm_kb / 1024, 1),
-            "samples": len(samples),
+            "samples": len(sampler.samples),
             "hwm_reset": hwm_reset,
             "growth_per_model_mb": round(growth / (record.size / MB), 4),
         },

@@ -26,9 +26,11 @@ from typing import Any
 from coordinator.service import DEFAULT_POLL_INTERVAL
 from protocol import Topics
 from runtime.urls import parse_broker_url
+from testkit.cli_process import REPO
 from testkit.local_broker import LocalBroker
+from testkit.plain_mqtt import plain_client
 
-from .common import REPO, Bench, BenchError, paho_client
+from .common import Bench, BenchError
 
 DEVICES = 200
 PROCESSES = 4
@@ -109,7 +111,7 @@ def raw_round(url: str, fleet: str, pubs: Publishers, expected: int) -> tuple[in
     host, port = parse_broker_url(url)
     seen = [0]
     subscribed = threading.Event()
-    client = paho_client(f"bench-rawtele-{fleet}")
+    client = plain_client(f"bench-rawtele-{fleet}")
 
     def on_message(*_: Any) -> None:
         seen[0] += 1

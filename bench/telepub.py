@@ -17,9 +17,11 @@ import time
 import uuid
 from typing import Any
 
-from bench.plain import plain_client
+import paho.mqtt.client as paho
+
 from protocol import MetricsSample, ModelStats, Topics
 from runtime.urls import parse_broker_url
+from testkit.plain_mqtt import plain_client
 
 
 def sample(device: str, boot: str, seq: int) -> bytes:
@@ -60,6 +62,82 @@ def _models() -> Any:
     return {"m": ModelStats(**stats)}
 
 
+class Devices:
+    """The simulated devices: one paho connection each, counting what the broker acknowledged."""
+
+    def __init__(self, url: str, fleet: str, devices: list[str]) -> None:
+        host, port = parse_broker_url(url)
+        self.topics = Topics(fleet)
+        self.devices = devices
+        self.boots = {d: uuid.uuid4().hex[:12] for d in devices}
+        self._cond = threading.Condition()
+        self.acked = 0
+        self.connected = 0
+        self.clients: list[paho.Client] = []
+        for device in devices:
+            client = plain_client(f"bench-{fleet}-{device}")
+            client.on_publish = self._on_publish
+            client.on_connect = self._on_connect
+            client.connect(host, port, keepalive=60)
+            client.loop_start()
+            self.clients.append(client)
+
+    def _on_publish(self, *_: Any) -> None:
+        with self._cond:
+            self.acked += 1
+            self._cond.notify_all()
+
+    def _on_connect(self, *_: Any) -> None:
+        with self._cond:
+            self.connected += 1
+            self._cond.notify_all()
+
+    def wait_connected(self, timeout: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: self.connected == len(self.devices), timeout)
+
+    def prepare(self, after: int, samples: int) -> list[list[tuple[str, bytes]]]:
+        """``samples`` rounds of one message per device, numbered on from ``after``."""
+        return [
+            [
+                (self.topics.telemetry(d, "metrics"), sample(d, self.boots[d], after + k + 1))
+                for d in self.devices
+            ]
+            for k in range(samples)
+        ]
+
+    def publish(self, rounds: list[list[tuple[str, bytes]]]) -> None:
+        """Every round, each device one message, interleaved, as fast as paho takes them."""
+        for messages in rounds:
+            for client, (topic, payload) in zip(self.clients, messages, strict=True):
+                client.publish(topic, payload, qos=1)
+
+    def wait_acked(self, expected: int, timeout: float) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self.acked >= expected, timeout)
+
+    def close(self) -> None:
+        for client in self.clients:
+            client.disconnect()
+            client.loop_stop()
+
+
+def serve(devices: Devices, samples: int) -> None:
+    """A round of ``samples`` per device for each ``go`` line on stdin; ``done`` after each."""
+    seq = 0
+    expected = 0
+    rounds = devices.prepare(seq, samples)
+    for line in sys.stdin:
+        if line.strip() != "go":
+            break
+        expected += samples * len(devices.devices)
+        devices.publish(rounds)
+        devices.wait_acked(expected, 300)
+        print("done", flush=True)
+        seq += samples
+        rounds = devices.prepare(seq, samples)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.telepub")
     parser.add_argument("url")
@@ -68,62 +146,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("count", type=int)
     parser.add_argument("samples", type=int)
     args = parser.parse_args(argv)
-    host, port = parse_broker_url(args.url)
-    topics = Topics(args.fleet)
-    devices = [f"dev-{args.first + i}" for i in range(args.count)]
-    boots = {d: uuid.uuid4().hex[:12] for d in devices}
-    lock = threading.Condition()
-    acked = [0]
-    connected = [0]
-
-    def on_publish(*_: Any) -> None:
-        with lock:
-            acked[0] += 1
-            lock.notify_all()
-
-    def on_connect(*_: Any) -> None:
-        with lock:
-            connected[0] += 1
-            lock.notify_all()
-
-    clients = []
-    for device in devices:
-        client = plain_client(f"bench-{args.fleet}-{device}")
-        client.on_publish = on_publish
-        client.on_connect = on_connect
-        client.connect(host, port, keepalive=60)
-        client.loop_start()
-        clients.append(client)
-    with lock:
-        if not lock.wait_for(lambda: connected[0] == len(devices), 60):
-            print(f"only {connected[0]} of {len(devices)} connected", file=sys.stderr)
-            return 1
+    devices = Devices(args.url, args.fleet, [f"dev-{args.first + i}" for i in range(args.count)])
+    if not devices.wait_connected(60):
+        print(f"only {devices.connected} of {args.count} connected", file=sys.stderr)
+        return 1
     print("ready", flush=True)
-
-    def prepare(after: int) -> list[list[tuple[str, bytes]]]:
-        return [
-            [(topics.telemetry(d, "metrics"), sample(d, boots[d], after + k + 1)) for d in devices]
-            for k in range(args.samples)
-        ]
-
-    seq = 0
-    expected = 0
-    rounds = prepare(seq)
-    for line in sys.stdin:
-        if line.strip() != "go":
-            break
-        expected += args.samples * len(devices)
-        for messages in rounds:
-            for client, (topic, payload) in zip(clients, messages, strict=True):
-                client.publish(topic, payload, qos=1)
-        with lock:
-            lock.wait_for(lambda n=expected: acked[0] >= n, 300)  # type: ignore[misc]
-        print("done", flush=True)
-        seq += args.samples
-        rounds = prepare(seq)
-    for client in clients:
-        client.disconnect()
-        client.loop_stop()
+    serve(devices, args.samples)
+    devices.close()
     return 0
 
 

@@ -118,31 +118,43 @@ class MqttSession:
         self.reconnects = 0
         self.connects = 0
         self.bytes_received = 0
-        self._client = paho.Client(
+        self._client = self._paho_client(clean_session, tls_ca, username, password, url)
+        self._client.max_inflight_messages_set(max_inflight)
+        self._client.max_queued_messages_set(max_queued)
+        if will is not None:
+            self._client.will_set(will.topic, will.payload, qos=1, retain=will.retain)
+        self._started = False
+        self._stopping = False
+
+    def _paho_client(
+        self,
+        clean_session: bool,
+        tls_ca: str | os.PathLike[str] | None,
+        username: str | None,
+        password: str | None,
+        url: str,
+    ) -> paho.Client:
+        """The paho client: MQTT 3.1.1, TLS and the login if asked, our callbacks."""
+        client = paho.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=client_id,
+            client_id=self.client_id,
             protocol=MQTTProtocolVersion.MQTTv311,
             clean_session=clean_session,
         )
         if self.tls:
             # CERT_REQUIRED and host name checking are paho's defaults once TLS is on.
-            self._client.tls_set(ca_certs=os.fspath(tls_ca) if tls_ca is not None else None)
+            client.tls_set(ca_certs=os.fspath(tls_ca) if tls_ca is not None else None)
         if username is not None:
             if not self.tls:
-                log.warning("%s: sending a password to %s without TLS", client_id, url)
-            self._client.username_pw_set(username, password)
-        self._client.max_inflight_messages_set(max_inflight)
-        self._client.max_queued_messages_set(max_queued)
-        if will is not None:
-            self._client.will_set(will.topic, will.payload, qos=1, retain=will.retain)
-        self._client.on_connect = self._handle_connect
-        self._client.on_connect_fail = self._handle_connect_fail
-        self._client.on_disconnect = self._handle_disconnect
-        self._client.on_message = self._handle_message
-        self._client.on_publish = self._handle_publish
-        self._client.on_socket_open = self._handle_socket_open
-        self._started = False
-        self._stopping = False
+                log.warning("%s: sending a password to %s without TLS", self.client_id, url)
+            client.username_pw_set(username, password)
+        client.on_connect = self._handle_connect
+        client.on_connect_fail = self._handle_connect_fail
+        client.on_disconnect = self._handle_disconnect
+        client.on_message = self._handle_message
+        client.on_publish = self._handle_publish
+        client.on_socket_open = self._handle_socket_open
+        return client
 
     # --- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:

@@ -17,3 +17,17 @@ class BrokerStartError(TestkitError, RuntimeError):
     def __init__(self, message: str, *, port_in_use: bool = False) -> None:
         super().__init__(message)
         self.port_in_use = port_in_use
+
+
+class WaitTimeout(TestkitError, AssertionError):
+    """What a test or a figure waited for (an MQTT message, a device state) did not come in
+    time. An ``AssertionError`` too: in a test it is a failed expectation."""
+
+
+class RecorderError(TestkitError, AssertionError):
+    """The MQTT recorder could not connect, subscribe or publish."""
+
+
+class ProcessExited(TestkitError, RuntimeError):
+    """A child process (an edge, a coordinator) is not running when it should be; the message
+    ends with its log."""

@@ -23,9 +23,10 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Literal
+
+from .proxy_link import Link, Pacer, draw
 
 Direction = Literal["to_server", "to_client"]
 SecondsSpec = tuple[float, float] | Callable[[], float] | None
@@ -34,44 +35,6 @@ BytesSpec = tuple[int, int] | Callable[[], int] | None
 _CHUNK = 65536
 _QUEUE_CHUNKS = 64  # per direction: at most ~4 MiB buffered inside the proxy
 _PACE_SLICE_S = 0.02  # a rate-capped direction writes ~20 ms worth of bytes at a time
-_ABORT_AFTER_CLOSE_S = 1.0  # a cut socket whose peer will not read is aborted after this
-
-
-class _Pacer:
-    """Serialises bytes onto a virtual link: each write waits until it has 'left'."""
-
-    def __init__(self) -> None:
-        self._next_free = 0.0
-
-    async def pace(self, nbytes: int, rate: float) -> None:
-        now = time.monotonic()
-        self._next_free = max(now, self._next_free) + nbytes / rate
-        await asyncio.sleep(self._next_free - now)
-
-
-@dataclass(eq=False)
-class _Link:
-    client: asyncio.StreamWriter
-    server: asyncio.StreamWriter
-    cut_at_bytes: int | None
-    forwarded: int = 0
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    timer: asyncio.TimerHandle | None = None
-    closed: bool = False
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        if self.timer is not None:
-            self.timer.cancel()
-        for task in self.tasks:
-            task.cancel()
-        for writer in (self.client, self.server):
-            # close() flushes what was already forwarded (so counters stay true);
-            # abort later in case the peer never reads.
-            writer.close()
-            asyncio.get_running_loop().call_later(_ABORT_AFTER_CLOSE_S, writer.transport.abort)
 
 
 class FaultProxy:
@@ -107,8 +70,8 @@ class FaultProxy:
         self.cuts = 0
         self.refused = 0
         self._rng = random.Random(seed)
-        self._pacers: dict[Direction, _Pacer] = {"to_server": _Pacer(), "to_client": _Pacer()}
-        self._links: set[_Link] = set()
+        self._pacers: dict[Direction, Pacer] = {"to_server": Pacer(), "to_client": Pacer()}
+        self._links: set[Link] = set()
         self._stalled = False
         self._unstalled = asyncio.Event()  # replaced, bound to the loop, by _run()
         self._refuse_until = 0.0
@@ -279,7 +242,7 @@ class FaultProxy:
             self._cut(link)
         return len(links)
 
-    def _cut(self, link: _Link) -> None:
+    def _cut(self, link: Link) -> None:
         if not link.closed:
             self.cuts += 1
             link.close()
@@ -288,22 +251,6 @@ class FaultProxy:
     def _notify(self) -> None:
         with self._changed:
             self._changed.notify_all()
-
-    def _draw_seconds(self) -> float | None:
-        spec = self.cut_after
-        if spec is None:
-            return None
-        if isinstance(spec, tuple):
-            return self._rng.uniform(*spec)
-        return spec()
-
-    def _draw_bytes(self) -> int | None:
-        spec = self.cut_after_bytes
-        if spec is None:
-            return None
-        if isinstance(spec, tuple):
-            return self._rng.randint(*spec)
-        return spec()
 
     async def _handle(self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -318,7 +265,7 @@ class FaultProxy:
             c_writer.transport.abort()
             self._notify()
             return
-        link = _Link(c_writer, s_writer, cut_at_bytes=self._draw_bytes())
+        link = Link(c_writer, s_writer, cut_at_bytes=draw(self.cut_after_bytes, self._rng.randint))
         self._links.add(link)
         self._notify()
         up: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue(_QUEUE_CHUNKS)
@@ -329,7 +276,7 @@ class FaultProxy:
             asyncio.create_task(self._read(s_reader, down)),
             asyncio.create_task(self._forward(link, down, c_writer, "to_client")),
         ]
-        cut_s = self._draw_seconds()
+        cut_s = draw(self.cut_after, self._rng.uniform)
         if cut_s is not None:
             link.timer = asyncio.get_running_loop().call_later(cut_s, self._cut, link)
         try:
@@ -356,7 +303,7 @@ class FaultProxy:
 
     async def _forward(
         self,
-        link: _Link,
+        link: Link,
         queue: asyncio.Queue[tuple[float, bytes] | None],
         writer: asyncio.StreamWriter,
         direction: Direction,
@@ -390,7 +337,7 @@ class FaultProxy:
                 await writer.drain()
 
     def _write(
-        self, link: _Link, writer: asyncio.StreamWriter, data: bytes, direction: Direction
+        self, link: Link, writer: asyncio.StreamWriter, data: bytes, direction: Direction
     ) -> None:
         if not data:
             return

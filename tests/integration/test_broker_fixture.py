@@ -13,8 +13,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from testkit.faultproxy import FaultProxy
 from testkit.local_broker import LocalBroker
+from testkit.mqtt_recorder import TopicRecorder
 from tests.support.brokers import Broker
-from tests.support.mqtt_probe import TopicRecorder
 
 TIMEOUT = 10.0
 

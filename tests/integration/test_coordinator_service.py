@@ -19,8 +19,8 @@ import protocol
 from coordinator import Coordinator, Registry, ReleaseRecord, init_keys, load_release_keys
 from coordinator.status import fleet_status
 from testkit.local_broker import LocalBroker
+from testkit.mqtt_recorder import Received, TopicRecorder
 from tests.support.brokers import Broker
-from tests.support.mqtt_probe import Received, TopicRecorder
 
 TIMEOUT = 15.0
 CHUNK = 4096

@@ -8,15 +8,13 @@ import pytest
 
 from edge_node.storage import PartialDownload, release_dir
 from protocol import ChunkRequest, Manifest, UpdateState
+from runtime.files import sha256_file
 from runtime.urls import parse_broker_url
 from testkit.faultproxy import FaultProxy
+from testkit.mqtt_recorder import TopicRecorder
 from testkit.synthetic_models import make_model
 from tests.support.env import Env
-from tests.support.fleet import (
-    release_and_deploy,
-    sha256_file,
-)
-from tests.support.mqtt_probe import TopicRecorder
+from tests.support.fleet import release_and_deploy
 
 MB = 1 << 20
 

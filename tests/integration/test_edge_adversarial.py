@@ -17,15 +17,16 @@ import threading
 import time
 import urllib.request
 from dataclasses import replace
-from pathlib import Path
 
 from coordinator.keystore import ReleaseKeys
 from protocol import ChunkFrame, ChunkRequest, DeviceEvent, certify
 from protocol.codec import pack
+from runtime.files import sha256_file
+from testkit.edge_process import EdgeProcess
 from testkit.synthetic_models import make_model
 from tests.integration.test_rejections import CHUNK, Release, Setup, setup
 from tests.integration.test_trust_updates import root_key
-from tests.support.fleet import EdgeProcess, Keys, sha256_file
+from tests.support.fleet import Keys
 
 __all__ = ["setup"]
 
@@ -53,7 +54,7 @@ def finish(setup: Setup, r: Release, timeout: float = 90.0) -> None:
     setup.coord.serve_all(r)
     setup.watch.wait_active("target", "m", r.manifest.version, timeout)
     path = setup.edge.model_path("m", r.manifest.version)
-    assert sha256_file(path) == hashlib.sha256(r.data).hexdigest()
+    assert sha256_file(path) == hashlib.sha256(r.data).digest()
 
 
 def rejected_on(setup: Setup, reason: str, topic: str) -> DeviceEvent:
@@ -192,14 +193,6 @@ def health(port: int) -> dict[str, object]:
     return loaded
 
 
-def rss_kb(edge: EdgeProcess) -> int:
-    assert edge.proc is not None
-    status = Path(f"/proc/{edge.proc.pid}/status").read_text()
-    found = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
-    assert found
-    return int(found.group(1))
-
-
 FLOOD = 10_000  # per topic
 
 
@@ -211,7 +204,7 @@ def test_a_flood_of_garbage_is_counted_the_agent_keeps_serving_memory_stays_boun
     port = http_port(edge)
     assert health(port)["models"] == {"m": 1}
     v2 = start_download(setup)  # so the edge also listens on the release's chunk blocks
-    before = rss_kb(edge)
+    before = edge.rss_kb()
     chunk_topic = t.chunk_block("m", 2, 0)
     junk = bytes(range(256)) * 16  # 4 KiB
     answers: list[dict[str, object]] = []
@@ -239,7 +232,7 @@ def test_a_flood_of_garbage_is_counted_the_agent_keeps_serving_memory_stays_boun
     finally:
         done.set()
         asker.join(30)
-    after = rss_kb(edge)
+    after = edge.rss_kb()
     reported = [e for e in setup.watch.events("target") if e.event == "rejected"]
     print(
         f"flood: {sent} sent, {state.rejections} counted, {len(reported)} reported, "
@@ -262,4 +255,4 @@ def test_a_flood_of_garbage_is_counted_the_agent_keeps_serving_memory_stays_boun
             continue
     setup.watch.wait_active("target", "m", 2, timeout=1)
     assert health(port)["models"] == {"m": 2}
-    assert rss_kb(edge) - before < 64 * 1024
+    assert edge.rss_kb() - before < 64 * 1024

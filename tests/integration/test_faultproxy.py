@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.faultproxy import FaultProxy
+from testkit.faultproxy import FaultProxy
 
 TIMEOUT = 10.0
 

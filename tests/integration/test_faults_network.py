@@ -15,21 +15,16 @@ import pytest
 
 from coordinator.registry import Registry
 from coordinator.service import Coordinator
-from protocol import ChunkRequest, DeviceState, DeviceStatus, UpdateState
+from protocol import ChunkRequest, DeviceState, UpdateState
+from runtime.files import sha256_file
 from runtime.urls import parse_broker_url
+from testkit.edge_process import EdgeProcess
 from testkit.faultproxy import FaultProxy
+from testkit.fleet_watch import FleetWatch
+from testkit.mqtt_recorder import Received
 from testkit.synthetic_models import make_model
 from tests.support.brokers import Broker
-from tests.support.fleet import (
-    REPO,
-    EdgeProcess,
-    FleetWatch,
-    Keys,
-    make_keys,
-    release_and_deploy,
-    sha256_file,
-)
-from tests.support.mqtt_probe import Received
+from tests.support.fleet import REPO, Keys, make_keys, release_and_deploy
 
 MB = 1 << 20
 KB = 1 << 10
@@ -60,10 +55,7 @@ class Site:
         return self.coordinator
 
     def wait_online(self, device: str, timeout: float = 30.0) -> None:
-        topic = self.watch.topics.status(device)
-        self.watch.recorder.wait_for(
-            lambda m: m.topic == topic and DeviceStatus.decode(m.payload).online, timeout=timeout
-        )
+        self.watch.wait_online([device], timeout)
 
     def n_chunks(self, name: str, version: int) -> int:
         record = self.registry.release(self.fleet, name, version)

@@ -20,9 +20,7 @@ import json
 import os
 import random
 import resource
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -45,19 +43,17 @@ from protocol import (
     open_index,
 )
 from protocol.envelope import Envelope
+from runtime.files import sha256_file
 from runtime.urls import parse_broker_url
+from testkit.cli_process import CliProcess
+from testkit.edge_process import EdgeProcess
 from testkit.faultproxy import FaultProxy
+from testkit.fleet_watch import FleetWatch
 from testkit.local_broker import LocalBroker
+from testkit.mqtt_recorder import Received, TopicRecorder
 from testkit.synthetic_models import make_model
 from tests.support.env import Env, running_env
-from tests.support.fleet import (
-    REPO,
-    EdgeProcess,
-    FleetWatch,
-    release_and_deploy,
-    sha256_file,
-)
-from tests.support.mqtt_probe import Received, TopicRecorder
+from tests.support.fleet import release_and_deploy
 
 MB = 1 << 20
 WINDOW = EdgeConfig.window  # the edge's default window: chunks outstanding at most
@@ -172,7 +168,7 @@ class DiskView:
     final: bool  # the release's model.onnx exists (whole and verified: checked)
 
 
-def inspect_disk(data: Path, released: dict[int, str], manifest: Manifest) -> DiskView:
+def inspect_disk(data: Path, released: dict[int, bytes], manifest: Manifest) -> DiskView:
     """Assert the on-disk invariants of a dead edge and describe what it holds.
 
     ``active.json`` may only name a finalized ``model.onnx`` whose sha256 is the one recorded in
@@ -189,7 +185,7 @@ def inspect_disk(data: Path, released: dict[int, str], manifest: Manifest) -> Di
         assert path.name == FINAL, f"active.json points at {path}, not a finalized model"
         assert path.is_file(), f"active.json points at missing {path}"
         digest = sha256_file(path)
-        assert digest == entry["sha256"], f"{path} does not match the sha256 in active.json"
+        assert digest.hex() == entry["sha256"], f"{path} does not match the sha256 in active.json"
         assert digest == released[version], f"{path} is not the released {name}@{version}"
         if entry.get("previous_path"):
             previous = Path(entry["previous_path"])
@@ -214,58 +210,13 @@ def inspect_disk(data: Path, released: dict[int, str], manifest: Manifest) -> Di
     return DiskView(active, raw, held, (directory / FINAL).exists())
 
 
-class CoordinatorProcess:
-    """``python -m modelcast.cli coordinator`` as a child process, logging to a file."""
-
-    def __init__(self, *, broker_url: str, db: Path, keys: Path, fleet: str, log: Path) -> None:
-        self.args = [
-            sys.executable,
-            "-m",
-            "modelcast.cli",
-            "--log-level",
-            "DEBUG",
-            "coordinator",
-            "--broker",
-            broker_url,
-            "--db",
-            str(db),
-            "--keys",
-            str(keys),
-            "--fleet",
-            fleet,
-        ]
-        self.log_path = log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> CoordinatorProcess:
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                self.args,
-                stdout=log,
-                stderr=log,
-                stdin=subprocess.DEVNULL,
-                cwd=REPO,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-        return self
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
+def coordinator_process(
+    *, broker_url: str, db: Path, keys: Path, fleet: str, log: Path
+) -> CliProcess:
+    """``python -m modelcast.cli coordinator`` as a child process (not started), logging to
+    ``log``."""
+    args = ["coordinator", "--broker", broker_url, "--db", str(db), "--keys", str(keys)]
+    return CliProcess([*args, "--fleet", fleet], log_path=log, name="coordinator")
 
 
 @pytest.fixture
@@ -467,7 +418,7 @@ def test_coordinator_sigkilled_mid_transfer_carries_on_from_its_database(env: En
     def index_seq(m: Received) -> int:
         return open_index(trust, m.payload, now=time.time(), fleet=env.fleet).seq
 
-    coordinator = CoordinatorProcess(
+    coordinator = coordinator_process(
         broker_url=env.broker.url,
         db=env.tmp / "coord.db",
         keys=env.keys.dir,

@@ -26,11 +26,14 @@ from protocol import (
     UpdateState,
     hash_chunks,
 )
+from runtime.files import sha256_file
 from runtime.urls import parse_broker_url
+from testkit.edge_process import EdgeProcess
+from testkit.fleet_watch import FleetWatch
+from testkit.mqtt_recorder import TopicRecorder
 from testkit.synthetic_models import make_model
 from tests.support.brokers import Broker
-from tests.support.fleet import EdgeProcess, FleetWatch, Keys, make_keys, sha256_file
-from tests.support.mqtt_probe import TopicRecorder
+from tests.support.fleet import Keys, make_keys
 
 CHUNK = 64 * 1024
 
@@ -117,7 +120,7 @@ class Setup:
 
     def assert_untouched(self) -> None:
         assert self.edge.alive, "the edge died"
-        assert sha256_file(self.edge.model_path("m", 1)) == hashlib.sha256(self.v1.data).hexdigest()
+        assert sha256_file(self.edge.model_path("m", 1)) == hashlib.sha256(self.v1.data).digest()
         last = list(self.watch.states("target"))[-1]
         assert last.active == {"m": 1}
 
@@ -222,7 +225,7 @@ def test_garbage_on_every_subscribed_topic_is_refused(setup: Setup) -> None:
     # and the agent still works: the genuine chunks make m@2 active, byte for byte
     c.serve_all(v2)
     setup.watch.wait_active("target", "m", 2)
-    assert sha256_file(setup.edge.model_path("m", 2)) == hashlib.sha256(v2.data).hexdigest()
+    assert sha256_file(setup.edge.model_path("m", 2)) == hashlib.sha256(v2.data).digest()
 
 
 def test_a_model_that_fails_to_load_is_not_activated(setup: Setup) -> None:

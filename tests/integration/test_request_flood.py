@@ -14,10 +14,10 @@ import time
 
 import protocol
 from coordinator.service import Coordinator
+from testkit.mqtt_recorder import TopicRecorder
 from testkit.synthetic_models import make_model
 from tests.support.env import Env
 from tests.support.fleet import release_and_deploy
-from tests.support.mqtt_probe import TopicRecorder
 
 RATE = 20.0
 BURST = 40.0

@@ -18,10 +18,11 @@ import pytest
 
 from coordinator.rollout_status import rollout_reports
 from modelcast.cli import main
+from runtime.files import sha256_file
 from testkit.synthetic_models import make_failing_model, make_model, make_slow_model
 from tests.support.brokers import Broker
 from tests.support.env import Env, running_env
-from tests.support.fleet import release_and_deploy, sha256_file
+from tests.support.fleet import release_and_deploy
 
 DEVICES = [f"e{i}" for i in range(6)]
 TAGS = {d: ("class=gateway" if i < 3 else "class=camera") for i, d in enumerate(DEVICES)}
@@ -275,7 +276,9 @@ def test_variants_reach_the_right_devices_and_each_downloads_only_its_own(
         )
         active = json.loads((env.tmp / device / "active.json").read_text())["m"]
         assert active["version"] == 5
-        assert active["sha256"] == sha256_file(builds[variant]), f"{device} runs the wrong build"
+        assert active["sha256"] == sha256_file(builds[variant]).hex(), (
+            f"{device} runs the wrong build"
+        )
         other = "fp32" if variant == "int8" else "int8"
         assert f"m@5 ({other})" not in env.edges[DEVICES.index(device)].log(), device
         wait_for(

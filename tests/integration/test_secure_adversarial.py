@@ -21,16 +21,18 @@ from protocol import (
     ChunkRequest,
     Command,
     DeviceEvent,
-    DeviceStatus,
     Revocations,
     SigningKey,
     Topics,
     encode_chain,
     rotate_root,
 )
+from runtime.files import sha256_file
+from testkit.edge_process import EdgeProcess
+from testkit.fleet_watch import FleetWatch
 from testkit.synthetic_models import make_model
 from tests.integration.test_rejections import CHUNK, Release, ScriptedCoordinator
-from tests.support.fleet import EdgeProcess, FleetWatch, Keys, make_keys, sha256_file
+from tests.support.fleet import Keys, make_keys
 from tests.support.secure_broker import SecureBroker, SecureRecorder, needs_mosquitto, secure_broker
 
 FLEET = "adv"
@@ -76,15 +78,14 @@ class World:
         assert self.edge.alive, "the edge died"
         version = r.manifest.version
         path = self.edge.model_path("m", version)
-        assert sha256_file(path) == hashlib.sha256(r.data).hexdigest()
+        assert sha256_file(path) == hashlib.sha256(r.data).digest()
         assert list(self.watch.states(DEVICE))[-1].active == {"m": version}
 
 
 @pytest.fixture
 def world(broker: SecureBroker, tmp_path: Path) -> Iterator[World]:
     keys = make_keys(tmp_path / "keys")
-    watch = FleetWatch(broker.url, FLEET)
-    watch.recorder = broker.recorder("watch", [f"{T.base}/devices/#"], timeout=60)
+    watch = FleetWatch(broker.recorder("watch", [f"{T.base}/devices/#"], timeout=60), FLEET)
     edge = EdgeProcess(
         DEVICE,
         broker_url=broker.url,
@@ -106,10 +107,7 @@ def world(broker: SecureBroker, tmp_path: Path) -> Iterator[World]:
         coord.publish_index(v1_index)
         edge.start()
         try:
-            watch.recorder.wait_for(
-                lambda m: m.topic == T.status(DEVICE) and DeviceStatus.decode(m.payload).online,
-                timeout=30,
-            )
+            watch.wait_online([DEVICE], 30, [edge])
             genuine.wait_for(lambda m: m.topic == T.request(DEVICE), timeout=60)
             coord.serve_all(v1)
             watch.wait_active(DEVICE, "m", 1)

@@ -30,18 +30,15 @@ from broker_admin.tlsca import answers_tls, ensure_tls, make_ca
 from coordinator.registry import Registry
 from coordinator.service import Coordinator
 from coordinator.telemetry_tail import run_tail
-from protocol import DeviceStatus, Topics
+from protocol import Topics
 from runtime.credentials import ClientCreds
+from runtime.files import sha256_file
 from runtime.mqtt import MqttSession
+from testkit.edge_process import EdgeProcess
+from testkit.fleet_watch import FleetWatch
 from testkit.local_broker import LocalBroker
 from testkit.synthetic_models import make_model
-from tests.support.fleet import (
-    EdgeProcess,
-    FleetWatch,
-    make_keys,
-    release_and_deploy,
-    sha256_file,
-)
+from tests.support.fleet import make_keys, release_and_deploy
 from tests.support.secure_broker import (
     SecureBroker,
     attempt_connect,
@@ -394,10 +391,10 @@ def test_delivery_through_the_secure_broker(broker: SecureBroker, tmp_path: Path
     keys = make_keys(tmp_path / "keys")
     registry = Registry(tmp_path / "coord.db")
     model = make_model(tmp_path / "m.onnx", 600_000, seed=7)
-    watch = FleetWatch(f"mqtt://{broker.host}:{broker.port}", OTHER_FLEET)
-    watch.recorder = broker.recorder(
+    watch_recorder = broker.recorder(
         "e2e-watch", [f"modelcast/{OTHER_FLEET}/devices/#"], timeout=60
     )
+    watch = FleetWatch(watch_recorder, OTHER_FLEET)
     edge = EdgeProcess(
         "e2e-dev",
         broker_url=broker.url,
@@ -417,10 +414,7 @@ def test_delivery_through_the_secure_broker(broker: SecureBroker, tmp_path: Path
     with watch:
         edge.start()
         try:
-            status = watch.topics.status("e2e-dev")
-            watch.recorder.wait_for(
-                lambda m: m.topic == status and DeviceStatus.decode(m.payload).online, timeout=30
-            )
+            watch.wait_online(["e2e-dev"], 30, [edge])
             coordinator.start()
             release_and_deploy(registry, keys, model, "m", 1, OTHER_FLEET, chunk_size=64 * 1024)
             watch.wait_active("e2e-dev", "m", 1)

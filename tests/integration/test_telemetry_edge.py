@@ -12,10 +12,10 @@ import msgpack
 from coordinator.status import fleet_status
 from runtime.urls import parse_broker_url
 from testkit.faultproxy import FaultProxy
+from testkit.mqtt_recorder import Received, TopicRecorder
 from testkit.synthetic_models import make_model
 from tests.support.env import Env
 from tests.support.fleet import release_and_deploy
-from tests.support.mqtt_probe import Received, TopicRecorder
 
 
 def decode(item: Received) -> dict[str, Any]:

@@ -21,8 +21,8 @@ import protocol
 from coordinator import Coordinator, init_keys
 from coordinator.status import fleet_status
 from coordinator.telemetry_store import TelemetryStore
+from testkit.mqtt_recorder import TopicRecorder
 from tests.support.brokers import Broker
-from tests.support.mqtt_probe import TopicRecorder
 
 TIMEOUT = 15.0
 REPO = Path(__file__).resolve().parents[2]

@@ -14,11 +14,12 @@ from pathlib import Path
 
 from coordinator.keystore import ReleaseKeys, load_release_keys
 from protocol import ChunkRequest, UpdateState
+from runtime.files import sha256_file
+from testkit.mqtt_recorder import TopicRecorder
 from testkit.synthetic_models import make_model
 from tests.integration.test_rejections import ScriptedCoordinator
 from tests.support.env import Env
-from tests.support.fleet import REPO, Keys, release_and_deploy, sha256_file
-from tests.support.mqtt_probe import TopicRecorder
+from tests.support.fleet import REPO, Keys, release_and_deploy
 
 
 def modelcast(*args: str) -> str:
@@ -126,7 +127,7 @@ def test_rotate_root_certify_and_revoke_through_a_running_coordinator(env: Env) 
     assert edge.alive
     last = list(env.watch.states("e1"))[-1]
     assert last.active == {"m": 2} and last.state is UpdateState.REJECTED
-    assert sha256_file(edge.model_path("m", 2)) == hashlib.sha256(model2.read_bytes()).hexdigest()
+    assert sha256_file(edge.model_path("m", 2)) == hashlib.sha256(model2.read_bytes()).digest()
     # the retired keys are where the CLI said
     assert (keydir / "retired" / "root-v1.key").exists()
     assert (keydir / "retired" / f"release-{old_id}.key").exists()

@@ -16,9 +16,10 @@ from protocol import (
     encode_chain,
     rotate_root,
 )
+from runtime.files import sha256_file
 from testkit.synthetic_models import make_model
 from tests.integration.test_rejections import Setup, setup
-from tests.support.fleet import Keys, make_keys, sha256_file
+from tests.support.fleet import Keys, make_keys
 
 __all__ = ["setup"]  # the fixture, shared with test_rejections
 
@@ -61,7 +62,7 @@ def test_a_signed_rollback_directive_goes_back_and_a_replay_is_refused(setup: Se
     setup.watch.wait_state(
         "target", lambda s: s.state is UpdateState.ACTIVE and s.active == {"m": 1}
     )
-    assert sha256_file(setup.edge.model_path("m", 1)) == hashlib.sha256(setup.v1.data).hexdigest()
+    assert sha256_file(setup.edge.model_path("m", 1)) == hashlib.sha256(setup.v1.data).digest()
 
     c.probe.publish(c.topics.commands("target"), directive)  # replayed
     setup.rejected("stale", "commands/target")

@@ -12,9 +12,10 @@ import pytest
 
 from coordinator.registry import Registry
 from coordinator.service import Coordinator
-from protocol import DeviceStatus
+from testkit.edge_process import EdgeProcess
+from testkit.fleet_watch import FleetWatch
 from tests.support.brokers import Broker
-from tests.support.fleet import EdgeProcess, FleetWatch, Keys, make_keys
+from tests.support.fleet import Keys, make_keys
 
 
 @dataclass
@@ -60,10 +61,7 @@ class Env:
         return self.coordinator
 
     def wait_online(self, device: str) -> None:
-        topic = self.watch.topics.status(device)
-        self.watch.recorder.wait_for(
-            lambda m: m.topic == topic and DeviceStatus.decode(m.payload).online, timeout=30
-        )
+        self.watch.wait_online([device], 30)
 
 
 @contextlib.contextmanager

@@ -22,18 +22,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from broker_admin.credstore import CredStore
 from broker_admin.mosquitto import find_mosquitto
 from broker_admin.tlsca import answers_tls, ensure_tls
 from runtime.urls import format_broker_url
+from testkit.cli_process import REPO
 from testkit.local_broker import free_loopback_port
-
-from .fleet import REPO
-from .mqtt_probe import TopicRecorder
+from testkit.mqtt_recorder import TopicRecorder
+from testkit.plain_mqtt import plain_client
 
 HOST = "127.0.0.1"
 _POLL_S = 0.02  # readiness of a port has no event to wait on
@@ -186,7 +184,7 @@ def secure_broker(
 
 
 class SecureRecorder(TopicRecorder):
-    """TopicRecorder over TLS with a username and password; also records disconnections."""
+    """TopicRecorder over TLS with a username and password."""
 
     def __init__(
         self,
@@ -200,20 +198,17 @@ class SecureRecorder(TopicRecorder):
         timeout: float = 15.0,
         client_id: str | None = None,
     ) -> None:
-        super().__init__(host, port, topics, client_id=client_id, timeout=timeout)
-        self._client.tls_set(ca_certs=str(ca_file))
-        self._client.username_pw_set(username, password)
+        super().__init__(
+            host,
+            port,
+            topics,
+            client_id=client_id,
+            timeout=timeout,
+            tls_ca=ca_file,
+            username=username,
+            password=password,
+        )
         self.username = username
-        self.disconnected = threading.Event()
-        self.disconnects = 0
-        plain = self._client.on_disconnect
-
-        def on_disconnect(*args: Any) -> None:
-            plain(*args)
-            self.disconnects += 1
-            self.disconnected.set()
-
-        self._client.on_disconnect = on_disconnect
 
     def publish_all(self, items: Iterable[tuple[str, bytes]], *, retain: bool = False) -> None:
         """Publish in order on this connection, each acknowledged (PUBACK) before the next."""
@@ -241,12 +236,7 @@ def attempt_connect(
 ) -> Outcome:
     """One MQTT 3.1.1 connection attempt with paho, TLS when ``ca_file`` is given: returns as
     soon as the broker accepts (CONNACK 0), refuses (CONNACK != 0), or the link fails."""
-    client = mqtt.Client(
-        callback_api_version=CallbackAPIVersion.VERSION2,
-        client_id=client_id,
-        protocol=MQTTProtocolVersion.MQTTv311,
-        clean_session=True,
-    )
+    client = plain_client(client_id)
     if ca_file is not None:
         client.tls_set(ca_certs=str(ca_file))
     if username is not None:

@@ -1,8 +1,10 @@
-"""The baselines' MQTT client: plain paho, with one change, ``TCP_NODELAY`` on its socket.
+"""A plain paho-mqtt 2 client (MQTT 3.1.1), with one change: ``TCP_NODELAY`` on its socket.
 
-Without it a QoS 1 subscriber's PUBACKs wait behind Nagle's algorithm and the broker's delayed
-ACKs, and a baseline stalls 40 ms every ``max_inflight`` messages: a ratio against that would
-flatter modelcast (whose own client sets ``TCP_NODELAY``, see ``runtime/mqtt.py``).
+The benchmarks' baselines, their simulated devices and the tests' recorder
+(``testkit.mqtt_recorder``) use it: a second, boring MQTT implementation next to
+``runtime/mqtt.py``. Without ``TCP_NODELAY`` a QoS 1 subscriber's PUBACKs wait behind Nagle's
+algorithm and the broker's delayed ACKs, and a baseline stalls 40 ms every ``max_inflight``
+messages: a ratio against that would flatter modelcast (whose own client sets it too).
 """
 
 from __future__ import annotations
