@@ -16,8 +16,10 @@ from typing import Any
 import protocol
 from protocol.envelope import Envelope
 
+from .deployments import Deployment
 from .keystore import ReleaseKeys
-from .registry import Deployment, Registry, ReleaseRecord
+from .registry import Registry
+from .release_record import ReleaseRecord
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import time
 
 from protocol import DeviceEvent, DeviceState, DeviceStatus, UpdateState
 
-from .registry import DeviceUpdate, Registry
+from .device_rows import DeviceStore, DeviceUpdate
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def describe_state(state: DeviceState) -> str:
 
 
 class DeviceTracker:
-    def __init__(self, registry: Registry, fleet: str, *, flush_interval: float = 0.5) -> None:
+    def __init__(self, registry: DeviceStore, fleet: str, *, flush_interval: float = 0.5) -> None:
         self._registry = registry
         self._fleet = fleet
         self._flush_interval = flush_interval
