@@ -2,6 +2,7 @@
 publishes deployments, serves chunks to edge devices over MQTT and stores their telemetry."""
 
 from .chunkstore import ChunkSource
+from .config import CoordinatorConfig
 from .errors import (
     ChunkSourceError,
     CoordinatorError,
@@ -21,6 +22,7 @@ __all__ = [
     "ChunkSource",
     "ChunkSourceError",
     "Coordinator",
+    "CoordinatorConfig",
     "CoordinatorError",
     "KeyOperationError",
     "Registry",

@@ -61,6 +61,11 @@ class Plan:
     deployed: tuple[dict[str, Deployment], dict[str, str], tuple[protocol.ConfigEntry, ...]]
 
 
+def check_index_lifetime(seconds: float) -> None:
+    if seconds <= 0:
+        raise ValueError("index_expires_in must be positive")
+
+
 def rollout_spec(
     *,
     rollback: bool = False,
@@ -147,8 +152,7 @@ class DeploymentPublisher:
     def __init__(
         self, registry: Registry, keys: ReleaseKeys, fleet: str, *, index_expires_in: float
     ) -> None:
-        if index_expires_in <= 0:
-            raise ValueError("index_expires_in must be positive")
+        check_index_lifetime(index_expires_in)
         self._registry = registry
         self._keys = keys
         self._fleet = fleet

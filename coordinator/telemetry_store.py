@@ -33,7 +33,13 @@ from protocol import DeviceEvent, MetricsSample
 from .db import TELEMETRY_TABLES, Db, create_telemetry_tables
 from .telemetry_queries import ACTIVATION_FAILED, TelemetryReader
 
-__all__ = ["ACTIVATION_FAILED", "DEFAULT_RETENTION_DAYS", "TelemetryStats", "TelemetryStore"]
+__all__ = [
+    "ACTIVATION_FAILED",
+    "DEFAULT_RETENTION_DAYS",
+    "TelemetryStats",
+    "TelemetryStore",
+    "check_retention",
+]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +65,11 @@ def _insert_sql(table: str) -> str:
 
 
 _INSERT = {table: _insert_sql(table) for table in TELEMETRY_TABLES}
+
+
+def check_retention(days: float) -> None:
+    if days <= 0:
+        raise ValueError(f"retention must be positive, got {days} days")
 
 
 @dataclass(frozen=True)
@@ -87,8 +98,7 @@ class TelemetryStore(TelemetryReader):
         prune_interval: float = PRUNE_INTERVAL_S,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if retention_days <= 0:
-            raise ValueError(f"retention must be positive, got {retention_days} days")
+        check_retention(retention_days)
         if batch_rows < 1:
             raise ValueError("batch_rows must be at least 1")
         self.retention_days = retention_days

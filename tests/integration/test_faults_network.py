@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from coordinator.registry import Registry
-from coordinator.service import Coordinator
+from coordinator.service import Coordinator, CoordinatorConfig
 from protocol import ChunkRequest, DeviceState, DeviceStatus, UpdateState
 from runtime.urls import parse_broker_url
 from testkit.faultproxy import FaultProxy
@@ -54,7 +54,9 @@ class Site:
 
     def start_coordinator(self) -> Coordinator:
         self.coordinator = Coordinator(
-            broker_url=self.broker_url, db_path=self.db, keydir=self.keys.dir, fleet=self.fleet
+            CoordinatorConfig(
+                broker_url=self.broker_url, db_path=self.db, keydir=self.keys.dir, fleet=self.fleet
+            )
         )
         self.coordinator.start()
         return self.coordinator

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from coordinator.registry import Registry
-from coordinator.service import Coordinator
+from coordinator.service import Coordinator, CoordinatorConfig
 from protocol import DeviceStatus
 from tests.support.brokers import Broker
 from tests.support.fleet import EdgeProcess, FleetWatch, Keys, make_keys
@@ -51,10 +51,12 @@ class Env:
 
     def start_coordinator(self) -> Coordinator:
         self.coordinator = Coordinator(
-            broker_url=self.broker.url,
-            db_path=self.tmp / "coord.db",
-            keydir=self.keys.dir,
-            fleet=self.fleet,
+            CoordinatorConfig(
+                broker_url=self.broker.url,
+                db_path=self.tmp / "coord.db",
+                keydir=self.keys.dir,
+                fleet=self.fleet,
+            )
         )
         self.coordinator.start()
         return self.coordinator
