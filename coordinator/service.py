@@ -53,7 +53,8 @@ from .publishing import DEFAULT_POLL_INTERVAL, Publishing
 from .ratelimit import DeviceRateLimiter
 from .registry import Registry
 from .release_cache import ReleaseCache
-from .rollouts import RolloutEngine, RolloutStore
+from .rollout_engine import RolloutEngine
+from .rollout_store import RolloutStore
 from .scheduler import SchedulerStats
 from .telemetry_store import TelemetryStats, TelemetryStore
 from .telemetry_writer import TelemetryWriter
