@@ -21,7 +21,7 @@ from typing import Any
 
 from coordinator.keystore import init_keys
 from coordinator.registry import Registry, ReleaseRecord
-from coordinator.service import Coordinator
+from coordinator.service import Coordinator, CoordinatorConfig
 from protocol import DEFAULT_CHUNK_SIZE, DeviceState, ModelcastError
 from testkit.edge_process import EdgeFlags, EdgeProcess
 from testkit.fleet_watch import FleetWatch
@@ -159,12 +159,14 @@ class Bench:
         published within 10 ms and not half a second, which the delivery figures would count;
         figures that deploy nothing use the real default."""
         service = Coordinator(
-            broker_url=broker_url or self.url,
-            client_id=client_id,
-            db_path=self.workdir / f"{fleet}.db",
-            keydir=self.keydir,
-            fleet=fleet,
-            poll_interval=poll_interval,
+            CoordinatorConfig(
+                broker_url=broker_url or self.url,
+                client_id=client_id,
+                db_path=self.workdir / f"{fleet}.db",
+                keydir=self.keydir,
+                fleet=fleet,
+                poll_interval=poll_interval,
+            )
         )
         service.start()
         if not service.wait_connected(10):

@@ -14,7 +14,7 @@ from collections import OrderedDict
 from types import TracebackType
 
 from .errors import ChunkSourceError
-from .registry import ReleaseRecord
+from .release_record import ReleaseRecord
 
 
 class ChunkSource:

@@ -16,8 +16,10 @@ from typing import Any
 import protocol
 from protocol.envelope import Envelope
 
+from .deployments import Deployment
 from .keystore import ReleaseKeys
-from .registry import Deployment, Registry, ReleaseRecord
+from .registry import Registry
+from .release_record import ReleaseRecord
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,11 @@ class Plan:
     records: tuple[ReleaseRecord, ...]  # every release the index names (rollout bases too)
     #: the registry's deployments (and variant rules, by model) this plan was made from
     deployed: tuple[dict[str, Deployment], dict[str, str], tuple[protocol.ConfigEntry, ...]]
+
+
+def check_index_lifetime(seconds: float) -> None:
+    if seconds <= 0:
+        raise ValueError("index_expires_in must be positive")
 
 
 def rollout_spec(
@@ -145,8 +152,7 @@ class DeploymentPublisher:
     def __init__(
         self, registry: Registry, keys: ReleaseKeys, fleet: str, *, index_expires_in: float
     ) -> None:
-        if index_expires_in <= 0:
-            raise ValueError("index_expires_in must be positive")
+        check_index_lifetime(index_expires_in)
         self._registry = registry
         self._keys = keys
         self._fleet = fleet

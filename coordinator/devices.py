@@ -12,7 +12,7 @@ import time
 
 from protocol import DeviceEvent, DeviceState, DeviceStatus, UpdateState
 
-from .registry import DeviceUpdate, Registry
+from .device_rows import DeviceStore, DeviceUpdate
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def describe_state(state: DeviceState) -> str:
 
 
 class DeviceTracker:
-    def __init__(self, registry: Registry, fleet: str, *, flush_interval: float = 0.5) -> None:
+    def __init__(self, registry: DeviceStore, fleet: str, *, flush_interval: float = 0.5) -> None:
         self._registry = registry
         self._fleet = fleet
         self._flush_interval = flush_interval
@@ -44,8 +44,9 @@ class DeviceTracker:
         self._online: dict[str, bool] = {}
         self._heard: dict[str, float] = {}  # devices heard from by telemetry: latest time
         # on_seen and online() run on the MQTT network thread (telemetry and chunk requests are
-        # handled there), flush and on_status on the worker: this guards _heard, _batch_since
-        # and _online between them
+        # handled there), the rest on the worker: this guards _heard, _batch_since and _online
+        # between them (_online is written by the worker only, which reads it without it);
+        # _batch and _last_state are the worker's own
         self._lock = threading.Lock()
 
     @staticmethod
@@ -140,6 +141,10 @@ class DeviceTracker:
                 self._batch_since = time.time()  # not the receive time: see on_seen
 
     def due(self, now: float) -> bool:
+        with self._lock:
+            return self._due_locked(now)
+
+    def _due_locked(self, now: float) -> bool:
         return self._batch_since is not None and now - self._batch_since >= self._flush_interval
 
     @property
@@ -147,7 +152,8 @@ class DeviceTracker:
         """Reports to write now. Times devices were heard from by telemetry count only once
         due: they change with every sample, and flushing them whenever the inbox is momentarily
         empty would commit (and fsync) once every few messages under a telemetry flood."""
-        heard = len(self._heard) if self.due(time.time()) else 0
+        with self._lock:
+            heard = len(self._heard) if self._due_locked(time.time()) else 0
         return len(self._batch) + heard
 
     def flush(self) -> int:

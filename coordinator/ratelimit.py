@@ -33,6 +33,11 @@ OTHERS = "(others)"
 LOG_INTERVAL_S = 10.0
 
 
+def check_rate(rate: float, burst: float) -> None:
+    if rate <= 0 or burst < 1:
+        raise ValueError(f"need rate > 0 and burst >= 1, got rate {rate}, burst {burst}")
+
+
 @dataclass
 class _Bucket:
     tokens: float
@@ -50,8 +55,7 @@ class DeviceRateLimiter:
         clock: Callable[[], float] = time.monotonic,
         max_buckets: int = MAX_BUCKETS,
     ) -> None:
-        if rate <= 0 or burst < 1:
-            raise ValueError(f"need rate > 0 and burst >= 1, got rate {rate}, burst {burst}")
+        check_rate(rate, burst)
         self.rate = rate
         self.burst = burst
         self._clock = clock

@@ -59,6 +59,14 @@ class Gates:
             parts.append(f"p95 <= {self.max_p95_ratio:g} x base")
         return ", ".join(parts)
 
+    def to_dict(self) -> dict[str, float | None]:
+        return {
+            "max_failure_rate": self.max_failure_rate,
+            "max_error_rate": self.max_error_rate,
+            "max_p95_ms": self.max_p95_ms,
+            "max_p95_ratio": self.max_p95_ratio,
+        }
+
 
 @dataclass(frozen=True)
 class Rollout:
@@ -91,6 +99,11 @@ class Rollout:
     @property
     def release(self) -> str:
         return f"{self.name}@{self.version}"
+
+    @property
+    def stage_number(self) -> int:
+        """The stage as operators count it (1-based; the last one once completed)."""
+        return self.stage + 1 if self.state != COMPLETED else len(self.stages)
 
     def point(self, device: str) -> int:
         return membership_point(self.id, device)
@@ -184,20 +197,8 @@ def step(rollout: Rollout, now: float, obs: Observation) -> Rollout:
     if rollout.state != RUNNING:
         return rollout
     fleet = matching(rollout, obs.devices)
-    r = rollout
-    if len(r.stage_ppms) <= r.stage:  # entering a stage
-        r = replace(
-            r,
-            stage_ppms=(*r.stage_ppms, _stage_threshold(r, fleet)),
-            stage_started=now,
-            soak_started=None,
-            updated=now,
-        )
+    r = _admitted(rollout, now, fleet)
     target = r.stage_ppms[r.stage]
-    if r.ppm < target:
-        ppm = _admit(r, now, fleet, target)
-        if ppm != r.ppm:
-            r = replace(r, ppm=ppm, updated=now)
     in_rollout = [d for d in fleet if r.point(d.device) < r.ppm]
     failed = [d.device for d in in_rollout if d.failed and d.active != r.version]
     if in_rollout and len(failed) / len(in_rollout) > r.gates.max_failure_rate:
@@ -220,20 +221,43 @@ def step(rollout: Rollout, now: float, obs: Observation) -> Rollout:
         return replace(r, soak_started=now, updated=now)
     if now - r.soak_started < r.soak:
         return r
+    report: dict[str, Any] = {
+        "stage": r.stage + 1,
+        "devices": len(in_rollout),
+        "activation_failures": len(failed),
+        "unsettled": sorted(unsettled),
+    }
+    return _gated(r, now, obs, report)
+
+
+def _admitted(r: Rollout, now: float, fleet: list[DeviceView]) -> Rollout:
+    """``r`` with its stage entered (its threshold fixed) and its devices admitted so far."""
+    if len(r.stage_ppms) <= r.stage:  # entering a stage
+        r = replace(
+            r,
+            stage_ppms=(*r.stage_ppms, _stage_threshold(r, fleet)),
+            stage_started=now,
+            soak_started=None,
+            updated=now,
+        )
+    target = r.stage_ppms[r.stage]
+    if r.ppm < target:
+        ppm = _admit(r, now, fleet, target)
+        if ppm != r.ppm:
+            r = replace(r, ppm=ppm, updated=now)
+    return r
+
+
+def _gated(r: Rollout, now: float, obs: Observation, report: dict[str, Any]) -> Rollout:
+    """The soak is over: read the gates, then the next stage, completed, or halted."""
+    assert r.soak_started is not None and r.stage_started is not None
     new, base = obs.health(r.soak_started)
     gated = any(
         g is not None for g in (r.gates.max_error_rate, r.gates.max_p95_ms, r.gates.max_p95_ratio)
     )
     if gated and new.inferences == 0 and now - r.stage_started < r.stage_timeout:
         return r  # no traffic is not the same as no errors: soak on until there is some
-    report: dict[str, Any] = {
-        "stage": r.stage + 1,
-        "devices": len(in_rollout),
-        "activation_failures": len(failed),
-        "unsettled": sorted(unsettled),
-        "new": _health_dict(new),
-        "base": _health_dict(base),
-    }
+    report = {**report, "new": _health_dict(new), "base": _health_dict(base)}
     reason = _gate_failure(r, new, base)
     if reason is not None:
         return _halt(r, now, f"stage {r.stage + 1}: {reason}", report)

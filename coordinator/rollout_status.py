@@ -9,8 +9,9 @@ from protocol import PPM_ALL
 
 from .errors import RolloutError
 from .registry import Registry
-from .rollout_plan import ABORTED, COMPLETED, HALTED, DeviceView, Rollout
-from .rollouts import RolloutStore, device_views
+from .rollout_engine import device_views
+from .rollout_plan import ABORTED, HALTED, DeviceView, Rollout
+from .rollout_store import RolloutStore
 from .telemetry_store import TelemetryStore
 
 
@@ -37,6 +38,22 @@ def rollout_reports(
         telemetry.close()
         store.close()
         registry.close()
+
+
+def rollout_summary(r: Rollout) -> dict[str, Any]:
+    """What ``modelcast status`` and ``modelcast rollout status`` both say of a rollout."""
+    return {
+        "rollout": r.id,
+        "model": r.name,
+        "version": r.version,
+        "base": r.base,
+        "state": r.state,
+        "stage": r.stage_number,
+        "stages": list(r.stages),
+        "ppm": r.ppm,
+        "reason": r.reason,
+        "updated": r.updated,
+    }
 
 
 def device_rollout_state(r: Rollout, view: DeviceView) -> dict[str, Any]:
@@ -69,30 +86,16 @@ def rollout_report(r: Rollout, devices: tuple[DeviceView, ...]) -> dict[str, Any
     for d in per_device.values():
         counts[d["state"]] = counts.get(d["state"], 0) + 1
     return {
-        "rollout": r.id,
-        "model": r.name,
-        "version": r.version,
-        "base": r.base,
+        **rollout_summary(r),
         "fleet": r.fleet,
-        "state": r.state,
-        "stage": r.stage + 1 if r.state != COMPLETED else len(r.stages),
-        "stages": list(r.stages),
-        "ppm": r.ppm,
         "stage_ppms": list(r.stage_ppms),
         "soak_started": r.soak_started,
         "select": r.select.to_dict(),
         "soak": r.soak,
         "rate": r.rate,
-        "gates": {
-            "max_failure_rate": r.gates.max_failure_rate,
-            "max_error_rate": r.gates.max_error_rate,
-            "max_p95_ms": r.gates.max_p95_ms,
-            "max_p95_ratio": r.gates.max_p95_ratio,
-        },
-        "reason": r.reason,
+        "gates": r.gates.to_dict(),
         "last_gates": r.gate_report,
         "created": r.created,
-        "updated": r.updated,
         "counts": dict(sorted(counts.items())),
         "devices": dict(sorted(per_device.items())),
     }

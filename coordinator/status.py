@@ -11,8 +11,9 @@ from protocol import ProtocolError
 from protocol.textmodel import KIND_TENSORS
 
 from .registry import Registry
-from .rollout_plan import COMPLETED, Rollout
-from .rollouts import RolloutStore
+from .rollout_plan import Rollout
+from .rollout_status import rollout_summary
+from .rollout_store import RolloutStore
 from .telemetry_store import TelemetryStore
 
 _DONE_STATES = frozenset({"verifying", "verified", "activating", "active"})
@@ -63,19 +64,7 @@ def fleet_status(
 
 
 def _rollout(r: Rollout) -> dict[str, Any]:
-    return {
-        "rollout": r.id,
-        "model": r.name,
-        "version": r.version,
-        "base": r.base,
-        "state": r.state,
-        "stage": r.stage + 1 if r.state != COMPLETED else len(r.stages),
-        "stages": list(r.stages),
-        "ppm": r.ppm,
-        "select": r.select.describe(),
-        "reason": r.reason,
-        "updated": r.updated,
-    }
+    return {**rollout_summary(r), "select": r.select.describe()}
 
 
 def _device(row: dict[str, Any]) -> dict[str, Any]:
@@ -234,31 +223,7 @@ def format_status(status: dict[str, Any], *, now: float | None = None) -> str:
         "POLICY",
         "REASON",
     )
-    rows: list[tuple[str, ...]] = [columns]
-    for d in devices:
-        online = {True: "yes", False: "no"}.get(d["online"], "?")
-        state = d["state"] or "-"
-        if d["model"] is not None and d["state"] not in (None, "idle", "active"):
-            state = f"{state} {d['model']}@{d['version']}"
-        progress = f"{d['progress'] * 100:.0f}%" if d["state"] not in (None, "idle") else "-"
-        last_seen = format_age(now - d["last_seen"]) if d["last_seen"] is not None else "never"
-        metrics = d.get("metrics") or {}
-        cpu = metrics.get("cpu_pct")
-        rows.append(
-            (
-                d["device_id"],
-                online,
-                state,
-                progress,
-                _active(d) or "-",
-                last_seen,
-                "-" if cpu is None else f"{cpu:.0f}%",
-                _megabytes(metrics.get("rss_mb")),
-                _megabytes(metrics.get("disk_free_mb")),
-                _policy(d.get("config")),
-                d["reason"] or "",
-            )
-        )
+    rows: list[tuple[str, ...]] = [columns, *(_device_cells(d, now) for d in devices)]
     lines = [header, *_table(rows)]
     if not devices:
         lines.append("(no device has reported yet)")
@@ -266,6 +231,31 @@ def format_status(status: dict[str, Any], *, now: float | None = None) -> str:
     lines.extend(format_health(status))
     lines.extend(format_rollouts(status))
     return "\n".join(lines)
+
+
+def _device_cells(d: dict[str, Any], now: float) -> tuple[str, ...]:
+    """One device's row of the status table."""
+    online = {True: "yes", False: "no"}.get(d["online"], "?")
+    state = d["state"] or "-"
+    if d["model"] is not None and d["state"] not in (None, "idle", "active"):
+        state = f"{state} {d['model']}@{d['version']}"
+    progress = f"{d['progress'] * 100:.0f}%" if d["state"] not in (None, "idle") else "-"
+    last_seen = format_age(now - d["last_seen"]) if d["last_seen"] is not None else "never"
+    metrics = d.get("metrics") or {}
+    cpu = metrics.get("cpu_pct")
+    return (
+        d["device_id"],
+        online,
+        state,
+        progress,
+        _active(d) or "-",
+        last_seen,
+        "-" if cpu is None else f"{cpu:.0f}%",
+        _megabytes(metrics.get("rss_mb")),
+        _megabytes(metrics.get("disk_free_mb")),
+        _policy(d.get("config")),
+        d["reason"] or "",
+    )
 
 
 def format_rollouts(status: dict[str, Any]) -> list[str]:

@@ -1,5 +1,6 @@
 """Telemetry in SQLite: metrics samples, per-model statistics and device events, de-duplicated,
-written in batches, pruned by age; and the per-version health figures a rollout gates on.
+written in batches, pruned by age (the reading side, health figures and all, is
+``telemetry_queries.TelemetryReader``, which this store extends).
 
 Delivery is at-least-once (QoS 1, and a device replays its on-disk queue after an outage), so the
 same message can arrive twice. ``(fleet, device, boot, seq)`` identifies a telemetry message;
@@ -8,11 +9,11 @@ dropped by SQLite however late it comes. An event without a sequence number (``s
 that predate telemetry numbering) is stored with ``seq`` NULL and is never treated as a
 duplicate: SQLite's UNIQUE indexes consider NULLs distinct.
 
-The store is passive: the coordinator's worker thread ``add_*``s decoded messages (cheap, only
-appends to a buffer), and its writer thread ``wait_due``s and ``flush``es the buffer in one
-transaction every ``flush_interval`` seconds or ``batch_rows`` rows, whichever comes first, and
-calls ``maybe_prune``. ``health`` and ``latest_metrics`` are read by ``modelcast status`` from
-another process (WAL mode: readers never block the writer).
+The store is passive: the coordinator's ingestion ``add_*``s decoded messages on the MQTT network
+thread (cheap, only appends to a buffer under ``_cond``), and its telemetry writer thread
+``wait_due``s and ``flush``es the buffer in one transaction every ``flush_interval`` seconds or
+``batch_rows`` rows, whichever comes first, and calls ``maybe_prune``. Locks: ``_cond`` (the
+buffer and the counters) and the connection's ``Db.lock`` are never held together.
 """
 
 from __future__ import annotations
@@ -22,18 +23,26 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from protocol import DeviceEvent, MetricsSample
+
+from .db import TELEMETRY_TABLES, Db, create_telemetry_tables
+from .telemetry_queries import ACTIVATION_FAILED, TelemetryReader
+
+__all__ = [
+    "ACTIVATION_FAILED",
+    "DEFAULT_RETENTION_DAYS",
+    "TelemetryStats",
+    "TelemetryStore",
+    "check_retention",
+]
 
 log = logging.getLogger(__name__)
 
-BUSY_TIMEOUT_S = 30.0
 DEFAULT_RETENTION_DAYS = 30.0
 #: flush when this many rows are buffered ...
 BATCH_ROWS = 500
@@ -45,79 +54,22 @@ MAX_BUFFER_ROWS = 100_000
 PRUNE_INTERVAL_S = 60.0
 #: rows deleted per transaction when pruning, so other writers get a turn
 PRUNE_BATCH = 10_000
-ACTIVATION_FAILED = "activation-failed"
-
-_METRICS_COLUMNS: dict[str, type] = {
-    "fleet": str,
-    "device": str,
-    "boot": str,
-    "seq": int,
-    "ts": float,
-    "hist": int,
-    "received_at": float,
-    "interval_s": float,
-    "uptime_s": float,
-    "cpu_pct": float,
-    "rss_mb": float,
-    "disk_free_mb": float,
-    "reconnects": int,
-    "bytes_received": int,
-    "inferences": int,
-    "errors": int,
-    "latency_p50_ms": float,
-    "latency_p95_ms": float,
-    "dropped": int,
-    "active": str,  # JSON {name: version}
-}
-
-_MODEL_COLUMNS: dict[str, type] = {
-    "fleet": str,
-    "device": str,
-    "boot": str,
-    "seq": int,
-    "ts": float,
-    "model": str,
-    "version": int,
-    "inferences": int,
-    "errors": int,
-    "latency_p50_ms": float,
-    "latency_p95_ms": float,
-    "received_at": float,
-}
-
-_EVENT_COLUMNS: dict[str, type] = {
-    "fleet": str,
-    "device": str,
-    "boot": str,
-    "seq": int,
-    "ts": float,
-    "event": str,
-    "reason": str,
-    "detail": str,
-    "topic": str,
-    "model": str,
-    "version": int,
-    "hist": int,
-    "dropped": int,
-    "received_at": float,
-}
-
-_TABLES: dict[str, tuple[dict[str, type], tuple[str, ...]]] = {
-    "metrics": (_METRICS_COLUMNS, ("fleet", "device", "boot", "seq")),
-    "model_metrics": (_MODEL_COLUMNS, ("fleet", "device", "boot", "seq", "model", "version")),
-    "events": (_EVENT_COLUMNS, ("fleet", "device", "boot", "seq")),
-}
 
 
 def _insert_sql(table: str) -> str:
-    columns = list(_TABLES[table][0])
+    columns = list(TELEMETRY_TABLES[table][0])
     return (
         f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}) "
         f"VALUES ({', '.join('?' for _ in columns)})"
     )
 
 
-_INSERT = {table: _insert_sql(table) for table in _TABLES}
+_INSERT = {table: _insert_sql(table) for table in TELEMETRY_TABLES}
+
+
+def check_retention(days: float) -> None:
+    if days <= 0:
+        raise ValueError(f"retention must be positive, got {days} days")
 
 
 @dataclass(frozen=True)
@@ -134,7 +86,7 @@ class TelemetryStats:
     pruned: int
 
 
-class TelemetryStore:
+class TelemetryStore(TelemetryReader):
     def __init__(
         self,
         db_path: Path,
@@ -146,32 +98,21 @@ class TelemetryStore:
         prune_interval: float = PRUNE_INTERVAL_S,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if retention_days <= 0:
-            raise ValueError(f"retention must be positive, got {retention_days} days")
+        check_retention(retention_days)
         if batch_rows < 1:
             raise ValueError("batch_rows must be at least 1")
-        self.db_path = Path(db_path)
         self.retention_days = retention_days
         self.batch_rows = batch_rows
         self.flush_interval = flush_interval
         self.max_buffer_rows = max_buffer_rows
         self.prune_interval = prune_interval
         self._clock = clock
-        self.db_path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(self.db_path), timeout=BUSY_TIMEOUT_S, check_same_thread=False)
-        self._db = sqlite_utils.Database(conn)
-        self._db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-        self._db.enable_wal()
-        # WAL + NORMAL: a commit does not wait for fsync (the WAL is synced at checkpoints).
-        # The database stays consistent; an OS crash or power cut may lose the last batches,
-        # which for telemetry (samples every minute per device) is the right trade for ingest
-        # rate. The registry (releases, deployments) keeps the default FULL.
-        self._db.execute("PRAGMA synchronous = NORMAL")
-        self._db_lock = threading.Lock()  # one connection, shared by the writer and readers
-        self._create_tables()
+        super().__init__(Db(Path(db_path), relaxed=True))
+        with self._db.lock:
+            create_telemetry_tables(self._db.sql)
         # The buffer, guarded by _cond; the writer waits on it.
         self._cond = threading.Condition()
-        self._buffer: dict[str, list[tuple[Any, ...]]] = {table: [] for table in _TABLES}
+        self._buffer: dict[str, list[tuple[Any, ...]]] = {table: [] for table in TELEMETRY_TABLES}
         self._rows = 0
         self._since: float | None = None  # monotonic time the oldest buffered row arrived
         self._woken = False
@@ -182,31 +123,6 @@ class TelemetryStore:
         self._dropped = 0
         self._flushes = 0
         self._pruned = 0
-
-    def close(self) -> None:
-        with self._db_lock:
-            self._db.close()
-
-    def _create_tables(self) -> None:
-        with self._db_lock:
-            for table, (columns, unique) in _TABLES.items():
-                t = self._db.table(table)
-                t.create(columns, if_not_exists=True)
-                t.create_index(
-                    unique, index_name=f"{table}_identity", unique=True, if_not_exists=True
-                )
-                t.create_index(
-                    ["fleet", "received_at"], index_name=f"{table}_age", if_not_exists=True
-                )
-            self._db.table("metrics").create_index(
-                ["fleet", "device", "ts"], index_name="metrics_latest", if_not_exists=True
-            )
-            self._db.table("model_metrics").create_index(
-                ["fleet", "ts"], index_name="model_metrics_ts", if_not_exists=True
-            )
-            self._db.table("events").create_index(
-                ["fleet", "event", "ts"], index_name="events_kind", if_not_exists=True
-            )
 
     # --- buffering (worker thread) -------------------------------------------------------
     def add_metrics(self, fleet: str, sample: MetricsSample, received_at: float) -> bool:
@@ -345,15 +261,15 @@ class TelemetryStore:
         with self._cond:
             if not self._rows:
                 return 0
-            batch, self._buffer = self._buffer, {table: [] for table in _TABLES}
+            batch, self._buffer = self._buffer, {table: [] for table in TELEMETRY_TABLES}
             taken, self._rows, self._since = self._rows, 0, None
         started = time.monotonic()
         inserted: dict[str, int] = {}
         try:
-            with self._db_lock, self._db.conn:  # one transaction, committed on exit
+            with self._db.lock, self._db.sql.conn:  # one transaction, committed on exit
                 for table, rows in batch.items():
                     if rows:
-                        cursor = self._db.conn.executemany(_INSERT[table], rows)
+                        cursor = self._db.sql.conn.executemany(_INSERT[table], rows)
                         inserted[table] = max(cursor.rowcount, 0)
         except sqlite3.Error:
             with self._cond:
@@ -388,14 +304,14 @@ class TelemetryStore:
         where = "received_at < ?" + (" AND fleet = ?" if fleet is not None else "")
         params: list[Any] = [cutoff] if fleet is None else [cutoff, fleet]
         deleted = 0
-        for table in _TABLES:
+        for table in TELEMETRY_TABLES:
             while True:
                 sql = (
                     f"DELETE FROM {table} WHERE rowid IN "
                     f"(SELECT rowid FROM {table} WHERE {where} LIMIT {PRUNE_BATCH})"
                 )
-                with self._db_lock, self._db.conn:
-                    n = self._db.conn.execute(sql, params).rowcount
+                with self._db.lock, self._db.sql.conn:
+                    n = self._db.sql.conn.execute(sql, params).rowcount
                 deleted += max(n, 0)
                 if n < PRUNE_BATCH:
                     break
@@ -429,124 +345,3 @@ class TelemetryStore:
                 flushes=self._flushes,
                 pruned=self._pruned,
             )
-
-    # --- reading -------------------------------------------------------------------------
-    def _query(self, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
-        with self._db_lock:
-            return list(self._db.query(sql, params))
-
-    def health(self, fleet: str, since: float | None = None) -> list[dict[str, Any]]:
-        """Health of every model version of ``fleet`` seen since ``since`` (device time, ``ts``;
-        None: everything retained), sorted by model and version. One dict per version:
-
-        * ``devices``: distinct devices that, in the window, ran it (it was in a metrics
-          sample's ``active``), reported inference statistics for it, or failed to activate it;
-        * ``inferences``, ``errors``: sums of the per-model statistics of every sample;
-        * ``error_rate``: ``errors / inferences`` (an error is a failed inference, so it is
-          also counted in ``inferences``); None when there were no inferences: no traffic is
-          not the same as no errors;
-        * ``latency_p95_ms``: the inference-weighted mean of the per-sample p95 latencies,
-          ``sum(p95_i * n_i) / sum(n_i)`` over samples with a p95, where ``n_i`` is the number
-          of successful inferences of the sample (``inferences - errors``: the edge measures
-          latency on successful calls only, so those are what its p95 summarizes; without
-          errors it is simply ``inferences``). None if no sample has a p95. This approximates
-          the p95 of all inferences (the true figure needs the raw latencies, which are not
-          sent): exact when every sample saw the same latency distribution, and a device with
-          a bad tail moves it in proportion to its traffic rather than to its number of
-          samples. It is not an upper bound: a short spike in one sample is diluted;
-        * ``activation_failures``: ``activation-failed`` events naming that model and version.
-        """
-        window = "" if since is None else " AND ts >= ?"
-        p: list[Any] = [fleet] if since is None else [fleet, since]
-        stats = self._query(
-            "SELECT model, version, sum(inferences) AS inferences, sum(errors) AS errors, "
-            # a p95 summarizes the latencies of the successful calls only
-            "sum(CASE WHEN latency_p95_ms IS NOT NULL AND inferences > errors "
-            "THEN latency_p95_ms * (inferences - errors) END) AS p95_sum, "
-            "sum(CASE WHEN latency_p95_ms IS NOT NULL AND inferences > errors "
-            "THEN inferences - errors END) AS p95_weight "
-            f"FROM model_metrics WHERE fleet = ?{window} GROUP BY model, version",
-            p,
-        )
-        failures = self._query(
-            "SELECT model, version, count(*) AS n FROM events "
-            f"WHERE fleet = ? AND event = '{ACTIVATION_FAILED}' AND model IS NOT NULL "
-            f"AND version IS NOT NULL{window} GROUP BY model, version",
-            p,
-        )
-        devices = self._query(
-            "SELECT model, version, count(DISTINCT device) AS n FROM ("
-            f"SELECT model, version, device FROM model_metrics WHERE fleet = ?{window} "
-            "UNION SELECT j.key, j.value, m.device FROM metrics AS m, json_each(m.active) AS j "
-            f"WHERE m.fleet = ?{window.replace('ts', 'm.ts')} "
-            "AND json_valid(m.active) AND j.type = 'integer' "
-            f"UNION SELECT model, version, device FROM events WHERE fleet = ?{window} "
-            f"AND event = '{ACTIVATION_FAILED}' AND model IS NOT NULL AND version IS NOT NULL"
-            ") GROUP BY model, version",
-            p * 3,
-        )
-        out: dict[tuple[str, int], dict[str, Any]] = {}
-
-        def row(model: str, version: int) -> dict[str, Any]:
-            key = (model, int(version))
-            if key not in out:
-                out[key] = {
-                    "model": model,
-                    "version": int(version),
-                    "devices": 0,
-                    "inferences": 0,
-                    "errors": 0,
-                    "error_rate": None,
-                    "latency_p95_ms": None,
-                    "activation_failures": 0,
-                }
-            return out[key]
-
-        for r in stats:
-            h = row(r["model"], r["version"])
-            h["inferences"] = int(r["inferences"] or 0)
-            h["errors"] = int(r["errors"] or 0)
-            if h["inferences"]:
-                h["error_rate"] = h["errors"] / h["inferences"]
-            if r["p95_weight"]:
-                h["latency_p95_ms"] = float(r["p95_sum"]) / float(r["p95_weight"])
-        for r in failures:
-            row(r["model"], r["version"])["activation_failures"] = int(r["n"])
-        for r in devices:
-            row(r["model"], r["version"])["devices"] = int(r["n"])
-        return [out[key] for key in sorted(out)]
-
-    def event_devices(
-        self, fleet: str, event: str, model: str, version: int | None, since: float
-    ) -> set[str]:
-        """Devices that reported ``event`` for ``model@version`` since ``since`` (device time):
-        the state topic keeps only each device's latest state, events keep them all."""
-        rows = self._query(
-            "SELECT DISTINCT device FROM events WHERE fleet = ? AND event = ? AND model = ? "
-            "AND version IS ? AND ts >= ?",
-            [fleet, event, model, version, since],
-        )
-        return {r["device"] for r in rows}
-
-    def latest_metrics(self, fleet: str) -> dict[str, dict[str, Any]]:
-        """Per device, its sample with the latest ``ts``: ``ts``, ``cpu_pct``, ``rss_mb``,
-        ``disk_free_mb``, ``uptime_s``."""
-        rows = self._query(
-            # SQLite: with max(), the bare columns come from the row holding the maximum.
-            "SELECT device, max(ts) AS ts, cpu_pct, rss_mb, disk_free_mb, uptime_s "
-            "FROM metrics WHERE fleet = ? GROUP BY device",
-            [fleet],
-        )
-        return {
-            r["device"]: {k: r[k] for k in ("ts", "cpu_pct", "rss_mb", "disk_free_mb", "uptime_s")}
-            for r in rows
-        }
-
-    def count(self, table: str, fleet: str | None = None) -> int:
-        """Rows of one of the telemetry tables (of ``fleet``, or all)."""
-        if table not in _TABLES:
-            raise ValueError(f"no telemetry table {table!r}")
-        where = "" if fleet is None else " WHERE fleet = ?"
-        params = [] if fleet is None else [fleet]
-        rows = self._query(f"SELECT count(*) AS n FROM {table}{where}", params)
-        return int(rows[0]["n"])

@@ -213,26 +213,37 @@ def run_tail(
         **session_auth(creds, broker_url),
     )
     log.info("tailing %s on %s:%d", " and ".join(filters), session.host, session.port)
-    printed = 0
     session.start()
     try:
-        while not stop.is_set() and (count is None or printed < count):
-            try:
-                topic, payload, retained, received_at = inbox.get(timeout=_WAKE_S)
-            except queue.Empty:
-                continue
-            record = decode_message(
-                topics, topic, payload, retained=retained, received_at=received_at
-            )
-            line = format_json(record) if as_json else format_line(record)
-            try:
-                print(line, file=out, flush=True)
-            except BrokenPipeError:  # `... | head`: the reader is gone, which is fine
-                _silence_stdout(out)
-                break
-            printed += 1
+        return _print_stream(topics, inbox, out, stop, count, as_json)
     finally:
         session.stop()
+
+
+def _print_stream(
+    topics: protocol.Topics,
+    inbox: queue.Queue[tuple[str, bytes, bool, float]],
+    out: TextIO,
+    stop: threading.Event,
+    count: int | None,
+    as_json: bool,
+) -> int:
+    """Decode and print what arrives in ``inbox`` until ``count`` lines, ``stop`` or a closed
+    pipe; returns the lines printed."""
+    printed = 0
+    while not stop.is_set() and (count is None or printed < count):
+        try:
+            topic, payload, retained, received_at = inbox.get(timeout=_WAKE_S)
+        except queue.Empty:
+            continue
+        record = decode_message(topics, topic, payload, retained=retained, received_at=received_at)
+        line = format_json(record) if as_json else format_line(record)
+        try:
+            print(line, file=out, flush=True)
+        except BrokenPipeError:  # `... | head`: the reader is gone, which is fine
+            _silence_stdout(out)
+            break
+        printed += 1
     return printed
 
 

@@ -742,7 +742,7 @@ def _run_until_signal(run: Callable[[threading.Event], None]) -> int:
 
 
 def cmd_coordinator(args: argparse.Namespace) -> int:
-    from coordinator.service import Coordinator
+    from coordinator.service import Coordinator, CoordinatorConfig
 
     if args.retention_days <= 0:
         raise ValueError("--retention-days must be positive")
@@ -750,14 +750,16 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
         raise ValueError("need --request-rate > 0 and --request-burst >= 1")
     creds = _load_creds(args, "coordinator")
     service = Coordinator(
-        broker_url=args.broker,
-        db_path=args.db,
-        keydir=args.keys,
-        fleet=args.fleet,
-        retention_days=args.retention_days,
-        creds=creds,
-        request_rate=args.request_rate,
-        request_burst=args.request_burst,
+        CoordinatorConfig(
+            broker_url=args.broker,
+            db_path=args.db,
+            keydir=args.keys,
+            fleet=args.fleet,
+            retention_days=args.retention_days,
+            creds=creds,
+            request_rate=args.request_rate,
+            request_burst=args.request_burst,
+        )
     )
     return _run_until_signal(service.run_forever)
 

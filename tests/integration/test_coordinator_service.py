@@ -16,7 +16,14 @@ from pathlib import Path
 import pytest
 
 import protocol
-from coordinator import Coordinator, Registry, ReleaseRecord, init_keys, load_release_keys
+from coordinator import (
+    Coordinator,
+    CoordinatorConfig,
+    Registry,
+    ReleaseRecord,
+    init_keys,
+    load_release_keys,
+)
 from coordinator.status import fleet_status
 from testkit.local_broker import LocalBroker
 from testkit.mqtt_recorder import Received, TopicRecorder
@@ -56,7 +63,9 @@ def setup(broker: Broker, mqtt_fleet: str, tmp_path: Path) -> Iterator[Setup]:
     registry.deploy("m", 3, fleet=mqtt_fleet)
     registry.close()
     coordinator = Coordinator(
-        broker_url=broker.url, db_path=db, keydir=keydir, fleet=mqtt_fleet, poll_interval=0.2
+        CoordinatorConfig(
+            broker_url=broker.url, db_path=db, keydir=keydir, fleet=mqtt_fleet, poll_interval=0.2
+        )
     )
     coordinator.start()
     trust = protocol.TrustedRoot(protocol.VerifyKey.from_pem((keydir / "root.pub").read_bytes()))
@@ -296,11 +305,13 @@ def test_retained_messages_are_republished_after_a_broker_restart(
     registry.close()
     topics = protocol.Topics(mqtt_fleet)
     coordinator = Coordinator(
-        broker_url=fresh_broker.url,
-        db_path=tmp_path / "registry.db",
-        keydir=keydir,
-        fleet=mqtt_fleet,
-        poll_interval=0.2,
+        CoordinatorConfig(
+            broker_url=fresh_broker.url,
+            db_path=tmp_path / "registry.db",
+            keydir=keydir,
+            fleet=mqtt_fleet,
+            poll_interval=0.2,
+        )
     )
     coordinator.start()
     try:

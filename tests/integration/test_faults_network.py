@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from coordinator.registry import Registry
-from coordinator.service import Coordinator
+from coordinator.service import Coordinator, CoordinatorConfig
 from protocol import ChunkRequest, DeviceState, UpdateState
 from runtime.files import sha256_file
 from runtime.urls import parse_broker_url
@@ -49,7 +49,9 @@ class Site:
 
     def start_coordinator(self) -> Coordinator:
         self.coordinator = Coordinator(
-            broker_url=self.broker_url, db_path=self.db, keydir=self.keys.dir, fleet=self.fleet
+            CoordinatorConfig(
+                broker_url=self.broker_url, db_path=self.db, keydir=self.keys.dir, fleet=self.fleet
+            )
         )
         self.coordinator.start()
         return self.coordinator

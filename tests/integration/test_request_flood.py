@@ -13,7 +13,7 @@ import threading
 import time
 
 import protocol
-from coordinator.service import Coordinator
+from coordinator.service import Coordinator, CoordinatorConfig
 from testkit.mqtt_recorder import TopicRecorder
 from testkit.synthetic_models import make_model
 from tests.support.env import Env
@@ -31,12 +31,14 @@ def test_a_request_flood_from_one_device_is_limited_and_the_others_complete(env:
     record = env.registry.release(env.fleet, "m", 1)
     assert record is not None
     coord = env.coordinator = Coordinator(
-        broker_url=env.broker.url,
-        db_path=env.tmp / "coord.db",
-        keydir=env.keys.dir,
-        fleet=env.fleet,
-        request_rate=RATE,
-        request_burst=BURST,
+        CoordinatorConfig(
+            broker_url=env.broker.url,
+            db_path=env.tmp / "coord.db",
+            keydir=env.keys.dir,
+            fleet=env.fleet,
+            request_rate=RATE,
+            request_burst=BURST,
+        )
     )
     started = time.monotonic()
     coord.start()

@@ -28,7 +28,7 @@ from broker_admin.credstore import CredStore
 from broker_admin.profiles import render_production
 from broker_admin.tlsca import answers_tls, ensure_tls, make_ca
 from coordinator.registry import Registry
-from coordinator.service import Coordinator
+from coordinator.service import Coordinator, CoordinatorConfig
 from coordinator.telemetry_tail import run_tail
 from protocol import Topics
 from runtime.credentials import ClientCreds
@@ -405,11 +405,13 @@ def test_delivery_through_the_secure_broker(broker: SecureBroker, tmp_path: Path
         extra=("--creds", str(broker.creds_path("e2e-dev"))),
     )
     coordinator = Coordinator(
-        broker_url=broker.url,
-        db_path=tmp_path / "coord.db",
-        keydir=keys.dir,
-        fleet=OTHER_FLEET,
-        creds=ClientCreds.load(broker.creds_path("e2e-coord")),
+        CoordinatorConfig(
+            broker_url=broker.url,
+            db_path=tmp_path / "coord.db",
+            keydir=keys.dir,
+            fleet=OTHER_FLEET,
+            creds=ClientCreds.load(broker.creds_path("e2e-coord")),
+        )
     )
     with watch:
         edge.start()

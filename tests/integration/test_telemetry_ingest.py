@@ -18,7 +18,7 @@ from typing import IO, Any
 import pytest
 
 import protocol
-from coordinator import Coordinator, init_keys
+from coordinator import Coordinator, CoordinatorConfig, init_keys
 from coordinator.status import fleet_status
 from coordinator.telemetry_store import TelemetryStore
 from testkit.mqtt_recorder import TopicRecorder
@@ -40,7 +40,9 @@ def setup(broker: Broker, mqtt_fleet: str, tmp_path: Path) -> Iterator[Setup]:
     init_keys(tmp_path / "keys")
     db = tmp_path / "coord.db"
     coordinator = Coordinator(
-        broker_url=broker.url, db_path=db, keydir=tmp_path / "keys", fleet=mqtt_fleet
+        CoordinatorConfig(
+            broker_url=broker.url, db_path=db, keydir=tmp_path / "keys", fleet=mqtt_fleet
+        )
     )
     coordinator.start()
     try:

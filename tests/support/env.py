@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from coordinator.registry import Registry
-from coordinator.service import Coordinator
+from coordinator.service import Coordinator, CoordinatorConfig
 from testkit.edge_process import EdgeProcess
 from testkit.fleet_watch import FleetWatch
 from tests.support.brokers import Broker
@@ -52,10 +52,12 @@ class Env:
 
     def start_coordinator(self) -> Coordinator:
         self.coordinator = Coordinator(
-            broker_url=self.broker.url,
-            db_path=self.tmp / "coord.db",
-            keydir=self.keys.dir,
-            fleet=self.fleet,
+            CoordinatorConfig(
+                broker_url=self.broker.url,
+                db_path=self.tmp / "coord.db",
+                keydir=self.keys.dir,
+                fleet=self.fleet,
+            )
         )
         self.coordinator.start()
         return self.coordinator

@@ -99,7 +99,7 @@ def test_rows_are_buffered_and_written_in_one_transaction(tmp_path: Path) -> Non
     reader = TelemetryStore(tmp_path / "coord.db")
     try:
         statements: list[str] = []
-        store._db.conn.set_trace_callback(statements.append)
+        store._db.sql.conn.set_trace_callback(statements.append)
         for seq in (1, 2):
             models = (ModelStats("a", 1, inferences=1), ModelStats("b", 2, inferences=1))
             store.add_metrics(FLEET, sample("d1", seq, models=models), received_at=1.0)
@@ -156,7 +156,7 @@ def test_a_full_buffer_drops_new_messages(tmp_path: Path) -> None:
 
 def test_rows_stay_buffered_when_the_database_fails(store: TelemetryStore) -> None:
     store.add_event(FLEET, event("d1", 1), received_at=1.0)
-    store._db.conn.close()
+    store._db.sql.conn.close()
     with pytest.raises(sqlite3.Error):
         store.flush()
     assert store.pending == 1

@@ -1,0 +1,164 @@
+"""Building a release: check the request, copy the model into the content-addressed blob store
+while hashing it chunk by chunk, read the model kind from the copy, and sign the manifest.
+
+No database here: ``releases.ReleaseStore.add_release`` stores what this builds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import protocol
+from protocol.manifest import chunk_count
+from runtime.files import StagedFile
+from runtime.onnxmeta import release_kind
+
+from .errors import RegistryError
+from .keystore import ReleaseKeys
+from .release_record import ReleaseRecord
+
+DEFAULT_EXPIRES_IN = 90 * 86400.0
+
+
+@dataclass(frozen=True)
+class ReleaseRequest:
+    """What ``modelcast release`` asks for: ``model_path`` released as ``name@version``."""
+
+    model_path: Path
+    name: str
+    version: int
+    fleet: str = "default"
+    chunk_size: int = protocol.DEFAULT_CHUNK_SIZE
+    expires_in: float = DEFAULT_EXPIRES_IN
+    model_kind: str | None = None
+    variant: str | None = None
+    acceptance: protocol.Acceptance | None = None
+
+    @property
+    def release(self) -> str:
+        return f"{self.name}@{self.version}" + (f" ({self.variant})" if self.variant else "")
+
+
+def check_release_request(req: ReleaseRequest) -> None:
+    """Refuse (``RegistryError``, saying why) what cannot make a release."""
+    for value, what in ((req.name, "model name"), (req.fleet, "fleet")):
+        _check_name(value, what)
+    if type(req.version) is not int or req.version < 0:
+        raise RegistryError(f"version must be a non-negative integer, got {req.version!r}")
+    limits = protocol.DEFAULT_LIMITS
+    low, high = limits.min_chunk_size, limits.max_chunk_size
+    if type(req.chunk_size) is not int or not low <= req.chunk_size <= high:
+        raise RegistryError(
+            f"chunk size {req.chunk_size!r} must be an integer between {low} and {high} bytes"
+        )
+    if req.expires_in <= 0:
+        raise RegistryError(f"expires_in must be positive, got {req.expires_in}")
+    _check_model_file(req.model_path, req.chunk_size)
+    if req.variant is not None:
+        _check_name(req.variant, "variant")
+
+
+def _check_name(value: str, what: str) -> None:
+    try:
+        protocol.check_name(value, what)
+    except protocol.ProtocolError as exc:
+        raise RegistryError(exc.detail) from None
+
+
+def _check_model_file(model_path: Path, chunk_size: int) -> None:
+    try:
+        size = model_path.stat().st_size
+    except FileNotFoundError:
+        raise RegistryError(f"{model_path}: no such file") from None
+    if not model_path.is_file():
+        raise RegistryError(f"{model_path} is not a regular file")
+    if size == 0:
+        raise RegistryError(f"{model_path} is empty: nothing to release")
+    n_chunks = chunk_count(size, chunk_size)
+    if n_chunks > protocol.DEFAULT_LIMITS.max_chunks:
+        raise RegistryError(
+            f"{model_path}: {size} bytes make {n_chunks} chunks of {chunk_size} bytes, more "
+            f"than the {protocol.DEFAULT_LIMITS.max_chunks} a manifest may list; "
+            "use a larger chunk size"
+        )
+
+
+def build_release(
+    req: ReleaseRequest, blob_dir: Path, keys: ReleaseKeys, now: float
+) -> ReleaseRecord:
+    """Copy, hash and sign ``req`` (already checked): the record to store.
+
+    The file is read once: each chunk-sized piece is hashed and copied into the content-addressed
+    blob store on the way through, so the blob is exactly what the manifest describes even if
+    the source file changes meanwhile. The manifest records the model kind the copy declares
+    (``req.model_kind``, if given, must agree; see ``runtime.onnxmeta.release_kind``).
+    """
+    blob_dir.mkdir(parents=True, exist_ok=True)
+    with StagedFile(blob_dir) as staged:
+        with req.model_path.open("rb") as src:
+            whole, hashes, size = protocol.hash_chunks(
+                _copy_pieces(src, staged.file, req.chunk_size)
+            )
+        if size == 0:
+            raise RegistryError(f"{req.model_path} is empty: nothing to release")
+        staged.file.flush()
+        try:  # from the copy: the kind of exactly the bytes that are signed
+            kind = release_kind(staged.path, req.model_kind, label=str(req.model_path))
+        except ValueError as exc:
+            raise RegistryError(f"cannot release {req.release}: {exc}") from None
+        manifest = _manifest(req, whole, hashes, size, kind, now)
+        # Content-addressed: an existing blob of that name holds the same bytes already.
+        blob = (blob_dir / f"{whole.hex()}.onnx").resolve()
+        staged.commit(blob)
+    return ReleaseRecord(
+        fleet=req.fleet,
+        name=req.name,
+        version=req.version,
+        size=size,
+        sha256=whole.hex(),
+        chunk_size=req.chunk_size,
+        n_chunks=manifest.n_chunks,
+        block_chunks=manifest.block_chunks,
+        manifest=manifest.sign(keys.key, keys.cert),
+        release_id=manifest.release_id,
+        blob_path=str(blob),
+        created=now,
+        variant=req.variant or "",
+    )
+
+
+def _manifest(
+    req: ReleaseRequest, whole: bytes, hashes: bytes, size: int, kind: str, now: float
+) -> protocol.Manifest:
+    manifest = protocol.Manifest(
+        fleet=req.fleet,
+        name=req.name,
+        version=req.version,
+        size=size,
+        sha256=whole,
+        chunk_size=req.chunk_size,
+        chunks=hashes,
+        created=now,
+        expires=now + req.expires_in,
+        model_kind=kind,
+        variant=req.variant or None,
+        acceptance=req.acceptance,
+    )
+    try:
+        manifest.check()
+    except protocol.ProtocolError as exc:
+        raise RegistryError(f"cannot release {req.release}: {exc.detail}") from None
+    return manifest
+
+
+def _copy_pieces(src: BinaryIO, dst: BinaryIO, chunk_size: int) -> Iterator[bytes]:
+    """Yield ``src`` in ``chunk_size`` pieces, writing each to ``dst`` on the way."""
+    while True:
+        piece = src.read(chunk_size)
+        if not piece:
+            return
+        dst.write(piece)
+        yield piece

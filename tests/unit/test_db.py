@@ -1,0 +1,156 @@
+"""The coordinator's database module: one connection factory, and the schema and migrations of
+every store, so databases made by earlier coordinators still open."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import protocol
+from coordinator.db import BUSY_TIMEOUT_S, Db
+from coordinator.registry import Registry
+from coordinator.rollout_store import RolloutStore
+from coordinator.telemetry_store import TelemetryStore
+
+#: The schema as the coordinator made it before its stores shared one database module.
+SCHEMA = Path(__file__).with_name("coordinator_schema.sql")
+
+
+def schema_of(db: Path) -> list[str]:
+    conn = sqlite3.connect(db)
+    try:
+        return [
+            sql
+            for (sql,) in conn.execute(
+                "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY type DESC, name"
+            )
+        ]
+    finally:
+        conn.close()
+
+
+def open_all(db: Path) -> tuple[Registry, TelemetryStore, RolloutStore]:
+    return Registry(db), TelemetryStore(db), RolloutStore(db)
+
+
+def close_all(*stores: Registry | TelemetryStore | RolloutStore) -> None:
+    for store in stores:
+        store.close()
+
+
+def test_a_new_database_has_the_schema_of_before(tmp_path: Path) -> None:
+    close_all(*open_all(tmp_path / "c.db"))
+    expected = [s.strip() for s in SCHEMA.read_text().split(";\n") if s.strip()]
+    assert schema_of(tmp_path / "c.db") == [s.rstrip(";") for s in expected]
+
+
+def test_a_database_of_the_schema_of_before_opens_with_its_rows(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    conn = sqlite3.connect(db)
+    conn.executescript(SCHEMA.read_text())
+    conn.execute(
+        "INSERT INTO releases VALUES ('f', 'm', 1, 10, 'aa', 4096, 1, 16, x'00', x'01', "
+        "'/nowhere', 1.0, '')"
+    )
+    conn.execute("INSERT INTO deployments VALUES ('f', 'm', 1, 2.0, NULL)")
+    conn.execute("INSERT INTO index_state VALUES ('f', 7, 2.0)")
+    conn.execute(
+        "INSERT INTO devices (fleet, device_id, online, last_seen) VALUES ('f', 'd1', 1, 3.0)"
+    )
+    conn.execute(
+        "INSERT INTO events (fleet, device, boot, seq, ts, event, received_at) "
+        "VALUES ('f', 'd1', 'b', 1, 4.0, 'activated', 4.0)"
+    )
+    conn.commit()
+    conn.close()
+    before = schema_of(db)
+    registry, telemetry, rollouts = open_all(db)
+    try:
+        record = registry.release("f", "m", 1)
+        assert record is not None and record.blob_path == "/nowhere"
+        assert registry.deployments("f") == {"m": 1}
+        assert registry.next_index_seq("f") == 8
+        assert [d["device_id"] for d in registry.devices("f")] == ["d1"]
+        assert telemetry.count("events", "f") == 1
+        assert rollouts.all("f") == []
+    finally:
+        close_all(registry, telemetry, rollouts)
+    assert schema_of(db) == before
+
+
+def test_columns_added_later_are_added_to_an_old_database(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    conn = sqlite3.connect(db)
+    conn.execute(
+        "CREATE TABLE deployments (fleet TEXT, name TEXT, version INTEGER, deployed_at FLOAT, "
+        "PRIMARY KEY (fleet, name))"
+    )
+    conn.execute("INSERT INTO deployments VALUES ('f', 'm', 1, 1.0)")
+    conn.execute(
+        "CREATE TABLE devices (fleet TEXT, device_id TEXT, online INTEGER, last_seen FLOAT, "
+        "updated FLOAT, PRIMARY KEY (fleet, device_id))"
+    )
+    conn.execute("INSERT INTO devices VALUES ('f', 'd1', 1, 5.0, 5.0)")
+    conn.commit()
+    conn.close()
+    registry = Registry(db)
+    try:
+        assert registry.deployment_entries("f")["m"].spec is None
+        [row] = registry.devices("f")
+        assert row["profile"] == {} and row["last_seen"] == 5.0
+        registry.record_status(
+            "f", protocol.DeviceStatus("d1", online=True, profile={"tags": {"a": "b"}})
+        )
+        [row] = registry.devices("f")
+        assert row["profile"] == {"tags": {"a": "b"}}
+    finally:
+        registry.close()
+
+
+def test_connections_wait_for_a_writer_and_only_telemetry_skips_fsync(tmp_path: Path) -> None:
+    durable, relaxed = Db(tmp_path / "sub" / "c.db"), Db(tmp_path / "sub" / "c.db", relaxed=True)
+    try:
+        for db in (durable, relaxed):
+            assert db.sql.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+            timeout = db.sql.execute("PRAGMA busy_timeout").fetchone()
+            assert timeout == (int(BUSY_TIMEOUT_S * 1000),)
+        assert durable.sql.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
+        assert relaxed.sql.execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL
+    finally:
+        durable.close()
+        relaxed.close()
+
+
+def test_a_connection_is_shared_by_threads(tmp_path: Path) -> None:
+    db = Db(tmp_path / "c.db")
+    db.sql.execute("CREATE TABLE t (x INTEGER)")
+    errors: list[BaseException] = []
+
+    def write(k: int) -> None:
+        try:
+            for i in range(20):
+                with db.lock, db.sql.conn:
+                    db.sql.conn.execute("INSERT INTO t VALUES (?)", [k * 100 + i])
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    try:
+        assert errors == []
+        assert db.sql.execute("SELECT count(*) FROM t").fetchone() == (60,)
+    finally:
+        db.close()
+
+
+def test_release_blobs_live_beside_the_database(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "c.db")
+    try:
+        assert registry.blob_dir == tmp_path / "c.blobs"
+        assert registry.db_path == tmp_path / "c.db"
+    finally:
+        registry.close()
