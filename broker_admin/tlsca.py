@@ -61,6 +61,19 @@ class TlsFiles:
     ca_key: Path | None
 
 
+@dataclass(frozen=True)
+class TlsOptions:
+    """What the operator brings to a state directory's TLS set-up, all optional: more names for
+    the server certificate (``hosts``), their own CA (``ca_cert`` + ``ca_key``, first use only),
+    or their own server certificate (``ca_cert`` + ``server_cert`` + ``server_key``)."""
+
+    hosts: tuple[str, ...] = ()
+    ca_cert: Path | None = None
+    ca_key: Path | None = None
+    server_cert: Path | None = None
+    server_key: Path | None = None
+
+
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -143,6 +156,23 @@ def _norm_host(host: str) -> str:
         return host.lower()
 
 
+def _key_usage(
+    *, digital_signature: bool = False, key_cert_sign: bool = False, crl_sign: bool = False
+) -> x509.KeyUsage:
+    """A KeyUsage extension with only the named uses."""
+    return x509.KeyUsage(
+        digital_signature=digital_signature,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=key_cert_sign,
+        crl_sign=crl_sign,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
 def make_ca(name: str | None = None) -> tuple[_Key, x509.Certificate]:
     """A self-signed CA that may sign end-entity certificates only (path length 0)."""
     key = ec.generate_private_key(ec.SECP256R1())
@@ -165,20 +195,7 @@ def make_ca(name: str | None = None) -> tuple[_Key, x509.Certificate]:
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=CA_DAYS))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(_key_usage(key_cert_sign=True, crl_sign=True), critical=True)
         .add_extension(ski, critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
@@ -215,20 +232,7 @@ def issue_server_cert(
         .not_valid_after(not_after)
         .add_extension(x509.SubjectAlternativeName([_san(h) for h in names]), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(_key_usage(digital_signature=True), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(
@@ -307,72 +311,78 @@ def _install_operator_server_cert(
     log.info("installed the operator's server certificate %s", chain[0].subject.rfc4514_string())
 
 
-def ensure_tls(
-    state: Path,
-    *,
-    hosts: Iterable[str] = (),
-    ca_cert: Path | None = None,
-    ca_key: Path | None = None,
-    server_cert: Path | None = None,
-    server_key: Path | None = None,
-) -> TlsFiles:
+def ensure_tls(state: Path, options: TlsOptions | None = None) -> TlsFiles:
     """Make (once) or check the broker's TLS files in ``state``; idempotent.
 
     * nothing given: a CA made here on first use, and a server certificate for 127.0.0.1,
-      localhost and ``hosts`` (plus the names of the previous certificate), reissued when a name
-      is missing, when it expires within 30 days, or when it is not the current CA's;
+      localhost and ``options.hosts`` (plus the names of the previous certificate), reissued
+      when a name is missing, when it expires within 30 days, or when it is not the current CA's;
     * ``ca_cert`` + ``ca_key`` on first use: the same, with the operator's CA;
     * ``ca_cert`` + ``server_cert`` + ``server_key``: the operator's server certificate, used
       as it is (replaced when given again); ``hosts`` are then only checked.
     """
+    options = options or TlsOptions()
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
-    server_cert_path, server_key_path = state / SERVER_CERT, state / SERVER_KEY
-    if (server_cert is None) != (server_key is None):
+    if (options.server_cert is None) != (options.server_key is None):
         raise BrokerAdminError("--server-cert and --server-key go together")
-    if server_cert is not None and server_key is not None:
-        if ca_key is not None:
+    if options.server_cert is not None and options.server_key is not None:
+        if options.ca_key is not None:
             raise BrokerAdminError("give --ca-key or --server-cert/--server-key, not both")
-        _install_operator_server_cert(state, ca_cert, server_cert, server_key)
-    wanted = {_norm_host(h) for h in (*DEFAULT_HOSTS, *hosts)}
-    if not (state / CA_KEY).exists() and server_cert_path.exists():
-        # the operator's server certificate: modelcast cannot reissue it, only say what is wrong
-        cert = _load_certs(server_cert_path)[0]
-        missing = {_norm_host(h) for h in hosts} - _hosts_of(cert)
-        if missing:
-            log.warning(
-                "the operator's server certificate does not name %s: clients connecting by "
-                "that name will refuse it",
-                ", ".join(sorted(missing)),
-            )
-        if cert.not_valid_after_utc - _now() < RENEW_BEFORE:
-            log.warning("the server certificate expires on %s", cert.not_valid_after_utc)
-        return TlsFiles(state / CA_CERT, server_cert_path, server_key_path, None)
-    _ensure_ca(state, ca_cert, ca_key)
-    ca_key_obj = _load_key(state / CA_KEY)
-    ca_cert_obj = _load_certs(state / CA_CERT)[0]
+        _install_operator_server_cert(
+            state, options.ca_cert, options.server_cert, options.server_key
+        )
+    wanted = {_norm_host(h) for h in (*DEFAULT_HOSTS, *options.hosts)}  # bad names fail here
+    if not (state / CA_KEY).exists() and (state / SERVER_CERT).exists():
+        return _check_operator_server_cert(state, options.hosts)
+    _ensure_ca(state, options.ca_cert, options.ca_key)
+    _ensure_server_cert(state, wanted)
+    return TlsFiles(state / CA_CERT, state / SERVER_CERT, state / SERVER_KEY, state / CA_KEY)
+
+
+def _check_operator_server_cert(state: Path, hosts: Iterable[str]) -> TlsFiles:
+    """The operator's server certificate: modelcast cannot reissue it, only say what is wrong."""
+    cert = _load_certs(state / SERVER_CERT)[0]
+    missing = {_norm_host(h) for h in hosts} - _hosts_of(cert)
+    if missing:
+        log.warning(
+            "the operator's server certificate does not name %s: clients connecting by "
+            "that name will refuse it",
+            ", ".join(sorted(missing)),
+        )
+    if cert.not_valid_after_utc - _now() < RENEW_BEFORE:
+        log.warning("the server certificate expires on %s", cert.not_valid_after_utc)
+    return TlsFiles(state / CA_CERT, state / SERVER_CERT, state / SERVER_KEY, None)
+
+
+def _ensure_server_cert(state: Path, wanted: set[str]) -> None:
+    """Issue the server certificate with the state's CA if there is none, or if the current one
+    misses a ``wanted`` name, expires soon or is another CA's (it keeps the names it had)."""
+    ca_key = _load_key(state / CA_KEY)
+    ca_cert = _load_certs(state / CA_CERT)[0]
+    cert_path, key_path = state / SERVER_CERT, state / SERVER_KEY
     reason = ""
-    if not server_cert_path.exists() or not server_key_path.exists():
+    if not cert_path.exists() or not key_path.exists():
         reason = "none yet"
     else:
-        current = _load_certs(server_cert_path)[0]
+        current = _load_certs(cert_path)[0]
         have = _hosts_of(current)
-        wanted |= have
+        wanted = wanted | have
         if not wanted <= have:
             reason = f"adding {', '.join(sorted(wanted - have))}"
         elif current.not_valid_after_utc - _now() < RENEW_BEFORE:
             reason = f"expires on {current.not_valid_after_utc:%Y-%m-%d}"
-        elif not _issued_by(current, [ca_cert_obj]):
+        elif not _issued_by(current, [ca_cert]):
             reason = "not issued by the current CA"
-    if reason:
-        key, cert = issue_server_cert(ca_key_obj, ca_cert_obj, wanted)
-        write_atomic(server_key_path, _key_pem(key), mode=0o600)
-        write_atomic(server_cert_path, _pem(cert))
-        log.info(
-            "issued a server certificate for %s (%s); a running broker uses it once restarted",
-            ", ".join(sorted(wanted)),
-            reason,
-        )
-    return TlsFiles(state / CA_CERT, server_cert_path, server_key_path, state / CA_KEY)
+    if not reason:
+        return
+    key, cert = issue_server_cert(ca_key, ca_cert, wanted)
+    write_atomic(key_path, _key_pem(key), mode=0o600)
+    write_atomic(cert_path, _pem(cert))
+    log.info(
+        "issued a server certificate for %s (%s); a running broker uses it once restarted",
+        ", ".join(sorted(wanted)),
+        reason,
+    )
 
 
 def answers_tls(host: str, port: int, ca_file: Path, *, timeout: float = 0.5) -> bool:

@@ -23,6 +23,7 @@ from protocol import ProtocolError
 from . import __version__
 
 if TYPE_CHECKING:
+    from broker_admin.tlsca import TlsOptions
     from runtime.credentials import ClientCreds
 
 EXIT_OK = 0
@@ -926,27 +927,29 @@ def cmd_broker(args: argparse.Namespace) -> int:
         bind=args.bind,
         secure=args.secure,
         extra_conf=args.extra_conf.read_text() if args.extra_conf else "",
-        hosts=args.host,
+        tls=_tls_options(args),
+    )
+    return EXIT_OK if code == 0 else EXIT_FAILED
+
+
+def _tls_options(args: argparse.Namespace) -> TlsOptions:
+    """The flags of the "TLS set-up" group."""
+    from broker_admin.tlsca import TlsOptions
+
+    return TlsOptions(
+        hosts=tuple(args.host),
         ca_cert=args.ca_cert,
         ca_key=args.ca_key,
         server_cert=args.server_cert,
         server_key=args.server_key,
     )
-    return EXIT_OK if code == 0 else EXIT_FAILED
 
 
 def cmd_creds_add(args: argparse.Namespace) -> int:
     from broker_admin.credstore import CredStore
     from broker_admin.tlsca import ensure_tls
 
-    ensure_tls(
-        args.state,
-        hosts=args.host,
-        ca_cert=args.ca_cert,
-        ca_key=args.ca_key,
-        server_cert=args.server_cert,
-        server_key=args.server_key,
-    )
+    ensure_tls(args.state, _tls_options(args))
     store = CredStore(args.state)
     creds = store.add(args.role, args.name, fleet=args.fleet)
     print(json.dumps(creds, indent=2))
