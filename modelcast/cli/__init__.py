@@ -5,8 +5,8 @@ One module per command group, each with its ``add_commands(sub)`` beside its han
 (rollout, rollback), ``fleet`` (config, acceptance, variants, status), ``telemetry``,
 ``broker`` (broker, creds), ``models`` (models build, quantize, embed) and ``demo``. Beside
 them: ``common`` (the parser class, the table of shared flags and their environment variables),
-``parsing`` (what operators type), ``exits`` (exit codes) and ``entry`` (the parser and
-``main``).
+``parsing`` (what operators type), ``exits`` (errors to exit codes) and ``entry`` (the parser
+and ``main``).
 
 Exit codes: 0 success; 1 the operation failed (a check, a file, the registry said no);
 2 bad usage (argparse); 130 interrupted.

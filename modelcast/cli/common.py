@@ -14,7 +14,9 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
+
+from .exits import UsageError
 
 if TYPE_CHECKING:
     from coordinator.registry import Registry
@@ -33,11 +35,15 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 
 class CommandParser(argparse.ArgumentParser):
     """The parser of ``modelcast`` and, through ``add_subparsers``, of every subcommand: its help
-    shows defaults."""
+    shows defaults, and bad usage raises ``UsageError`` (mapped to exit 2 in ``exits``) instead
+    of exiting."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message, usage=self.format_usage(), prog=self.prog)
 
 
 @dataclass(frozen=True)

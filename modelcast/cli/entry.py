@@ -1,4 +1,5 @@
-"""The ``modelcast`` parser, assembled from the command groups, and ``main``."""
+"""The ``modelcast`` parser, assembled from the command groups, and ``main``: parse, run the
+command, and end it through the exit-code table (``exits``)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,11 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from protocol import ProtocolError
 from runtime import __version__
 
 from . import broker, demo, fleet, keys, models, releases, rollouts, services, telemetry
 from .common import CommandParser, EnvFlag
-from .exits import EXIT_FAILED, EXIT_INTERRUPTED
+from .exits import exit_rule
 
 #: the command groups, in the order ``modelcast --help`` lists their commands
 COMMAND_GROUPS = (keys, services, releases, rollouts, fleet, telemetry, broker, models, demo)
@@ -40,17 +40,22 @@ def build_parser() -> CommandParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; its exit code. ``--help`` and ``--version`` end with ``SystemExit(0)``
+    as argparse has them."""
     parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, args.log_level),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    command = "?"
     try:
+        args = parser.parse_args(argv)
+        command = args.command
+        logging.basicConfig(
+            level=getattr(logging, args.log_level),
+            format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+            stream=sys.stderr,
+        )
         return int(args.func(args))
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
-    except (ValueError, ProtocolError, OSError) as exc:
-        print(f"modelcast {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+    except BaseException as exc:
+        rule = exit_rule(exc)
+        if rule is None:
+            raise
+        sys.stderr.write(rule.say(exc, command))
+        return rule.code

@@ -132,13 +132,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    from edge_node.errors import ActivationError
     from edge_node.text import load_embedder
 
-    try:
-        embedder = load_embedder(args.model, threads=args.threads)
-    except ActivationError as exc:
-        raise ValueError(str(exc)) from None
+    embedder = load_embedder(args.model, threads=args.threads)
     vectors = embedder.embed(list(args.texts))
     print(json.dumps([[round(float(x), 7) for x in row] for row in vectors]))
     return EXIT_OK
