@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .common import Subcommands, add_flags, add_json_flag
+from .common import Subcommands, add_flags, add_group, add_json_flag
 from .exits import EXIT_FAILED, EXIT_OK
 
 if TYPE_CHECKING:
@@ -84,10 +84,9 @@ def tls_options(args: argparse.Namespace) -> TlsOptions:
 
 
 def _add_creds_commands(sub: Subcommands) -> None:
-    creds = sub.add_parser(
-        "creds", help="manage the secure broker's identities (coordinator, device, integrator)"
+    actions = add_group(
+        sub, "creds", help="manage the secure broker's identities (coordinator, device, integrator)"
     )
-    actions = creds.add_subparsers(dest="creds_command", required=True, metavar="ACTION")
     cadd = actions.add_parser(
         "add",
         help="a new identity: prints its credentials JSON (also written to DIR/creds/NAME.json)",

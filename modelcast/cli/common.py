@@ -149,6 +149,13 @@ def add_flags(parser: argparse.ArgumentParser, *names: str, optional: bool = Fal
         COMMON_FLAGS[name].add_to(parser, optional=optional)
 
 
+def add_group(sub: Subcommands, name: str, **kwargs: Any) -> Subcommands:
+    """A command made of actions (``modelcast NAME ACTION``): its parser (``kwargs``: help,
+    description), and where its actions go; the action taken lands in ``args.NAME_command``."""
+    group = sub.add_parser(name, **kwargs)
+    return group.add_subparsers(dest=f"{name}_command", required=True, metavar="ACTION")
+
+
 def add_json_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 

@@ -10,15 +10,22 @@ import time
 from pathlib import Path
 
 from ..errors import CommandError
-from .common import Subcommands, add_flags, add_json_flag, add_selector_flag, open_db, require_db
+from .common import (
+    Subcommands,
+    add_flags,
+    add_group,
+    add_json_flag,
+    add_selector_flag,
+    open_db,
+    require_db,
+)
 from .exits import EXIT_OK
 from .parsing import parse_selector, parse_setting, parse_variant_rule
 
 
 def add_commands(sub: Subcommands) -> None:
     _add_config(sub)
-    acc = sub.add_parser("acceptance", help="acceptance vectors for a release")
-    acc_sub = acc.add_subparsers(dest="acceptance_command", required=True, metavar="ACTION")
+    acc_sub = add_group(sub, "acceptance", help="acceptance vectors for a release")
     amake = acc_sub.add_parser(
         "make",
         help="run a model on seeded random inputs here and save inputs and outputs (.npz)",
@@ -42,7 +49,8 @@ def add_commands(sub: Subcommands) -> None:
 
 
 def _add_config(sub: Subcommands) -> None:
-    cfg = sub.add_parser(
+    cfg_sub = add_group(
+        sub,
         "config",
         help="push signed settings to selected devices",
         description=(
@@ -53,7 +61,6 @@ def _add_config(sub: Subcommands) -> None:
             "empty clears), pin=NAME@VERSION[,...] (empty unpins)."
         ),
     )
-    cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     cset = cfg_sub.add_parser("set", help="set KEY=VALUE settings")
     cset.add_argument("settings", nargs="+", metavar="KEY=VALUE")
     add_selector_flag(cset)
@@ -66,8 +73,9 @@ def _add_config(sub: Subcommands) -> None:
 
 
 def _add_variants(sub: Subcommands) -> None:
-    va = sub.add_parser("variants", help="which devices take which variant of a model's releases")
-    va_sub = va.add_subparsers(dest="variants_command", required=True, metavar="ACTION")
+    va_sub = add_group(
+        sub, "variants", help="which devices take which variant of a model's releases"
+    )
     vset = va_sub.add_parser(
         "set",
         help="set the rules; the first that holds on a device picks its variant",

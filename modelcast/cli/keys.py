@@ -8,13 +8,12 @@ import json
 import time
 from pathlib import Path
 
-from .common import Subcommands, add_flags, add_json_flag
+from .common import Subcommands, add_flags, add_group, add_json_flag
 from .exits import EXIT_OK
 
 
 def add_commands(sub: Subcommands) -> None:
-    keys = sub.add_parser("keys", help="manage signing keys")
-    actions = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    actions = add_group(sub, "keys", help="manage signing keys")
     init = actions.add_parser(
         "init",
         help="create an offline root key and a root-certified online release key",

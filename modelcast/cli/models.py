@@ -8,7 +8,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .common import Subcommands, path_flag
+from .common import Subcommands, add_group, path_flag
 from .exits import EXIT_OK
 
 WEIGHTS = path_flag(
@@ -22,10 +22,9 @@ TEXT_MODEL = path_flag("--model", "a text-embedding ONNX file", "MODELCAST_MODEL
 
 
 def add_commands(sub: Subcommands) -> None:
-    models = sub.add_parser(
-        "models", help="build real models from published weights (needs the 'models' extra)"
+    models_sub = add_group(
+        sub, "models", help="build real models from published weights (needs the 'models' extra)"
     )
-    models_sub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
     build = models_sub.add_parser(
         "build",
         help="build a model as ONNX: minilm = all-MiniLM-L6-v2 sentence embeddings (384-dim)",

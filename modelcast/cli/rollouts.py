@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .common import Subcommands, add_flags, add_json_flag, add_selector_flag, open_db
+from .common import Subcommands, add_flags, add_group, add_json_flag, add_selector_flag, open_db
 from .exits import EXIT_OK
 from .parsing import parse_release, parse_selector, parse_stages
 
@@ -22,7 +22,8 @@ _CHANGES = (
 
 
 def add_commands(sub: Subcommands) -> None:
-    ro = sub.add_parser(
+    actions = add_group(
+        sub,
         "rollout",
         help="staged rollouts that halt and roll back by themselves",
         description=(
@@ -33,7 +34,6 @@ def add_commands(sub: Subcommands) -> None:
             "the stage goes back to the previous version. See docs/ROLLOUTS.md."
         ),
     )
-    actions = ro.add_subparsers(dest="rollout_command", required=True, metavar="ACTION")
     _add_start(actions)
     status = actions.add_parser("status", help="show a rollout")
     status.add_argument("release", nargs="?", help="NAME@VERSION; omitted: every rollout")

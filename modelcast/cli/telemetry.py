@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import argparse
 
-from .common import Subcommands, add_flags, load_creds
+from .common import Subcommands, add_flags, add_group, load_creds
 from .exits import EXIT_OK
 
 
 def add_commands(sub: Subcommands) -> None:
-    tele = sub.add_parser("telemetry", help="watch the fleet's status and telemetry")
-    tele_sub = tele.add_subparsers(dest="telemetry_command", required=True, metavar="ACTION")
+    tele_sub = add_group(sub, "telemetry", help="watch the fleet's status and telemetry")
     tail = tele_sub.add_parser(
         "tail",
         help="print status and telemetry messages as they arrive, decoded",
