@@ -14,7 +14,8 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeAlias
 
 from .exits import UsageError
 
@@ -71,18 +72,17 @@ class EnvFlag:
         text = text or self.fallback
         return None if text is None or self.type is None else self.type(text)
 
-    def is_required(self, environ: Mapping[str, str]) -> bool:
-        return self.required and (self.env is None or self.env not in environ)
+    def is_set(self, environ: Mapping[str, str]) -> bool:
+        """Its variable is set (even to nothing)."""
+        return self.env is not None and self.env in environ
 
-    def add_to(
-        self,
-        parser: argparse.ArgumentParser,
-        *,
-        optional: bool = False,
-        environ: Mapping[str, str] | None = None,
-    ) -> None:
-        """Add the flag; ``optional`` drops its required-ness for this command."""
-        environ = os.environ if environ is None else environ
+    def is_required(self, environ: Mapping[str, str]) -> bool:
+        return self.required and not self.is_set(environ)
+
+    def add_to(self, parser: argparse.ArgumentParser, *, optional: bool = False) -> None:
+        """Add the flag, its default read from the environment now; ``optional`` drops its
+        required-ness for this command."""
+        environ = os.environ
         extra: dict[str, Any] = {
             key: value
             for key, value in (
@@ -108,38 +108,40 @@ def path_flag(option: str, help: str, env: str, *, required: bool = False, **kw:
 
 
 #: The flags several commands take, by name (``add_flags`` adds them in the order given).
-COMMON_FLAGS: dict[str, EnvFlag] = {
-    "broker": EnvFlag(
-        "--broker",
-        "broker URL mqtt://HOST:PORT, or mqtts://HOST:PORT for TLS",
-        "MODELCAST_BROKER",
-        fallback="mqtt://127.0.0.1:1883",
-    ),
-    "creds": path_flag(
-        "--creds",
-        "broker credentials JSON from 'modelcast creds add': connect over TLS with that "
-        "identity (needs an mqtts:// --broker)",
-        "MODELCAST_CREDS",
-        metavar="FILE",
-    ),
-    "state": path_flag(
-        "--state",
-        "the broker's state directory: CA, certificates, password file, ACL, credentials",
-        "MODELCAST_BROKER_STATE",
-        required=True,
-        metavar="DIR",
-    ),
-    "fleet": EnvFlag(
-        "--fleet",
-        "fleet name; topics live under modelcast/FLEET/",
-        "MODELCAST_FLEET",
-        fallback=DEFAULT_FLEET,
-    ),
-    "db": path_flag("--db", "coordinator SQLite database", "MODELCAST_DB", required=True),
-    "keys": path_flag(
-        "--keys", "key directory made by 'modelcast keys init'", "MODELCAST_KEYS", required=True
-    ),
-}
+COMMON_FLAGS: Final[Mapping[str, EnvFlag]] = MappingProxyType(
+    {
+        "broker": EnvFlag(
+            "--broker",
+            "broker URL mqtt://HOST:PORT, or mqtts://HOST:PORT for TLS",
+            "MODELCAST_BROKER",
+            fallback="mqtt://127.0.0.1:1883",
+        ),
+        "creds": path_flag(
+            "--creds",
+            "broker credentials JSON from 'modelcast creds add': connect over TLS with that "
+            "identity (needs an mqtts:// --broker)",
+            "MODELCAST_CREDS",
+            metavar="FILE",
+        ),
+        "state": path_flag(
+            "--state",
+            "the broker's state directory: CA, certificates, password file, ACL, credentials",
+            "MODELCAST_BROKER_STATE",
+            required=True,
+            metavar="DIR",
+        ),
+        "fleet": EnvFlag(
+            "--fleet",
+            "fleet name; topics live under modelcast/FLEET/",
+            "MODELCAST_FLEET",
+            fallback=DEFAULT_FLEET,
+        ),
+        "db": path_flag("--db", "coordinator SQLite database", "MODELCAST_DB", required=True),
+        "keys": path_flag(
+            "--keys", "key directory made by 'modelcast keys init'", "MODELCAST_KEYS", required=True
+        ),
+    }
+)
 
 
 def add_flags(parser: argparse.ArgumentParser, *names: str, optional: bool = False) -> None:
@@ -181,7 +183,7 @@ def load_creds(args: argparse.Namespace, role: str) -> ClientCreds | None:
     from runtime.credentials import ClientCreds
 
     creds = ClientCreds.load(args.creds)
-    fleet_unset = args.fleet == DEFAULT_FLEET and "MODELCAST_FLEET" not in os.environ
+    fleet_unset = args.fleet == DEFAULT_FLEET and not COMMON_FLAGS["fleet"].is_set(os.environ)
     if creds.fleet is not None and fleet_unset:
         args.fleet = creds.fleet
     creds.check_role(role, args.fleet)

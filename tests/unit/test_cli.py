@@ -5,6 +5,7 @@ loads."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -26,7 +27,7 @@ from modelcast.cli import (
     fleet,
     main,
 )
-from modelcast.cli.common import COMMON_FLAGS, EnvFlag, path_flag
+from modelcast.cli.common import COMMON_FLAGS, EnvFlag, load_creds, path_flag
 from modelcast.cli.exits import UsageError, exit_rule
 from modelcast.cli.services import TELEMETRY_INTERVAL, run_until_signal
 from modelcast.errors import CommandError
@@ -116,6 +117,31 @@ def test_env_flags_in_the_parser(
     monkeypatch.setenv("MODELCAST_RETENTION_DAYS", "x")
     with pytest.raises(UsageError, match="invalid float value: 'x'"):
         build_parser().parse_args(["coordinator", "--keys", "k"])
+
+
+def test_creds_give_their_fleet_unless_one_was_chosen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    creds = tmp_path / "d1.json"
+    creds.write_text(
+        json.dumps({"username": "d1", "password": "pw", "role": "device", "fleet": "plant-3"})
+    )
+    parser = build_parser()
+
+    def edge_args(*extra: str) -> argparse.Namespace:
+        argv = ["edge", "--data", "d", "--trust", "t", "--broker", "mqtts://h:8883", *extra]
+        return parser.parse_args([*argv, "--creds", str(creds)])
+
+    args = edge_args()
+    assert load_creds(args, "device") is not None and args.fleet == "plant-3"
+    with pytest.raises(SetupError, match="for fleet 'plant-3', not 'other'"):
+        load_creds(edge_args("--fleet", "other"), "device")
+    with pytest.raises(SetupError, match="for a device, not a integrator"):
+        load_creds(edge_args(), "integrator")
+    monkeypatch.setenv("MODELCAST_FLEET", "default")  # chosen, even if it is the default name
+    with pytest.raises(SetupError, match="not 'default'"):
+        load_creds(edge_args(), "device")
+    assert load_creds(argparse.Namespace(creds=None), "device") is None
 
 
 @pytest.mark.parametrize(
