@@ -13,10 +13,11 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from broker_admin.certs import issue_server_cert, make_ca
 from broker_admin.credstore import CredStore, render_acl
 from broker_admin.mosquitto import find_mosquitto_passwd
 from broker_admin.profiles import render_production
-from broker_admin.tlsca import TlsOptions, ensure_tls, issue_server_cert, make_ca
+from broker_admin.tlsca import TlsOptions, ensure_tls
 from modelcast.cli import EXIT_FAILED, EXIT_OK, main
 from runtime.credentials import ClientCreds
 from runtime.urls import format_broker_url, is_tls_url, parse_broker_url
