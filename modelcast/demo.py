@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from protocol import VariantRule
 from testkit.local_broker import LocalBroker
 
-from .demo_fleet import DemoProcesses, EdgeLinks, FleetWatch
+from .demo_fleet import DemoProcesses, DemoWatch, EdgeLinks
 from .demo_models import (
     DemoModels,
     DemoRelease,
@@ -54,7 +54,7 @@ class _Demo:
     models: DemoModels
     links: EdgeLinks
     procs: DemoProcesses
-    watch: FleetWatch
+    watch: DemoWatch
     deadline: float
 
     def wait(self, pred: Callable[[], bool]) -> None:
@@ -168,7 +168,7 @@ def run_demo(
             if flaky and model == "auto":  # 90 MB through 256 KB/s links would take minutes
                 model = "synthetic"
             registry, models = _release_first(work, board, model, int(size_mb * (1 << 20)))
-            watch = FleetWatch(broker.url, FLEET, board, models.name)
+            watch = DemoWatch(broker.url, FLEET, board, models.name)
             watch.start()
             procs = DemoProcesses(work)
             demo = _Demo(

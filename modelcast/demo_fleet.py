@@ -2,8 +2,8 @@
 real ``python -m modelcast.cli``), the edges' links (with ``--flaky`` each through its own
 ``FaultProxy``), and the watch on the fleet's state and status messages.
 
-Threads: the demo's own thread starts everything and waits in ``FleetWatch.wait_until``; the
-watch's MQTT network thread feeds it (``FleetWatch.on_message``); each fault proxy runs its own
+Threads: the demo's own thread starts everything and waits in ``DemoWatch.wait_until``; the
+watch's MQTT network thread feeds it (``DemoWatch.on_message``); each fault proxy runs its own
 threads.
 """
 
@@ -111,7 +111,7 @@ class EdgeLinks:
             proxy.stop()
 
 
-class FleetWatch:
+class DemoWatch:
     """What the demo knows of its edges, from their messages: each one's update state (drawn
     on the board), and from its retained status its local endpoint's port and the variant of
     ``model`` it runs. Fed on the MQTT network thread; the demo's thread waits on it."""

@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from modelcast.demo_fleet import DemoProcesses, FleetWatch
+from modelcast.demo_fleet import DemoProcesses, DemoWatch
 from modelcast.progress import ProgressBoard
 from protocol import DeviceState, DeviceStatus, UpdateState
 from runtime import __version__
 
 
-def _watch() -> FleetWatch:
+def _watch() -> DemoWatch:
     # the session is made but never started: nothing connects
-    return FleetWatch("mqtt://127.0.0.1:1", "f", ProgressBoard(io.StringIO(), live=False), "m")
+    return DemoWatch("mqtt://127.0.0.1:1", "f", ProgressBoard(io.StringIO(), live=False), "m")
 
 
 def _active(device: str, version: int) -> DeviceState:
