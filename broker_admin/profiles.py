@@ -17,7 +17,6 @@ import string
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable
 from pathlib import Path
 from types import FrameType
 
@@ -26,7 +25,7 @@ from runtime.files import write_atomic
 from .credstore import BROKER_CONF, PID_FILE, CredStore
 from .errors import BrokerAdminError
 from .mosquitto import DEV_CONF, PRODUCTION_CONF, find_mosquitto
-from .tlsca import ensure_tls
+from .tlsca import TlsOptions, ensure_tls
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +82,7 @@ def run_broker(
     bind: str = "127.0.0.1",
     secure: bool = False,
     extra_conf: str = "",
-    hosts: Iterable[str] = (),
-    ca_cert: Path | None = None,
-    ca_key: Path | None = None,
-    server_cert: Path | None = None,
-    server_key: Path | None = None,
+    tls: TlsOptions | None = None,
 ) -> int:
     """Run Mosquitto in the foreground until it exits or we are signalled; its exit code.
 
@@ -96,33 +91,7 @@ def run_broker(
     binary = find_mosquitto()
     if binary is None:
         raise FileNotFoundError("mosquitto not found: apt-get install mosquitto")
-    if state is None:
-        if secure:
-            raise BrokerAdminError("--secure needs --state DIR")
-        state = Path(tempfile.mkdtemp(prefix="modelcast-broker-"))
-    state.mkdir(parents=True, exist_ok=True, mode=0o700)
-    store = CredStore(state)
-    running = store.broker_pid()
-    if running is not None:
-        raise BrokerAdminError(f"a broker (pid {running}) already runs on {state}")
-    if secure:
-        ensure_tls(
-            state,
-            hosts=hosts,
-            ca_cert=ca_cert,
-            ca_key=ca_key,
-            server_cert=server_cert,
-            server_key=server_key,
-        )
-        store.prepare()
-        if not store.users():
-            log.warning("no credentials yet: `modelcast creds add ROLE NAME --state %s`", state)
-    elif bind not in ("127.0.0.1", "::1", "localhost"):
-        log.warning(
-            "the development profile lets ANYONE connect, publish and subscribe: bound to %s, "
-            "that is anyone on the network (use --secure)",
-            bind,
-        )
+    state = _prepare_state(state, secure=secure, bind=bind, tls=tls)
     conf = write_broker_conf(state, port=port, bind=bind, secure=secure, extra_conf=extra_conf)
     # an absolute config path: CredStore.broker_pid recognises the broker by it
     proc = subprocess.Popen([binary, "-c", str(conf.resolve())], stdin=subprocess.DEVNULL)
@@ -136,6 +105,45 @@ def run_broker(
         "production (TLS, credentials, ACL)" if secure else "development (anonymous)",
         conf,
     )
+    try:
+        code = _wait_passing_signals(proc)
+    finally:
+        _remove_pid_file(pid_path, proc.pid)
+    if code != 0:
+        print(f"mosquitto exited with {code}", file=sys.stderr)
+    return code
+
+
+def _prepare_state(state: Path | None, *, secure: bool, bind: str, tls: TlsOptions | None) -> Path:
+    """The state directory, ready for the profile: a temporary one for an unsecured broker
+    without ``--state``; for ``--secure`` its TLS files, password file and ACL. Refuses a
+    directory a broker already runs on."""
+    if state is None:
+        if secure:
+            raise BrokerAdminError("--secure needs --state DIR")
+        state = Path(tempfile.mkdtemp(prefix="modelcast-broker-"))
+    state.mkdir(parents=True, exist_ok=True, mode=0o700)
+    store = CredStore(state)
+    running = store.broker_pid()
+    if running is not None:
+        raise BrokerAdminError(f"a broker (pid {running}) already runs on {state}")
+    if secure:
+        ensure_tls(state, tls)
+        store.prepare()
+        if not store.users():
+            log.warning("no credentials yet: `modelcast creds add ROLE NAME --state %s`", state)
+    elif bind not in ("127.0.0.1", "::1", "localhost"):
+        log.warning(
+            "the development profile lets ANYONE connect, publish and subscribe: bound to %s, "
+            "that is anyone on the network (use --secure)",
+            bind,
+        )
+    return state
+
+
+def _wait_passing_signals(proc: subprocess.Popen[bytes]) -> int:
+    """Wait for the broker, passing SIGHUP on and turning SIGTERM/SIGINT into its SIGTERM; the
+    previous handlers are back, and the broker gone, when this returns or raises."""
 
     def forward(signum: int, _frame: FrameType | None) -> None:
         if proc.poll() is None:
@@ -145,18 +153,19 @@ def run_broker(
         sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
     }
     try:
-        code = proc.wait()
+        return proc.wait()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if proc.poll() is None:
             proc.terminate()
             proc.wait()
-        try:
-            if pid_path.read_text().strip() == str(proc.pid):
-                pid_path.unlink()
-        except FileNotFoundError:
-            pass
-    if code != 0:
-        print(f"mosquitto exited with {code}", file=sys.stderr)
-    return code
+
+
+def _remove_pid_file(pid_path: Path, pid: int) -> None:
+    """Remove the broker's pid file if it is still this broker's."""
+    try:
+        if pid_path.read_text().strip() == str(pid):
+            pid_path.unlink()
+    except FileNotFoundError:
+        pass

@@ -1,5 +1,5 @@
 """The broker's TLS material in a state directory: a small CA made with ``cryptography``, or the
-operator's own.
+operator's own (the certificates themselves are made and read in ``certs``).
 
 Files (all in the broker's state directory ``DIR``):
 
@@ -9,31 +9,35 @@ Files (all in the broker's state directory ``DIR``):
 * ``server.crt``, ``server.key`` (0600): the broker's certificate and key, issued here for
   ``127.0.0.1``, ``localhost`` and every ``--host``, or copied from ``--server-cert/--server-key``
   (then ``modelcast`` never reissues them: the operator's CA renews them).
-
-Keys are EC P-256 and signatures ECDSA-SHA256, which every OpenSSL Mosquitto links against and
-every MQTT client library accepts.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import logging
-import secrets
 import socket
 import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
 from runtime.files import write_atomic
 
+from .certs import (
+    cert_pem,
+    hosts_of,
+    is_ca,
+    issue_server_cert,
+    issued_by,
+    key_pem,
+    load_any_key,
+    load_certs,
+    load_key,
+    make_ca,
+    norm_host,
+    same_public_key,
+    utc_now,
+)
 from .errors import BrokerAdminError
 
 log = logging.getLogger(__name__)
@@ -44,12 +48,8 @@ SERVER_CERT = "server.crt"
 SERVER_KEY = "server.key"
 
 DEFAULT_HOSTS = ("127.0.0.1", "localhost")
-CA_DAYS = 3650
-SERVER_DAYS = 397
 #: a server certificate closer than this to its expiry is reissued (modelcast-issued only)
 RENEW_BEFORE = dt.timedelta(days=30)
-
-_Key = ec.EllipticCurvePrivateKey
 
 
 @dataclass(frozen=True)
@@ -61,187 +61,17 @@ class TlsFiles:
     ca_key: Path | None
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+@dataclass(frozen=True)
+class TlsOptions:
+    """What the operator brings to a state directory's TLS set-up, all optional: more names for
+    the server certificate (``hosts``), their own CA (``ca_cert`` + ``ca_key``, first use only),
+    or their own server certificate (``ca_cert`` + ``server_cert`` + ``server_key``)."""
 
-
-def _key_pem(key: _Key) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
-def _load_key(path: Path) -> _Key:
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise BrokerAdminError(f"{path}: expected an EC private key (unencrypted PEM)")
-    return key
-
-
-def _load_any_key(path: Path) -> object:
-    """A PEM private key of any type (the operator's server key may be RSA)."""
-    try:
-        return serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except (ValueError, TypeError) as exc:
-        raise BrokerAdminError(f"{path}: not an unencrypted PEM private key ({exc})") from None
-
-
-def _load_certs(path: Path) -> list[x509.Certificate]:
-    try:
-        certs = x509.load_pem_x509_certificates(path.read_bytes())
-    except ValueError as exc:
-        raise BrokerAdminError(f"{path}: not a PEM certificate ({exc})") from None
-    if not certs:
-        raise BrokerAdminError(f"{path}: no certificate in it")
-    return certs
-
-
-def _same_public_key(cert: x509.Certificate, key: object) -> bool:
-    pem = serialization.PublicFormat.SubjectPublicKeyInfo
-    enc = serialization.Encoding.PEM
-    public = getattr(key, "public_key", None)
-    if public is None:
-        return False
-    return bool(cert.public_key().public_bytes(enc, pem) == public().public_bytes(enc, pem))
-
-
-def _issued_by(cert: x509.Certificate, issuers: Iterable[x509.Certificate]) -> bool:
-    for issuer in issuers:
-        try:
-            cert.verify_directly_issued_by(issuer)
-            return True
-        except (InvalidSignature, ValueError, TypeError):
-            continue
-    return False
-
-
-def _san(host: str) -> x509.GeneralName:
-    try:
-        return x509.IPAddress(ipaddress.ip_address(host))
-    except ValueError:
-        return x509.DNSName(host)
-
-
-def _hosts_of(cert: x509.Certificate) -> set[str]:
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return set()
-    return {str(ip) for ip in san.get_values_for_type(x509.IPAddress)} | set(
-        san.get_values_for_type(x509.DNSName)
-    )
-
-
-def _norm_host(host: str) -> str:
-    try:
-        return str(ipaddress.ip_address(host))
-    except ValueError:
-        if not host or any(c.isspace() or c == "/" for c in host):
-            raise BrokerAdminError(f"--host {host!r} is not a host name or IP address") from None
-        return host.lower()
-
-
-def make_ca(name: str | None = None) -> tuple[_Key, x509.Certificate]:
-    """A self-signed CA that may sign end-entity certificates only (path length 0)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "modelcast"),
-            x509.NameAttribute(
-                NameOID.COMMON_NAME, name or f"modelcast broker CA {secrets.token_hex(4)}"
-            ),
-        ]
-    )
-    now = _now()
-    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=CA_DAYS))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(ski, critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
-        )
-        .sign(key, hashes.SHA256())
-    )
-    return key, cert
-
-
-def issue_server_cert(
-    ca_key: _Key, ca_cert: x509.Certificate, hosts: Iterable[str], *, days: int = SERVER_DAYS
-) -> tuple[_Key, x509.Certificate]:
-    """A TLS server certificate for ``hosts`` (IP addresses and DNS names), signed by the CA."""
-    names = sorted({_norm_host(h) for h in hosts})
-    if not names:
-        raise BrokerAdminError("a server certificate needs at least one host")
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = _now()
-    not_after = min(now + dt.timedelta(days=days), ca_cert.not_valid_after_utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(
-            x509.Name(
-                [
-                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "modelcast"),
-                    x509.NameAttribute(NameOID.COMMON_NAME, "modelcast broker"),
-                ]
-            )
-        )
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(not_after)
-        .add_extension(x509.SubjectAlternativeName([_san(h) for h in names]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    return key, cert
-
-
-def _pem(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
+    hosts: tuple[str, ...] = ()
+    ca_cert: Path | None = None
+    ca_key: Path | None = None
+    server_cert: Path | None = None
+    server_key: Path | None = None
 
 
 def _ensure_ca(state: Path, ca_cert: Path | None, ca_key: Path | None) -> None:
@@ -258,20 +88,19 @@ def _ensure_ca(state: Path, ca_cert: Path | None, ca_key: Path | None) -> None:
             "--ca-cert and --ca-key go together (or --ca-cert with --server-cert)"
         )
     if ca_cert is not None and ca_key is not None:
-        key = _load_key(ca_key)
-        cert = _load_certs(ca_cert)[0]
-        if not _same_public_key(cert, key):
+        key = load_key(ca_key)
+        cert = load_certs(ca_cert)[0]
+        if not same_public_key(cert, key):
             raise BrokerAdminError(f"--ca-key {ca_key} is not the key of --ca-cert {ca_cert}")
-        constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
-        if not constraints.ca:
+        if not is_ca(cert):
             raise BrokerAdminError(f"--ca-cert {ca_cert} is not a CA certificate")
-        write_atomic(key_path, _key_pem(key), mode=0o600)
-        write_atomic(cert_path, _pem(cert))
+        write_atomic(key_path, key_pem(key), mode=0o600)
+        write_atomic(cert_path, cert_pem(cert))
         log.info("using the operator's CA %s", cert.subject.rfc4514_string())
         return
     key, cert = make_ca()
-    write_atomic(key_path, _key_pem(key), mode=0o600)  # the key first: a cert alone is useless
-    write_atomic(cert_path, _pem(cert))
+    write_atomic(key_path, key_pem(key), mode=0o600)  # the key first: a cert alone is useless
+    write_atomic(cert_path, cert_pem(cert))
     log.info("created a broker CA in %s (%s)", state, cert.subject.rfc4514_string())
 
 
@@ -288,14 +117,14 @@ def _install_operator_server_cert(
             f"{state} holds a CA made by modelcast; an operator's server certificate needs a "
             "new state directory"
         )
-    chain = _load_certs(server_cert)
-    key = _load_any_key(server_key)
-    if not _same_public_key(chain[0], key):
+    chain = load_certs(server_cert)
+    key = load_any_key(server_key)
+    if not same_public_key(chain[0], key):
         raise BrokerAdminError(
             f"--server-key {server_key} is not the key of --server-cert {server_cert}"
         )
-    trusted = _load_certs(ca_cert) if ca_cert is not None else _load_certs(ca_path)
-    if not _issued_by(chain[0], [*chain[1:], *trusted]):
+    trusted = load_certs(ca_cert) if ca_cert is not None else load_certs(ca_path)
+    if not issued_by(chain[0], [*chain[1:], *trusted]):
         raise BrokerAdminError(
             f"--server-cert {server_cert} is not issued by the CA in --ca-cert (or by an "
             "intermediate in the server certificate file)"
@@ -307,72 +136,78 @@ def _install_operator_server_cert(
     log.info("installed the operator's server certificate %s", chain[0].subject.rfc4514_string())
 
 
-def ensure_tls(
-    state: Path,
-    *,
-    hosts: Iterable[str] = (),
-    ca_cert: Path | None = None,
-    ca_key: Path | None = None,
-    server_cert: Path | None = None,
-    server_key: Path | None = None,
-) -> TlsFiles:
+def ensure_tls(state: Path, options: TlsOptions | None = None) -> TlsFiles:
     """Make (once) or check the broker's TLS files in ``state``; idempotent.
 
     * nothing given: a CA made here on first use, and a server certificate for 127.0.0.1,
-      localhost and ``hosts`` (plus the names of the previous certificate), reissued when a name
-      is missing, when it expires within 30 days, or when it is not the current CA's;
+      localhost and ``options.hosts`` (plus the names of the previous certificate), reissued
+      when a name is missing, when it expires within 30 days, or when it is not the current CA's;
     * ``ca_cert`` + ``ca_key`` on first use: the same, with the operator's CA;
     * ``ca_cert`` + ``server_cert`` + ``server_key``: the operator's server certificate, used
       as it is (replaced when given again); ``hosts`` are then only checked.
     """
+    options = options or TlsOptions()
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
-    server_cert_path, server_key_path = state / SERVER_CERT, state / SERVER_KEY
-    if (server_cert is None) != (server_key is None):
+    if (options.server_cert is None) != (options.server_key is None):
         raise BrokerAdminError("--server-cert and --server-key go together")
-    if server_cert is not None and server_key is not None:
-        if ca_key is not None:
+    if options.server_cert is not None and options.server_key is not None:
+        if options.ca_key is not None:
             raise BrokerAdminError("give --ca-key or --server-cert/--server-key, not both")
-        _install_operator_server_cert(state, ca_cert, server_cert, server_key)
-    wanted = {_norm_host(h) for h in (*DEFAULT_HOSTS, *hosts)}
-    if not (state / CA_KEY).exists() and server_cert_path.exists():
-        # the operator's server certificate: modelcast cannot reissue it, only say what is wrong
-        cert = _load_certs(server_cert_path)[0]
-        missing = {_norm_host(h) for h in hosts} - _hosts_of(cert)
-        if missing:
-            log.warning(
-                "the operator's server certificate does not name %s: clients connecting by "
-                "that name will refuse it",
-                ", ".join(sorted(missing)),
-            )
-        if cert.not_valid_after_utc - _now() < RENEW_BEFORE:
-            log.warning("the server certificate expires on %s", cert.not_valid_after_utc)
-        return TlsFiles(state / CA_CERT, server_cert_path, server_key_path, None)
-    _ensure_ca(state, ca_cert, ca_key)
-    ca_key_obj = _load_key(state / CA_KEY)
-    ca_cert_obj = _load_certs(state / CA_CERT)[0]
+        _install_operator_server_cert(
+            state, options.ca_cert, options.server_cert, options.server_key
+        )
+    wanted = {norm_host(h) for h in (*DEFAULT_HOSTS, *options.hosts)}  # bad names fail here
+    if not (state / CA_KEY).exists() and (state / SERVER_CERT).exists():
+        return _check_operator_server_cert(state, options.hosts)
+    _ensure_ca(state, options.ca_cert, options.ca_key)
+    _ensure_server_cert(state, wanted)
+    return TlsFiles(state / CA_CERT, state / SERVER_CERT, state / SERVER_KEY, state / CA_KEY)
+
+
+def _check_operator_server_cert(state: Path, hosts: Iterable[str]) -> TlsFiles:
+    """The operator's server certificate: modelcast cannot reissue it, only say what is wrong."""
+    cert = load_certs(state / SERVER_CERT)[0]
+    missing = {norm_host(h) for h in hosts} - hosts_of(cert)
+    if missing:
+        log.warning(
+            "the operator's server certificate does not name %s: clients connecting by "
+            "that name will refuse it",
+            ", ".join(sorted(missing)),
+        )
+    if cert.not_valid_after_utc - utc_now() < RENEW_BEFORE:
+        log.warning("the server certificate expires on %s", cert.not_valid_after_utc)
+    return TlsFiles(state / CA_CERT, state / SERVER_CERT, state / SERVER_KEY, None)
+
+
+def _ensure_server_cert(state: Path, wanted: set[str]) -> None:
+    """Issue the server certificate with the state's CA if there is none, or if the current one
+    misses a ``wanted`` name, expires soon or is another CA's (it keeps the names it had)."""
+    ca_key = load_key(state / CA_KEY)
+    ca_cert = load_certs(state / CA_CERT)[0]
+    cert_path, key_path = state / SERVER_CERT, state / SERVER_KEY
     reason = ""
-    if not server_cert_path.exists() or not server_key_path.exists():
+    if not cert_path.exists() or not key_path.exists():
         reason = "none yet"
     else:
-        current = _load_certs(server_cert_path)[0]
-        have = _hosts_of(current)
-        wanted |= have
+        current = load_certs(cert_path)[0]
+        have = hosts_of(current)
+        wanted = wanted | have
         if not wanted <= have:
             reason = f"adding {', '.join(sorted(wanted - have))}"
-        elif current.not_valid_after_utc - _now() < RENEW_BEFORE:
+        elif current.not_valid_after_utc - utc_now() < RENEW_BEFORE:
             reason = f"expires on {current.not_valid_after_utc:%Y-%m-%d}"
-        elif not _issued_by(current, [ca_cert_obj]):
+        elif not issued_by(current, [ca_cert]):
             reason = "not issued by the current CA"
-    if reason:
-        key, cert = issue_server_cert(ca_key_obj, ca_cert_obj, wanted)
-        write_atomic(server_key_path, _key_pem(key), mode=0o600)
-        write_atomic(server_cert_path, _pem(cert))
-        log.info(
-            "issued a server certificate for %s (%s); a running broker uses it once restarted",
-            ", ".join(sorted(wanted)),
-            reason,
-        )
-    return TlsFiles(state / CA_CERT, server_cert_path, server_key_path, state / CA_KEY)
+    if not reason:
+        return
+    key, cert = issue_server_cert(ca_key, ca_cert, wanted)
+    write_atomic(key_path, key_pem(key), mode=0o600)
+    write_atomic(cert_path, cert_pem(cert))
+    log.info(
+        "issued a server certificate for %s (%s); a running broker uses it once restarted",
+        ", ".join(sorted(wanted)),
+        reason,
+    )
 
 
 def answers_tls(host: str, port: int, ca_file: Path, *, timeout: float = 0.5) -> bool:

@@ -1,6 +1,6 @@
 """The application's error root: a command that cannot do what it was asked. The command line
 maps every ``ModelcastError`` (this one and those of the layers below) to an exit code in one
-place, ``modelcast.cli``."""
+place, ``modelcast.cli.exits``."""
 
 from __future__ import annotations
 

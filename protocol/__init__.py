@@ -10,7 +10,7 @@ One vocabulary throughout:
   map it travels as.
 
 Text typed by operators (selectors, rules, settings) is read by the application
-(``modelcast.cli_parsing``), not here. See docs/PROTOCOL.md for every topic and payload.
+(``modelcast.cli.parsing``), not here. See docs/PROTOCOL.md for every topic and payload.
 """
 
 from .acceptance import Acceptance, Case, Tensor

@@ -1,10 +1,21 @@
-"""What operators type: selectors, variant rules and settings, read into protocol values."""
+"""What operators type: releases, tags, endpoints, stages, selectors, variant rules and settings,
+read into values."""
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
-from modelcast.cli_parsing import parse_selector, parse_setting, parse_variant_rule
+from modelcast.cli.parsing import (
+    parse_http,
+    parse_release,
+    parse_selector,
+    parse_setting,
+    parse_stages,
+    parse_tags,
+    parse_variant_rule,
+)
 from modelcast.errors import CommandError
 from protocol import Selector, VariantRule
 
@@ -44,3 +55,30 @@ def test_settings_are_typed_and_unknown_keys_are_refused() -> None:
     for bad in ("colour=red", "telemetry_interval=0", "telemetry_interval=x", "pin=m", "x"):
         with pytest.raises(CommandError):
             parse_setting(bad)
+
+
+def test_releases_are_name_at_version() -> None:
+    assert parse_release("minilm@2") == ("minilm", 2)
+    for bad in ("minilm", "minilm@", "minilm@x", "minilm@-1", "minilm@1.5", "a@b@1"):
+        with pytest.raises(CommandError, match="expected NAME@VERSION"):
+            parse_release(bad)
+
+
+def test_http_endpoints_and_tags() -> None:
+    assert parse_http("off") is None and parse_http("OFF") is None
+    assert parse_http("127.0.0.1:8470") == ("127.0.0.1", 8470)
+    assert parse_http("[::1]:0") == ("[::1]", 0)
+    for bad in ("8470", ":8470", "host:", "host:x"):
+        with pytest.raises(CommandError, match="--http expects HOST:PORT"):
+            parse_http(bad)
+    assert parse_tags(["class=big", "site=", "class=small"]) == {"class": "small", "site": ""}
+    for bad_tag in ("class", "=big"):
+        with pytest.raises(CommandError, match="--tag expects KEY=VALUE"):
+            parse_tags([bad_tag])
+
+
+def test_stages_are_percentages_or_a_usage_error() -> None:
+    assert parse_stages("5,25,100") == (5.0, 25.0, 100.0)
+    assert parse_stages("10, 50,") == (10.0, 50.0)
+    with pytest.raises(argparse.ArgumentTypeError, match="expected percentages"):
+        parse_stages("5,x")

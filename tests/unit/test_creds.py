@@ -13,10 +13,11 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from broker_admin.certs import issue_server_cert, make_ca
 from broker_admin.credstore import CredStore, render_acl
 from broker_admin.mosquitto import find_mosquitto_passwd
 from broker_admin.profiles import render_production
-from broker_admin.tlsca import ensure_tls, issue_server_cert, make_ca
+from broker_admin.tlsca import TlsOptions, ensure_tls
 from modelcast.cli import EXIT_FAILED, EXIT_OK, main
 from runtime.credentials import ClientCreds
 from runtime.urls import format_broker_url, is_tls_url, parse_broker_url
@@ -188,7 +189,7 @@ def test_tls_files_are_made_once_and_grow_names(tmp_path: Path) -> None:
     first = files.server_cert.read_bytes()
     assert _sans(files.server_cert) == {"127.0.0.1", "localhost"}
     assert ensure_tls(tmp_path).server_cert.read_bytes() == first  # idempotent
-    ensure_tls(tmp_path, hosts=["broker.example", "10.1.2.3"])
+    ensure_tls(tmp_path, TlsOptions(hosts=("broker.example", "10.1.2.3")))
     assert _sans(files.server_cert) == {"127.0.0.1", "localhost", "broker.example", "10.1.2.3"}
     ensure_tls(tmp_path)  # later calls keep the names
     assert "broker.example" in _sans(files.server_cert)
@@ -208,14 +209,16 @@ def test_operator_server_certificate_is_used_as_given(tmp_path: Path) -> None:
     state = tmp_path / "state"
     files = ensure_tls(
         state,
-        ca_cert=tmp_path / "ca.pem",
-        server_cert=tmp_path / "srv.pem",
-        server_key=tmp_path / "srv.key",
+        TlsOptions(
+            ca_cert=tmp_path / "ca.pem",
+            server_cert=tmp_path / "srv.pem",
+            server_key=tmp_path / "srv.key",
+        ),
     )
     assert files.ca_key is None and not (state / "ca.key").exists()
     assert files.server_cert.read_bytes() == (tmp_path / "srv.pem").read_bytes()
     assert _mode(files.server_key) == 0o600
-    ensure_tls(state, hosts=["other.example"])  # cannot reissue: only warns
+    ensure_tls(state, TlsOptions(hosts=("other.example",)))  # cannot reissue: only warns
     assert files.server_cert.read_bytes() == (tmp_path / "srv.pem").read_bytes()
 
     other_key, other_ca = make_ca("someone else")
@@ -223,9 +226,11 @@ def test_operator_server_certificate_is_used_as_given(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not issued by"):
         ensure_tls(
             tmp_path / "state2",
-            ca_cert=tmp_path / "other.pem",
-            server_cert=tmp_path / "srv.pem",
-            server_key=tmp_path / "srv.key",
+            TlsOptions(
+                ca_cert=tmp_path / "other.pem",
+                server_cert=tmp_path / "srv.pem",
+                server_key=tmp_path / "srv.key",
+            ),
         )
     (tmp_path / "wrong.key").write_bytes(
         other_key.private_bytes(
@@ -235,9 +240,11 @@ def test_operator_server_certificate_is_used_as_given(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="is not the key"):
         ensure_tls(
             tmp_path / "state3",
-            ca_cert=tmp_path / "ca.pem",
-            server_cert=tmp_path / "srv.pem",
-            server_key=tmp_path / "wrong.key",
+            TlsOptions(
+                ca_cert=tmp_path / "ca.pem",
+                server_cert=tmp_path / "srv.pem",
+                server_key=tmp_path / "wrong.key",
+            ),
         )
 
 

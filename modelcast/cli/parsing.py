@@ -1,16 +1,19 @@
-"""What operators type, read into protocol values: selectors (``--to``), variant rules
-(``--rule``) and fleet settings (``KEY=VALUE``). The wire formats themselves live in
-``protocol``; this is command-line text, so a mistake is a ``CommandError`` naming the item."""
+"""What operators type, read into values: releases (``NAME@VERSION``), ``--tag``, ``--http``,
+rollout ``--stages``, and into protocol values: selectors (``--to``), variant rules (``--rule``)
+and fleet settings (``KEY=VALUE``). The wire formats themselves live in ``protocol``; this is
+command-line text, so a mistake is a ``CommandError`` naming the item (``--stages``, read by
+argparse, is a usage error instead)."""
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Iterable
 from typing import Any
 
 from protocol import ProtocolError, Selector, VariantRule, check_name
 from protocol.fleet_config import check_setting
 
-from .errors import CommandError
+from ..errors import CommandError
 
 
 def _name(value: str, what: str) -> str:
@@ -86,3 +89,42 @@ def parse_setting(text: str) -> tuple[str, Any]:
         return key, check_setting(key, value)
     except ProtocolError as exc:
         raise CommandError(exc.detail) from None
+
+
+def parse_release(text: str) -> tuple[str, int]:
+    """``NAME@VERSION`` (``minilm@2``)."""
+    name, sep, version = text.partition("@")
+    if not sep or not version.isdigit():
+        raise CommandError(f"expected NAME@VERSION, got {text!r}")
+    return name, int(version)
+
+
+def parse_http(text: str) -> tuple[str, int] | None:
+    """``--http HOST:PORT``, or ``off`` (None)."""
+    if text.lower() == "off":
+        return None
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise CommandError(f"--http expects HOST:PORT or 'off', got {text!r}")
+    return host, int(port)
+
+
+def parse_tags(items: Iterable[str]) -> dict[str, str]:
+    """``--tag KEY=VALUE`` items (a later one of the same key wins)."""
+    tags: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CommandError(f"--tag expects KEY=VALUE, got {item!r}")
+        tags[key] = value
+    return tags
+
+
+def parse_stages(text: str) -> tuple[float, ...]:
+    """``--stages 5,25,100``: argparse's ``type=``, so a mistake is a usage error."""
+    try:
+        return tuple(float(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected percentages like 5,25,100, got {text!r}"
+        ) from None

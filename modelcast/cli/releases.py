@@ -1,0 +1,132 @@
+"""``modelcast release`` (register and sign a model file) and ``modelcast deploy`` (make a
+release the whole fleet's target). Both write the coordinator database; a running coordinator
+publishes within a second."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import CommandError
+from .common import Subcommands, add_flags
+from .exits import EXIT_OK
+from .parsing import parse_release
+
+
+def add_commands(sub: Subcommands) -> None:
+    rel = sub.add_parser("release", help="register and sign a model release")
+    rel.add_argument("model", type=Path, help="the ONNX file")
+    rel.add_argument("--name", required=True, help="model name, [A-Za-z0-9_-]{1,64}")
+    rel.add_argument(
+        "--version",
+        type=int,
+        required=True,
+        dest="model_version",
+        help="release version; must be greater than every earlier one",
+    )
+    rel.add_argument(
+        "--variant",
+        default=None,
+        help="one build of several of this version (fp32, int8, ...): release each with the "
+        "same --version; 'modelcast variants set' says which device takes which",
+    )
+    _add_acceptance_flags(rel)
+    rel.add_argument(
+        "--chunk-size",
+        type=int,
+        default=None,
+        help="chunk size in bytes (default 262144; 4096..998976)",
+    )
+    rel.add_argument(
+        "--kind",
+        choices=["tensors", "text-embedding"],
+        default=None,
+        help="what kind of model this is (recorded in the signed manifest, so edges know how "
+        "to serve it); default: what the file declares (a file built by 'modelcast models "
+        "build' declares text-embedding, any other file is tensors). Must agree with the file",
+    )
+    add_flags(rel, "db", "keys", "fleet")
+    rel.set_defaults(func=cmd_release)
+
+    dep = sub.add_parser("deploy", help="make NAME@VERSION the target of every device of the fleet")
+    dep.add_argument("release", help="NAME@VERSION")
+    add_flags(dep, "db", "fleet")
+    dep.set_defaults(func=cmd_deploy)
+
+
+def _add_acceptance_flags(rel: argparse.ArgumentParser) -> None:
+    rel.add_argument(
+        "--acceptance",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="NPZ",
+        help="acceptance vectors (one case per file: arrays in.NAME, out.NAME; make one with "
+        "'modelcast acceptance make'), signed into the manifest; each edge runs them before "
+        "activating; repeatable",
+    )
+    rel.add_argument(
+        "--tolerance",
+        type=float,
+        default=1e-4,
+        help="largest absolute error an edge may see on the acceptance vectors",
+    )
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    from coordinator.keystore import load_release_keys
+    from coordinator.registry import Registry
+    from protocol import DEFAULT_CHUNK_SIZE
+
+    from ..acceptance import load_vectors
+
+    registry = Registry(args.db)
+    record = registry.add_release(
+        args.model,
+        name=args.name,
+        version=args.model_version,
+        keys=load_release_keys(args.keys),
+        fleet=args.fleet,
+        chunk_size=args.chunk_size or DEFAULT_CHUNK_SIZE,
+        model_kind=args.kind,
+        variant=args.variant,
+        acceptance=load_vectors(args.acceptance, args.tolerance) if args.acceptance else None,
+    )
+    print(
+        f"released {record.release} ({record.model_kind} model, "
+        f"{record.size} bytes, {record.n_chunks} "
+        f"chunks, sha256 {record.sha256[:16]}...) in fleet {args.fleet}; "
+        f"'modelcast deploy {record.name}@{record.version}' to roll it out"
+    )
+    return EXIT_OK
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from coordinator.registry import Registry
+
+    name, version = parse_release(args.release)
+    refuse_deploy_during_rollout(args.db, args.fleet, name)
+    Registry(args.db).deploy(name, version, fleet=args.fleet)
+    print(
+        f"deployed {name}@{version} to fleet {args.fleet}; a running coordinator publishes it "
+        "within a second"
+    )
+    return EXIT_OK
+
+
+def refuse_deploy_during_rollout(db: Path, fleet: str, name: str) -> None:
+    """``modelcast deploy`` would be overwritten by a rollout's next step: say so instead."""
+    from coordinator.rollout_plan import ACTIVE_STATES
+    from coordinator.rollouts import RolloutStore
+
+    store = RolloutStore(db)
+    try:
+        for stored in store.all(fleet):
+            r = stored.rollout
+            if r.name == name and r.state in ACTIVE_STATES:
+                raise CommandError(
+                    f"rollout of {r.release} is {r.state}: abort it first "
+                    f"('modelcast rollout abort {r.release}')"
+                )
+    finally:
+        store.close()
