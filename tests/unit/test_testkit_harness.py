@@ -70,7 +70,7 @@ def test_a_process_that_was_never_started(tmp_path: Path) -> None:
 
 
 def test_children_run_from_the_checkout() -> None:
-    assert (REPO / "modelcast" / "cli.py").is_file()
+    assert (REPO / "modelcast" / "cli" / "__main__.py").is_file()
 
 
 def test_proc_readings_of_this_process() -> None:
