@@ -57,6 +57,21 @@ from .policy import Policy, effective_policy, load_pushed, save_pushed
 from .profile import device_profile
 from .reporting import RejectionThrottle
 from .storage import PartialDownload, release_dir, verified_file
+from .target_choice import (
+    AbandonDownload,
+    Action,
+    CancelDownload,
+    DropPending,
+    Facts,
+    FetchManifest,
+    ForgetDeferred,
+    HeldBack,
+    HeldByPin,
+    RefuseDowngrade,
+    ReleaseRef,
+    RollBack,
+    choose,
+)
 from .telemetry import Telemetry
 from .trust_store import TrustStore
 
@@ -73,6 +88,10 @@ class _Download:
     @property
     def label(self) -> str:
         return self.release.manifest.release
+
+
+def _ref(release: VerifiedManifest) -> ReleaseRef:
+    return ReleaseRef(release.manifest.name, release.manifest.version, release.id)
 
 
 class EdgeAgent:
@@ -333,93 +352,96 @@ class EdgeAgent:
         self.profile["config"] = self.policy.report(self._pushed)
 
     def _choose_target(self) -> None:
-        for name, entry in sorted(self._targets.items()):
-            # a staged rollout names who takes it; everyone else takes its base (signed data:
-            # the broker cannot move a device in or out of a rollout)
-            target = entry.for_device(
-                self.device,
-                self.config.tags,
-                self._ram_mb,
-                arch=str(self.profile.get("arch") or "") or None,
-                providers=tuple(self.profile.get("providers") or ()),
-            )
-            pinned = self.policy.pins.get(name)
-            if target is not None and pinned is not None and target.version != pinned:
-                # held by a pin: nothing but the pinned version, until unpinned
-                if target.manifest_id not in self._told_stale:
-                    self._told_stale.add(target.manifest_id)
-                    self._event(
-                        "held-by-pin",
-                        model=name,
-                        version=target.version,
-                        detail=f"pinned to {name}@{pinned}",
-                    )
-                target = None
-            self._cancel_above(name, None if target is None else target.version)
-            if target is None:
-                continue
-            if self._deferred is not None and self._deferred[0].id == target.manifest_id:
-                continue  # verified, waiting for the maintenance window
-            active = self.actives.get(name)
-            if active is not None and target.version < active.version and target.rollback:
-                if target.manifest_id not in self._rollback_tried:
-                    self._rollback_tried.add(target.manifest_id)
-                    self._rollback(name, target.version)
-                continue
-            if active is not None and target.version <= active.version:
-                if target.version < active.version and target.manifest_id not in self._told_stale:
-                    self._told_stale.add(target.manifest_id)
-                    self._reject(
-                        self.topics.index(),
-                        StaleError(
-                            f"index targets {name}@{target.version} but "
-                            f"{name}@{active.version} is active: downgrade refused"
-                        ),
-                        update_state=True,
-                        model=name,
-                        version=target.version,
-                    )
-                continue
-            if target.manifest_id.hex() in self.record.failed:
-                continue
-            if target.version <= self.record.held_back.get(name, -1):
-                # rolled back from by a signed directive: wait for a newer release
-                if target.manifest_id not in self._told_stale:
-                    self._told_stale.add(target.manifest_id)
-                    self._event(
-                        "held-back",
-                        model=name,
-                        version=target.version,
-                        detail="rolled back from by a signed directive",
-                    )
-                continue
-            if self._dl is not None:
-                current = self._dl.release.manifest
-                if current.name != name:
-                    continue  # one download at a time; this name's turn comes next
-                if self._dl.release.id == target.manifest_id:
-                    return
-                if target.version <= current.version:
-                    return
-                log.info(
-                    "edge %s: abandoning %s for %s@%d",
+        """Ask the chooser what the index's targets call for, and do it."""
+        for action in choose(self._choice_facts()):
+            self._apply(action)
+
+    def _choice_facts(self) -> Facts:
+        dl, deferred = self._dl, self._deferred
+        return Facts(
+            targets={
+                name: entry.for_device(
                     self.device,
-                    self._dl.label,
+                    self.config.tags,
+                    self._ram_mb,
+                    arch=str(self.profile.get("arch") or "") or None,
+                    providers=tuple(self.profile.get("providers") or ()),
+                )
+                for name, entry in self._targets.items()
+            },
+            active=self.actives.versions(),
+            pins=self.policy.pins,
+            held_back=self.record.held_back,
+            failed=self.record.failed,
+            told=self._told_stale,
+            rollback_tried=self._rollback_tried,
+            download=None if dl is None else _ref(dl.release),
+            deferred=None if deferred is None else _ref(deferred[0]),
+            pending=self._pending,
+        )
+
+    def _apply(self, action: Action) -> None:
+        match action:
+            case CancelDownload():
+                assert self._dl is not None
+                log.info(
+                    "edge %s: %s is no longer targeted, dropping it", self.device, self._dl.label
+                )
+                self._drop_download(discard=True)
+                self._set_state(UpdateState.IDLE, reason=None)
+            case ForgetDeferred():
+                self._deferred = None  # the verified file stays on disk for later
+            case DropPending(name, target):
+                self.mqtt.unsubscribe([self._manifest_topic(name, target)])
+                self._pending = None
+            case RollBack(name, version, manifest_id):
+                self._rollback_tried.add(manifest_id)
+                self._rollback(name, version)
+            case AbandonDownload(name, version):
+                assert self._dl is not None
+                log.info(
+                    "edge %s: abandoning %s for %s@%d", self.device, self._dl.label, name, version
+                )
+                self._drop_download(discard=True)
+            case FetchManifest(name, target):
+                self._pending = (name, target)
+                self.mqtt.subscribe([self._manifest_topic(name, target)])
+                log.info(
+                    "edge %s: target %s@%d, fetching its manifest",
+                    self.device,
                     name,
                     target.version,
                 )
-                self._drop_download(discard=True)
-            if self._pending is not None:
-                if self._pending == (name, target):
-                    return
-                old_name, old = self._pending
-                self.mqtt.unsubscribe([self._manifest_topic(old_name, old)])
-            self._pending = (name, target)
-            self.mqtt.subscribe([self._manifest_topic(name, target)])
-            log.info(
-                "edge %s: target %s@%d, fetching its manifest", self.device, name, target.version
-            )
-            return
+            case _:
+                self._report(action)
+
+    def _report(self, action: HeldByPin | RefuseDowngrade | HeldBack) -> None:
+        """Say (once per release) why a target is not taken."""
+        self._told_stale.add(action.manifest_id)
+        name, version = action.name, action.version
+        match action:
+            case HeldByPin(pinned=pinned):
+                self._event(
+                    "held-by-pin", model=name, version=version, detail=f"pinned to {name}@{pinned}"
+                )
+            case RefuseDowngrade(active=active):
+                self._reject(
+                    self.topics.index(),
+                    StaleError(
+                        f"index targets {name}@{version} but "
+                        f"{name}@{active} is active: downgrade refused"
+                    ),
+                    update_state=True,
+                    model=name,
+                    version=version,
+                )
+            case HeldBack():
+                self._event(
+                    "held-back",
+                    model=name,
+                    version=version,
+                    detail="rolled back from by a signed directive",
+                )
 
     def _manifest_topic(self, name: str, target: Target) -> str:
         return self.topics.manifest(name, target.version, target.variant)
@@ -429,31 +451,6 @@ class EdgeAgent:
         """What variant rules compare ``ram_below_mb`` with (the profile's RAM figure)."""
         ram = self.profile.get("ram_mb")
         return ram if isinstance(ram, int) and ram > 0 else None
-
-    def _cancel_above(self, name: str, version: int | None) -> None:
-        """Stop fetching a release of ``name`` newer than ``version`` (None: any): the index no
-        longer wants it here (a rollout halted, or this device left its stage)."""
-        dl = self._dl
-        if (
-            dl is not None
-            and dl.release.manifest.name == name
-            and (version is None or dl.release.manifest.version > version)
-        ):
-            log.info("edge %s: %s is no longer targeted, dropping it", self.device, dl.label)
-            self._drop_download(discard=True)
-            self._set_state(UpdateState.IDLE, reason=None)
-        deferred = self._deferred
-        if (
-            deferred is not None
-            and deferred[0].manifest.name == name
-            and (version is None or deferred[0].manifest.version > version)
-        ):
-            self._deferred = None  # the verified file stays on disk for later
-        if self._pending is not None and self._pending[0] == name:
-            pending = self._pending[1]
-            if version is None or pending.version > version:
-                self.mqtt.unsubscribe([self._manifest_topic(name, pending)])
-                self._pending = None
 
     def _on_manifest(self, topic: str, payload: bytes) -> None:
         assert self._pending is not None
