@@ -14,13 +14,11 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
 from pathlib import Path
 
 from protocol import (
     ChunkRequest,
     DeploymentIndex,
-    DeviceEvent,
     DeviceState,
     DeviceStatus,
     DigestMismatch,
@@ -42,7 +40,6 @@ from protocol import (
     open_manifest,
     settings_for,
 )
-from runtime import __version__
 from runtime.credentials import session_auth
 from runtime.files import sha256_file
 from runtime.mqtt import Backoff, MqttSession, Will
@@ -55,7 +52,8 @@ from .http_api import LocalEndpoint
 from .inference import InferenceService
 from .policy import Policy, effective_policy, load_pushed, save_pushed
 from .profile import device_profile
-from .reporting import RejectionThrottle
+from .reporter import Reporter
+from .shared import Download, Slots, Verified
 from .storage import PartialDownload, release_dir, verified_file
 from .target_choice import (
     AbandonDownload,
@@ -76,18 +74,6 @@ from .telemetry import Telemetry
 from .trust_store import TrustStore
 
 log = logging.getLogger("modelcast.edge")
-
-
-@dataclass
-class _Download:
-    release: VerifiedManifest
-    part: PartialDownload
-    session: DownloadSession
-    chunk_prefix: str
-
-    @property
-    def label(self) -> str:
-        return self.release.manifest.release
 
 
 def _ref(release: VerifiedManifest) -> ReleaseRef:
@@ -115,20 +101,9 @@ class EdgeAgent:
         self._control: collections.deque[bool] = collections.deque()
         self._stopping = threading.Event()
         self._worker: threading.Thread | None = None
-        self._connected = False
+        self.slots = Slots()
         # update state (worker thread only)
         self._targets: dict[str, Target] = {}
-        self._pending: tuple[str, Target] | None = None
-        self._dl: _Download | None = None
-        self._state = DeviceState(
-            device=self.device,
-            state=UpdateState.IDLE,
-            ts=clock(),
-            boot=self.boot,
-            active=self.actives.versions(),
-        )
-        self._state_dirty = True
-        self._state_sent_at = 0.0
         self._synced_at = 0.0
         self._write_blocked_until = 0.0
         self._write_failures = 0
@@ -138,8 +113,6 @@ class EdgeAgent:
         self._told_stale: set[bytes] = set()
         self._rollback_tried: set[bytes] = set()  # rollback targets acted on (once each)
         # counters (read by tests, the demo and telemetry)
-        self.rejections: collections.Counter[str] = collections.Counter()
-        self._throttle = RejectionThrottle(clock)
         self.dropped_messages = 0
         self.stalls = 0
         self.mqtt = MqttSession(
@@ -178,6 +151,18 @@ class EdgeAgent:
         self.profile = device_profile(
             config.tags, self.endpoint.address[1] if self.endpoint else None
         )
+        self.reporter = Reporter(
+            device=self.device,
+            boot=self.boot,
+            topics=self.topics,
+            clock=clock,
+            wire=self.mqtt,
+            slots=self.slots,
+            actives=self.actives,
+            events=self.telemetry,
+            profile=self.profile,
+            state_interval=config.state_interval,
+        )
         self._local_policy = Policy(
             config.telemetry_interval,
             MaintenanceWindow.parse(config.maintenance_window)
@@ -188,8 +173,6 @@ class EdgeAgent:
         self._pushed = load_pushed(self.data)
         self.policy = self._local_policy
         self._apply_policy()
-        #: a verified release waiting for the maintenance window to open
-        self._deferred: tuple[VerifiedManifest, Path] | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -212,12 +195,12 @@ class EdgeAgent:
             self.endpoint.stop()
         if self._worker is not None:
             self._worker.join(timeout=10)
-        if self._dl is not None:
+        if self.slots.download is not None:
             try:
-                self._dl.part.sync()
+                self.slots.download.part.sync()
             except StorageError as exc:
                 log.warning("edge %s: final sync failed: %s", self.device, exc)
-            self._dl.part.close()
+            self.slots.download.part.close()
         offline = DeviceStatus(self.device, online=False, ts=self.clock(), boot=self.boot)
         self.mqtt.stop(final=[(self.topics.status(self.device), offline.encode(), True)])
         self.telemetry.close()
@@ -232,7 +215,11 @@ class EdgeAgent:
 
     @property
     def state(self) -> DeviceState:
-        return self._state
+        return self.reporter.state
+
+    @property
+    def rejections(self) -> collections.Counter[str]:
+        return self.reporter.rejections
 
     # --- network thread: hand over, never block long -------------------------------------
     def _on_message(self, topic: str, payload: bytes, retain: bool) -> None:
@@ -245,7 +232,7 @@ class EdgeAgent:
         self._control.append(session_present)
 
     def _on_disconnect(self) -> None:
-        self._connected = False
+        self.slots.connected = False
 
     # --- worker --------------------------------------------------------------------------
     def _run(self) -> None:
@@ -264,9 +251,9 @@ class EdgeAgent:
                 log.exception("edge %s: unexpected error in worker", self.device)
 
     def _handle_connect(self, session_present: bool) -> None:
-        self._connected = True
-        self._publish_status()
-        self._state_dirty = True
+        self.slots.connected = True
+        self.reporter.publish_status()
+        self.reporter.dirty = True
         self.mqtt.subscribe(
             [
                 self.topics.root_chain(),
@@ -277,12 +264,12 @@ class EdgeAgent:
                 self.topics.resend(self.device),
             ]
         )
-        if self._pending is not None:
-            name, target = self._pending
+        if self.slots.pending is not None:
+            name, target = self.slots.pending
             self.mqtt.subscribe([self._manifest_topic(name, target)])
-        if self._dl is not None:
+        if self.slots.download is not None:
             if not session_present:
-                self._dl.session.forget_subscriptions()
+                self.slots.download.session.forget_subscriptions()
             self._pump()
 
     @property
@@ -294,7 +281,7 @@ class EdgeAgent:
         # their names checked) on each comparison
         if topic == self._resend_topic:
             self._on_resend(topic, payload)
-        elif self._dl is not None and topic.startswith(self._dl.chunk_prefix):
+        elif self.slots.download is not None and topic.startswith(self.slots.download.chunk_prefix):
             self._on_chunk(topic, payload)
         elif topic == self.topics.index():
             self._on_index(topic, payload)
@@ -304,7 +291,7 @@ class EdgeAgent:
             self._on_revocations(topic, payload)
         elif topic in (self.topics.commands(self.device), self.topics.fleet_commands()):
             self._on_command(topic, payload)
-        elif self._pending is not None and topic == self._manifest_topic(*self._pending):
+        elif self.slots.pending is not None and topic == self._manifest_topic(*self.slots.pending):
             self._on_manifest(topic, payload)
         # anything else is a late chunk of an abandoned release or a manifest we no longer want
 
@@ -319,7 +306,7 @@ class EdgeAgent:
                 last_seq=self.record.index_seq,
             )
         except ProtocolError as exc:
-            self._reject(topic, exc, update_state=True)
+            self.reporter.reject(topic, exc, update_state=True)
             return
         if index.seq > self.record.index_seq:
             self.record.index_seq = index.seq
@@ -339,8 +326,8 @@ class EdgeAgent:
         self._pushed = dict(pushed)
         self._apply_policy()
         log.info("edge %s: fleet configuration applied: %s", self.device, pushed or "none")
-        self._event("config-applied", detail=str(dict(sorted(pushed.items())))[:500])
-        self._publish_status()
+        self.reporter.event("config-applied", detail=str(dict(sorted(pushed.items())))[:500])
+        self.reporter.publish_status()
 
     def _apply_policy(self) -> None:
         try:
@@ -357,7 +344,7 @@ class EdgeAgent:
             self._apply(action)
 
     def _choice_facts(self) -> Facts:
-        dl, deferred = self._dl, self._deferred
+        dl, deferred = self.slots.download, self.slots.deferred
         return Facts(
             targets={
                 name: entry.for_device(
@@ -377,34 +364,40 @@ class EdgeAgent:
             rollback_tried=self._rollback_tried,
             download=None if dl is None else _ref(dl.release),
             deferred=None if deferred is None else _ref(deferred[0]),
-            pending=self._pending,
+            pending=self.slots.pending,
         )
 
     def _apply(self, action: Action) -> None:
         match action:
             case CancelDownload():
-                assert self._dl is not None
+                assert self.slots.download is not None
                 log.info(
-                    "edge %s: %s is no longer targeted, dropping it", self.device, self._dl.label
+                    "edge %s: %s is no longer targeted, dropping it",
+                    self.device,
+                    self.slots.download.label,
                 )
                 self._drop_download(discard=True)
-                self._set_state(UpdateState.IDLE, reason=None)
+                self.reporter.set_state(UpdateState.IDLE, reason=None)
             case ForgetDeferred():
-                self._deferred = None  # the verified file stays on disk for later
+                self.slots.deferred = None  # the verified file stays on disk for later
             case DropPending(name, target):
                 self.mqtt.unsubscribe([self._manifest_topic(name, target)])
-                self._pending = None
+                self.slots.pending = None
             case RollBack(name, version, manifest_id):
                 self._rollback_tried.add(manifest_id)
                 self._rollback(name, version)
             case AbandonDownload(name, version):
-                assert self._dl is not None
+                assert self.slots.download is not None
                 log.info(
-                    "edge %s: abandoning %s for %s@%d", self.device, self._dl.label, name, version
+                    "edge %s: abandoning %s for %s@%d",
+                    self.device,
+                    self.slots.download.label,
+                    name,
+                    version,
                 )
                 self._drop_download(discard=True)
             case FetchManifest(name, target):
-                self._pending = (name, target)
+                self.slots.pending = (name, target)
                 self.mqtt.subscribe([self._manifest_topic(name, target)])
                 log.info(
                     "edge %s: target %s@%d, fetching its manifest",
@@ -421,11 +414,11 @@ class EdgeAgent:
         name, version = action.name, action.version
         match action:
             case HeldByPin(pinned=pinned):
-                self._event(
+                self.reporter.event(
                     "held-by-pin", model=name, version=version, detail=f"pinned to {name}@{pinned}"
                 )
             case RefuseDowngrade(active=active):
-                self._reject(
+                self.reporter.reject(
                     self.topics.index(),
                     StaleError(
                         f"index targets {name}@{version} but "
@@ -436,7 +429,7 @@ class EdgeAgent:
                     version=version,
                 )
             case HeldBack():
-                self._event(
+                self.reporter.event(
                     "held-back",
                     model=name,
                     version=version,
@@ -453,8 +446,8 @@ class EdgeAgent:
         return ram if isinstance(ram, int) and ram > 0 else None
 
     def _on_manifest(self, topic: str, payload: bytes) -> None:
-        assert self._pending is not None
-        name, target = self._pending
+        assert self.slots.pending is not None
+        name, target = self.slots.pending
         try:
             release = open_manifest(self.trust, payload, now=self.clock(), fleet=self.config.fleet)
             m = release.manifest
@@ -471,10 +464,10 @@ class EdgeAgent:
             if active is not None and m.version <= active.version:
                 raise StaleError(f"{m.release} is not newer than active {name}@{active.version}")
         except ProtocolError as exc:
-            self._reject(topic, exc, update_state=True, model=name, version=target.version)
+            self.reporter.reject(topic, exc, update_state=True, model=name, version=target.version)
             return
         self.mqtt.unsubscribe([topic])
-        self._pending = None
+        self.slots.pending = None
         self._begin(release)
 
     # --- trust updates and commands ------------------------------------------------------
@@ -489,9 +482,9 @@ class EdgeAgent:
                     self.trust.root.key_id,
                     self.trust.root_version,
                 )
-                self._event("root-rotated", detail=self.trust.root.key_id)
+                self.reporter.event("root-rotated", detail=self.trust.root.key_id)
         except ProtocolError as exc:
-            self._reject(topic, exc, update_state=False)
+            self.reporter.reject(topic, exc, update_state=False)
 
     def _on_revocations(self, topic: str, payload: bytes) -> None:
         if not payload:
@@ -499,14 +492,14 @@ class EdgeAgent:
         try:
             added = self.trust_store.apply_revocations(payload, self.clock())
         except ProtocolError as exc:
-            self._reject(topic, exc, update_state=False)
+            self.reporter.reject(topic, exc, update_state=False)
             return
         if added:
             log.warning("edge %s: release keys revoked: %s", self.device, ", ".join(sorted(added)))
-            self._event("keys-revoked", detail=", ".join(sorted(added)))
-        dl = self._dl
+            self.reporter.event("keys-revoked", detail=", ".join(sorted(added)))
+        dl = self.slots.download
         if dl is not None and dl.release.signer.key.key_id in added:
-            self._reject(
+            self.reporter.reject(
                 topic,
                 SignatureError(f"{dl.label} was signed by a revoked key", reason="revoked-key"),
                 update_state=True,
@@ -521,7 +514,7 @@ class EdgeAgent:
                 payload, now=self.clock(), fleet=self.config.fleet, device=self.device
             )
         except ProtocolError as exc:
-            self._reject(topic, exc, update_state=False)
+            self.reporter.reject(topic, exc, update_state=False)
             return
         log.info(
             "edge %s: command %s %s (seq %d)",
@@ -532,10 +525,10 @@ class EdgeAgent:
         )
         if command.action == "rollback":
             self._rollback(str(command.args["model"]), int(command.args["version"]))
-        elif command.action == "re-request" and self._dl is not None:
-            self._repair(self._dl)
+        elif command.action == "re-request" and self.slots.download is not None:
+            self._repair(self.slots.download)
         else:
-            self._event("command-ignored", detail=f"{command.action} is not supported yet")
+            self.reporter.event("command-ignored", detail=f"{command.action} is not supported yet")
 
     def _rollback(self, name: str, version: int) -> None:
         """Go back to ``version`` of ``name``, which must be the previous one, kept on disk."""
@@ -543,7 +536,7 @@ class EdgeAgent:
         if active is None or active.version == version:
             return
         if active.previous_version != version or active.previous_path is None:
-            self._event(
+            self.reporter.event(
                 "rollback-failed",
                 model=name,
                 version=version,
@@ -555,11 +548,11 @@ class EdgeAgent:
             sha = sha256_file(active.previous_path).hex()
             self.actives.switch(name, version, active.previous_path, sha, active.previous_variant)
         except (ActivationError, OSError) as exc:
-            self._event("rollback-failed", model=name, version=version, detail=str(exc))
+            self.reporter.event("rollback-failed", model=name, version=version, detail=str(exc))
             return
         self.record.held_back[name] = max(active.version, self.record.held_back.get(name, -1))
         self._save_record()
-        if self._dl is not None and self._dl.release.manifest.name == name:
+        if self.slots.download is not None and self.slots.download.release.manifest.name == name:
             self._drop_download(discard=False)
         log.warning(
             "edge %s: rolled back %s@%d -> %s@%d by signed directive",
@@ -569,12 +562,11 @@ class EdgeAgent:
             name,
             version,
         )
-        self._event(
+        self.reporter.event(
             "rolled-back", model=name, version=version, detail=f"from {name}@{active.version}"
         )
-        self._state = replace(self._state, model=name, version=version)
-        self._set_state(UpdateState.ACTIVE, reason=f"rolled back from {name}@{active.version}")
-        self._publish_status()
+        self.reporter.rolled_back(name, version, reason=f"rolled back from {name}@{active.version}")
+        self.reporter.publish_status()
 
     # --- download ------------------------------------------------------------------------
     def _begin(self, release: VerifiedManifest) -> None:
@@ -590,10 +582,10 @@ class EdgeAgent:
             held = part.recover()
         except StorageError as exc:
             self._storage_failed(exc, release=m.release)
-            self._pending = (m.name, Target(m.version, release.id, variant=m.variant))
+            self.slots.pending = (m.name, Target(m.version, release.id, variant=m.variant))
             return
         session = DownloadSession(release, held, now=self.clock())
-        self._dl = _Download(
+        self.slots.download = Download(
             release, part, session, self.topics.chunk_prefix(m.name, m.version, m.variant)
         )
         self._logged_decile = -1
@@ -605,7 +597,7 @@ class EdgeAgent:
                 len(held),
                 m.n_chunks,
             )
-            self._event(
+            self.reporter.event(
                 "resumed",
                 model=m.name,
                 version=m.version,
@@ -619,17 +611,17 @@ class EdgeAgent:
                 m.size,
                 m.n_chunks,
             )
-            self._event("downloading", model=m.name, version=m.version)
-        self._set_state(UpdateState.DOWNLOADING, reason=None)
-        self._flush_state()  # the first report after a (re)start says how much was on disk
+            self.reporter.event("downloading", model=m.name, version=m.version)
+        self.reporter.set_state(UpdateState.DOWNLOADING, reason=None)
+        self.reporter.flush_state()  # the first report after a (re)start says how much was on disk
         if session.phase is Phase.COMPLETE:
             self._complete()
         else:
             self._pump()
 
     def _pump(self) -> None:
-        dl = self._dl
-        if dl is None or not self._connected or self.clock() < self._write_blocked_until:
+        dl = self.slots.download
+        if dl is None or not self.slots.connected or self.clock() < self._write_blocked_until:
             return
         plan = dl.session.plan(self.device, self.clock(), self.config.window)
         m = dl.release.manifest
@@ -658,18 +650,18 @@ class EdgeAgent:
         if rid is not None and rid in self._finished_releases:
             self.late_resends += 1
             return
-        if self._dl is not None:
+        if self.slots.download is not None:
             self._on_chunk(topic, payload)
         elif rid is not None:
             self.late_resends += 1  # nothing is downloading: nothing to check it against
 
     def _on_chunk(self, topic: str, payload: bytes) -> None:
-        dl = self._dl
+        dl = self.slots.download
         assert dl is not None
         try:
             chunk = dl.session.accept(payload)
         except ProtocolError as exc:
-            self._reject(
+            self.reporter.reject(
                 topic,
                 exc,
                 update_state=False,
@@ -706,13 +698,10 @@ class EdgeAgent:
             self._pump()
 
     def _progress(self) -> None:
-        dl = self._dl
+        dl = self.slots.download
         assert dl is not None
         s = dl.session
-        if self._state.state is not UpdateState.DOWNLOADING:
-            self._set_state(UpdateState.DOWNLOADING, reason=None)
-        else:
-            self._state_dirty = True
+        self.reporter.downloading()
         decile = s.held_count * 10 // dl.release.manifest.n_chunks
         if decile != self._logged_decile:
             self._logged_decile = decile
@@ -726,16 +715,16 @@ class EdgeAgent:
             )
 
     def _complete(self) -> None:
-        dl = self._dl
+        dl = self.slots.download
         assert dl is not None
-        self._set_state(UpdateState.VERIFYING, reason=None)
-        self._flush_state()
+        self.reporter.set_state(UpdateState.VERIFYING, reason=None)
+        self.reporter.flush_state()
         try:
             digest = dl.part.sha256()
             dl.session.finish(digest)
             path = dl.part.finalize()
         except DigestMismatch as exc:
-            self._reject(
+            self.reporter.reject(
                 self.topics.manifest(
                     dl.release.manifest.name,
                     dl.release.manifest.version,
@@ -753,44 +742,46 @@ class EdgeAgent:
             m = dl.release.manifest
             self._drop_download(discard=False)
             self._storage_failed(exc, release=dl.label)
-            self._pending = (m.name, Target(m.version, dl.release.id, variant=m.variant))
+            self.slots.pending = (m.name, Target(m.version, dl.release.id, variant=m.variant))
             return
         release = dl.release
         self._finished_releases.append(release.id[:16])
-        self._dl = None
+        self.slots.download = None
         self._unsubscribe_blocks(dl)
-        self._set_state(UpdateState.VERIFIED, reason=None, release=release)
-        self._event("verified", model=release.manifest.name, version=release.manifest.version)
+        self.reporter.set_state(UpdateState.VERIFIED, reason=None, release=release)
+        self.reporter.event(
+            "verified", model=release.manifest.name, version=release.manifest.version
+        )
         self._activate(release, path)
 
     def _activate(self, release: VerifiedManifest, path: Path) -> None:
         m = release.manifest
         if not self.policy.may_activate(self.clock()):
             window = self.policy.maintenance_window
-            if self._deferred is None or self._deferred[0].id != release.id:
+            if self.slots.deferred is None or self.slots.deferred[0].id != release.id:
                 log.info(
                     "edge %s: %s verified; activating in the maintenance window %s (UTC)",
                     self.device,
                     m.release,
                     window,
                 )
-                self._event(
+                self.reporter.event(
                     "activation-deferred",
                     model=m.name,
                     version=m.version,
                     detail=f"maintenance window {window} UTC",
                 )
-            self._deferred = (release, path)
-            self._set_state(
+            self.slots.deferred = Verified(release, path)
+            self.reporter.set_state(
                 UpdateState.VERIFIED,
                 reason=f"waiting for the maintenance window {window} UTC",
                 release=release,
             )
             return
-        if self._deferred is not None and self._deferred[0].id == release.id:
-            self._deferred = None
-        self._set_state(UpdateState.ACTIVATING, reason=None, release=release)
-        self._flush_state()
+        if self.slots.deferred is not None and self.slots.deferred[0].id == release.id:
+            self.slots.deferred = None
+        self.reporter.set_state(UpdateState.ACTIVATING, reason=None, release=release)
+        self.reporter.flush_state()
         try:
             max_error = check_model(path, m.model_kind, m.acceptance)
             active = self.actives.switch(m.name, m.version, path, m.sha256.hex(), m.variant)
@@ -805,10 +796,10 @@ class EdgeAgent:
             )
             self.record.failed = (*self.record.failed, release.id.hex())
             self._save_record()
-            self._event(
+            self.reporter.event(
                 "activation-failed", model=m.name, version=m.version, reason=reason, detail=str(exc)
             )
-            self._set_state(UpdateState.FAILED, reason=f"{reason}: {exc}", release=release)
+            self.reporter.set_state(UpdateState.FAILED, reason=f"{reason}: {exc}", release=release)
             self._remove_release(m)
             self._choose_target()
             return
@@ -818,21 +809,21 @@ class EdgeAgent:
         details = [f"variant {m.variant}"] if m.variant else []
         if max_error is not None:
             details.append(f"acceptance max error {max_error:.6g}")
-        self._event(
+        self.reporter.event(
             "activated",
             model=m.name,
             version=m.version,
             detail=", ".join(details) or None,
         )
-        self._set_state(UpdateState.ACTIVE, reason=None, release=release)
-        self._publish_status()
+        self.reporter.set_state(UpdateState.ACTIVE, reason=None, release=release)
+        self.reporter.publish_status()
         self._choose_target()
 
     def _remove_release(self, m: Manifest) -> None:
         shutil.rmtree(release_dir(self.data, m.name, m.version, m.variant), ignore_errors=True)
 
     def _drop_download(self, *, discard: bool) -> None:
-        dl = self._dl
+        dl = self.slots.download
         if dl is None:
             return
         self._finished_releases.append(dl.release.id[:16])
@@ -841,9 +832,9 @@ class EdgeAgent:
             dl.part.discard()
         else:
             dl.part.close()
-        self._dl = None
+        self.slots.download = None
 
-    def _unsubscribe_blocks(self, dl: _Download) -> None:
+    def _unsubscribe_blocks(self, dl: Download) -> None:
         m = dl.release.manifest
         self.mqtt.unsubscribe(
             [
@@ -863,9 +854,9 @@ class EdgeAgent:
             exc,
             delay,
         )
-        self._set_state(UpdateState.FAILED, reason=str(exc))  # "write-failed: ..."
+        self.reporter.set_state(UpdateState.FAILED, reason=str(exc))  # "write-failed: ..."
         name, _, version = release.partition(" ")[0].partition("@")
-        self._event(
+        self.reporter.event(
             "write-failed",
             reason=exc.reason,
             detail=str(exc),
@@ -876,27 +867,27 @@ class EdgeAgent:
     # --- periodic work -------------------------------------------------------------------
     def _tick(self) -> None:
         now = self.clock()
-        self._report_unreported()
-        if self._deferred is not None and self.policy.may_activate(now):
-            release, path = self._deferred
-            self._deferred = None
+        self.reporter.report_unreported()
+        if self.slots.deferred is not None and self.policy.may_activate(now):
+            release, path = self.slots.deferred
+            self.slots.deferred = None
             self._activate(release, path)
         if self.telemetry.due():
             self.telemetry.sample(
-                connected=self._connected,
+                connected=self.slots.connected,
                 active=self.actives.versions(),
                 reconnects=self.mqtt.reconnects,
                 bytes_received=self.mqtt.bytes_received,
             )
-        if self._connected:
+        if self.slots.connected:
             self.telemetry.pump(self.mqtt.publish)
-        dl = self._dl
+        dl = self.slots.download
         if dl is not None and dl.session.phase is Phase.DOWNLOADING:
             if self._write_blocked_until and now >= self._write_blocked_until:
                 self._write_blocked_until = 0.0
                 self._pump()
             timeout = max(self.config.stall_timeout, 4 * self._interval_ewma)
-            if self._connected and dl.session.stalled(now, timeout):
+            if self.slots.connected and dl.session.stalled(now, timeout):
                 self._repair(dl)
             if now - self._synced_at >= self.config.sync_interval:
                 self._synced_at = now
@@ -905,23 +896,22 @@ class EdgeAgent:
                 except StorageError as exc:
                     self._storage_failed(exc, release=dl.label)
         elif (
-            self._pending is not None
+            self.slots.pending is not None
             and self._write_blocked_until
             and now >= self._write_blocked_until
         ):
             self._write_blocked_until = 0.0
             self._choose_target_again()
-        if self._state_dirty and now - self._state_sent_at >= self.config.state_interval:
-            self._flush_state()
+        self.reporter.flush_due(now)
 
     def _choose_target_again(self) -> None:
-        pending = self._pending
-        self._pending = None
+        pending = self.slots.pending
+        self.slots.pending = None
         if pending is not None:
             self._targets.setdefault(pending[0], pending[1])
         self._choose_target()
 
-    def _repair(self, dl: _Download) -> None:
+    def _repair(self, dl: Download) -> None:
         self.stalls += 1
         m = dl.release.manifest
         request = dl.session.repair(self.device, self.clock())
@@ -944,133 +934,7 @@ class EdgeAgent:
         )
         self._send_request(request)
 
-    # --- reporting -----------------------------------------------------------------------
-    def _set_state(
-        self, state: UpdateState, *, reason: str | None, release: VerifiedManifest | None = None
-    ) -> None:
-        dl = self._dl
-        rel = release or (dl.release if dl else None)
-        fields: dict[str, object] = {"state": state, "reason": reason}
-        if rel is not None:
-            m = rel.manifest
-            fields.update(model=m.name, version=m.version, chunks_total=m.n_chunks, size=m.size)
-        self._state = replace(self._state, **fields)  # type: ignore[arg-type]
-        self._state_dirty = True
-        if state is not UpdateState.DOWNLOADING:
-            self._flush_state()
-
-    def _flush_state(self) -> None:
-        dl = self._dl
-        s = self._state
-        extra: dict[str, object] = {}
-        if dl is not None:
-            extra = {
-                "chunks_held": dl.session.held_count,
-                "bytes_held": dl.session.bytes_held,
-                "received": dl.session.received,
-                "duplicates": dl.session.duplicates,
-            }
-        elif s.state in (UpdateState.ACTIVE, UpdateState.VERIFIED, UpdateState.ACTIVATING):
-            extra = {"chunks_held": s.chunks_total, "bytes_held": s.size}
-        self._state = replace(
-            s,
-            ts=self.clock(),
-            active=self.actives.versions(),
-            rejections=sum(self.rejections.values()),
-            **extra,  # type: ignore[arg-type]
-        )
-        self._state_dirty = False
-        self._state_sent_at = self.clock()
-        if self._connected:
-            # QoS 0: a latest-value message; QoS 1 would replay stale states after a cut
-            # (paho resends unacknowledged ones), and each (re)connect publishes it afresh
-            self.mqtt.publish(
-                self.topics.state(self.device), self._state.encode(), qos=0, retain=True
-            )
-        else:
-            self._state_dirty = True
-
-    def _publish_status(self) -> None:
-        self.profile["variants"] = self.actives.variants()
-        status = DeviceStatus(
-            self.device,
-            online=True,
-            ts=self.clock(),
-            boot=self.boot,
-            agent=__version__,
-            active=self.actives.versions(),
-            profile=self.profile,
-        )
-        self.mqtt.publish(self.topics.status(self.device), status.encode(), qos=0, retain=True)
-
-    def _event(
-        self,
-        event: str,
-        *,
-        reason: str | None = None,
-        detail: str | None = None,
-        topic: str | None = None,
-        model: str | None = None,
-        version: int | None = None,
-    ) -> None:
-        msg = DeviceEvent(
-            device=self.device,
-            event=event,
-            ts=self.clock(),
-            reason=reason,
-            detail=detail,
-            topic=topic,
-            model=model,
-            version=version,
-        )
-        self.telemetry.event(msg, connected=self._connected)
-
-    def _reject(
-        self,
-        topic: str,
-        exc: ProtocolError,
-        *,
-        update_state: bool,
-        model: str | None = None,
-        version: int | None = None,
-    ) -> None:
-        self.rejections[exc.reason] += 1
-        unreported = self._throttle.admit(exc.reason)
-        fields: dict[str, object] = {}
-        if update_state:
-            fields = {"state": UpdateState.REJECTED, "reason": str(exc)[:500]}
-            if model is not None:
-                fields.update(model=model, version=version)
-            self._state = replace(self._state, **fields)  # type: ignore[arg-type]
-        if unreported is None:  # a flood: counted, and the state goes out at its usual pace
-            self._state_dirty = True
-            return
-        more = f" ({unreported} more of these not reported one by one)" if unreported else ""
-        log.warning("edge %s: rejected message on %s: %s%s", self.device, topic, exc, more)
-        self._event(
-            "rejected",
-            reason=exc.reason,
-            detail=(exc.detail[:500] + more),
-            topic=topic,
-            model=model,
-            version=version,
-        )
-        if update_state:
-            self._flush_state()
-        else:
-            self._state_dirty = True
-
-    def _report_unreported(self) -> None:
-        """After a flood: how many rejections of each reason were only counted."""
-        for reason, count in self._throttle.due():
-            log.warning(
-                "edge %s: %d more messages rejected as %s (not reported one by one)",
-                self.device,
-                count,
-                reason,
-            )
-            self._event("rejected", reason=reason, detail=f"{count} more not reported one by one")
-
+    # --- records ---------------------------------------------------------------------------
     def _save_record(self) -> None:
         try:
             self.record.save(self.data)
