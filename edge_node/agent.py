@@ -17,16 +17,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from protocol import (
-    ChunkRequest,
     DeploymentIndex,
     DeviceState,
     DeviceStatus,
-    DigestMismatch,
-    DownloadSession,
     MaintenanceWindow,
     MalformedMessage,
     Manifest,
-    Phase,
     ProtocolError,
     SignatureError,
     StaleError,
@@ -35,7 +31,6 @@ from protocol import (
     TrustedRoot,
     UpdateState,
     VerifiedManifest,
-    frame_release_id,
     open_index,
     open_manifest,
     settings_for,
@@ -47,14 +42,15 @@ from runtime.mqtt import Backoff, MqttSession, Will
 from .activation import check_model
 from .active import ActiveModels, AgentRecord
 from .config import EdgeConfig
-from .errors import ActivationError, StorageError
+from .downloader import Downloader
+from .errors import ActivationError
 from .http_api import LocalEndpoint
 from .inference import InferenceService
 from .policy import Policy, effective_policy, load_pushed, save_pushed
 from .profile import device_profile
 from .reporter import Reporter
-from .shared import Download, Slots, Verified
-from .storage import PartialDownload, release_dir, verified_file
+from .shared import Slots, Verified
+from .storage import release_dir
 from .target_choice import (
     AbandonDownload,
     Action,
@@ -86,10 +82,6 @@ class EdgeAgent:
         self.device = config.device_id
         self.topics = Topics(config.fleet)
         self._resend_topic = self.topics.resend(config.device_id)
-        #: releases this process downloaded or gave up, most recent last: their late resends
-        #: are expected on the resend topic
-        self._finished_releases: collections.deque[bytes] = collections.deque(maxlen=16)
-        self.late_resends = 0
         self.trust_store = TrustStore(config.trust_path, config.data_dir)
         self.data = config.data_dir
         self.data.mkdir(parents=True, exist_ok=True)
@@ -104,17 +96,10 @@ class EdgeAgent:
         self.slots = Slots()
         # update state (worker thread only)
         self._targets: dict[str, Target] = {}
-        self._synced_at = 0.0
-        self._write_blocked_until = 0.0
-        self._write_failures = 0
-        self._interval_ewma = 0.0
-        self._last_chunk_at = 0.0
-        self._logged_decile = -1
         self._told_stale: set[bytes] = set()
         self._rollback_tried: set[bytes] = set()  # rollback targets acted on (once each)
         # counters (read by tests, the demo and telemetry)
         self.dropped_messages = 0
-        self.stalls = 0
         self.mqtt = MqttSession(
             config.broker_url,
             (
@@ -163,6 +148,14 @@ class EdgeAgent:
             profile=self.profile,
             state_interval=config.state_interval,
         )
+        self.downloader = Downloader(
+            config,
+            topics=self.topics,
+            clock=clock,
+            wire=self.mqtt,
+            slots=self.slots,
+            reporter=self.reporter,
+        )
         self._local_policy = Policy(
             config.telemetry_interval,
             MaintenanceWindow.parse(config.maintenance_window)
@@ -195,12 +188,7 @@ class EdgeAgent:
             self.endpoint.stop()
         if self._worker is not None:
             self._worker.join(timeout=10)
-        if self.slots.download is not None:
-            try:
-                self.slots.download.part.sync()
-            except StorageError as exc:
-                log.warning("edge %s: final sync failed: %s", self.device, exc)
-            self.slots.download.part.close()
+        self.downloader.close()
         offline = DeviceStatus(self.device, online=False, ts=self.clock(), boot=self.boot)
         self.mqtt.stop(final=[(self.topics.status(self.device), offline.encode(), True)])
         self.telemetry.close()
@@ -267,10 +255,7 @@ class EdgeAgent:
         if self.slots.pending is not None:
             name, target = self.slots.pending
             self.mqtt.subscribe([self._manifest_topic(name, target)])
-        if self.slots.download is not None:
-            if not session_present:
-                self.slots.download.session.forget_subscriptions()
-            self._pump()
+        self.downloader.on_connect(session_present)
 
     @property
     def trust(self) -> TrustedRoot:
@@ -279,11 +264,19 @@ class EdgeAgent:
     def _dispatch(self, topic: str, payload: bytes) -> None:
         # chunks first: they are nearly every message, and the topics below are built (and
         # their names checked) on each comparison
+        dl = self.slots.download
         if topic == self._resend_topic:
-            self._on_resend(topic, payload)
-        elif self.slots.download is not None and topic.startswith(self.slots.download.chunk_prefix):
-            self._on_chunk(topic, payload)
-        elif topic == self.topics.index():
+            verified = self.downloader.on_resend(topic, payload)
+        elif dl is not None and topic.startswith(dl.chunk_prefix):
+            verified = self.downloader.on_chunk(topic, payload)
+        else:
+            self._dispatch_other(topic, payload)
+            return
+        if verified is not None:
+            self._activate(*verified)
+
+    def _dispatch_other(self, topic: str, payload: bytes) -> None:
+        if topic == self.topics.index():
             self._on_index(topic, payload)
         elif topic == self.topics.root_chain():
             self._on_root_chain(topic, payload)
@@ -376,7 +369,7 @@ class EdgeAgent:
                     self.device,
                     self.slots.download.label,
                 )
-                self._drop_download(discard=True)
+                self.downloader.drop(discard=True)
                 self.reporter.set_state(UpdateState.IDLE, reason=None)
             case ForgetDeferred():
                 self.slots.deferred = None  # the verified file stays on disk for later
@@ -395,7 +388,7 @@ class EdgeAgent:
                     name,
                     version,
                 )
-                self._drop_download(discard=True)
+                self.downloader.drop(discard=True)
             case FetchManifest(name, target):
                 self.slots.pending = (name, target)
                 self.mqtt.subscribe([self._manifest_topic(name, target)])
@@ -504,7 +497,7 @@ class EdgeAgent:
                 SignatureError(f"{dl.label} was signed by a revoked key", reason="revoked-key"),
                 update_state=True,
             )
-            self._drop_download(discard=True)
+            self.downloader.drop(discard=True)
 
     def _on_command(self, topic: str, payload: bytes) -> None:
         if not payload:
@@ -526,7 +519,7 @@ class EdgeAgent:
         if command.action == "rollback":
             self._rollback(str(command.args["model"]), int(command.args["version"]))
         elif command.action == "re-request" and self.slots.download is not None:
-            self._repair(self.slots.download)
+            self.downloader.repair()
         else:
             self.reporter.event("command-ignored", detail=f"{command.action} is not supported yet")
 
@@ -553,7 +546,7 @@ class EdgeAgent:
         self.record.held_back[name] = max(active.version, self.record.held_back.get(name, -1))
         self._save_record()
         if self.slots.download is not None and self.slots.download.release.manifest.name == name:
-            self._drop_download(discard=False)
+            self.downloader.drop(discard=False)
         log.warning(
             "edge %s: rolled back %s@%d -> %s@%d by signed directive",
             self.device,
@@ -568,191 +561,11 @@ class EdgeAgent:
         self.reporter.rolled_back(name, version, reason=f"rolled back from {name}@{active.version}")
         self.reporter.publish_status()
 
-    # --- download ------------------------------------------------------------------------
+    # --- activation ------------------------------------------------------------------------
     def _begin(self, release: VerifiedManifest) -> None:
-        m = release.manifest
-        directory = release_dir(self.data, m.name, m.version, m.variant)
-        done = verified_file(directory, m)
-        if done is not None:
-            log.info("edge %s: %s already verified on disk, activating", self.device, m.release)
-            self._activate(release, done)
-            return
-        try:
-            part = PartialDownload(directory, m, release.envelope)
-            held = part.recover()
-        except StorageError as exc:
-            self._storage_failed(exc, release=m.release)
-            self.slots.pending = (m.name, Target(m.version, release.id, variant=m.variant))
-            return
-        session = DownloadSession(release, held, now=self.clock())
-        self.slots.download = Download(
-            release, part, session, self.topics.chunk_prefix(m.name, m.version, m.variant)
-        )
-        self._logged_decile = -1
-        if held:
-            log.info(
-                "edge %s: resuming %s with %d/%d chunks already verified on disk",
-                self.device,
-                m.release,
-                len(held),
-                m.n_chunks,
-            )
-            self.reporter.event(
-                "resumed",
-                model=m.name,
-                version=m.version,
-                detail=f"{len(held)}/{m.n_chunks} chunks on disk",
-            )
-        else:
-            log.info(
-                "edge %s: downloading %s (%d bytes, %d chunks)",
-                self.device,
-                m.release,
-                m.size,
-                m.n_chunks,
-            )
-            self.reporter.event("downloading", model=m.name, version=m.version)
-        self.reporter.set_state(UpdateState.DOWNLOADING, reason=None)
-        self.reporter.flush_state()  # the first report after a (re)start says how much was on disk
-        if session.phase is Phase.COMPLETE:
-            self._complete()
-        else:
-            self._pump()
-
-    def _pump(self) -> None:
-        dl = self.slots.download
-        if dl is None or not self.slots.connected or self.clock() < self._write_blocked_until:
-            return
-        plan = dl.session.plan(self.device, self.clock(), self.config.window)
-        m = dl.release.manifest
-        self.mqtt.unsubscribe(
-            [self.topics.chunk_block(m.name, m.version, b, m.variant) for b in plan.unsubscribe]
-        )
-        self.mqtt.subscribe(
-            [self.topics.chunk_block(m.name, m.version, b, m.variant) for b in plan.subscribe]
-        )
-        if plan.request is not None:
-            self._send_request(plan.request)
-
-    def _send_request(self, request: ChunkRequest) -> None:
-        """Requests go out at QoS 0. At QoS 1 the persistent session replays every request not
-        yet acknowledged after each reconnect, and on a flaky, congested link (acks queued behind
-        chunks) that is most of them: the coordinator resent what was already on its way, and a
-        replayed repair is never coalesced. A request lost in a cut is covered by the stall
-        repair, like a lost chunk."""
-        self.mqtt.publish(self.topics.request(self.device), request.encode(), qos=0)
-
-    def _on_resend(self, topic: str, payload: bytes) -> None:
-        """A chunk sent again for this device alone. The topic serves every release, so a resend
-        of a release this device just finished or gave up (still queued when it moved on) is
-        expected, and dropped without a fuss; anything else is checked like any chunk."""
-        rid = frame_release_id(payload)
-        if rid is not None and rid in self._finished_releases:
-            self.late_resends += 1
-            return
-        if self.slots.download is not None:
-            self._on_chunk(topic, payload)
-        elif rid is not None:
-            self.late_resends += 1  # nothing is downloading: nothing to check it against
-
-    def _on_chunk(self, topic: str, payload: bytes) -> None:
-        dl = self.slots.download
-        assert dl is not None
-        try:
-            chunk = dl.session.accept(payload)
-        except ProtocolError as exc:
-            self.reporter.reject(
-                topic,
-                exc,
-                update_state=False,
-                model=dl.release.manifest.name,
-                version=dl.release.manifest.version,
-            )
-            return
-        if chunk is None:
-            return
-        now = self.clock()
-        if now < self._write_blocked_until:
-            dl.session.release_accepted(chunk)
-            return
-        try:
-            dl.part.write(chunk)
-        except StorageError as exc:
-            dl.session.release_accepted(chunk)
-            self._storage_failed(exc, release=dl.label)
-            return
-        dl.session.commit(chunk, now)
-        if self._write_failures:
-            self._write_failures = 0
-            log.info("edge %s: writes succeed again, %s continues", self.device, dl.label)
-        if self._last_chunk_at:
-            gap = now - self._last_chunk_at
-            self._interval_ewma = (
-                gap if not self._interval_ewma else (0.9 * self._interval_ewma + 0.1 * gap)
-            )
-        self._last_chunk_at = now
-        self._progress()
-        if dl.session.phase is Phase.COMPLETE:
-            self._complete()
-        else:
-            self._pump()
-
-    def _progress(self) -> None:
-        dl = self.slots.download
-        assert dl is not None
-        s = dl.session
-        self.reporter.downloading()
-        decile = s.held_count * 10 // dl.release.manifest.n_chunks
-        if decile != self._logged_decile:
-            self._logged_decile = decile
-            log.info(
-                "edge %s: %s %d%% (%d/%d chunks)",
-                self.device,
-                dl.label,
-                decile * 10,
-                s.held_count,
-                dl.release.manifest.n_chunks,
-            )
-
-    def _complete(self) -> None:
-        dl = self.slots.download
-        assert dl is not None
-        self.reporter.set_state(UpdateState.VERIFYING, reason=None)
-        self.reporter.flush_state()
-        try:
-            digest = dl.part.sha256()
-            dl.session.finish(digest)
-            path = dl.part.finalize()
-        except DigestMismatch as exc:
-            self.reporter.reject(
-                self.topics.manifest(
-                    dl.release.manifest.name,
-                    dl.release.manifest.version,
-                    dl.release.manifest.variant,
-                ),
-                exc,
-                update_state=True,
-            )
-            self._pump()
-            return
-        except StorageError as exc:
-            # Start this release over once the back-off allows: _begin resumes from the part
-            # file, re-hashing every chunk on disk (left as it was, the complete session would
-            # never try the check again).
-            m = dl.release.manifest
-            self._drop_download(discard=False)
-            self._storage_failed(exc, release=dl.label)
-            self.slots.pending = (m.name, Target(m.version, dl.release.id, variant=m.variant))
-            return
-        release = dl.release
-        self._finished_releases.append(release.id[:16])
-        self.slots.download = None
-        self._unsubscribe_blocks(dl)
-        self.reporter.set_state(UpdateState.VERIFIED, reason=None, release=release)
-        self.reporter.event(
-            "verified", model=release.manifest.name, version=release.manifest.version
-        )
-        self._activate(release, path)
+        verified = self.downloader.begin(release)
+        if verified is not None:
+            self._activate(*verified)
 
     def _activate(self, release: VerifiedManifest, path: Path) -> None:
         m = release.manifest
@@ -822,48 +635,6 @@ class EdgeAgent:
     def _remove_release(self, m: Manifest) -> None:
         shutil.rmtree(release_dir(self.data, m.name, m.version, m.variant), ignore_errors=True)
 
-    def _drop_download(self, *, discard: bool) -> None:
-        dl = self.slots.download
-        if dl is None:
-            return
-        self._finished_releases.append(dl.release.id[:16])
-        self._unsubscribe_blocks(dl)
-        if discard:
-            dl.part.discard()
-        else:
-            dl.part.close()
-        self.slots.download = None
-
-    def _unsubscribe_blocks(self, dl: Download) -> None:
-        m = dl.release.manifest
-        self.mqtt.unsubscribe(
-            [
-                self.topics.chunk_block(m.name, m.version, b, m.variant)
-                for b in dl.session.subscribed
-            ]
-        )
-
-    def _storage_failed(self, exc: StorageError, *, release: str) -> None:
-        self._write_failures += 1
-        delay = min(30.0, 0.5 * 2 ** min(self._write_failures - 1, 6))
-        self._write_blocked_until = self.clock() + delay
-        log.error(
-            "edge %s: %s: %s; active model untouched, retrying in %.1fs",
-            self.device,
-            release,
-            exc,
-            delay,
-        )
-        self.reporter.set_state(UpdateState.FAILED, reason=str(exc))  # "write-failed: ..."
-        name, _, version = release.partition(" ")[0].partition("@")
-        self.reporter.event(
-            "write-failed",
-            reason=exc.reason,
-            detail=str(exc),
-            model=name or None,
-            version=int(version) if version.isdigit() else None,
-        )
-
     # --- periodic work -------------------------------------------------------------------
     def _tick(self) -> None:
         now = self.clock()
@@ -881,26 +652,7 @@ class EdgeAgent:
             )
         if self.slots.connected:
             self.telemetry.pump(self.mqtt.publish)
-        dl = self.slots.download
-        if dl is not None and dl.session.phase is Phase.DOWNLOADING:
-            if self._write_blocked_until and now >= self._write_blocked_until:
-                self._write_blocked_until = 0.0
-                self._pump()
-            timeout = max(self.config.stall_timeout, 4 * self._interval_ewma)
-            if self.slots.connected and dl.session.stalled(now, timeout):
-                self._repair(dl)
-            if now - self._synced_at >= self.config.sync_interval:
-                self._synced_at = now
-                try:
-                    dl.part.sync()
-                except StorageError as exc:
-                    self._storage_failed(exc, release=dl.label)
-        elif (
-            self.slots.pending is not None
-            and self._write_blocked_until
-            and now >= self._write_blocked_until
-        ):
-            self._write_blocked_until = 0.0
+        if self.downloader.tick(now):
             self._choose_target_again()
         self.reporter.flush_due(now)
 
@@ -910,29 +662,6 @@ class EdgeAgent:
         if pending is not None:
             self._targets.setdefault(pending[0], pending[1])
         self._choose_target()
-
-    def _repair(self, dl: Download) -> None:
-        self.stalls += 1
-        m = dl.release.manifest
-        request = dl.session.repair(self.device, self.clock())
-        if request is None:
-            return
-        log.info(
-            "edge %s: %s stalled at %d/%d chunks, asking again for %d",
-            self.device,
-            dl.label,
-            dl.session.held_count,
-            m.n_chunks,
-            len(request.indices()),
-        )
-        # re-subscribing is idempotent at the broker and repairs a subscription lost in a race
-        self.mqtt.subscribe(
-            [
-                self.topics.chunk_block(m.name, m.version, b, m.variant)
-                for b in sorted(dl.session.subscribed)
-            ]
-        )
-        self._send_request(request)
 
     # --- records ---------------------------------------------------------------------------
     def _save_record(self) -> None:
