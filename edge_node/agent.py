@@ -9,7 +9,6 @@ from __future__ import annotations
 import collections
 import logging
 import queue
-import shutil
 import threading
 import time
 import uuid
@@ -22,7 +21,6 @@ from protocol import (
     DeviceStatus,
     MaintenanceWindow,
     MalformedMessage,
-    Manifest,
     ProtocolError,
     SignatureError,
     StaleError,
@@ -36,21 +34,18 @@ from protocol import (
     settings_for,
 )
 from runtime.credentials import session_auth
-from runtime.files import sha256_file
 from runtime.mqtt import Backoff, MqttSession, Will
 
-from .activation import check_model
+from .activator import Activator
 from .active import ActiveModels, AgentRecord
 from .config import EdgeConfig
 from .downloader import Downloader
-from .errors import ActivationError
 from .http_api import LocalEndpoint
 from .inference import InferenceService
 from .policy import Policy, effective_policy, load_pushed, save_pushed
 from .profile import device_profile
 from .reporter import Reporter
-from .shared import Slots, Verified
-from .storage import release_dir
+from .shared import Slots
 from .target_choice import (
     AbandonDownload,
     Action,
@@ -155,6 +150,17 @@ class EdgeAgent:
             wire=self.mqtt,
             slots=self.slots,
             reporter=self.reporter,
+        )
+        self.activator = Activator(
+            device=self.device,
+            data=self.data,
+            clock=clock,
+            actives=self.actives,
+            record=self.record,
+            policy=lambda: self.policy,
+            slots=self.slots,
+            reporter=self.reporter,
+            downloader=self.downloader,
         )
         self._local_policy = Policy(
             config.telemetry_interval,
@@ -303,7 +309,7 @@ class EdgeAgent:
             return
         if index.seq > self.record.index_seq:
             self.record.index_seq = index.seq
-            self._save_record()
+            self.record.save_or_log(self.data, self.device)
         self._on_config(settings_for(index.config, self.device, self.config.tags))
         self._targets = dict(index.targets)
         self._choose_target()
@@ -378,7 +384,7 @@ class EdgeAgent:
                 self.slots.pending = None
             case RollBack(name, version, manifest_id):
                 self._rollback_tried.add(manifest_id)
-                self._rollback(name, version)
+                self.activator.rollback(name, version)
             case AbandonDownload(name, version):
                 assert self.slots.download is not None
                 log.info(
@@ -517,49 +523,11 @@ class EdgeAgent:
             command.seq,
         )
         if command.action == "rollback":
-            self._rollback(str(command.args["model"]), int(command.args["version"]))
+            self.activator.rollback(str(command.args["model"]), int(command.args["version"]))
         elif command.action == "re-request" and self.slots.download is not None:
             self.downloader.repair()
         else:
             self.reporter.event("command-ignored", detail=f"{command.action} is not supported yet")
-
-    def _rollback(self, name: str, version: int) -> None:
-        """Go back to ``version`` of ``name``, which must be the previous one, kept on disk."""
-        active = self.actives.get(name)
-        if active is None or active.version == version:
-            return
-        if active.previous_version != version or active.previous_path is None:
-            self.reporter.event(
-                "rollback-failed",
-                model=name,
-                version=version,
-                detail=f"{name}@{version} is not the previous version on this device",
-            )
-            return
-        try:
-            check_model(active.previous_path)
-            sha = sha256_file(active.previous_path).hex()
-            self.actives.switch(name, version, active.previous_path, sha, active.previous_variant)
-        except (ActivationError, OSError) as exc:
-            self.reporter.event("rollback-failed", model=name, version=version, detail=str(exc))
-            return
-        self.record.held_back[name] = max(active.version, self.record.held_back.get(name, -1))
-        self._save_record()
-        if self.slots.download is not None and self.slots.download.release.manifest.name == name:
-            self.downloader.drop(discard=False)
-        log.warning(
-            "edge %s: rolled back %s@%d -> %s@%d by signed directive",
-            self.device,
-            name,
-            active.version,
-            name,
-            version,
-        )
-        self.reporter.event(
-            "rolled-back", model=name, version=version, detail=f"from {name}@{active.version}"
-        )
-        self.reporter.rolled_back(name, version, reason=f"rolled back from {name}@{active.version}")
-        self.reporter.publish_status()
 
     # --- activation ------------------------------------------------------------------------
     def _begin(self, release: VerifiedManifest) -> None:
@@ -568,81 +536,15 @@ class EdgeAgent:
             self._activate(*verified)
 
     def _activate(self, release: VerifiedManifest, path: Path) -> None:
-        m = release.manifest
-        if not self.policy.may_activate(self.clock()):
-            window = self.policy.maintenance_window
-            if self.slots.deferred is None or self.slots.deferred[0].id != release.id:
-                log.info(
-                    "edge %s: %s verified; activating in the maintenance window %s (UTC)",
-                    self.device,
-                    m.release,
-                    window,
-                )
-                self.reporter.event(
-                    "activation-deferred",
-                    model=m.name,
-                    version=m.version,
-                    detail=f"maintenance window {window} UTC",
-                )
-            self.slots.deferred = Verified(release, path)
-            self.reporter.set_state(
-                UpdateState.VERIFIED,
-                reason=f"waiting for the maintenance window {window} UTC",
-                release=release,
-            )
-            return
-        if self.slots.deferred is not None and self.slots.deferred[0].id == release.id:
-            self.slots.deferred = None
-        self.reporter.set_state(UpdateState.ACTIVATING, reason=None, release=release)
-        self.reporter.flush_state()
-        try:
-            max_error = check_model(path, m.model_kind, m.acceptance)
-            active = self.actives.switch(m.name, m.version, path, m.sha256.hex(), m.variant)
-        except (ActivationError, OSError) as exc:
-            reason = exc.reason if isinstance(exc, ActivationError) else "write-failed"
-            log.error(
-                "edge %s: %s failed activation, keeping %s: %s",
-                self.device,
-                m.release,
-                self.actives.versions() or "nothing",
-                exc,
-            )
-            self.record.failed = (*self.record.failed, release.id.hex())
-            self._save_record()
-            self.reporter.event(
-                "activation-failed", model=m.name, version=m.version, reason=reason, detail=str(exc)
-            )
-            self.reporter.set_state(UpdateState.FAILED, reason=f"{reason}: {exc}", release=release)
-            self._remove_release(m)
+        if self.activator.activate(release, path):
             self._choose_target()
-            return
-        log.info(
-            "edge %s: %s is active (previous %s)", self.device, m.release, active.previous_version
-        )
-        details = [f"variant {m.variant}"] if m.variant else []
-        if max_error is not None:
-            details.append(f"acceptance max error {max_error:.6g}")
-        self.reporter.event(
-            "activated",
-            model=m.name,
-            version=m.version,
-            detail=", ".join(details) or None,
-        )
-        self.reporter.set_state(UpdateState.ACTIVE, reason=None, release=release)
-        self.reporter.publish_status()
-        self._choose_target()
-
-    def _remove_release(self, m: Manifest) -> None:
-        shutil.rmtree(release_dir(self.data, m.name, m.version, m.variant), ignore_errors=True)
 
     # --- periodic work -------------------------------------------------------------------
     def _tick(self) -> None:
         now = self.clock()
         self.reporter.report_unreported()
-        if self.slots.deferred is not None and self.policy.may_activate(now):
-            release, path = self.slots.deferred
-            self.slots.deferred = None
-            self._activate(release, path)
+        if self.activator.activate_deferred(now):
+            self._choose_target()
         if self.telemetry.due():
             self.telemetry.sample(
                 connected=self.slots.connected,
@@ -662,10 +564,3 @@ class EdgeAgent:
         if pending is not None:
             self._targets.setdefault(pending[0], pending[1])
         self._choose_target()
-
-    # --- records ---------------------------------------------------------------------------
-    def _save_record(self) -> None:
-        try:
-            self.record.save(self.data)
-        except OSError as exc:
-            log.error("edge %s: cannot save agent record: %s", self.device, exc)
