@@ -22,7 +22,6 @@ from protocol import (
     MaintenanceWindow,
     MalformedMessage,
     ProtocolError,
-    SignatureError,
     StaleError,
     Target,
     Topics,
@@ -63,6 +62,7 @@ from .target_choice import (
 )
 from .telemetry import Telemetry
 from .trust_store import TrustStore
+from .trust_updates import TrustUpdates
 
 log = logging.getLogger("modelcast.edge")
 
@@ -161,6 +161,16 @@ class EdgeAgent:
             slots=self.slots,
             reporter=self.reporter,
             downloader=self.downloader,
+        )
+        self.trust_updates = TrustUpdates(
+            self.trust_store,
+            device=self.device,
+            fleet=config.fleet,
+            clock=clock,
+            slots=self.slots,
+            reporter=self.reporter,
+            downloader=self.downloader,
+            activator=self.activator,
         )
         self._local_policy = Policy(
             config.telemetry_interval,
@@ -285,11 +295,11 @@ class EdgeAgent:
         if topic == self.topics.index():
             self._on_index(topic, payload)
         elif topic == self.topics.root_chain():
-            self._on_root_chain(topic, payload)
+            self.trust_updates.on_root_chain(topic, payload)
         elif topic == self.topics.revocations():
-            self._on_revocations(topic, payload)
+            self.trust_updates.on_revocations(topic, payload)
         elif topic in (self.topics.commands(self.device), self.topics.fleet_commands()):
-            self._on_command(topic, payload)
+            self.trust_updates.on_command(topic, payload)
         elif self.slots.pending is not None and topic == self._manifest_topic(*self.slots.pending):
             self._on_manifest(topic, payload)
         # anything else is a late chunk of an abandoned release or a manifest we no longer want
@@ -468,66 +478,6 @@ class EdgeAgent:
         self.mqtt.unsubscribe([topic])
         self.slots.pending = None
         self._begin(release)
-
-    # --- trust updates and commands ------------------------------------------------------
-    def _on_root_chain(self, topic: str, payload: bytes) -> None:
-        if not payload:
-            return
-        try:
-            if self.trust_store.follow_root_chain(payload):
-                log.warning(
-                    "edge %s: now trusting root %s (version %d)",
-                    self.device,
-                    self.trust.root.key_id,
-                    self.trust.root_version,
-                )
-                self.reporter.event("root-rotated", detail=self.trust.root.key_id)
-        except ProtocolError as exc:
-            self.reporter.reject(topic, exc, update_state=False)
-
-    def _on_revocations(self, topic: str, payload: bytes) -> None:
-        if not payload:
-            return
-        try:
-            added = self.trust_store.apply_revocations(payload, self.clock())
-        except ProtocolError as exc:
-            self.reporter.reject(topic, exc, update_state=False)
-            return
-        if added:
-            log.warning("edge %s: release keys revoked: %s", self.device, ", ".join(sorted(added)))
-            self.reporter.event("keys-revoked", detail=", ".join(sorted(added)))
-        dl = self.slots.download
-        if dl is not None and dl.release.signer.key.key_id in added:
-            self.reporter.reject(
-                topic,
-                SignatureError(f"{dl.label} was signed by a revoked key", reason="revoked-key"),
-                update_state=True,
-            )
-            self.downloader.drop(discard=True)
-
-    def _on_command(self, topic: str, payload: bytes) -> None:
-        if not payload:
-            return
-        try:
-            command = self.trust_store.open_command(
-                payload, now=self.clock(), fleet=self.config.fleet, device=self.device
-            )
-        except ProtocolError as exc:
-            self.reporter.reject(topic, exc, update_state=False)
-            return
-        log.info(
-            "edge %s: command %s %s (seq %d)",
-            self.device,
-            command.action,
-            command.args,
-            command.seq,
-        )
-        if command.action == "rollback":
-            self.activator.rollback(str(command.args["model"]), int(command.args["version"]))
-        elif command.action == "re-request" and self.slots.download is not None:
-            self.downloader.repair()
-        else:
-            self.reporter.event("command-ignored", detail=f"{command.action} is not supported yet")
 
     # --- activation ------------------------------------------------------------------------
     def _begin(self, release: VerifiedManifest) -> None:
