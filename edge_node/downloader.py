@@ -80,7 +80,6 @@ class Downloader:
         self._interval_ewma = 0.0  # the smoothed gap between chunks: slow links stall later
         self._last_chunk_at = 0.0
         self._synced_at = 0.0
-        self._logged_decile = -1
         self.late_resends = 0
         self.stalls = 0
 
@@ -106,7 +105,7 @@ class Downloader:
             release, part, session, self._topics.chunk_prefix(m.name, m.version, m.variant)
         )
         self._slots.download = dl
-        self._logged_decile = -1
+        self._reporter.download_started()
         self._announce(release, len(held))
         self._reporter.set_state(UpdateState.DOWNLOADING, reason=None)
         self._reporter.flush_state()  # the first report after a (re)start: how much was on disk
@@ -255,26 +254,11 @@ class Downloader:
                 gap if not self._interval_ewma else (0.9 * self._interval_ewma + 0.1 * gap)
             )
         self._last_chunk_at = now
-        self._progress(dl)
+        self._reporter.progress(dl)
         if dl.session.phase is Phase.COMPLETE:
             return self._complete(dl)
         self.pump()
         return None
-
-    def _progress(self, dl: Download) -> None:
-        s = dl.session
-        self._reporter.downloading()
-        decile = s.held_count * 10 // dl.release.manifest.n_chunks
-        if decile != self._logged_decile:
-            self._logged_decile = decile
-            log.info(
-                "edge %s: %s %d%% (%d/%d chunks)",
-                self.device,
-                dl.label,
-                decile * 10,
-                s.held_count,
-                dl.release.manifest.n_chunks,
-            )
 
     # --- the end of a download -----------------------------------------------------------
     def _complete(self, dl: Download) -> Verified | None:

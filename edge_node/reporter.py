@@ -2,7 +2,8 @@
 
 - The state message (``devices/ID/state``, retained, QoS 0) is paced: a change of update state
   goes out at once, download progress only marks it dirty and goes out at most once per
-  ``state_interval`` (``flush_due``); while offline it stays dirty until the reconnect.
+  ``state_interval`` (``flush_due``); while offline it stays dirty until the reconnect. The
+  log says how far a download is every 10%.
 - The status message (``devices/ID/status``, retained) carries the agent version, the active
   models and the device profile.
 - Events go to telemetry (stored first, sent when connected).
@@ -34,7 +35,7 @@ from runtime import __version__
 
 from .active import ActiveModels
 from .reporting import RejectionThrottle
-from .shared import Slots, Wire
+from .shared import Download, Slots, Wire
 
 log = logging.getLogger("modelcast.edge")
 
@@ -82,6 +83,7 @@ class Reporter:
         self._sent_at = 0.0
         self.rejections: collections.Counter[str] = collections.Counter()
         self._throttle = RejectionThrottle(clock)
+        self._logged_decile = -1  # the download's progress last logged, in tenths
 
     # --- the state message ---------------------------------------------------------------
     def set_state(
@@ -100,12 +102,28 @@ class Reporter:
         if state is not UpdateState.DOWNLOADING:
             self.flush_state()
 
-    def downloading(self) -> None:
-        """A chunk was written: progress, reported at the state's pace."""
+    def download_started(self) -> None:
+        self._logged_decile = -1
+
+    def progress(self, dl: Download) -> None:
+        """A chunk of ``dl`` was written: the state says so at its pace, the log every 10%.
+        (On the chunk path: the downloader calls nothing else here per chunk.)"""
         if self.state.state is not UpdateState.DOWNLOADING:
             self.set_state(UpdateState.DOWNLOADING, reason=None)
         else:
             self.dirty = True
+        s = dl.session
+        decile = s.held_count * 10 // dl.release.manifest.n_chunks
+        if decile != self._logged_decile:
+            self._logged_decile = decile
+            log.info(
+                "edge %s: %s %d%% (%d/%d chunks)",
+                self.device,
+                dl.label,
+                decile * 10,
+                s.held_count,
+                dl.release.manifest.n_chunks,
+            )
 
     def rolled_back(self, name: str, version: int, *, reason: str) -> None:
         self.state = replace(self.state, model=name, version=version)

@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
+import pytest
+
 from edge_node.reporting import DEFAULT_BURST
-from protocol import DeviceStatus, MalformedMessage, UpdateState
+from edge_node.shared import Download
+from edge_node.storage import PartialDownload
+from protocol import DeviceStatus, DownloadSession, MalformedMessage, UpdateState
 
 from .edge_fakes import DEVICE, TOPICS, release, room
 
 
+def download(tmp_path: Path, held: range = range(0)) -> Download:
+    rel = release()
+    part = PartialDownload(tmp_path / "part", rel.manifest, rel.envelope)
+    return Download(rel, part, DownloadSession(rel, held), "prefix/")
+
+
 def test_a_change_of_state_goes_out_at_once_progress_at_the_state_pace(tmp_path: Path) -> None:
     r = room(tmp_path, state_interval=0.5)
+    dl = download(tmp_path)
     r.reporter.set_state(UpdateState.VERIFYING, reason=None, release=release())
     assert [s.state for s in r.wire.states()] == [UpdateState.VERIFYING]
-    r.reporter.downloading()  # a new state, DOWNLOADING: it waits for the pace
-    r.reporter.downloading()
+    r.reporter.progress(dl)  # a new state, DOWNLOADING: it waits for the pace
+    r.reporter.progress(dl)
     assert len(r.wire.states()) == 1 and r.reporter.dirty
     r.reporter.flush_due(r.clock.now + 0.4)
     assert len(r.wire.states()) == 1
@@ -25,7 +37,7 @@ def test_a_change_of_state_goes_out_at_once_progress_at_the_state_pace(tmp_path:
     r.reporter.flush_due(r.clock.now + 5.0)  # nothing new: nothing sent
     assert len(r.wire.states()) == 2
     r.clock.now += 5.0
-    r.reporter.downloading()  # more progress
+    r.reporter.progress(dl)  # more progress
     r.reporter.flush_due(r.clock.now + 0.5)
     assert len(r.wire.states()) == 3
 
@@ -128,3 +140,17 @@ def test_events_say_whether_they_were_made_offline(tmp_path: Path) -> None:
         ("verified", False),
         ("activated", True),
     ]
+
+
+def test_progress_is_logged_every_tenth(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    r = room(tmp_path)
+    caplog.set_level(logging.INFO, "modelcast.edge")
+    for held in range(1, 9):  # of 8 chunks: a new tenth each time
+        r.reporter.progress(download(tmp_path / str(held), range(held)))
+    logged = [m for m in caplog.messages if "chunks)" in m]
+    assert logged[0] == "edge d1: m@2 10% (1/8 chunks)" and len(logged) == 8
+    r.reporter.progress(download(tmp_path / "again", range(8)))
+    assert len([m for m in caplog.messages if "chunks)" in m]) == 8  # 100% said once
+    r.reporter.download_started()  # a new download: from the start
+    r.reporter.progress(download(tmp_path / "new", range(8)))
+    assert len([m for m in caplog.messages if "chunks)" in m]) == 9
