@@ -34,7 +34,7 @@ from protocol import (
 from runtime import __version__
 
 from .active import ActiveModels
-from .reporting import RejectionThrottle
+from .rejection_throttle import RejectionThrottle
 from .shared import Download, Slots, Wire
 
 log = logging.getLogger("modelcast.edge")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_node.reporting import DEFAULT_BURST
+from edge_node.rejection_throttle import DEFAULT_BURST
 from edge_node.shared import Download
 from edge_node.storage import PartialDownload
 from protocol import DeviceStatus, DownloadSession, MalformedMessage, UpdateState
