@@ -314,7 +314,7 @@ class EdgeAgent:
     def _tick(self) -> None:
         now = self.clock()
         self.reporter.report_unreported()
-        if self.activator.activate_deferred(now):
+        if self.slots.deferred is not None and self.activator.activate_deferred(now):
             self.follower.choose()
         if self.telemetry.due():
             self.telemetry.sample(
