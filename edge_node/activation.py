@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +27,29 @@ DTYPES: dict[str, Any] = {
 }
 
 
-def sample_inputs(session: Any) -> dict[str, np.ndarray]:
-    """Zero-filled inputs shaped from the model's signature; symbolic dimensions become 1."""
+#: ``fill(shape, dtype)``: an array for one model input
+Fill = Callable[[list[int], Any], np.ndarray]
+
+
+def model_inputs(
+    session: Any, fill: Fill, *, error: Callable[[str], Exception] = ActivationError
+) -> dict[str, np.ndarray]:
+    """One array per input the model declares, made by ``fill`` with the input's shape (its
+    symbolic dimensions 1) and numpy dtype; ``error(message)`` is raised for an input type
+    numpy has no dtype for here."""
     feeds: dict[str, np.ndarray] = {}
     for inp in session.get_inputs():
         dtype = DTYPES.get(inp.type)
         if dtype is None:
-            raise ActivationError(f"input {inp.name!r} has unsupported type {inp.type}")
+            raise error(f"input {inp.name!r} has unsupported type {inp.type}")
         shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
-        feeds[inp.name] = np.zeros(shape, dtype=dtype)
+        feeds[inp.name] = fill(shape, dtype)
     return feeds
+
+
+def sample_inputs(session: Any) -> dict[str, np.ndarray]:
+    """Zero-filled inputs shaped from the model's signature; symbolic dimensions become 1."""
+    return model_inputs(session, lambda shape, dtype: np.zeros(shape, dtype=dtype))
 
 
 def load_session(path: Path, threads: int = 1) -> Any:

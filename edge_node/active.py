@@ -4,11 +4,14 @@ after the new version passed every check."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from runtime.files import read_json, write_json_atomic
+
+log = logging.getLogger("modelcast.edge")
 
 
 @dataclass(frozen=True)
@@ -129,3 +132,11 @@ class AgentRecord:
                 "held_back": self.held_back,
             },
         )
+
+    def save_or_log(self, data: Path, device: str) -> None:
+        """Save; a failure is logged (the record protects against replays and retries: losing
+        an update of it is no reason to stop)."""
+        try:
+            self.save(data)
+        except OSError as exc:
+            log.error("edge %s: cannot save agent record: %s", device, exc)

@@ -1,7 +1,23 @@
-"""The edge agent: one MQTT session, one worker thread that owns all state.
+"""The edge agent: its lifecycle, its MQTT session, and the worker thread that drives its rooms.
 
-The paho network thread only hands messages to a bounded inbox; the worker verifies, writes,
-plans requests, activates, and reports. Nothing blocks inside a paho callback.
+Threads:
+
+- the paho network thread runs the MQTT callbacks, which only hand over: a message goes to the
+  bounded inbox (waiting at most 0.5 s for room, then dropped and counted: a dropped chunk is
+  asked for again on the next stall), a connect to the control queue, and a disconnect clears
+  ``Slots.connected``. Nothing blocks inside a paho callback;
+- the worker thread (``edge-DEVICE``) owns all other state: it dispatches each message by topic
+  to the room that handles it, and on every turn (at least every 0.1 s) runs the periodic work;
+- the local HTTP endpoint's threads serve inference (``inference.InferenceService``).
+
+The rooms, one job each (what they share is ``shared.Slots``):
+
+- ``index_follower``: the signed index, the target choice (``target_choice``), manifests;
+- ``downloader``: the download of one release, from manifest to verified file;
+- ``activator``: the maintenance window, activation, rollback;
+- ``trust_updates``: root rotations, revocations, signed commands;
+- ``reporter``: the state and status messages, events, rejections;
+- ``fleet_settings``: the effective policy, with the fleet configuration pushed in the index.
 """
 
 from __future__ import annotations
@@ -9,70 +25,31 @@ from __future__ import annotations
 import collections
 import logging
 import queue
-import shutil
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from pathlib import Path
 
-from protocol import (
-    ChunkRequest,
-    DeploymentIndex,
-    DeviceEvent,
-    DeviceState,
-    DeviceStatus,
-    DigestMismatch,
-    DownloadSession,
-    MaintenanceWindow,
-    MalformedMessage,
-    Manifest,
-    Phase,
-    ProtocolError,
-    SignatureError,
-    StaleError,
-    Target,
-    Topics,
-    TrustedRoot,
-    UpdateState,
-    VerifiedManifest,
-    frame_release_id,
-    open_index,
-    open_manifest,
-    settings_for,
-)
-from runtime import __version__
+from protocol import DeviceState, DeviceStatus, Topics, TrustedRoot, VerifiedManifest
 from runtime.credentials import session_auth
-from runtime.files import sha256_file
 from runtime.mqtt import Backoff, MqttSession, Will
 
-from .activation import check_model
+from .activator import Activator
 from .active import ActiveModels, AgentRecord
 from .config import EdgeConfig
-from .errors import ActivationError, StorageError
+from .downloader import Downloader
+from .fleet_settings import FleetSettings
 from .http_api import LocalEndpoint
+from .index_follower import DeviceTraits, IndexFollower
 from .inference import InferenceService
-from .policy import Policy, effective_policy, load_pushed, save_pushed
 from .profile import device_profile
-from .reporting import RejectionThrottle
-from .storage import PartialDownload, release_dir, verified_file
+from .reporter import Reporter
+from .shared import Slots, Verified
 from .telemetry import Telemetry
 from .trust_store import TrustStore
+from .trust_updates import TrustUpdates
 
 log = logging.getLogger("modelcast.edge")
-
-
-@dataclass
-class _Download:
-    release: VerifiedManifest
-    part: PartialDownload
-    session: DownloadSession
-    chunk_prefix: str
-
-    @property
-    def label(self) -> str:
-        return self.release.manifest.release
 
 
 class EdgeAgent:
@@ -81,10 +58,6 @@ class EdgeAgent:
         self.device = config.device_id
         self.topics = Topics(config.fleet)
         self._resend_topic = self.topics.resend(config.device_id)
-        #: releases this process downloaded or gave up, most recent last: their late resends
-        #: are expected on the resend topic
-        self._finished_releases: collections.deque[bytes] = collections.deque(maxlen=16)
-        self.late_resends = 0
         self.trust_store = TrustStore(config.trust_path, config.data_dir)
         self.data = config.data_dir
         self.data.mkdir(parents=True, exist_ok=True)
@@ -96,34 +69,32 @@ class EdgeAgent:
         self._control: collections.deque[bool] = collections.deque()
         self._stopping = threading.Event()
         self._worker: threading.Thread | None = None
-        self._connected = False
-        # update state (worker thread only)
-        self._targets: dict[str, Target] = {}
-        self._pending: tuple[str, Target] | None = None
-        self._dl: _Download | None = None
-        self._state = DeviceState(
+        self.slots = Slots()
+        self.dropped_messages = 0  # messages the inbox had no room for (network thread)
+        self.mqtt = self._session()
+        self.telemetry = Telemetry(
             device=self.device,
-            state=UpdateState.IDLE,
-            ts=clock(),
             boot=self.boot,
-            active=self.actives.versions(),
+            topics=self.topics,
+            data_dir=self.data,
+            interval=config.telemetry_interval,
+            capacity=config.telemetry_queue,
+            clock=clock,
         )
-        self._state_dirty = True
-        self._state_sent_at = 0.0
-        self._synced_at = 0.0
-        self._write_blocked_until = 0.0
-        self._write_failures = 0
-        self._interval_ewma = 0.0
-        self._last_chunk_at = 0.0
-        self._logged_decile = -1
-        self._told_stale: set[bytes] = set()
-        self._rollback_tried: set[bytes] = set()  # rollback targets acted on (once each)
-        # counters (read by tests, the demo and telemetry)
-        self.rejections: collections.Counter[str] = collections.Counter()
-        self._throttle = RejectionThrottle(clock)
-        self.dropped_messages = 0
-        self.stalls = 0
-        self.mqtt = MqttSession(
+        self.inference = InferenceService(self.actives, self.telemetry.stats)
+        self.endpoint: LocalEndpoint | None = None
+        if config.http is not None:
+            self.endpoint = LocalEndpoint(self.inference, self.device, *config.http)
+        self.profile = device_profile(
+            config.tags, self.endpoint.address[1] if self.endpoint else None
+        )
+        self._reporting_rooms()
+        self._delivery_rooms()
+        self._control_rooms()
+
+    def _session(self) -> MqttSession:
+        config = self.config
+        return MqttSession(
             config.broker_url,
             (
                 config.creds.client_id
@@ -143,34 +114,71 @@ class EdgeAgent:
             backoff=Backoff(config.reconnect_min, config.reconnect_max),
             **session_auth(config.creds, config.broker_url),
         )
-        self.telemetry = Telemetry(
+
+    def _reporting_rooms(self) -> None:
+        self.reporter = Reporter(
             device=self.device,
             boot=self.boot,
             topics=self.topics,
-            data_dir=self.data,
-            interval=config.telemetry_interval,
-            capacity=config.telemetry_queue,
-            clock=clock,
+            clock=self.clock,
+            wire=self.mqtt,
+            slots=self.slots,
+            actives=self.actives,
+            events=self.telemetry,
+            profile=self.profile,
+            state_interval=self.config.state_interval,
         )
-        self.inference = InferenceService(self.actives, self.telemetry.stats)
-        self.endpoint: LocalEndpoint | None = None
-        if config.http is not None:
-            self.endpoint = LocalEndpoint(self.inference, self.device, *config.http)
-        self.profile = device_profile(
-            config.tags, self.endpoint.address[1] if self.endpoint else None
+        self.settings = FleetSettings(
+            self.config, telemetry=self.telemetry, profile=self.profile, reporter=self.reporter
         )
-        self._local_policy = Policy(
-            config.telemetry_interval,
-            MaintenanceWindow.parse(config.maintenance_window)
-            if config.maintenance_window
-            else None,
-            dict(config.pins),
+
+    def _delivery_rooms(self) -> None:
+        self.downloader = Downloader(
+            self.config,
+            topics=self.topics,
+            clock=self.clock,
+            wire=self.mqtt,
+            slots=self.slots,
+            reporter=self.reporter,
         )
-        self._pushed = load_pushed(self.data)
-        self.policy = self._local_policy
-        self._apply_policy()
-        #: a verified release waiting for the maintenance window to open
-        self._deferred: tuple[VerifiedManifest, Path] | None = None
+        self.activator = Activator(
+            device=self.device,
+            data=self.data,
+            clock=self.clock,
+            actives=self.actives,
+            record=self.record,
+            policy=lambda: self.settings.policy,
+            slots=self.slots,
+            reporter=self.reporter,
+            downloader=self.downloader,
+        )
+
+    def _control_rooms(self) -> None:
+        self.trust_updates = TrustUpdates(
+            self.trust_store,
+            device=self.device,
+            fleet=self.config.fleet,
+            clock=self.clock,
+            slots=self.slots,
+            reporter=self.reporter,
+            downloader=self.downloader,
+            activator=self.activator,
+        )
+        self.follower = IndexFollower(
+            self.config,
+            topics=self.topics,
+            clock=self.clock,
+            wire=self.mqtt,
+            slots=self.slots,
+            trust=self.trust_store,
+            record=self.record,
+            actives=self.actives,
+            traits=DeviceTraits.of(self.device, self.config.tags, self.profile),
+            settings=self.settings,
+            reporter=self.reporter,
+            downloader=self.downloader,
+            activator=self.activator,
+        )
 
     # --- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -193,12 +201,7 @@ class EdgeAgent:
             self.endpoint.stop()
         if self._worker is not None:
             self._worker.join(timeout=10)
-        if self._dl is not None:
-            try:
-                self._dl.part.sync()
-            except StorageError as exc:
-                log.warning("edge %s: final sync failed: %s", self.device, exc)
-            self._dl.part.close()
+        self.downloader.close()
         offline = DeviceStatus(self.device, online=False, ts=self.clock(), boot=self.boot)
         self.mqtt.stop(final=[(self.topics.status(self.device), offline.encode(), True)])
         self.telemetry.close()
@@ -213,7 +216,15 @@ class EdgeAgent:
 
     @property
     def state(self) -> DeviceState:
-        return self._state
+        return self.reporter.state
+
+    @property
+    def rejections(self) -> collections.Counter[str]:
+        return self.reporter.rejections
+
+    @property
+    def trust(self) -> TrustedRoot:
+        return self.trust_store.trust
 
     # --- network thread: hand over, never block long -------------------------------------
     def _on_message(self, topic: str, payload: bytes, retain: bool) -> None:
@@ -226,7 +237,7 @@ class EdgeAgent:
         self._control.append(session_present)
 
     def _on_disconnect(self) -> None:
-        self._connected = False
+        self.slots.connected = False
 
     # --- worker --------------------------------------------------------------------------
     def _run(self) -> None:
@@ -245,9 +256,9 @@ class EdgeAgent:
                 log.exception("edge %s: unexpected error in worker", self.device)
 
     def _handle_connect(self, session_present: bool) -> None:
-        self._connected = True
-        self._publish_status()
-        self._state_dirty = True
+        self.slots.connected = True
+        self.reporter.publish_status()
+        self.reporter.dirty = True
         self.mqtt.subscribe(
             [
                 self.topics.root_chain(),
@@ -258,824 +269,62 @@ class EdgeAgent:
                 self.topics.resend(self.device),
             ]
         )
-        if self._pending is not None:
-            name, target = self._pending
-            self.mqtt.subscribe([self._manifest_topic(name, target)])
-        if self._dl is not None:
-            if not session_present:
-                self._dl.session.forget_subscriptions()
-            self._pump()
-
-    @property
-    def trust(self) -> TrustedRoot:
-        return self.trust_store.trust
+        self.follower.on_connect()
+        self.downloader.on_connect(session_present)
 
     def _dispatch(self, topic: str, payload: bytes) -> None:
         # chunks first: they are nearly every message, and the topics below are built (and
         # their names checked) on each comparison
+        dl = self.slots.download
         if topic == self._resend_topic:
-            self._on_resend(topic, payload)
-        elif self._dl is not None and topic.startswith(self._dl.chunk_prefix):
-            self._on_chunk(topic, payload)
-        elif topic == self.topics.index():
-            self._on_index(topic, payload)
+            verified = self.downloader.on_resend(topic, payload)
+        elif dl is not None and topic.startswith(dl.chunk_prefix):
+            verified = self.downloader.on_chunk(topic, payload)
+        else:
+            self._dispatch_control(topic, payload)
+            return
+        if verified is not None:
+            self._activate(verified)
+
+    def _dispatch_control(self, topic: str, payload: bytes) -> None:
+        if topic == self.topics.index():
+            self.follower.on_index(topic, payload)
         elif topic == self.topics.root_chain():
-            self._on_root_chain(topic, payload)
+            self.trust_updates.on_root_chain(topic, payload)
         elif topic == self.topics.revocations():
-            self._on_revocations(topic, payload)
+            self.trust_updates.on_revocations(topic, payload)
         elif topic in (self.topics.commands(self.device), self.topics.fleet_commands()):
-            self._on_command(topic, payload)
-        elif self._pending is not None and topic == self._manifest_topic(*self._pending):
-            self._on_manifest(topic, payload)
+            self.trust_updates.on_command(topic, payload)
+        elif self.follower.awaits(topic):
+            release = self.follower.on_manifest(topic, payload)
+            if release is not None:
+                self._begin(release)
         # anything else is a late chunk of an abandoned release or a manifest we no longer want
 
-    # --- index and manifest --------------------------------------------------------------
-    def _on_index(self, topic: str, payload: bytes) -> None:
-        try:
-            index: DeploymentIndex = open_index(
-                self.trust,
-                payload,
-                now=self.clock(),
-                fleet=self.config.fleet,
-                last_seq=self.record.index_seq,
-            )
-        except ProtocolError as exc:
-            self._reject(topic, exc, update_state=True)
-            return
-        if index.seq > self.record.index_seq:
-            self.record.index_seq = index.seq
-            self._save_record()
-        self._on_config(settings_for(index.config, self.device, self.config.tags))
-        self._targets = dict(index.targets)
-        self._choose_target()
-
-    def _on_config(self, pushed: dict[str, object]) -> None:
-        """Apply, persist and report the fleet configuration that selects this device."""
-        if pushed == self._pushed:
-            return
-        try:
-            save_pushed(self.data, pushed)
-        except OSError as exc:
-            log.error("edge %s: cannot save the fleet configuration: %s", self.device, exc)
-        self._pushed = dict(pushed)
-        self._apply_policy()
-        log.info("edge %s: fleet configuration applied: %s", self.device, pushed or "none")
-        self._event("config-applied", detail=str(dict(sorted(pushed.items())))[:500])
-        self._publish_status()
-
-    def _apply_policy(self) -> None:
-        try:
-            self.policy = effective_policy(self._local_policy, self._pushed)
-        except ProtocolError as exc:  # validated when decoded; a hand-edited config.json
-            log.error("edge %s: fleet configuration ignored: %s", self.device, exc)
-            self.policy = self._local_policy
-        self.telemetry.interval = self.policy.telemetry_interval
-        self.profile["config"] = self.policy.report(self._pushed)
-
-    def _choose_target(self) -> None:
-        for name, entry in sorted(self._targets.items()):
-            # a staged rollout names who takes it; everyone else takes its base (signed data:
-            # the broker cannot move a device in or out of a rollout)
-            target = entry.for_device(
-                self.device,
-                self.config.tags,
-                self._ram_mb,
-                arch=str(self.profile.get("arch") or "") or None,
-                providers=tuple(self.profile.get("providers") or ()),
-            )
-            pinned = self.policy.pins.get(name)
-            if target is not None and pinned is not None and target.version != pinned:
-                # held by a pin: nothing but the pinned version, until unpinned
-                if target.manifest_id not in self._told_stale:
-                    self._told_stale.add(target.manifest_id)
-                    self._event(
-                        "held-by-pin",
-                        model=name,
-                        version=target.version,
-                        detail=f"pinned to {name}@{pinned}",
-                    )
-                target = None
-            self._cancel_above(name, None if target is None else target.version)
-            if target is None:
-                continue
-            if self._deferred is not None and self._deferred[0].id == target.manifest_id:
-                continue  # verified, waiting for the maintenance window
-            active = self.actives.get(name)
-            if active is not None and target.version < active.version and target.rollback:
-                if target.manifest_id not in self._rollback_tried:
-                    self._rollback_tried.add(target.manifest_id)
-                    self._rollback(name, target.version)
-                continue
-            if active is not None and target.version <= active.version:
-                if target.version < active.version and target.manifest_id not in self._told_stale:
-                    self._told_stale.add(target.manifest_id)
-                    self._reject(
-                        self.topics.index(),
-                        StaleError(
-                            f"index targets {name}@{target.version} but "
-                            f"{name}@{active.version} is active: downgrade refused"
-                        ),
-                        update_state=True,
-                        model=name,
-                        version=target.version,
-                    )
-                continue
-            if target.manifest_id.hex() in self.record.failed:
-                continue
-            if target.version <= self.record.held_back.get(name, -1):
-                # rolled back from by a signed directive: wait for a newer release
-                if target.manifest_id not in self._told_stale:
-                    self._told_stale.add(target.manifest_id)
-                    self._event(
-                        "held-back",
-                        model=name,
-                        version=target.version,
-                        detail="rolled back from by a signed directive",
-                    )
-                continue
-            if self._dl is not None:
-                current = self._dl.release.manifest
-                if current.name != name:
-                    continue  # one download at a time; this name's turn comes next
-                if self._dl.release.id == target.manifest_id:
-                    return
-                if target.version <= current.version:
-                    return
-                log.info(
-                    "edge %s: abandoning %s for %s@%d",
-                    self.device,
-                    self._dl.label,
-                    name,
-                    target.version,
-                )
-                self._drop_download(discard=True)
-            if self._pending is not None:
-                if self._pending == (name, target):
-                    return
-                old_name, old = self._pending
-                self.mqtt.unsubscribe([self._manifest_topic(old_name, old)])
-            self._pending = (name, target)
-            self.mqtt.subscribe([self._manifest_topic(name, target)])
-            log.info(
-                "edge %s: target %s@%d, fetching its manifest", self.device, name, target.version
-            )
-            return
-
-    def _manifest_topic(self, name: str, target: Target) -> str:
-        return self.topics.manifest(name, target.version, target.variant)
-
-    @property
-    def _ram_mb(self) -> int | None:
-        """What variant rules compare ``ram_below_mb`` with (the profile's RAM figure)."""
-        ram = self.profile.get("ram_mb")
-        return ram if isinstance(ram, int) and ram > 0 else None
-
-    def _cancel_above(self, name: str, version: int | None) -> None:
-        """Stop fetching a release of ``name`` newer than ``version`` (None: any): the index no
-        longer wants it here (a rollout halted, or this device left its stage)."""
-        dl = self._dl
-        if (
-            dl is not None
-            and dl.release.manifest.name == name
-            and (version is None or dl.release.manifest.version > version)
-        ):
-            log.info("edge %s: %s is no longer targeted, dropping it", self.device, dl.label)
-            self._drop_download(discard=True)
-            self._set_state(UpdateState.IDLE, reason=None)
-        deferred = self._deferred
-        if (
-            deferred is not None
-            and deferred[0].manifest.name == name
-            and (version is None or deferred[0].manifest.version > version)
-        ):
-            self._deferred = None  # the verified file stays on disk for later
-        if self._pending is not None and self._pending[0] == name:
-            pending = self._pending[1]
-            if version is None or pending.version > version:
-                self.mqtt.unsubscribe([self._manifest_topic(name, pending)])
-                self._pending = None
-
-    def _on_manifest(self, topic: str, payload: bytes) -> None:
-        assert self._pending is not None
-        name, target = self._pending
-        try:
-            release = open_manifest(self.trust, payload, now=self.clock(), fleet=self.config.fleet)
-            m = release.manifest
-            if release.id != target.manifest_id:
-                raise MalformedMessage(
-                    f"manifest {m.release} is not the release the index names", reason="mismatch"
-                )
-            if (m.name, m.version) != (name, target.version):
-                raise MalformedMessage(
-                    f"manifest {m.release} on the topic of {name}@{target.version}",
-                    reason="mismatch",
-                )
-            active = self.actives.get(name)
-            if active is not None and m.version <= active.version:
-                raise StaleError(f"{m.release} is not newer than active {name}@{active.version}")
-        except ProtocolError as exc:
-            self._reject(topic, exc, update_state=True, model=name, version=target.version)
-            return
-        self.mqtt.unsubscribe([topic])
-        self._pending = None
-        self._begin(release)
-
-    # --- trust updates and commands ------------------------------------------------------
-    def _on_root_chain(self, topic: str, payload: bytes) -> None:
-        if not payload:
-            return
-        try:
-            if self.trust_store.follow_root_chain(payload):
-                log.warning(
-                    "edge %s: now trusting root %s (version %d)",
-                    self.device,
-                    self.trust.root.key_id,
-                    self.trust.root_version,
-                )
-                self._event("root-rotated", detail=self.trust.root.key_id)
-        except ProtocolError as exc:
-            self._reject(topic, exc, update_state=False)
-
-    def _on_revocations(self, topic: str, payload: bytes) -> None:
-        if not payload:
-            return
-        try:
-            added = self.trust_store.apply_revocations(payload, self.clock())
-        except ProtocolError as exc:
-            self._reject(topic, exc, update_state=False)
-            return
-        if added:
-            log.warning("edge %s: release keys revoked: %s", self.device, ", ".join(sorted(added)))
-            self._event("keys-revoked", detail=", ".join(sorted(added)))
-        dl = self._dl
-        if dl is not None and dl.release.signer.key.key_id in added:
-            self._reject(
-                topic,
-                SignatureError(f"{dl.label} was signed by a revoked key", reason="revoked-key"),
-                update_state=True,
-            )
-            self._drop_download(discard=True)
-
-    def _on_command(self, topic: str, payload: bytes) -> None:
-        if not payload:
-            return
-        try:
-            command = self.trust_store.open_command(
-                payload, now=self.clock(), fleet=self.config.fleet, device=self.device
-            )
-        except ProtocolError as exc:
-            self._reject(topic, exc, update_state=False)
-            return
-        log.info(
-            "edge %s: command %s %s (seq %d)",
-            self.device,
-            command.action,
-            command.args,
-            command.seq,
-        )
-        if command.action == "rollback":
-            self._rollback(str(command.args["model"]), int(command.args["version"]))
-        elif command.action == "re-request" and self._dl is not None:
-            self._repair(self._dl)
-        else:
-            self._event("command-ignored", detail=f"{command.action} is not supported yet")
-
-    def _rollback(self, name: str, version: int) -> None:
-        """Go back to ``version`` of ``name``, which must be the previous one, kept on disk."""
-        active = self.actives.get(name)
-        if active is None or active.version == version:
-            return
-        if active.previous_version != version or active.previous_path is None:
-            self._event(
-                "rollback-failed",
-                model=name,
-                version=version,
-                detail=f"{name}@{version} is not the previous version on this device",
-            )
-            return
-        try:
-            check_model(active.previous_path)
-            sha = sha256_file(active.previous_path).hex()
-            self.actives.switch(name, version, active.previous_path, sha, active.previous_variant)
-        except (ActivationError, OSError) as exc:
-            self._event("rollback-failed", model=name, version=version, detail=str(exc))
-            return
-        self.record.held_back[name] = max(active.version, self.record.held_back.get(name, -1))
-        self._save_record()
-        if self._dl is not None and self._dl.release.manifest.name == name:
-            self._drop_download(discard=False)
-        log.warning(
-            "edge %s: rolled back %s@%d -> %s@%d by signed directive",
-            self.device,
-            name,
-            active.version,
-            name,
-            version,
-        )
-        self._event(
-            "rolled-back", model=name, version=version, detail=f"from {name}@{active.version}"
-        )
-        self._state = replace(self._state, model=name, version=version)
-        self._set_state(UpdateState.ACTIVE, reason=f"rolled back from {name}@{active.version}")
-        self._publish_status()
-
-    # --- download ------------------------------------------------------------------------
     def _begin(self, release: VerifiedManifest) -> None:
-        m = release.manifest
-        directory = release_dir(self.data, m.name, m.version, m.variant)
-        done = verified_file(directory, m)
-        if done is not None:
-            log.info("edge %s: %s already verified on disk, activating", self.device, m.release)
-            self._activate(release, done)
-            return
-        try:
-            part = PartialDownload(directory, m, release.envelope)
-            held = part.recover()
-        except StorageError as exc:
-            self._storage_failed(exc, release=m.release)
-            self._pending = (m.name, Target(m.version, release.id, variant=m.variant))
-            return
-        session = DownloadSession(release, held, now=self.clock())
-        self._dl = _Download(
-            release, part, session, self.topics.chunk_prefix(m.name, m.version, m.variant)
-        )
-        self._logged_decile = -1
-        if held:
-            log.info(
-                "edge %s: resuming %s with %d/%d chunks already verified on disk",
-                self.device,
-                m.release,
-                len(held),
-                m.n_chunks,
-            )
-            self._event(
-                "resumed",
-                model=m.name,
-                version=m.version,
-                detail=f"{len(held)}/{m.n_chunks} chunks on disk",
-            )
-        else:
-            log.info(
-                "edge %s: downloading %s (%d bytes, %d chunks)",
-                self.device,
-                m.release,
-                m.size,
-                m.n_chunks,
-            )
-            self._event("downloading", model=m.name, version=m.version)
-        self._set_state(UpdateState.DOWNLOADING, reason=None)
-        self._flush_state()  # the first report after a (re)start says how much was on disk
-        if session.phase is Phase.COMPLETE:
-            self._complete()
-        else:
-            self._pump()
+        verified = self.downloader.begin(release)
+        if verified is not None:
+            self._activate(verified)
 
-    def _pump(self) -> None:
-        dl = self._dl
-        if dl is None or not self._connected or self.clock() < self._write_blocked_until:
-            return
-        plan = dl.session.plan(self.device, self.clock(), self.config.window)
-        m = dl.release.manifest
-        self.mqtt.unsubscribe(
-            [self.topics.chunk_block(m.name, m.version, b, m.variant) for b in plan.unsubscribe]
-        )
-        self.mqtt.subscribe(
-            [self.topics.chunk_block(m.name, m.version, b, m.variant) for b in plan.subscribe]
-        )
-        if plan.request is not None:
-            self._send_request(plan.request)
-
-    def _send_request(self, request: ChunkRequest) -> None:
-        """Requests go out at QoS 0. At QoS 1 the persistent session replays every request not
-        yet acknowledged after each reconnect, and on a flaky, congested link (acks queued behind
-        chunks) that is most of them: the coordinator resent what was already on its way, and a
-        replayed repair is never coalesced. A request lost in a cut is covered by the stall
-        repair, like a lost chunk."""
-        self.mqtt.publish(self.topics.request(self.device), request.encode(), qos=0)
-
-    def _on_resend(self, topic: str, payload: bytes) -> None:
-        """A chunk sent again for this device alone. The topic serves every release, so a resend
-        of a release this device just finished or gave up (still queued when it moved on) is
-        expected, and dropped without a fuss; anything else is checked like any chunk."""
-        rid = frame_release_id(payload)
-        if rid is not None and rid in self._finished_releases:
-            self.late_resends += 1
-            return
-        if self._dl is not None:
-            self._on_chunk(topic, payload)
-        elif rid is not None:
-            self.late_resends += 1  # nothing is downloading: nothing to check it against
-
-    def _on_chunk(self, topic: str, payload: bytes) -> None:
-        dl = self._dl
-        assert dl is not None
-        try:
-            chunk = dl.session.accept(payload)
-        except ProtocolError as exc:
-            self._reject(
-                topic,
-                exc,
-                update_state=False,
-                model=dl.release.manifest.name,
-                version=dl.release.manifest.version,
-            )
-            return
-        if chunk is None:
-            return
-        now = self.clock()
-        if now < self._write_blocked_until:
-            dl.session.release_accepted(chunk)
-            return
-        try:
-            dl.part.write(chunk)
-        except StorageError as exc:
-            dl.session.release_accepted(chunk)
-            self._storage_failed(exc, release=dl.label)
-            return
-        dl.session.commit(chunk, now)
-        if self._write_failures:
-            self._write_failures = 0
-            log.info("edge %s: writes succeed again, %s continues", self.device, dl.label)
-        if self._last_chunk_at:
-            gap = now - self._last_chunk_at
-            self._interval_ewma = (
-                gap if not self._interval_ewma else (0.9 * self._interval_ewma + 0.1 * gap)
-            )
-        self._last_chunk_at = now
-        self._progress()
-        if dl.session.phase is Phase.COMPLETE:
-            self._complete()
-        else:
-            self._pump()
-
-    def _progress(self) -> None:
-        dl = self._dl
-        assert dl is not None
-        s = dl.session
-        if self._state.state is not UpdateState.DOWNLOADING:
-            self._set_state(UpdateState.DOWNLOADING, reason=None)
-        else:
-            self._state_dirty = True
-        decile = s.held_count * 10 // dl.release.manifest.n_chunks
-        if decile != self._logged_decile:
-            self._logged_decile = decile
-            log.info(
-                "edge %s: %s %d%% (%d/%d chunks)",
-                self.device,
-                dl.label,
-                decile * 10,
-                s.held_count,
-                dl.release.manifest.n_chunks,
-            )
-
-    def _complete(self) -> None:
-        dl = self._dl
-        assert dl is not None
-        self._set_state(UpdateState.VERIFYING, reason=None)
-        self._flush_state()
-        try:
-            digest = dl.part.sha256()
-            dl.session.finish(digest)
-            path = dl.part.finalize()
-        except DigestMismatch as exc:
-            self._reject(
-                self.topics.manifest(
-                    dl.release.manifest.name,
-                    dl.release.manifest.version,
-                    dl.release.manifest.variant,
-                ),
-                exc,
-                update_state=True,
-            )
-            self._pump()
-            return
-        except StorageError as exc:
-            # Start this release over once the back-off allows: _begin resumes from the part
-            # file, re-hashing every chunk on disk (left as it was, the complete session would
-            # never try the check again).
-            m = dl.release.manifest
-            self._drop_download(discard=False)
-            self._storage_failed(exc, release=dl.label)
-            self._pending = (m.name, Target(m.version, dl.release.id, variant=m.variant))
-            return
-        release = dl.release
-        self._finished_releases.append(release.id[:16])
-        self._dl = None
-        self._unsubscribe_blocks(dl)
-        self._set_state(UpdateState.VERIFIED, reason=None, release=release)
-        self._event("verified", model=release.manifest.name, version=release.manifest.version)
-        self._activate(release, path)
-
-    def _activate(self, release: VerifiedManifest, path: Path) -> None:
-        m = release.manifest
-        if not self.policy.may_activate(self.clock()):
-            window = self.policy.maintenance_window
-            if self._deferred is None or self._deferred[0].id != release.id:
-                log.info(
-                    "edge %s: %s verified; activating in the maintenance window %s (UTC)",
-                    self.device,
-                    m.release,
-                    window,
-                )
-                self._event(
-                    "activation-deferred",
-                    model=m.name,
-                    version=m.version,
-                    detail=f"maintenance window {window} UTC",
-                )
-            self._deferred = (release, path)
-            self._set_state(
-                UpdateState.VERIFIED,
-                reason=f"waiting for the maintenance window {window} UTC",
-                release=release,
-            )
-            return
-        if self._deferred is not None and self._deferred[0].id == release.id:
-            self._deferred = None
-        self._set_state(UpdateState.ACTIVATING, reason=None, release=release)
-        self._flush_state()
-        try:
-            max_error = check_model(path, m.model_kind, m.acceptance)
-            active = self.actives.switch(m.name, m.version, path, m.sha256.hex(), m.variant)
-        except (ActivationError, OSError) as exc:
-            reason = exc.reason if isinstance(exc, ActivationError) else "write-failed"
-            log.error(
-                "edge %s: %s failed activation, keeping %s: %s",
-                self.device,
-                m.release,
-                self.actives.versions() or "nothing",
-                exc,
-            )
-            self.record.failed = (*self.record.failed, release.id.hex())
-            self._save_record()
-            self._event(
-                "activation-failed", model=m.name, version=m.version, reason=reason, detail=str(exc)
-            )
-            self._set_state(UpdateState.FAILED, reason=f"{reason}: {exc}", release=release)
-            self._remove_release(m)
-            self._choose_target()
-            return
-        log.info(
-            "edge %s: %s is active (previous %s)", self.device, m.release, active.previous_version
-        )
-        details = [f"variant {m.variant}"] if m.variant else []
-        if max_error is not None:
-            details.append(f"acceptance max error {max_error:.6g}")
-        self._event(
-            "activated",
-            model=m.name,
-            version=m.version,
-            detail=", ".join(details) or None,
-        )
-        self._set_state(UpdateState.ACTIVE, reason=None, release=release)
-        self._publish_status()
-        self._choose_target()
-
-    def _remove_release(self, m: Manifest) -> None:
-        shutil.rmtree(release_dir(self.data, m.name, m.version, m.variant), ignore_errors=True)
-
-    def _drop_download(self, *, discard: bool) -> None:
-        dl = self._dl
-        if dl is None:
-            return
-        self._finished_releases.append(dl.release.id[:16])
-        self._unsubscribe_blocks(dl)
-        if discard:
-            dl.part.discard()
-        else:
-            dl.part.close()
-        self._dl = None
-
-    def _unsubscribe_blocks(self, dl: _Download) -> None:
-        m = dl.release.manifest
-        self.mqtt.unsubscribe(
-            [
-                self.topics.chunk_block(m.name, m.version, b, m.variant)
-                for b in dl.session.subscribed
-            ]
-        )
-
-    def _storage_failed(self, exc: StorageError, *, release: str) -> None:
-        self._write_failures += 1
-        delay = min(30.0, 0.5 * 2 ** min(self._write_failures - 1, 6))
-        self._write_blocked_until = self.clock() + delay
-        log.error(
-            "edge %s: %s: %s; active model untouched, retrying in %.1fs",
-            self.device,
-            release,
-            exc,
-            delay,
-        )
-        self._set_state(UpdateState.FAILED, reason=str(exc))  # "write-failed: ..."
-        name, _, version = release.partition(" ")[0].partition("@")
-        self._event(
-            "write-failed",
-            reason=exc.reason,
-            detail=str(exc),
-            model=name or None,
-            version=int(version) if version.isdigit() else None,
-        )
+    def _activate(self, verified: Verified) -> None:
+        if self.activator.activate(*verified):
+            self.follower.choose()  # settled (active or failed): what next?
 
     # --- periodic work -------------------------------------------------------------------
     def _tick(self) -> None:
         now = self.clock()
-        self._report_unreported()
-        if self._deferred is not None and self.policy.may_activate(now):
-            release, path = self._deferred
-            self._deferred = None
-            self._activate(release, path)
+        self.reporter.report_unreported()
+        if self.slots.deferred is not None and self.activator.activate_deferred(now):
+            self.follower.choose()
         if self.telemetry.due():
             self.telemetry.sample(
-                connected=self._connected,
+                connected=self.slots.connected,
                 active=self.actives.versions(),
                 reconnects=self.mqtt.reconnects,
                 bytes_received=self.mqtt.bytes_received,
             )
-        if self._connected:
+        if self.slots.connected:
             self.telemetry.pump(self.mqtt.publish)
-        dl = self._dl
-        if dl is not None and dl.session.phase is Phase.DOWNLOADING:
-            if self._write_blocked_until and now >= self._write_blocked_until:
-                self._write_blocked_until = 0.0
-                self._pump()
-            timeout = max(self.config.stall_timeout, 4 * self._interval_ewma)
-            if self._connected and dl.session.stalled(now, timeout):
-                self._repair(dl)
-            if now - self._synced_at >= self.config.sync_interval:
-                self._synced_at = now
-                try:
-                    dl.part.sync()
-                except StorageError as exc:
-                    self._storage_failed(exc, release=dl.label)
-        elif (
-            self._pending is not None
-            and self._write_blocked_until
-            and now >= self._write_blocked_until
-        ):
-            self._write_blocked_until = 0.0
-            self._choose_target_again()
-        if self._state_dirty and now - self._state_sent_at >= self.config.state_interval:
-            self._flush_state()
-
-    def _choose_target_again(self) -> None:
-        pending = self._pending
-        self._pending = None
-        if pending is not None:
-            self._targets.setdefault(pending[0], pending[1])
-        self._choose_target()
-
-    def _repair(self, dl: _Download) -> None:
-        self.stalls += 1
-        m = dl.release.manifest
-        request = dl.session.repair(self.device, self.clock())
-        if request is None:
-            return
-        log.info(
-            "edge %s: %s stalled at %d/%d chunks, asking again for %d",
-            self.device,
-            dl.label,
-            dl.session.held_count,
-            m.n_chunks,
-            len(request.indices()),
-        )
-        # re-subscribing is idempotent at the broker and repairs a subscription lost in a race
-        self.mqtt.subscribe(
-            [
-                self.topics.chunk_block(m.name, m.version, b, m.variant)
-                for b in sorted(dl.session.subscribed)
-            ]
-        )
-        self._send_request(request)
-
-    # --- reporting -----------------------------------------------------------------------
-    def _set_state(
-        self, state: UpdateState, *, reason: str | None, release: VerifiedManifest | None = None
-    ) -> None:
-        dl = self._dl
-        rel = release or (dl.release if dl else None)
-        fields: dict[str, object] = {"state": state, "reason": reason}
-        if rel is not None:
-            m = rel.manifest
-            fields.update(model=m.name, version=m.version, chunks_total=m.n_chunks, size=m.size)
-        self._state = replace(self._state, **fields)  # type: ignore[arg-type]
-        self._state_dirty = True
-        if state is not UpdateState.DOWNLOADING:
-            self._flush_state()
-
-    def _flush_state(self) -> None:
-        dl = self._dl
-        s = self._state
-        extra: dict[str, object] = {}
-        if dl is not None:
-            extra = {
-                "chunks_held": dl.session.held_count,
-                "bytes_held": dl.session.bytes_held,
-                "received": dl.session.received,
-                "duplicates": dl.session.duplicates,
-            }
-        elif s.state in (UpdateState.ACTIVE, UpdateState.VERIFIED, UpdateState.ACTIVATING):
-            extra = {"chunks_held": s.chunks_total, "bytes_held": s.size}
-        self._state = replace(
-            s,
-            ts=self.clock(),
-            active=self.actives.versions(),
-            rejections=sum(self.rejections.values()),
-            **extra,  # type: ignore[arg-type]
-        )
-        self._state_dirty = False
-        self._state_sent_at = self.clock()
-        if self._connected:
-            # QoS 0: a latest-value message; QoS 1 would replay stale states after a cut
-            # (paho resends unacknowledged ones), and each (re)connect publishes it afresh
-            self.mqtt.publish(
-                self.topics.state(self.device), self._state.encode(), qos=0, retain=True
-            )
-        else:
-            self._state_dirty = True
-
-    def _publish_status(self) -> None:
-        self.profile["variants"] = self.actives.variants()
-        status = DeviceStatus(
-            self.device,
-            online=True,
-            ts=self.clock(),
-            boot=self.boot,
-            agent=__version__,
-            active=self.actives.versions(),
-            profile=self.profile,
-        )
-        self.mqtt.publish(self.topics.status(self.device), status.encode(), qos=0, retain=True)
-
-    def _event(
-        self,
-        event: str,
-        *,
-        reason: str | None = None,
-        detail: str | None = None,
-        topic: str | None = None,
-        model: str | None = None,
-        version: int | None = None,
-    ) -> None:
-        msg = DeviceEvent(
-            device=self.device,
-            event=event,
-            ts=self.clock(),
-            reason=reason,
-            detail=detail,
-            topic=topic,
-            model=model,
-            version=version,
-        )
-        self.telemetry.event(msg, connected=self._connected)
-
-    def _reject(
-        self,
-        topic: str,
-        exc: ProtocolError,
-        *,
-        update_state: bool,
-        model: str | None = None,
-        version: int | None = None,
-    ) -> None:
-        self.rejections[exc.reason] += 1
-        unreported = self._throttle.admit(exc.reason)
-        fields: dict[str, object] = {}
-        if update_state:
-            fields = {"state": UpdateState.REJECTED, "reason": str(exc)[:500]}
-            if model is not None:
-                fields.update(model=model, version=version)
-            self._state = replace(self._state, **fields)  # type: ignore[arg-type]
-        if unreported is None:  # a flood: counted, and the state goes out at its usual pace
-            self._state_dirty = True
-            return
-        more = f" ({unreported} more of these not reported one by one)" if unreported else ""
-        log.warning("edge %s: rejected message on %s: %s%s", self.device, topic, exc, more)
-        self._event(
-            "rejected",
-            reason=exc.reason,
-            detail=(exc.detail[:500] + more),
-            topic=topic,
-            model=model,
-            version=version,
-        )
-        if update_state:
-            self._flush_state()
-        else:
-            self._state_dirty = True
-
-    def _report_unreported(self) -> None:
-        """After a flood: how many rejections of each reason were only counted."""
-        for reason, count in self._throttle.due():
-            log.warning(
-                "edge %s: %d more messages rejected as %s (not reported one by one)",
-                self.device,
-                count,
-                reason,
-            )
-            self._event("rejected", reason=reason, detail=f"{count} more not reported one by one")
-
-    def _save_record(self) -> None:
-        try:
-            self.record.save(self.data)
-        except OSError as exc:
-            log.error("edge %s: cannot save agent record: %s", self.device, exc)
+        if self.downloader.tick(now):
+            self.follower.choose_again()
+        self.reporter.flush_due(now)

@@ -85,39 +85,41 @@ def _make_handler(endpoint: LocalEndpoint) -> type[BaseHTTPRequestHandler]:
                 self._reply(404, {"error": f"no route {self.path}"})
                 return
             try:
-                length = int(self.headers.get("Content-Length", "0"))
-            except ValueError:
-                length = -1
-            if not 0 < length <= MAX_BODY:
-                self._reply(
-                    413 if length > MAX_BODY else 400,
-                    {"error": f"body must be 1..{MAX_BODY} bytes of JSON"},
-                )
-                return
-            try:
-                request = json.loads(self.rfile.read(length))
-                if not isinstance(request, dict) or ("inputs" in request) == ("texts" in request):
-                    raise TypeError("the body must have exactly one of 'inputs' and 'texts'")
-                if "inputs" in request and not isinstance(request["inputs"], dict):
-                    raise TypeError("'inputs' must be an object")
-            except (ValueError, TypeError) as exc:
-                self._reply(
-                    400, {"error": f'expected {{"inputs": {{...}}}} or {{"texts": [...]}}: {exc}'}
-                )
-                return
-            try:
+                request = _read_request(self)
                 if "texts" in request:
-                    self._reply(
-                        200, _embedding_body(endpoint.service.embed(parts[2], request["texts"]))
-                    )
+                    body = _embedding_body(endpoint.service.embed(parts[2], request["texts"]))
                 else:
-                    self._reply(
-                        200, _outputs_body(endpoint.service.run(parts[2], request["inputs"]))
-                    )
+                    body = _outputs_body(endpoint.service.run(parts[2], request["inputs"]))
             except InferenceError as exc:
                 self._reply(exc.status, {"error": str(exc)})
+                return
+            self._reply(200, body)
 
     return Handler
+
+
+def _read_request(handler: BaseHTTPRequestHandler) -> dict[str, Any]:
+    """The JSON body of an inference request: exactly one of ``inputs`` (an object) and
+    ``texts``; anything else is an ``InferenceError`` (400, or 413 for a body too large)."""
+    try:
+        length = int(handler.headers.get("Content-Length", "0"))
+    except ValueError:
+        length = -1
+    if not 0 < length <= MAX_BODY:
+        raise InferenceError(
+            f"body must be 1..{MAX_BODY} bytes of JSON", status=413 if length > MAX_BODY else 400
+        )
+    try:
+        request = json.loads(handler.rfile.read(length))
+        if not isinstance(request, dict) or ("inputs" in request) == ("texts" in request):
+            raise TypeError("the body must have exactly one of 'inputs' and 'texts'")
+        if "inputs" in request and not isinstance(request["inputs"], dict):
+            raise TypeError("'inputs' must be an object")
+    except (ValueError, TypeError) as exc:
+        raise InferenceError(
+            f'expected {{"inputs": {{...}}}} or {{"texts": [...]}}: {exc}'
+        ) from None
+    return request
 
 
 def _outputs_body(result: InferenceResult) -> dict[str, Any]:

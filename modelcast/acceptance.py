@@ -9,10 +9,11 @@ own hardware and runtime within the release's tolerance.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from edge_node.activation import DTYPES, load_session
+from edge_node.activation import load_session, model_inputs
 from protocol import Acceptance, Case, Tensor
 
 
@@ -27,16 +28,13 @@ def make_vectors(model: Path, out: Path, *, seed: int = 0) -> Path:
     outputs as one case."""
     session = load_session(model)
     rng = np.random.default_rng(seed)
-    feeds: dict[str, np.ndarray] = {}
-    for inp in session.get_inputs():
-        dtype = DTYPES.get(inp.type)
-        if dtype is None:
-            raise ValueError(f"input {inp.name!r} has unsupported type {inp.type}")
-        shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
+
+    def random_input(shape: list[int], dtype: Any) -> np.ndarray:
         if np.issubdtype(dtype, np.floating):
-            feeds[inp.name] = rng.standard_normal(shape).astype(dtype)
-        else:
-            feeds[inp.name] = rng.integers(0, 2, size=shape).astype(dtype)
+            return rng.standard_normal(shape).astype(dtype)
+        return rng.integers(0, 2, size=shape).astype(dtype)
+
+    feeds = model_inputs(session, random_input, error=ValueError)
     names = [o.name for o in session.get_outputs()]
     outputs = session.run(names, feeds)
     arrays = {f"in.{k}": v for k, v in feeds.items()}

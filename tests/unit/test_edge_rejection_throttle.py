@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edge_node.reporting import MAX_REASONS, RejectionThrottle
+from edge_node.rejection_throttle import MAX_REASONS, RejectionThrottle
 
 
 class Clock:
