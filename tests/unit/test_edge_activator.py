@@ -17,8 +17,7 @@ from edge_node.errors import AcceptanceError, ActivationError
 from edge_node.policy import Policy
 from edge_node.storage import FINAL, release_dir
 from protocol import Acceptance, MaintenanceWindow, UpdateState, VerifiedManifest
-
-from .edge_fakes import DEVICE, TOPICS, Room, release, room
+from tests.support.edge_fakes import DEVICE, TOPICS, Room, release, room
 
 #: 2025-06-15 15:06:40 UTC, outside the window; 03:00 that day, inside it
 NOW = 1_750_000_000.0

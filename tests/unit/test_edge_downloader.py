@@ -14,8 +14,7 @@ from edge_node.downloader import Downloader, write_backoff
 from edge_node.errors import StorageError
 from edge_node.storage import FINAL
 from protocol import ChunkRequest, Target, UpdateState, VerifiedChunk, VerifiedManifest
-
-from .edge_fakes import DEVICE, TOPICS, Room, frame, pieces, release, room
+from tests.support.edge_fakes import DEVICE, TOPICS, Room, frame, pieces, release, room
 
 CHUNKS = pieces(8)
 REL = release(chunks=CHUNKS)

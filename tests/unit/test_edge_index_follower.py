@@ -15,8 +15,9 @@ from edge_node.index_follower import DeviceTraits, IndexFollower
 from edge_node.storage import FINAL, release_dir
 from edge_node.trust_store import TrustStore
 from protocol import DeploymentIndex, Target, UpdateState, VerifiedManifest
-
-from .edge_fakes import CERT, DEVICE, NOW, RELEASE_KEY, ROOT, TOPICS, Room, release, room
+from tests.support.download_release import CERT, NOW, ROOT
+from tests.support.download_release import RELEASE as RELEASE_KEY
+from tests.support.edge_fakes import DEVICE, TOPICS, Room, release, room
 
 
 @dataclass

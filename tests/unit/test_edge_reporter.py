@@ -11,8 +11,7 @@ from edge_node.rejection_throttle import DEFAULT_BURST
 from edge_node.shared import Download
 from edge_node.storage import PartialDownload
 from protocol import DeviceStatus, DownloadSession, MalformedMessage, UpdateState
-
-from .edge_fakes import DEVICE, TOPICS, release, room
+from tests.support.edge_fakes import DEVICE, TOPICS, release, room
 
 
 def download(tmp_path: Path, held: range = range(0)) -> Download:

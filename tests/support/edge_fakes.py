@@ -7,8 +7,6 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from edge_node.active import ActiveModels
 from edge_node.reporter import Reporter
 from edge_node.shared import Slots
@@ -17,20 +15,13 @@ from protocol import (
     DeviceEvent,
     DeviceState,
     Manifest,
-    SigningKey,
     Topics,
-    TrustedRoot,
     VerifiedManifest,
-    certify,
     hash_chunks,
     open_manifest,
 )
+from tests.support.download_release import CERT, NOW, RELEASE, TRUST
 
-ROOT = SigningKey(Ed25519PrivateKey.from_private_bytes(b"\x11" * 32))
-RELEASE_KEY = SigningKey(Ed25519PrivateKey.from_private_bytes(b"\x22" * 32))
-CERT = certify(ROOT, RELEASE_KEY.verify_key, issued=0.0, expires=4e9)
-TRUST = TrustedRoot(ROOT.verify_key)
-NOW = 1_750_000_000.0
 TOPICS = Topics("default")
 DEVICE = "d1"
 CHUNK = 4096
@@ -125,7 +116,7 @@ def release(
     m = Manifest(
         "default", name, version, size, whole, CHUNK, hashes, 1e9, 2e9, block_chunks=block_chunks
     )
-    return open_manifest(TRUST, m.sign(RELEASE_KEY, CERT), now=NOW, fleet="default")
+    return open_manifest(TRUST, m.sign(RELEASE, CERT), now=NOW, fleet="default")
 
 
 def frame(rel: VerifiedManifest, index: int, chunks: list[bytes]) -> bytes:
