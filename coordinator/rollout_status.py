@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from protocol import PPM_ALL
+from runtime.display import printable
 
 from .errors import RolloutError
 from .registry import Registry
@@ -118,4 +119,4 @@ def format_rollout(report: dict[str, Any]) -> str:
         active = "-" if d["active"] is None else f"{report['model']}@{d['active']}"
         online = "online" if d["online"] else "offline"
         lines.append(f"  {device:<20} stage {stage:<2} {d['state']:<13} {active:<16} {online}")
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)

@@ -9,6 +9,7 @@ from typing import Any
 
 from protocol import ProtocolError
 from protocol.textmodel import KIND_TENSORS
+from runtime.display import printable
 
 from .registry import Registry
 from .rollout_plan import Rollout
@@ -152,6 +153,9 @@ def _megabytes(mb: float | None) -> str:
 
 
 def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    """Aligned rows; every cell shown with its control characters escaped (devices choose their
+    reasons, tags and agent strings)."""
+    rows = [tuple(printable(cell) for cell in row) for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return [
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
@@ -209,7 +213,7 @@ def format_status(status: dict[str, Any], *, now: float | None = None) -> str:
     now = time.time() if now is None else now
     deployed = _releases(status["deployments"], status.get("kinds")) or "nothing deployed"
     devices = status["devices"]
-    header = f"fleet {status['fleet']}: {deployed}; {len(devices)} device(s)"
+    header = printable(f"fleet {status['fleet']}: {deployed}; {len(devices)} device(s)")
     columns = (
         "DEVICE",
         "ONLINE",

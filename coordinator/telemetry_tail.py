@@ -22,6 +22,7 @@ from typing import Any, TextIO
 
 import protocol
 from runtime.credentials import ClientCreds, session_auth
+from runtime.display import printable
 from runtime.mqtt import MqttSession
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,12 @@ def _ms(value: float | None) -> str:
 
 def format_line(record: dict[str, Any]) -> str:
     """The human form of a ``decode_message`` record: time, device, kind, then the figures.
-    The time is when the message was made (its ``ts``), else when it was received."""
+    The time is when the message was made (its ``ts``), else when it was received. One line,
+    whatever the device put in its strings: control characters are shown escaped."""
+    return printable(_format_line(record))
+
+
+def _format_line(record: dict[str, Any]) -> str:
     msg = record.get("message")
     ts = msg.get("ts") if msg else None
     head = f"{_clock(ts if ts is not None else record['received_at'])} {record['device']}"

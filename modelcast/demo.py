@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from protocol import VariantRule
+from runtime.display import printable
 from testkit.local_broker import LocalBroker
 
 from .demo_fleet import DemoProcesses, DemoWatch, EdgeLinks
@@ -130,11 +131,8 @@ def _ask_edges(demo: _Demo, devices: list[str]) -> None:
             raise RuntimeError(f"{device} did not answer the similarity query: {exc}") from None
         others = ", ".join(f"{s:.2f}" for s in a.other_scores)
         variant = f" {watch.variants[device]}" if watch.variants.get(device) else ""
-        board.note(
-            f"  {device} ({models.name}@{a.version}{variant}, {a.latency_ms:.0f} ms on the "
-            "device): "
-            f"{a.best!r} {a.best_score:.2f} (others {others})"
-        )
+        said = f"{device} ({models.name}@{a.version}{variant}, {a.latency_ms:.0f} ms on the device)"
+        board.note(f"  {printable(said)}: {a.best!r} {a.best_score:.2f} (others {others})")
 
 
 @contextmanager

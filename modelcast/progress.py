@@ -11,6 +11,7 @@ import threading
 from typing import TextIO
 
 from protocol import DeviceState, UpdateState
+from runtime.display import printable
 
 _BAR = 28
 
@@ -28,7 +29,7 @@ def render_line(state: DeviceState, note: str = "") -> str:
         line += f"  ({state.reason[:60]})"
     if note:
         line += f"  [{note}]"
-    return line
+    return printable(line)
 
 
 class ProgressBoard:

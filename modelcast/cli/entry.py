@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from runtime import __version__
+from runtime.display import PrintableFormatter
 
 from . import broker, demo, fleet, keys, models, releases, rollouts, services, telemetry
 from .common import CommandParser, EnvFlag
@@ -39,6 +40,9 @@ def build_parser() -> CommandParser:
     return parser
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; its exit code. ``--help`` and ``--version`` end with ``SystemExit(0)``
     as argparse has them."""
@@ -47,11 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         command = args.command
-        logging.basicConfig(
-            level=getattr(logging, args.log_level),
-            format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-            stream=sys.stderr,
-        )
+        _configure_logging(args.log_level)
         return int(args.func(args))
     except BaseException as exc:
         rule = exit_rule(exc)
@@ -59,3 +59,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         sys.stderr.write(rule.say(exc, command))
         return rule.code
+
+
+def _configure_logging(level: str) -> None:
+    """Log lines to stderr, their messages escaped: what they quote may come from devices."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(PrintableFormatter(LOG_FORMAT))
+    logging.basicConfig(level=getattr(logging, level), handlers=[handler])
