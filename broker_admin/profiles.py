@@ -21,6 +21,7 @@ from pathlib import Path
 from types import FrameType
 
 from runtime.files import write_atomic
+from runtime.listen import check_free
 
 from .credstore import BROKER_CONF, PID_FILE, CredStore
 from .errors import BrokerAdminError
@@ -75,6 +76,13 @@ def write_broker_conf(
     return path
 
 
+#: What an operator can do when the broker's address is taken.
+BROKER_REMEDY = (
+    "Choose another with --port PORT (and --bind ADDRESS), or stop what listens there "
+    "(another 'modelcast broker', or the system's Mosquitto service)"
+)
+
+
 def run_broker(
     state: Path | None,
     *,
@@ -91,6 +99,7 @@ def run_broker(
     binary = find_mosquitto()
     if binary is None:
         raise FileNotFoundError("mosquitto not found: apt-get install mosquitto")
+    check_free("the broker", bind, port, BROKER_REMEDY)
     state = _prepare_state(state, secure=secure, bind=bind, tls=tls)
     conf = write_broker_conf(state, port=port, bind=bind, secure=secure, extra_conf=extra_conf)
     # an absolute config path: CredStore.broker_pid recognises the broker by it

@@ -20,6 +20,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from runtime.listen import bind_or_explain
+
 from .errors import InferenceError
 from .inference import EmbeddingResult, InferenceResult, InferenceService
 
@@ -28,12 +30,25 @@ log = logging.getLogger("modelcast.edge.http")
 MAX_BODY = 16 << 20
 
 
+#: What an operator can do when the endpoint's address is taken (a second edge on one host).
+HTTP_REMEDY = (
+    "Choose another with --http HOST:PORT, any free port with --http 127.0.0.1:0, "
+    "or no endpoint with --http off"
+)
+
+
 class LocalEndpoint:
     def __init__(self, service: InferenceService, device: str, host: str, port: int) -> None:
         self.service = service
         self.device = device
         handler = _make_handler(self)
-        self._server = ThreadingHTTPServer((host, port), handler)
+        self._server = bind_or_explain(
+            f"edge {device}: the local inference endpoint",
+            host,
+            port,
+            HTTP_REMEDY,
+            lambda: ThreadingHTTPServer((host, port), handler),
+        )
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
 

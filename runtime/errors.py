@@ -8,3 +8,13 @@ from protocol.errors import ModelcastError
 
 class SetupError(ModelcastError, ValueError):
     """A setting or file handed to the runtime is unusable; the message names it and why."""
+
+
+class ListenError(SetupError):
+    """A listening socket could not be opened; the message names the address, the cause and
+    the flags that choose another (``runtime.listen``)."""
+
+    def __init__(self, message: str, *, address: tuple[str, int], errno: int | None = None) -> None:
+        super().__init__(message)
+        self.address = address
+        self.errno = errno
