@@ -113,6 +113,12 @@ class AgentRecord:
     failed: tuple[str, ...] = ()  # release ids (hex) that failed to activate: never retried
     #: {model: version} rolled back from by a signed directive: not upgraded to again
     held_back: dict[str, int] = field(default_factory=dict)
+    #: the newest signed time verified (an index's ``issued``): expiry is never checked against
+    #: an earlier time, whatever the clock says (``trusted_time``)
+    time_floor: float = 0.0
+
+    def saw_signed(self, issued: float) -> None:
+        self.time_floor = max(self.time_floor, issued)
 
     @classmethod
     def load(cls, data: Path) -> AgentRecord:
@@ -121,6 +127,7 @@ class AgentRecord:
             index_seq=int(raw.get("index_seq", -1)),
             failed=tuple(raw.get("failed", ())),
             held_back={str(k): int(v) for k, v in raw.get("held_back", {}).items()},
+            time_floor=float(raw.get("time_floor", 0.0)),
         )
 
     def save(self, data: Path) -> None:
@@ -130,6 +137,7 @@ class AgentRecord:
                 "index_seq": self.index_seq,
                 "failed": list(self.failed[-100:]),
                 "held_back": self.held_back,
+                "time_floor": self.time_floor,
             },
         )
 

@@ -48,6 +48,7 @@ from .shared import Slots, Verified
 from .telemetry import Telemetry
 from .trust_store import TrustStore
 from .trust_updates import TrustUpdates
+from .trusted_time import TrustedTime
 
 log = logging.getLogger("modelcast.edge")
 
@@ -154,11 +155,13 @@ class EdgeAgent:
         )
 
     def _control_rooms(self) -> None:
+        # expiry is checked against the trusted time, never earlier than signed data seen
+        trusted = TrustedTime(self.clock, self.record, self.device).now
         self.trust_updates = TrustUpdates(
             self.trust_store,
             device=self.device,
             fleet=self.config.fleet,
-            clock=self.clock,
+            clock=trusted,
             slots=self.slots,
             reporter=self.reporter,
             downloader=self.downloader,
@@ -167,7 +170,7 @@ class EdgeAgent:
         self.follower = IndexFollower(
             self.config,
             topics=self.topics,
-            clock=self.clock,
+            clock=trusted,
             wire=self.mqtt,
             slots=self.slots,
             trust=self.trust_store,

@@ -141,6 +141,7 @@ class IndexFollower:
             return
         if index.seq > self._record.index_seq:
             self._record.index_seq = index.seq
+            self._record.saw_signed(index.issued)
             self._record.save_or_log(self._data, self.device)
         self._settings.update(settings_for(index.config, self.device, self._tags))
         self.targets = dict(index.targets)
