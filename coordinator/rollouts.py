@@ -58,10 +58,7 @@ def start_rollout(
 ) -> Rollout:
     if registry.release(fleet, name, version) is None:
         raise RolloutError(f"no release {name}@{version} in fleet {fleet}")
-    try:
-        stages = validate_stages(stages)
-    except ValueError as exc:
-        raise RolloutError(str(exc)) from None
+    stages = validate_stages(stages)
     if soak < 0 or (rate is not None and rate <= 0):
         raise RolloutError("soak must be >= 0 and rate > 0")
     base = _rollout_base(registry, store, fleet, name, version)

@@ -24,7 +24,7 @@ def fleet_status(
     db_path: Path, fleet: str = "default", *, since: float | None = None
 ) -> dict[str, Any]:
     """Deployments, devices (sorted by id, each with its latest metrics sample or None) and the
-    health of every model version (``TelemetryStore.health`` over telemetry since ``since``,
+    health of every model version (``telemetry_queries`` health over telemetry since ``since``,
     device time; None: all retained telemetry) of ``fleet``, JSON-ready."""
     db_path = Path(db_path)
     if not db_path.exists():

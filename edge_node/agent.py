@@ -17,7 +17,7 @@ The rooms, one job each (what they share is ``shared.Slots``):
 - ``activator``: the maintenance window, activation, rollback;
 - ``trust_updates``: root rotations, revocations, signed commands;
 - ``reporter``: the state and status messages, events, rejections;
-- ``fleet_settings``: the effective policy, with the fleet configuration pushed in the index.
+- ``pushed_config``: the effective policy, with the fleet configuration pushed in the index.
 """
 
 from __future__ import annotations
@@ -38,11 +38,11 @@ from .activator import Activator
 from .active import ActiveModels, AgentRecord
 from .config import EdgeConfig
 from .downloader import Downloader
-from .fleet_settings import FleetSettings
 from .http_api import LocalEndpoint
 from .index_follower import DeviceTraits, IndexFollower
 from .inference import InferenceService
 from .profile import device_profile
+from .pushed_config import PushedConfig
 from .reporter import Reporter
 from .shared import Slots, Verified
 from .telemetry import Telemetry
@@ -129,7 +129,7 @@ class EdgeAgent:
             profile=self.profile,
             state_interval=self.config.state_interval,
         )
-        self.settings = FleetSettings(
+        self.settings = PushedConfig(
             self.config, telemetry=self.telemetry, profile=self.profile, reporter=self.reporter
         )
 

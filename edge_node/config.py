@@ -1,4 +1,5 @@
-"""Edge agent settings. Every field has a CLI flag and an environment variable (see cli.py)."""
+"""Edge agent settings. Every field has a CLI flag and an environment variable
+(``modelcast/cli/services.py``)."""
 
 from __future__ import annotations
 

@@ -33,7 +33,7 @@ from .activator import Activator
 from .active import ActiveModels, AgentRecord
 from .config import EdgeConfig
 from .downloader import Downloader
-from .fleet_settings import FleetSettings
+from .pushed_config import PushedConfig
 from .reporter import Reporter
 from .shared import Slots, Wire
 from .target_choice import (
@@ -100,7 +100,7 @@ class IndexFollower:
         record: AgentRecord,
         actives: ActiveModels,
         traits: DeviceTraits,
-        settings: FleetSettings,
+        settings: PushedConfig,
         reporter: Reporter,
         downloader: Downloader,
         activator: Activator,

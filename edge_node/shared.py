@@ -1,7 +1,8 @@
 """What the edge's rooms share: the releases in each slot of the update pipeline, and the MQTT
 calls they make.
 
-The rooms (``reporter``, ``downloader``, ``activator``, ``trust_updates``, ``index_follower``)
+The rooms (``reporter``, ``downloader``, ``activator``, ``trust_updates``, ``index_follower``,
+``pushed_config``)
 are driven by the agent's worker thread, and so is everything here, with one exception:
 ``Slots.connected`` is set to False by the MQTT network thread when the connection drops (a
 plain bool, read by the worker; the worker sets it back to True when it handles the reconnect).

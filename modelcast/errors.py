@@ -9,3 +9,11 @@ from protocol.errors import ModelcastError
 
 class CommandError(ModelcastError, ValueError):
     """A command's input or situation does not allow it (the message says why)."""
+
+
+class MalformedText(CommandError):
+    """Operator text that does not parse (a selector, variant rule, setting, ``NAME@VERSION``).
+    Shown as ``malformed: ...``, the words these errors always had."""
+
+    def __str__(self) -> str:
+        return f"malformed: {super().__str__()}"

@@ -4,9 +4,9 @@ everything that can go wrong with bytes from the wire.
 Each package has its own root under ``ModelcastError`` (``protocol.ProtocolError``,
 ``runtime.errors.SetupError``, ``coordinator.errors.CoordinatorError``,
 ``edge_node.errors.EdgeError``, ``broker_admin.errors.BrokerAdminError``,
-``testkit.TestkitError``, ``modelcast.errors.CommandError``); the command line maps them to exit
-codes in one place (``modelcast.cli``). It lives here, in the lowest layer, because every package
-may import ``protocol`` and none may import upwards.
+``testkit.errors.TestkitError``, ``modelcast.errors.CommandError``); the command line maps them to
+exit codes in one place (``modelcast.cli.exits``). It lives here, in the lowest layer, because
+every package may import ``protocol`` and none may import upwards.
 
 Modelled on python-tuf: ``ProtocolError`` means *the data is bad* (malformed, oversized, unsigned,
 mis-signed, expired, stale, out of range); the caller rejects it, counts it and carries on.

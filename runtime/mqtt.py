@@ -33,7 +33,8 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 from .errors import SetupError
 from .urls import is_tls_url, parse_broker_url
 
-log = logging.getLogger(__name__)
+#: the name these lines always had (every client logs its connects and disconnects here)
+log = logging.getLogger("modelcast.mqtt")
 
 MessageHandler = Callable[[str, bytes, bool], None]
 ConnectHandler = Callable[[bool], None]

@@ -21,7 +21,7 @@ from .exits import UsageError
 
 if TYPE_CHECKING:
     from coordinator.registry import Registry
-    from coordinator.rollouts import RolloutStore
+    from coordinator.rollout_store import RolloutStore
     from runtime.credentials import ClientCreds
 
 #: what ``add_subparsers`` returns; each command module's ``add_commands`` adds to it
@@ -201,7 +201,7 @@ def require_db(db: Path) -> Path:
 def open_db(db: Path) -> tuple[Registry, RolloutStore]:
     """The registry and the rollout store of an existing coordinator database."""
     from coordinator.registry import Registry
-    from coordinator.rollouts import RolloutStore
+    from coordinator.rollout_store import RolloutStore
 
     require_db(db)
     return Registry(db), RolloutStore(db)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from protocol.errors import ModelcastError
+from protocol.errors import ModelcastError, SequenceError
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -64,6 +64,8 @@ EXIT_RULES: tuple[ExitRule, ...] = (
 
 def exit_rule(exc: BaseException) -> ExitRule | None:
     """The rule for ``exc``, or None: not an error a command ends with (a bug, ``SystemExit``)."""
+    if isinstance(exc, SequenceError):  # a state object driven out of order: a bug, traced
+        return None
     for rule in EXIT_RULES:
         if isinstance(exc, rule.errors):
             return rule

@@ -1,7 +1,8 @@
 """What operators type, read into values: releases (``NAME@VERSION``), ``--tag``, ``--http``,
 rollout ``--stages``, and into protocol values: selectors (``--to``), variant rules (``--rule``)
 and fleet settings (``KEY=VALUE``). The wire formats themselves live in ``protocol``; this is
-command-line text, so a mistake is a ``CommandError`` naming the item (``--stages``, read by
+command-line text, so a mistake is a ``CommandError`` naming the item (for selectors, rules and
+settings a ``MalformedText``, shown ``malformed: ...`` as it always was; ``--stages``, read by
 argparse, is a usage error instead)."""
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ from typing import Any
 from protocol import ProtocolError, Selector, VariantRule, check_name
 from protocol.fleet_config import check_setting
 
-from ..errors import CommandError
+from ..errors import CommandError, MalformedText
 
 
 def _name(value: str, what: str) -> str:
     try:
         return check_name(value, what)
     except ProtocolError as exc:
-        raise CommandError(exc.detail) from None
+        raise MalformedText(exc.detail) from None
 
 
 def parse_selector(items: Iterable[str]) -> Selector:
@@ -35,7 +36,7 @@ def parse_selector(items: Iterable[str]) -> Selector:
             if "=" in part:
                 key, _, value = part.partition("=")
                 if not key or not value:
-                    raise CommandError(f"selector item {part!r}: expected KEY=VALUE")
+                    raise MalformedText(f"selector item {part!r}: expected KEY=VALUE")
                 tags[key] = value
             else:
                 devices.append(_name(part, "device id"))
@@ -48,7 +49,7 @@ def parse_variant_rule(text: str) -> VariantRule:
     ``int8:ram_mb<2048``, ``fp16:profile.provider=CUDAExecutionProvider``)."""
     variant, sep, conds = text.partition(":")
     if not sep:
-        raise CommandError(f"variant rule {text!r}: expected VARIANT:CONDITION[,...]")
+        raise MalformedText(f"variant rule {text!r}: expected VARIANT:CONDITION[,...]")
     tags: dict[str, str] = {}
     ram: int | None = None
     facts: dict[str, str | None] = {"arch": None, "provider": None}
@@ -61,7 +62,7 @@ def parse_variant_rule(text: str) -> VariantRule:
         elif eq and key and value:
             tags[key] = value
         else:
-            raise CommandError(
+            raise MalformedText(
                 f"variant rule {text!r}: condition {cond!r} is not KEY=VALUE, ram_mb<N, "
                 "profile.arch=ARCH or profile.provider=PROVIDER"
             )
@@ -78,17 +79,17 @@ def parse_setting(text: str) -> tuple[str, Any]:
     """``KEY=VALUE`` of ``modelcast config set``, typed and validated as the index carries it."""
     key, sep, raw = text.partition("=")
     if not sep:
-        raise CommandError(f"setting {text!r} is not KEY=VALUE")
+        raise MalformedText(f"setting {text!r} is not KEY=VALUE")
     value: Any = raw
     if key == "telemetry_interval":
         try:
             value = float(raw)
         except ValueError:
-            raise CommandError(f"telemetry_interval {raw!r} is not a number") from None
+            raise MalformedText(f"telemetry_interval {raw!r} is not a number") from None
     try:
         return key, check_setting(key, value)
     except ProtocolError as exc:
-        raise CommandError(exc.detail) from None
+        raise MalformedText(exc.detail) from None
 
 
 def parse_release(text: str) -> tuple[str, int]:

@@ -82,3 +82,9 @@ def test_stages_are_percentages_or_a_usage_error() -> None:
     assert parse_stages("10, 50,") == (10.0, 50.0)
     with pytest.raises(argparse.ArgumentTypeError, match="expected percentages"):
         parse_stages("5,x")
+
+
+def test_text_errors_read_as_they_always_did() -> None:
+    with pytest.raises(CommandError) as caught:
+        parse_setting("bogus")
+    assert str(caught.value) == "malformed: setting 'bogus' is not KEY=VALUE"

@@ -10,8 +10,8 @@ from edge_node.activator import Activator
 from edge_node.active import AgentRecord
 from edge_node.config import EdgeConfig
 from edge_node.downloader import Downloader
-from edge_node.fleet_settings import FleetSettings
 from edge_node.index_follower import DeviceTraits, IndexFollower
+from edge_node.pushed_config import PushedConfig
 from edge_node.storage import FINAL, release_dir
 from edge_node.trust_store import TrustStore
 from protocol import DeploymentIndex, Target, UpdateState, VerifiedManifest
@@ -59,7 +59,7 @@ def setup(tmp_path: Path) -> Setup:
     record = AgentRecord()
     common = {"clock": r.clock, "slots": r.slots, "reporter": r.reporter}
     downloader = Downloader(edge, topics=TOPICS, wire=r.wire, **common)  # type: ignore[arg-type]
-    settings = FleetSettings(edge, telemetry=Paced(), profile={}, reporter=r.reporter)  # type: ignore[arg-type]
+    settings = PushedConfig(edge, telemetry=Paced(), profile={}, reporter=r.reporter)  # type: ignore[arg-type]
     activator = Activator(
         device=DEVICE,
         data=r.data,

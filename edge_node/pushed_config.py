@@ -1,4 +1,5 @@
-"""The edge's effective policy, and the fleet configuration that overrides its own.
+"""The edge's effective policy, and the fleet configuration pushed in the index that overrides
+its own.
 
 The edge starts from its flags (maintenance window, pins, telemetry interval); the signed index
 may push settings for the devices it selects, which override them key by key (``policy``). What
@@ -21,7 +22,7 @@ from .telemetry import Telemetry
 log = logging.getLogger("modelcast.edge")
 
 
-class FleetSettings:
+class PushedConfig:
     def __init__(
         self,
         config: EdgeConfig,
