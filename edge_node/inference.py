@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 
 from protocol.textmodel import KIND_TEXT_EMBEDDING
+from runtime.model_check import DTYPES
 
-from .activation import DTYPES, load_session
+from .activation import load_session
 from .active import ActiveModels
 from .errors import ActivationError, InferenceError, TextModelError
 from .metrics import InferenceStats
