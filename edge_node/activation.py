@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from protocol import Acceptance
+from protocol.textmodel import KIND_FILE
 from runtime import model_check
 from runtime.errors import AcceptanceMiss, ModelCheckError
 
@@ -43,8 +44,11 @@ def check_model(
 
     ``kind`` is what the release's manifest says the model is; the file must declare the same.
     With ``acceptance`` vectors, also run those and return the largest error
-    (``AcceptanceError`` when it exceeds the tolerance).
+    (``AcceptanceError`` when it exceeds the tolerance). A ``file`` release is never loaded:
+    its chunks and whole-file sha256 were its check.
     """
+    if kind == KIND_FILE:
+        return None
     try:
         return model_check.check_model(path, kind, acceptance, text_probe=_embed_probe)
     except AcceptanceMiss as exc:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Protocol
 
 from protocol import Acceptance, Manifest, UpdateState, VerifiedManifest
+from protocol.textmodel import KIND_TENSORS
 from runtime.files import sha256_file
 
 from .activation import check_model
@@ -84,7 +85,9 @@ class Activator:
         self._reporter.flush_state()
         try:
             max_error = self._check(path, m.model_kind, m.acceptance)
-            active = self._actives.switch(m.name, m.version, path, m.sha256.hex(), m.variant)
+            active = self._actives.switch(
+                m.name, m.version, path, m.sha256.hex(), m.variant, m.model_kind
+            )
         except (ActivationError, OSError) as exc:
             self._failed(release, exc)
         else:
@@ -178,9 +181,16 @@ class Activator:
             )
             return
         try:
-            self._check(active.previous_path)
+            self._check(active.previous_path, active.previous_kind)
             sha = sha256_file(active.previous_path).hex()
-            self._actives.switch(name, version, active.previous_path, sha, active.previous_variant)
+            self._actives.switch(
+                name,
+                version,
+                active.previous_path,
+                sha,
+                active.previous_variant,
+                active.previous_kind or KIND_TENSORS,
+            )
         except (ActivationError, OSError) as exc:
             self._reporter.event("rollback-failed", model=name, version=version, detail=str(exc))
             return

@@ -9,6 +9,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from protocol.textmodel import KIND_TENSORS
 from runtime.files import read_json, write_json_atomic
 
 log = logging.getLogger("modelcast.edge")
@@ -24,6 +25,9 @@ class ActiveModel:
     previous_path: Path | None = None
     variant: str | None = None  # which build of the version, when it has several
     previous_variant: str | None = None
+    #: the release's ``model_kind`` (a ``file`` is never loaded); the previous one's, if known
+    kind: str = KIND_TENSORS
+    previous_kind: str | None = None
 
 
 class ActiveModels:
@@ -43,6 +47,8 @@ class ActiveModels:
                 previous_path=Path(e["previous_path"]) if e.get("previous_path") else None,
                 variant=e.get("variant"),
                 previous_variant=e.get("previous_variant"),
+                kind=str(e.get("kind", KIND_TENSORS)),
+                previous_kind=e.get("previous_kind"),
             )
 
     def get(self, name: str) -> ActiveModel | None:
@@ -56,7 +62,13 @@ class ActiveModels:
         return {n: m.variant for n, m in sorted(self._models.items()) if m.variant}
 
     def switch(
-        self, name: str, version: int, path: Path, sha256: str, variant: str | None = None
+        self,
+        name: str,
+        version: int,
+        path: Path,
+        sha256: str,
+        variant: str | None = None,
+        kind: str = KIND_TENSORS,
     ) -> ActiveModel:
         """Make ``version`` active; the one it replaces becomes ``previous`` (kept for rollback);
         older versions on disk are removed."""
@@ -70,6 +82,8 @@ class ActiveModels:
             previous_path=old.path if old else None,
             variant=variant,
             previous_variant=old.variant if old else None,
+            kind=kind,
+            previous_kind=old.kind if old else None,
         )
         models = dict(self._models)
         models[name] = new
@@ -84,6 +98,8 @@ class ActiveModels:
                     "previous_path": str(m.previous_path) if m.previous_path else None,
                     **({"variant": m.variant} if m.variant else {}),
                     **({"previous_variant": m.previous_variant} if m.previous_variant else {}),
+                    **({"kind": m.kind} if m.kind != KIND_TENSORS else {}),
+                    **({"previous_kind": m.previous_kind} if m.previous_kind else {}),
                 }
                 for n, m in models.items()
             },

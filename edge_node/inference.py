@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from protocol.textmodel import KIND_TEXT_EMBEDDING
+from protocol.textmodel import KIND_FILE, KIND_TEXT_EMBEDDING
 from runtime.model_check import DTYPES
 
 from .activation import load_session
@@ -65,6 +65,12 @@ class InferenceService:
         active = self.actives.get(name)
         if active is None:
             raise InferenceError(f"no active model named {name!r}", status=404)
+        if active.kind == KIND_FILE:
+            raise InferenceError(
+                f"{name}@{active.version} is a file release (model_kind {KIND_FILE}): it is "
+                "delivered and verified on this device, never run",
+                status=409,
+            )
         with self._lock:
             cached = self._sessions.get(name)
             if cached is None or cached.version != active.version:
