@@ -64,7 +64,9 @@ def sample_inputs(session: Any) -> dict[str, np.ndarray]:
 
 def load_session(path: Path, threads: int = 1, *, label: str | None = None) -> Any:
     """An onnxruntime session of ``path`` on the CPU (``ModelCheckError`` naming ``label``,
-    default the file's name, and onnxruntime's message if it does not load)."""
+    default the file's name, and onnxruntime's message if it does not load; ``label`` also
+    replaces the path in that message: the coordinator loads a staged copy under another
+    name)."""
     import onnxruntime as ort  # deferred: ~33 MB of RSS, only once a model is there
 
     opts = ort.SessionOptions()
@@ -74,7 +76,8 @@ def load_session(path: Path, threads: int = 1, *, label: str | None = None) -> A
     try:
         return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own hierarchy (Fail, InvalidGraph, ...)
-        raise ModelCheckError(f"onnxruntime cannot load {label or path.name}: {exc}") from None
+        said = str(exc) if label is None else str(exc).replace(str(path), label)
+        raise ModelCheckError(f"onnxruntime cannot load {label or path.name}: {said}") from None
 
 
 def session_kind(session: Any) -> str:
