@@ -58,12 +58,10 @@ def setup(tmp_path: Path) -> Setup:
     r = room(tmp_path / "data")
     (tmp_path / "root.pem").write_bytes(ROOT.verify_key.to_pem())
     edge = EdgeConfig("mqtt://unused", DEVICE, r.data, tmp_path / "root.pem")
-    record = AgentRecord()
     integrity = ModelIntegrity(r.actives, DEVICE)
-    common = {"clock": r.clock, "slots": r.slots, "reporter": r.reporter, "integrity": integrity}
-    downloader = Downloader(
-        edge, topics=TOPICS, wire=r.wire, clock=r.clock, slots=r.slots, reporter=r.reporter
-    )
+    record = AgentRecord()
+    common = {"clock": r.clock, "slots": r.slots, "reporter": r.reporter}
+    downloader = Downloader(edge, topics=TOPICS, wire=r.wire, **common)  # type: ignore[arg-type]
     settings = FleetSettings(edge, telemetry=Paced(), profile={}, reporter=r.reporter)  # type: ignore[arg-type]
     activator = Activator(
         device=DEVICE,
@@ -73,6 +71,7 @@ def setup(tmp_path: Path) -> Setup:
         policy=lambda: settings.policy,
         downloader=downloader,
         check=lambda path, kind=None, acceptance=None: None,
+        integrity=integrity,
         **common,  # type: ignore[arg-type]
     )
     follower = IndexFollower(
@@ -86,6 +85,7 @@ def setup(tmp_path: Path) -> Setup:
         settings=settings,
         downloader=downloader,
         activator=activator,
+        integrity=integrity,
         **common,  # type: ignore[arg-type]
     )
     return Setup(r, record, activator, follower, integrity)
