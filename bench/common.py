@@ -23,6 +23,7 @@ from coordinator.keystore import init_keys
 from coordinator.registry import Registry, ReleaseRecord
 from coordinator.service import Coordinator, CoordinatorConfig
 from protocol import DEFAULT_CHUNK_SIZE, DeviceState, ModelcastError
+from protocol.textmodel import KIND_FILE
 from testkit.edge_process import EdgeFlags, EdgeProcess
 from testkit.fleet_watch import FleetWatch
 from testkit.local_broker import LocalBroker
@@ -107,7 +108,8 @@ class Bench:
 
     def model(self, size: int, *, onnx: bool = True, seed: int = 0) -> Path:
         """A model file of about ``size`` bytes: a real ONNX dense layer, or random bytes (a
-        release of any bytes is delivered alike; it only fails activation, after ``verified``)."""
+        release of any bytes is delivered alike; ``release`` ships them as ``--kind file``,
+        which the edge activates without loading it)."""
         key = (size, seed, "onnx" if onnx else "raw")
         path = self._models.get(key)
         if path is None:
@@ -144,6 +146,7 @@ class Bench:
             keys=_release_keys(self.keydir),
             fleet=fleet,
             chunk_size=chunk_size or DEFAULT_CHUNK_SIZE,
+            model_kind=None if model.suffix == ".onnx" else KIND_FILE,
         )
 
     def coordinator(

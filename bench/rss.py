@@ -5,9 +5,10 @@ Before: ``VmRSS`` of the edge, online and idle, just before the deploy (the high
 reset there). Peak: ``VmHWM`` (the kernel's high-water mark) read when the state ``verifying``
 arrives, which covers the whole download exactly, and ``VmRSS`` sampled every 10 ms from then
 until ``verified``, which covers the whole-file check. Activation is excluded: right after
-``verified`` the agent loads onnxruntime, whose memory is not the delivery's. The release is
-random bytes: delivered, hashed and written exactly like an ONNX file of that size; only
-activation, outside the measurement, refuses it.
+``verified`` an agent activating a model loads onnxruntime, whose memory is not the
+delivery's. The release is random bytes (``--kind file``): delivered, hashed and written
+exactly like an ONNX file of that size, and activated, outside the measurement, without being
+loaded.
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ from .device_rows import DeviceStore, DeviceUpdate
 
 log = logging.getLogger(__name__)
 
-_WARN_EVENTS = frozenset({"rejected", "activation-failed"})
-_INFO_EVENTS = frozenset({"verified", "activated"})
+_WARN_EVENTS = frozenset({"rejected", "activation-failed", "model-corrupt"})
+_INFO_EVENTS = frozenset({"verified", "activated", "model-repaired"})
 
 
 def describe_state(state: DeviceState) -> str:

@@ -1,5 +1,8 @@
 """Building a release: check the request, copy the model into the content-addressed blob store
-while hashing it chunk by chunk, read the model kind from the copy, and sign the manifest.
+while hashing it chunk by chunk, read the model kind from the copy, check that the copy loads,
+runs once and meets its acceptance vectors (the check each edge runs before activating it, so a
+broken release is caught before any device downloads it), and sign the manifest. A ``file``
+release (asked for explicitly) is any bytes and is never loaded.
 
 No database here: ``releases.ReleaseStore.add_release`` stores what this builds.
 """
@@ -9,11 +12,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 import protocol
 from protocol.manifest import chunk_count
+from protocol.textmodel import KIND_FILE
+from runtime.errors import ModelCheckError
 from runtime.files import StagedFile
+from runtime.model_check import check_model
 from runtime.onnxmeta import release_kind
 
 from .errors import RegistryError
@@ -21,6 +27,20 @@ from .keystore import ReleaseKeys
 from .release_record import ReleaseRecord
 
 DEFAULT_EXPIRES_IN = 90 * 86400.0
+
+
+class ModelCheck(Protocol):
+    """``runtime.model_check.check_model``: ``ModelCheckError`` if the model at ``path`` does not
+    load, run once, or meet ``acceptance``; ``label`` names the file in what it says."""
+
+    def __call__(
+        self,
+        path: Path,
+        kind: str | None = None,
+        acceptance: protocol.Acceptance | None = None,
+        *,
+        label: str | None = None,
+    ) -> float | None: ...
 
 
 @dataclass(frozen=True)
@@ -59,6 +79,11 @@ def check_release_request(req: ReleaseRequest) -> None:
     _check_model_file(req.model_path, req.chunk_size)
     if req.variant is not None:
         _check_name(req.variant, "variant")
+    if req.model_kind == KIND_FILE and req.acceptance is not None:
+        raise RegistryError(
+            f"cannot release {req.release}: acceptance vectors need a model, and a "
+            f"{KIND_FILE} release is never run"
+        )
 
 
 def _check_name(value: str, what: str) -> None:
@@ -87,14 +112,20 @@ def _check_model_file(model_path: Path, chunk_size: int) -> None:
 
 
 def build_release(
-    req: ReleaseRequest, blob_dir: Path, keys: ReleaseKeys, now: float
+    req: ReleaseRequest,
+    blob_dir: Path,
+    keys: ReleaseKeys,
+    now: float,
+    *,
+    check: ModelCheck = check_model,
 ) -> ReleaseRecord:
-    """Copy, hash and sign ``req`` (already checked): the record to store.
+    """Copy, hash, check and sign ``req`` (already checked): the record to store.
 
     The file is read once: each chunk-sized piece is hashed and copied into the content-addressed
     blob store on the way through, so the blob is exactly what the manifest describes even if
     the source file changes meanwhile. The manifest records the model kind the copy declares
-    (``req.model_kind``, if given, must agree; see ``runtime.onnxmeta.release_kind``).
+    (``req.model_kind``, if given, must agree; see ``runtime.onnxmeta.release_kind``), and the
+    copy must pass ``check`` unless it is a ``file``.
     """
     blob_dir.mkdir(parents=True, exist_ok=True)
     with StagedFile(blob_dir) as staged:
@@ -109,6 +140,8 @@ def build_release(
             kind = release_kind(staged.path, req.model_kind, label=str(req.model_path))
         except ValueError as exc:
             raise RegistryError(f"cannot release {req.release}: {exc}") from None
+        if kind != KIND_FILE:
+            _check_runs(req, staged.path, kind, check)
         manifest = _manifest(req, whole, hashes, size, kind, now)
         # Content-addressed: an existing blob of that name holds the same bytes already.
         blob = (blob_dir / f"{whole.hex()}.onnx").resolve()
@@ -128,6 +161,14 @@ def build_release(
         created=now,
         variant=req.variant or "",
     )
+
+
+def _check_runs(req: ReleaseRequest, path: Path, kind: str, check: ModelCheck) -> None:
+    """Run ``check`` on the staged copy at ``path``: what each edge would find."""
+    try:
+        check(path, kind, req.acceptance, label=str(req.model_path))
+    except ModelCheckError as exc:
+        raise RegistryError(f"cannot release {req.release} ({req.model_path}): {exc}") from None
 
 
 def _manifest(

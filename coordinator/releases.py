@@ -8,11 +8,18 @@ import time
 from pathlib import Path
 
 import protocol
+from runtime.model_check import check_model
 
 from .db import RELEASE_COLUMNS, Store
 from .errors import RegistryError
 from .keystore import ReleaseKeys
-from .release_build import DEFAULT_EXPIRES_IN, ReleaseRequest, build_release, check_release_request
+from .release_build import (
+    DEFAULT_EXPIRES_IN,
+    ModelCheck,
+    ReleaseRequest,
+    build_release,
+    check_release_request,
+)
 from .release_record import ReleaseRecord
 
 log = logging.getLogger(__name__)
@@ -38,9 +45,11 @@ class ReleaseStore(Store):
         model_kind: str | None = None,
         variant: str | None = None,
         acceptance: protocol.Acceptance | None = None,
+        check: ModelCheck = check_model,
     ) -> ReleaseRecord:
-        """Hash, sign and store a release of ``model_path`` as ``name@version`` in ``fleet``
-        (see ``release_build.build_release``)."""
+        """Hash, check, sign and store a release of ``model_path`` as ``name@version`` in
+        ``fleet`` (see ``release_build.build_release``; ``check`` is the model check it runs,
+        which tests replace to ship what only the devices' own check catches)."""
         req = ReleaseRequest(
             model_path=Path(model_path),
             name=name,
@@ -56,7 +65,8 @@ class ReleaseStore(Store):
         latest = self.latest_version(fleet, name)
         if latest is not None and (version < latest or (version == latest and not variant)):
             raise RegistryError(_not_monotonic(req.release, fleet, latest))
-        record = build_release(req, self.blob_dir, keys, time.time() if now is None else now)
+        now = time.time() if now is None else now
+        record = build_release(req, self.blob_dir, keys, now, check=check)
         self._insert_if_newest(record)
         log.info(
             "release %s added to fleet %s: %s model, %d bytes, %d chunks, sha256 %s",

@@ -4,10 +4,13 @@
 *deferred*: ``activate_deferred`` activates it once the window opens), then runs the last gate
 (``activation.check_model``: the model loads, runs once, and meets its signed acceptance
 vectors) and switches ``active.json`` atomically. A release that fails is remembered in the
-agent record and never tried again; its files are removed and the active model stays.
+agent record and never tried again; its files are removed and the active model stays. The
+active release fetched again to repair its corrupt file (``integrity``) is reactivated through
+the same gate at once, keeps the previous version it had, and says ``model-repaired``.
 
-``rollback`` goes back to the previous version of a model (kept on disk for this) on a signed
-directive, and holds the version it left back, so that the index does not bring it again.
+``rollback`` goes back to the previous version of a model (kept on disk for this, and checked
+against its signed sha256) on a signed directive, and holds the version it left back, so that
+the index does not bring it again.
 
 Owned by the agent's worker thread; it sets and clears ``Slots.deferred``.
 """
@@ -21,12 +24,14 @@ from pathlib import Path
 from typing import Protocol
 
 from protocol import Acceptance, Manifest, UpdateState, VerifiedManifest
+from protocol.textmodel import KIND_TENSORS
 from runtime.files import sha256_file
 
 from .activation import check_model
 from .active import ActiveModel, ActiveModels, AgentRecord
 from .downloader import Downloader
 from .errors import ActivationError
+from .integrity import ModelIntegrity
 from .policy import Policy
 from .reporter import Reporter
 from .shared import Slots, Verified
@@ -56,6 +61,7 @@ class Activator:
         slots: Slots,
         reporter: Reporter,
         downloader: Downloader,
+        integrity: ModelIntegrity,
         check: ModelCheck = check_model,
     ) -> None:
         self.device = device
@@ -67,13 +73,17 @@ class Activator:
         self._slots = slots
         self._reporter = reporter
         self._downloader = downloader
+        self._integrity = integrity
         self._check = check
 
     # --- activation ----------------------------------------------------------------------
     def activate(self, release: VerifiedManifest, path: Path) -> bool:
         """Activate ``release`` (verified, at ``path``) now or in the maintenance window. True
-        once it is settled (active, or failed): the targets are to be chosen again."""
-        if not self._policy().may_activate(self._clock()):
+        once it is settled (active, or failed): the targets are to be chosen again. The active
+        release itself, its corrupt file repaired, is reactivated at once: not a change the
+        window is for."""
+        repair = self._is_active(release.manifest)
+        if not repair and not self._policy().may_activate(self._clock()):
             self._defer(release, path)
             return False
         deferred = self._slots.deferred
@@ -84,12 +94,19 @@ class Activator:
         self._reporter.flush_state()
         try:
             max_error = self._check(path, m.model_kind, m.acceptance)
-            active = self._actives.switch(m.name, m.version, path, m.sha256.hex(), m.variant)
+            active = self._actives.switch(
+                m.name, m.version, path, m.sha256.hex(), m.variant, m.model_kind
+            )
         except (ActivationError, OSError) as exc:
-            self._failed(release, exc)
+            self._failed(release, exc, repair=repair)
         else:
-            self._activated(release, active, max_error)
+            self._integrity.settled(m.name)
+            self._activated(release, active, max_error, repair=repair)
         return True
+
+    def _is_active(self, m: Manifest) -> bool:
+        active = self._actives.get(m.name)
+        return active is not None and active.version == m.version
 
     def activate_deferred(self, now: float) -> bool:
         """Activate the deferred release if the window is open now (see ``activate``)."""
@@ -123,7 +140,11 @@ class Activator:
             release=release,
         )
 
-    def _failed(self, release: VerifiedManifest, exc: ActivationError | OSError) -> None:
+    def _failed(
+        self, release: VerifiedManifest, exc: ActivationError | OSError, *, repair: bool
+    ) -> None:
+        """Remember the failure (never tried again) and remove the release's files, unless it
+        was the repair of the active one: its file matches now, and stays for the next start."""
         m = release.manifest
         reason = exc.reason if isinstance(exc, ActivationError) else "write-failed"
         log.error(
@@ -139,20 +160,30 @@ class Activator:
             "activation-failed", model=m.name, version=m.version, reason=reason, detail=str(exc)
         )
         self._reporter.set_state(UpdateState.FAILED, reason=f"{reason}: {exc}", release=release)
-        self._remove_release(m)
+        if not repair:
+            self._remove_release(m)
 
     def _activated(
-        self, release: VerifiedManifest, active: ActiveModel, max_error: float | None
+        self,
+        release: VerifiedManifest,
+        active: ActiveModel,
+        max_error: float | None,
+        *,
+        repair: bool,
     ) -> None:
         m = release.manifest
         log.info(
-            "edge %s: %s is active (previous %s)", self.device, m.release, active.previous_version
+            "edge %s: %s is %s (previous %s)",
+            self.device,
+            m.release,
+            "repaired and active again" if repair else "active",
+            active.previous_version,
         )
         details = [f"variant {m.variant}"] if m.variant else []
         if max_error is not None:
             details.append(f"acceptance max error {max_error:.6g}")
         self._reporter.event(
-            "activated",
+            "model-repaired" if repair else "activated",
             model=m.name,
             version=m.version,
             detail=", ".join(details) or None,
@@ -178,12 +209,25 @@ class Activator:
             )
             return
         try:
-            self._check(active.previous_path)
             sha = sha256_file(active.previous_path).hex()
-            self._actives.switch(name, version, active.previous_path, sha, active.previous_variant)
+            if active.previous_sha256 is not None and sha != active.previous_sha256:
+                raise ActivationError(
+                    f"{active.previous_path} is corrupt: sha256 {sha}, signed "
+                    f"{active.previous_sha256}"
+                )
+            self._check(active.previous_path, active.previous_kind)
+            self._actives.switch(
+                name,
+                version,
+                active.previous_path,
+                sha,
+                active.previous_variant,
+                active.previous_kind or KIND_TENSORS,
+            )
         except (ActivationError, OSError) as exc:
             self._reporter.event("rollback-failed", model=name, version=version, detail=str(exc))
             return
+        self._integrity.settled(name)
         self._rolled_back(name, version, active.version)
 
     def _rolled_back(self, name: str, version: int, left: int) -> None:

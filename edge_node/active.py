@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
+from protocol.textmodel import KIND_TENSORS
 from runtime.files import read_json, write_json_atomic
+
+from .storage import kept_sha256
 
 log = logging.getLogger("modelcast.edge")
 
@@ -19,11 +23,52 @@ class ActiveModel:
     name: str
     version: int
     path: Path
-    sha256: str
+    sha256: str  # the whole file's, from the signed manifest it was activated by (hex)
     previous_version: int | None = None
     previous_path: Path | None = None
     variant: str | None = None  # which build of the version, when it has several
     previous_variant: str | None = None
+    #: the release's ``model_kind`` (a ``file`` is never loaded); the previous one's, if known
+    kind: str = KIND_TENSORS
+    previous_kind: str | None = None
+    #: the previous file's signed sha256 (hex); None: not known
+    previous_sha256: str | None = None
+
+
+def _from_json(name: str, e: dict[str, Any]) -> ActiveModel:
+    previous_path = Path(e["previous_path"]) if e.get("previous_path") else None
+    previous_sha256 = e.get("previous_sha256")
+    if previous_sha256 is None and previous_path is not None:
+        # written before the previous file's hash was kept: the manifest kept beside it knows
+        previous_sha256 = kept_sha256(previous_path.parent)
+    return ActiveModel(
+        name=name,
+        version=int(e["version"]),
+        path=Path(e["path"]),
+        sha256=str(e["sha256"]),
+        previous_version=e.get("previous_version"),
+        previous_path=previous_path,
+        variant=e.get("variant"),
+        previous_variant=e.get("previous_variant"),
+        kind=str(e.get("kind", KIND_TENSORS)),
+        previous_kind=e.get("previous_kind"),
+        previous_sha256=previous_sha256,
+    )
+
+
+def _to_json(m: ActiveModel) -> dict[str, Any]:
+    return {
+        "version": m.version,
+        "path": str(m.path),
+        "sha256": m.sha256,
+        "previous_version": m.previous_version,
+        "previous_path": str(m.previous_path) if m.previous_path else None,
+        **({"previous_sha256": m.previous_sha256} if m.previous_sha256 else {}),
+        **({"variant": m.variant} if m.variant else {}),
+        **({"previous_variant": m.previous_variant} if m.previous_variant else {}),
+        **({"kind": m.kind} if m.kind != KIND_TENSORS else {}),
+        **({"previous_kind": m.previous_kind} if m.previous_kind else {}),
+    }
 
 
 class ActiveModels:
@@ -32,21 +77,15 @@ class ActiveModels:
     def __init__(self, data: Path) -> None:
         self.data = data
         self._path = data / "active.json"
-        self._models: dict[str, ActiveModel] = {}
-        for name, e in read_json(self._path, {}).items():
-            self._models[name] = ActiveModel(
-                name=name,
-                version=int(e["version"]),
-                path=Path(e["path"]),
-                sha256=str(e["sha256"]),
-                previous_version=e.get("previous_version"),
-                previous_path=Path(e["previous_path"]) if e.get("previous_path") else None,
-                variant=e.get("variant"),
-                previous_variant=e.get("previous_variant"),
-            )
+        self._models: dict[str, ActiveModel] = {
+            name: _from_json(name, e) for name, e in read_json(self._path, {}).items()
+        }
 
     def get(self, name: str) -> ActiveModel | None:
         return self._models.get(name)
+
+    def all(self) -> list[ActiveModel]:
+        return [m for _, m in sorted(self._models.items())]
 
     def versions(self) -> dict[str, int]:
         return {name: m.version for name, m in sorted(self._models.items())}
@@ -56,38 +95,33 @@ class ActiveModels:
         return {n: m.variant for n, m in sorted(self._models.items()) if m.variant}
 
     def switch(
-        self, name: str, version: int, path: Path, sha256: str, variant: str | None = None
+        self,
+        name: str,
+        version: int,
+        path: Path,
+        sha256: str,
+        variant: str | None = None,
+        kind: str = KIND_TENSORS,
     ) -> ActiveModel:
         """Make ``version`` active; the one it replaces becomes ``previous`` (kept for rollback);
-        older versions on disk are removed."""
+        older versions on disk are removed. The active version itself again (its file
+        repaired) keeps the previous one it had."""
         old = self._models.get(name)
-        new = ActiveModel(
-            name=name,
-            version=version,
-            path=path,
-            sha256=sha256,
-            previous_version=old.version if old else None,
-            previous_path=old.path if old else None,
-            variant=variant,
-            previous_variant=old.variant if old else None,
-        )
+        new = ActiveModel(name, version, path, sha256, variant=variant, kind=kind)
+        if old is not None and old.version == version:
+            new = replace(old, path=path, sha256=sha256, variant=variant, kind=kind)
+        elif old is not None:
+            new = replace(
+                new,
+                previous_version=old.version,
+                previous_path=old.path,
+                previous_variant=old.variant,
+                previous_kind=old.kind,
+                previous_sha256=old.sha256,
+            )
         models = dict(self._models)
         models[name] = new
-        write_json_atomic(
-            self._path,
-            {
-                n: {
-                    "version": m.version,
-                    "path": str(m.path),
-                    "sha256": m.sha256,
-                    "previous_version": m.previous_version,
-                    "previous_path": str(m.previous_path) if m.previous_path else None,
-                    **({"variant": m.variant} if m.variant else {}),
-                    **({"previous_variant": m.previous_variant} if m.previous_variant else {}),
-                }
-                for n, m in models.items()
-            },
-        )
+        write_json_atomic(self._path, {n: _to_json(m) for n, m in models.items()})
         self._models = models
         self._prune(new)
         return new

@@ -15,6 +15,9 @@ The rooms, one job each (what they share is ``shared.Slots``):
 - ``index_follower``: the signed index, the target choice (``target_choice``), manifests;
 - ``downloader``: the download of one release, from manifest to verified file;
 - ``activator``: the maintenance window, activation, rollback;
+- ``integrity``: every active file against its signed sha256, at the start and before a
+  session is loaded (the inference service asks); a corrupt one is reported here and repaired
+  through the rooms above;
 - ``trust_updates``: root rotations, revocations, signed commands;
 - ``reporter``: the state and status messages, events, rejections;
 - ``pushed_config``: the effective policy, with the fleet configuration pushed in the index.
@@ -41,6 +44,7 @@ from .downloader import Downloader
 from .http_api import LocalEndpoint
 from .index_follower import DeviceTraits, IndexFollower
 from .inference import InferenceService
+from .integrity import ModelIntegrity
 from .profile import device_profile
 from .pushed_config import PushedConfig
 from .reporter import Reporter
@@ -65,6 +69,7 @@ class EdgeAgent:
         self.clock = clock
         self.boot = uuid.uuid4().hex[:12]
         self.actives = ActiveModels(self.data)
+        self.integrity = ModelIntegrity(self.actives, self.device)
         self.record = AgentRecord.load(self.data)
         self._inbox: queue.Queue[tuple[str, bytes]] = queue.Queue(maxsize=config.inbox_size)
         self._control: collections.deque[bool] = collections.deque()
@@ -82,7 +87,9 @@ class EdgeAgent:
             capacity=config.telemetry_queue,
             clock=clock,
         )
-        self.inference = InferenceService(self.actives, self.telemetry.stats)
+        self.inference = InferenceService(
+            self.actives, self.telemetry.stats, integrity=self.integrity
+        )
         self.endpoint: LocalEndpoint | None = None
         if config.http is not None:
             self.endpoint = LocalEndpoint(self.inference, self.device, *config.http)
@@ -152,6 +159,7 @@ class EdgeAgent:
             slots=self.slots,
             reporter=self.reporter,
             downloader=self.downloader,
+            integrity=self.integrity,
         )
 
     def _control_rooms(self) -> None:
@@ -181,6 +189,7 @@ class EdgeAgent:
             reporter=self.reporter,
             downloader=self.downloader,
             activator=self.activator,
+            integrity=self.integrity,
         )
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -192,6 +201,7 @@ class EdgeAgent:
             self.data,
             self.actives.versions() or "none",
         )
+        self.integrity.check_all()  # before anything serves or reports them
         self._worker = threading.Thread(target=self._run, name=f"edge-{self.device}", daemon=True)
         self._worker.start()
         if self.endpoint is not None:
@@ -313,10 +323,26 @@ class EdgeAgent:
         if self.activator.activate(*verified):
             self.follower.choose()  # settled (active or failed): what next?
 
+    def _report_corrupt(self) -> None:
+        """Corrupt active files found (at the start, or by the inference service before it
+        loaded one): say so, and choose again, which fetches each one's release to repair it."""
+        while self.integrity.found:
+            c = self.integrity.found.popleft()
+            self.reporter.event(
+                "model-corrupt",
+                reason="digest-mismatch",
+                model=c.name,
+                version=c.version,
+                detail=c.describe(),
+            )
+        self.follower.choose()
+
     # --- periodic work -------------------------------------------------------------------
     def _tick(self) -> None:
         now = self.clock()
         self.reporter.report_unreported()
+        if self.integrity.found:
+            self._report_corrupt()
         if self.slots.deferred is not None and self.activator.activate_deferred(now):
             self.follower.choose()
         if self.telemetry.due():

@@ -1,7 +1,9 @@
 """The download of one release at a time: from its verified manifest to a whole, verified file.
 
 ``begin`` opens (or resumes) the part file and the download state machine
-(``protocol.DownloadSession``); ``pump`` carries out what it plans (block subscriptions, chunk
+(``protocol.DownloadSession``; a ``model.onnx`` of the release that no longer matches its hash,
+bit rot on the device's disk, becomes the part file, so its repair fetches only the chunks that
+no longer match theirs); ``pump`` carries out what it plans (block subscriptions, chunk
 requests); ``on_chunk`` verifies, writes and commits each chunk; the completion check hashes the
 whole file and renames it. ``begin``, ``on_chunk`` and ``on_resend`` return the ``Verified``
 release once that check passed (the agent hands it to the activator), None otherwise.
@@ -38,7 +40,7 @@ from .config import EdgeConfig
 from .errors import StorageError
 from .reporter import Reporter
 from .shared import Download, Slots, Verified, Wire
-from .storage import PartialDownload, release_dir, verified_file
+from .storage import PartialDownload, release_dir, salvage_final, verified_file
 
 log = logging.getLogger("modelcast.edge")
 
@@ -94,6 +96,7 @@ class Downloader:
             log.info("edge %s: %s already verified on disk, activating", self.device, m.release)
             return Verified(release, done)
         try:
+            repairing = salvage_final(directory)  # a model.onnx that failed: reuse its chunks
             part = PartialDownload(directory, m, release.envelope)
             held = part.recover()
         except StorageError as exc:
@@ -106,7 +109,10 @@ class Downloader:
         )
         self._slots.download = dl
         self._reporter.download_started()
-        self._announce(release, len(held))
+        if repairing:
+            self._announce_repair(release, len(held))
+        else:
+            self._announce(release, len(held))
         self._reporter.set_state(UpdateState.DOWNLOADING, reason=None)
         self._reporter.flush_state()  # the first report after a (re)start: how much was on disk
         if session.phase is Phase.COMPLETE:
@@ -139,6 +145,15 @@ class Downloader:
                 m.n_chunks,
             )
             self._reporter.event("downloading", model=m.name, version=m.version)
+
+    def _announce_repair(self, release: VerifiedManifest, held: int) -> None:
+        m = release.manifest
+        detail = (
+            f"{m.n_chunks - held} of {m.n_chunks} chunks no longer match their hashes: "
+            "fetching them again"
+        )
+        log.warning("edge %s: repairing %s: %s", self.device, m.release, detail)
+        self._reporter.event("repairing", model=m.name, version=m.version, detail=detail)
 
     def _start_over_later(self, release: VerifiedManifest) -> None:
         """Await ``release`` again: once the back-off ends, the index follower chooses it anew

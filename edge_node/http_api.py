@@ -8,8 +8,8 @@
                                  -> {"model", "version", "latency_ms", "dimensions",
                                      "embeddings": [[float, ...], ...]}  (one unit vector a text)
 
-Errors answer ``{"error": "..."}`` with 400 (bad request), 404 (no such model), 413 (body too
-large) or 500 (the model failed).
+Errors answer ``{"error": "..."}`` with 400 (bad request), 404 (no such model), 409 (the
+release is a ``file``: delivered, never run), 413 (body too large) or 500 (the model failed).
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ from .activator import Activator
 from .active import ActiveModels, AgentRecord
 from .config import EdgeConfig
 from .downloader import Downloader
+from .integrity import ModelIntegrity
 from .pushed_config import PushedConfig
 from .reporter import Reporter
 from .shared import Slots, Wire
@@ -104,6 +105,7 @@ class IndexFollower:
         reporter: Reporter,
         downloader: Downloader,
         activator: Activator,
+        integrity: ModelIntegrity,
     ) -> None:
         self.device = config.device_id
         self._fleet = config.fleet
@@ -121,6 +123,7 @@ class IndexFollower:
         self._reporter = reporter
         self._downloader = downloader
         self._activator = activator
+        self._integrity = integrity
         #: the last index's targets, by model name
         self.targets: dict[str, Target] = {}
         self._told: set[bytes] = set()  # targets reported as not taken (once each)
@@ -167,6 +170,7 @@ class IndexFollower:
             active=self._actives.versions(),
             pins=self._settings.policy.pins,
             held_back=self._record.held_back,
+            repairs=self._integrity.repairs(),
             failed=self._record.failed,
             told=self._told,
             rollback_tried=self._rollback_tried,
@@ -250,6 +254,21 @@ class IndexFollower:
         if pending is not None:
             self._wire.subscribe([self.manifest_topic(*pending)])
 
+    def _check_newer(self, release: VerifiedManifest) -> None:
+        """A release must be newer than the active one, or be that very release (the same
+        signed sha256) fetched again to repair its corrupt file."""
+        m = release.manifest
+        active = self._actives.get(m.name)
+        if active is None or m.version > active.version:
+            return
+        if m.version < active.version or self._integrity.repairs().get(m.name) != m.version:
+            raise StaleError(f"{m.release} is not newer than active {m.name}@{active.version}")
+        if m.sha256.hex() != active.sha256:
+            raise MalformedMessage(
+                f"{m.release} is not the release active here (another sha256): not its repair",
+                reason="mismatch",
+            )
+
     def on_manifest(self, topic: str, payload: bytes) -> VerifiedManifest | None:
         """The awaited manifest: the release to download once it checks out against the index's
         target (None: refused, and reported)."""
@@ -269,9 +288,7 @@ class IndexFollower:
                     f"manifest {m.release} on the topic of {name}@{target.version}",
                     reason="mismatch",
                 )
-            active = self._actives.get(name)
-            if active is not None and m.version <= active.version:
-                raise StaleError(f"{m.release} is not newer than active {name}@{active.version}")
+            self._check_newer(release)
         except ProtocolError as exc:
             self._reporter.reject(topic, exc, update_state=True, model=name, version=target.version)
             return None

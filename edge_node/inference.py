@@ -10,15 +10,18 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from protocol.textmodel import KIND_TEXT_EMBEDDING
+from protocol.textmodel import KIND_FILE, KIND_TEXT_EMBEDDING
+from runtime.model_check import DTYPES
 
-from .activation import DTYPES, load_session
-from .active import ActiveModels
+from .activation import load_session
+from .active import ActiveModel, ActiveModels
 from .errors import ActivationError, InferenceError, TextModelError
+from .integrity import ModelIntegrity
 from .metrics import InferenceStats
 from .text import TextEmbedder, check_texts, session_kind
 
@@ -48,12 +51,22 @@ class _Loaded:
 
 class InferenceService:
     """Runs the active version of a model. Sessions are cached per (name, version), so an
-    activation switches callers to the new version on their next call."""
+    activation switches callers to the new version on their next call. A session is only ever
+    loaded from a file that matched its signed sha256 just before (``integrity``); while the
+    active file is corrupt, the previous version is served if its file matches, and otherwise
+    the call is refused with 503."""
 
-    def __init__(self, actives: ActiveModels, stats: InferenceStats, threads: int = 1) -> None:
+    def __init__(
+        self,
+        actives: ActiveModels,
+        stats: InferenceStats,
+        threads: int = 1,
+        integrity: ModelIntegrity | None = None,
+    ) -> None:
         self.actives = actives
         self.stats = stats
         self.threads = threads
+        self.integrity = integrity or ModelIntegrity(actives)
         self._lock = threading.Lock()
         self._sessions: dict[str, _Loaded] = {}
 
@@ -64,22 +77,50 @@ class InferenceService:
         active = self.actives.get(name)
         if active is None:
             raise InferenceError(f"no active model named {name!r}", status=404)
+        if active.kind == KIND_FILE:
+            raise InferenceError(
+                f"{name}@{active.version} is a file release (model_kind {KIND_FILE}): it is "
+                "delivered and verified on this device, never run",
+                status=409,
+            )
         with self._lock:
             cached = self._sessions.get(name)
-            if cached is None or cached.version != active.version:
-                try:
-                    session = load_session(active.path, self.threads)
-                except ActivationError as exc:
-                    raise InferenceError(f"{name}@{active.version}: {exc}", status=500) from None
-                embedder = None
-                try:
-                    if session_kind(session) == KIND_TEXT_EMBEDDING:
-                        embedder = TextEmbedder(session)
-                except TextModelError as exc:  # activation checked it: only if the host changed
-                    raise InferenceError(f"{name}@{active.version}: {exc}", status=500) from None
-                cached = _Loaded(active.version, session, embedder)
+            if cached is not None and cached.version == active.version:
+                return cached
+            version, path = self._verified(active)
+            if cached is None or cached.version != version:
+                cached = self._open(name, version, path)
                 self._sessions[name] = cached
             return cached
+
+    def _verified(self, active: ActiveModel) -> tuple[int, Path]:
+        """The version to load a session of, and its file, checked against its signed sha256:
+        the active one, or while that is corrupt the previous one if its file matches (503 if
+        neither does)."""
+        corruption = self.integrity.check(active.name)
+        if corruption is None:
+            return active.version, active.path
+        fallback = corruption.fallback
+        if fallback is None or fallback.kind == KIND_FILE:
+            raise InferenceError(
+                f"{active.name}@{active.version}: its file on this device is corrupt (sha256 "
+                f"mismatch) and is being repaired; {corruption.meanwhile()}",
+                status=503,
+            )
+        return fallback.version, fallback.path
+
+    def _open(self, name: str, version: int, path: Path) -> _Loaded:
+        try:
+            session = load_session(path, self.threads)
+        except ActivationError as exc:
+            raise InferenceError(f"{name}@{version}: {exc}", status=500) from None
+        embedder = None
+        try:
+            if session_kind(session) == KIND_TEXT_EMBEDDING:
+                embedder = TextEmbedder(session)
+        except TextModelError as exc:  # activation checked it: only if the host changed
+            raise InferenceError(f"{name}@{version}: {exc}", status=500) from None
+        return _Loaded(version, session, embedder)
 
     def embed(self, name: str, texts: list[str]) -> EmbeddingResult:
         """One vector per text from text-embedding model ``name`` (400 if it is not one)."""

@@ -1,6 +1,6 @@
 """What a device is, reported in its retained status so the coordinator can target and pick
 variants: OS, CPU architecture, cores, RAM, onnxruntime and its execution providers, the model
-kinds it can serve, tags."""
+kinds it can take, tags."""
 
 from __future__ import annotations
 
@@ -9,18 +9,19 @@ import os
 import platform
 from typing import Any
 
-from protocol.textmodel import KIND_TENSORS, KIND_TEXT_EMBEDDING
+from protocol.textmodel import KIND_FILE, KIND_TENSORS, KIND_TEXT_EMBEDDING
 
 
 def servable_kinds() -> list[str]:
-    """Every device runs tensor models; text models need the tokenizer library. Looked up, not
-    imported: importing it costs ~6 MB of RSS, which an edge without text models should not
-    pay (activation imports it, and refuses a text model if that fails)."""
+    """Every device runs tensor models and takes files; text models need the tokenizer
+    library. Looked up, not imported: importing it costs ~6 MB of RSS, which an edge without
+    text models should not pay (activation imports it, and refuses a text model if that
+    fails)."""
     try:
         found = importlib.util.find_spec("tokenizers") is not None
     except (ImportError, ValueError):
         found = False
-    return [KIND_TENSORS, KIND_TEXT_EMBEDDING] if found else [KIND_TENSORS]
+    return [KIND_TENSORS, KIND_TEXT_EMBEDDING, KIND_FILE] if found else [KIND_TENSORS, KIND_FILE]
 
 
 def device_profile(tags: dict[str, str], http_port: int | None) -> dict[str, Any]:

@@ -9,7 +9,8 @@
         manifest.env                    the signed manifest, kept with the model it describes
         model.part                      chunks written in place as they arrive (sparse)
         held.bitmap                     one byte per chunk: the journal of chunks written and synced
-        model.onnx                      the whole file, once its sha256 matched
+        model.onnx                      the whole file, once its sha256 matched (a ``file``
+                                        release's too: the name is the layout's)
 
 Chunks are written with ``pwrite`` at their offset, straight from the received buffer, so memory
 does not grow with model size; the whole-file sha256 is computed along the way, on a background
@@ -29,7 +30,8 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from protocol import Manifest, VerifiedChunk
+from protocol import DEFAULT_LIMITS, Manifest, ProtocolError, VerifiedChunk
+from protocol.envelope import Envelope
 from runtime.files import fsync_dir, fsync_file, sha256_file, write_atomic
 
 from .errors import StorageError
@@ -258,3 +260,32 @@ def verified_file(directory: Path, manifest: Manifest) -> Path | None:
     except OSError:
         return None
     return final if digest == manifest.sha256 else None
+
+
+def salvage_final(directory: Path) -> bool:
+    """Make a ``model.onnx`` that failed its check (bit rot on the device's disk) the part file
+    of a new download of the same release, so that the download resumes from the chunks that
+    still match their hashes and fetches only the others. The journal goes: it describes an
+    older part file, and every chunk with data is hashed on resume anyway. True if there was
+    such a file. ``StorageError`` if the rename fails."""
+    final = directory / FINAL
+    if not final.exists():
+        return False
+    try:
+        os.replace(final, directory / PART)
+        (directory / BITMAP).unlink(missing_ok=True)
+        fsync_dir(directory)
+    except OSError as exc:
+        raise StorageError(f"cannot reuse {final} for its repair: {exc}") from exc
+    return True
+
+
+def kept_sha256(directory: Path) -> str | None:
+    """The whole-file sha256 (hex) in the manifest kept with a release (``manifest.env``, as it
+    was verified when the release was downloaded); None when there is none that reads."""
+    try:
+        raw = (directory / MANIFEST).read_bytes()
+        body = Envelope.decode(raw, DEFAULT_LIMITS.max_envelope_bytes).body
+        return Manifest.decode(body).sha256.hex()
+    except (OSError, ProtocolError):
+        return None

@@ -1,11 +1,11 @@
 """What the edge should do about the signed index's targets, decided on plain data.
 
 ``choose(facts)`` takes what the edge knows (the index's target of each model for this device,
-the active versions, pins, versions held back by a rollback, releases that failed to activate,
-what is downloading, verified and deferred, or awaited as a manifest, and what was reported
-already) and returns the actions to take, in order. Nothing here reads a clock, a file or the
-network: ``index_follower`` gathers the facts and applies the actions, and every rule is
-unit-tested on its own (``tests/unit/test_edge_target_choice.py``).
+the active versions and those whose file is corrupt, pins, versions held back by a rollback,
+releases that failed to activate, what is downloading, verified and deferred, or awaited as a
+manifest, and what was reported already) and returns the actions to take, in order. Nothing
+here reads a clock, a file or the network: ``index_follower`` gathers the facts and applies the
+actions, and every rule is unit-tested on its own (``tests/unit/test_edge_target_choice.py``).
 
 The rules, model by model in name order:
 
@@ -17,7 +17,10 @@ The rules, model by model in name order:
 - a target verified and waiting for the maintenance window needs nothing more;
 - a rollback target below the active version: roll back to it, once (``RollBack``);
 - a target at or below the active version needs nothing; below it, the downgrade is refused
-  and reported once (``RefuseDowngrade``);
+  and reported once (``RefuseDowngrade``). The one exception: a target *at* the active version
+  whose file on this device is corrupt (``Facts.repairs``, see ``integrity``) is fetched again,
+  to repair it (never a downgrade: only that version, and the index follower takes only the
+  manifest of the very release active here);
 - a release that failed to activate here is never tried again;
 - a version rolled back from by a signed directive is not taken again (``HeldBack``, once);
 - one download at a time: while another model downloads, this one waits its turn; the same
@@ -53,6 +56,8 @@ class Facts:
     pins: Mapping[str, int] = field(default_factory=dict)
     #: by model name, the version rolled back from by a signed directive
     held_back: Mapping[str, int] = field(default_factory=dict)
+    #: by model name, the active version whose file is corrupt: to fetch again
+    repairs: Mapping[str, int] = field(default_factory=dict)
     #: ids (hex) of releases that failed to activate here
     failed: Collection[str] = ()
     #: manifest ids already reported as held by a pin, refused as a downgrade or held back
@@ -219,6 +224,8 @@ def _wanted(
             actions.append(RollBack(name, target.version, mid))
         return False
     if active is not None and target.version <= active:
+        if target.version == active and facts.repairs.get(name) == active:
+            return mid.hex() not in facts.failed  # the repair of the active release
         if target.version < active and mid not in facts.told:
             actions.append(RefuseDowngrade(name, target.version, active, mid))
         return False

@@ -21,9 +21,10 @@ from protocol.textmodel import (
     KIND_TEXT_EMBEDDING,
     OUTPUT_EMBEDDING,
     TextModelSpec,
-    model_kind_of,
     parse_text_spec,
 )
+from runtime import model_check
+from runtime.errors import ModelCheckError
 
 from .errors import TextModelError
 
@@ -43,8 +44,8 @@ def session_metadata(session: Any) -> dict[str, str]:
 def session_kind(session: Any) -> str:
     """The kind the loaded file declares (``TextModelError`` if unknown)."""
     try:
-        return model_kind_of(session_metadata(session))
-    except ProtocolError as exc:
+        return model_check.session_kind(session)
+    except ModelCheckError as exc:
         raise TextModelError(str(exc)) from None
 
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from edge_node.activation import load_session, model_inputs
 from protocol import Acceptance, Case, Tensor
+from runtime.model_check import load_session, model_inputs
 
 
 def _tensor(array: np.ndarray) -> Tensor:

@@ -1,8 +1,10 @@
 """What kind of model a release is, and the contract of a text-embedding model file.
 
 A release is either plain ``tensors`` (callers feed named arrays) or a ``text-embedding``
-model: texts in, one L2-normalised vector per text out, tokenised on the device. The manifest
-records the kind (``model_kind``, see manifest.py) so the edge knows how to serve the release.
+model: texts in, one L2-normalised vector per text out, tokenised on the device; or, asked for
+explicitly, a ``file``: any bytes, delivered, verified and activated like a model, but never
+loaded or run. The manifest records the kind (``model_kind``, see manifest.py) so the edge knows
+how to serve the release. An ONNX file declares one of the first two in its metadata.
 
 A text-embedding ONNX file is self-contained: its ``metadata_props`` carry the tokenizer
 (``tokenizer.json`` of Hugging Face ``tokenizers``) and how to use it. The file is hashed and
@@ -24,7 +26,11 @@ from .limits import DEFAULT_LIMITS, Limits
 
 KIND_TENSORS = "tensors"
 KIND_TEXT_EMBEDDING = "text-embedding"
-MODEL_KINDS = (KIND_TENSORS, KIND_TEXT_EMBEDDING)
+KIND_FILE = "file"
+#: what an ONNX file may declare (``META_KIND``)
+ONNX_KINDS = (KIND_TENSORS, KIND_TEXT_EMBEDDING)
+#: what a release may be: an ONNX model of one of ``ONNX_KINDS``, or a file that is never run
+MODEL_KINDS = (*ONNX_KINDS, KIND_FILE)
 
 META_KIND = "modelcast.kind"
 META_TOKENIZER = "modelcast.tokenizer"
@@ -45,15 +51,17 @@ NORMALIZE_L2 = "l2"
 #: A tokenizer.json of a large multilingual vocabulary is ~17 MB; refuse anything far beyond.
 
 
-def check_model_kind(value: object, what: str = "model kind") -> str:
-    if value not in MODEL_KINDS:
-        raise MalformedMessage(f"{what} must be one of {', '.join(MODEL_KINDS)}, got {value!r}")
+def check_model_kind(
+    value: object, what: str = "model kind", kinds: tuple[str, ...] = MODEL_KINDS
+) -> str:
+    if value not in kinds:
+        raise MalformedMessage(f"{what} must be one of {', '.join(kinds)}, got {value!r}")
     return str(value)
 
 
 def model_kind_of(meta: Mapping[str, str]) -> str:
     """The kind a model file declares; a file that declares none is plain ``tensors``."""
-    return check_model_kind(meta.get(META_KIND, KIND_TENSORS), f"metadata {META_KIND}")
+    return check_model_kind(meta.get(META_KIND, KIND_TENSORS), f"metadata {META_KIND}", ONNX_KINDS)
 
 
 @dataclass(frozen=True)

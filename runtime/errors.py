@@ -18,3 +18,24 @@ class ListenError(SetupError):
         super().__init__(message)
         self.address = address
         self.errno = errno
+
+
+class ModelCheckError(SetupError):
+    """A model file does not load in onnxruntime, or fails its one test inference
+    (``runtime.model_check``). The edge reports it as ``load-failed``; the coordinator refuses
+    the release."""
+
+    reason = "load-failed"
+
+
+class AcceptanceMiss(ModelCheckError):
+    """The model runs, but its outputs miss the release's acceptance vectors: ``case`` is the
+    case with the largest error (or the one that could not run, or answered the wrong shape:
+    then ``max_error`` is infinite), ``max_error`` that error."""
+
+    reason = "acceptance-failed"
+
+    def __init__(self, message: str, *, max_error: float, case: int | None = None) -> None:
+        super().__init__(message)
+        self.max_error = max_error
+        self.case = case

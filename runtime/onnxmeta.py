@@ -9,6 +9,7 @@ import onnx
 
 from protocol import ProtocolError
 from protocol.textmodel import (
+    KIND_FILE,
     KIND_TEXT_EMBEDDING,
     check_model_kind,
     model_kind_of,
@@ -18,14 +19,15 @@ from protocol.textmodel import (
 from .errors import SetupError
 
 
-def read_metadata(path: Path) -> dict[str, str]:
-    """The file's ``metadata_props`` as a dict (``SetupError`` if it is not an ONNX model)."""
+def read_metadata(path: Path, *, label: str | None = None) -> dict[str, str]:
+    """The file's ``metadata_props`` as a dict (``SetupError`` naming ``label``, default the
+    path, and onnx's message if it is not an ONNX model)."""
     try:
         model = onnx.load(str(path), load_external_data=False)
     except OSError:  # a missing or unreadable file stays what it is
         raise
     except Exception as exc:  # protobuf's DecodeError and friends
-        raise SetupError(f"{path}: not an ONNX model ({exc})") from None
+        raise SetupError(f"{label or path}: not an ONNX model (onnx: {exc})") from None
     return {p.key: p.value for p in model.metadata_props}
 
 
@@ -50,21 +52,27 @@ _MAX_PROTO_BYTES = (2 << 30) - 1
 def release_kind(path: Path, requested: str | None = None, *, label: str | None = None) -> str:
     """The model kind to record in a release of ``path``.
 
-    It is what the file declares (a file that is not ONNX, or declares nothing, is plain
-    ``tensors``); ``requested`` (``--kind``) must agree with it. A text-embedding file must
-    carry a usable spec, so a release the edges could not serve is refused here.
-    ``SetupError`` says why, naming the file ``label`` (default: ``path``).
+    ``file``, when ``requested`` (``--kind file``): any bytes, nothing read. Otherwise the file
+    must be ONNX (``SetupError`` with onnx's message if onnx cannot parse it), and the kind is
+    what it declares (nothing: plain ``tensors``); ``requested`` must agree with it. A
+    text-embedding file must carry a usable spec, so a release the edges could not serve is
+    refused here. ``SetupError`` says why, naming the file ``label`` (default: ``path``).
+    Whether the model loads and runs is ``runtime.model_check``'s question.
     """
     label = label or str(path)
-    meta: dict[str, str] = {}
-    if Path(path).stat().st_size <= _MAX_PROTO_BYTES:
-        try:
-            meta = read_metadata(path)
-        except SetupError:
-            meta = {}
     try:
+        if requested is not None:
+            check_model_kind(requested, "--kind")
+        if requested == KIND_FILE:
+            return KIND_FILE
+        meta: dict[str, str] = {}
+        if Path(path).stat().st_size <= _MAX_PROTO_BYTES:  # beyond: onnxruntime will say
+            try:
+                meta = read_metadata(path, label=label)
+            except SetupError as exc:
+                raise SetupError(f"{exc}; --kind {KIND_FILE} ships any file as it is") from None
         declared = model_kind_of(meta)
-        kind = check_model_kind(requested, "--kind") if requested else declared
+        kind = requested or declared
         if kind != declared:
             raise SetupError(f"{label} declares the model kind {declared}, not {kind}")
         if kind == KIND_TEXT_EMBEDDING:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from protocol.textmodel import KIND_FILE, MODEL_KINDS
+
 from ..errors import CommandError
 from .common import Subcommands, add_flags
 from .exits import EXIT_OK
@@ -15,7 +17,7 @@ from .parsing import parse_release
 
 def add_commands(sub: Subcommands) -> None:
     rel = sub.add_parser("release", help="register and sign a model release")
-    rel.add_argument("model", type=Path, help="the ONNX file")
+    rel.add_argument("model", type=Path, help="the ONNX file (any file with --kind file)")
     rel.add_argument("--name", required=True, help="model name, [A-Za-z0-9_-]{1,64}")
     rel.add_argument(
         "--version",
@@ -39,11 +41,14 @@ def add_commands(sub: Subcommands) -> None:
     )
     rel.add_argument(
         "--kind",
-        choices=["tensors", "text-embedding"],
+        choices=list(MODEL_KINDS),
         default=None,
         help="what kind of model this is (recorded in the signed manifest, so edges know how "
         "to serve it); default: what the file declares (a file built by 'modelcast models "
-        "build' declares text-embedding, any other file is tensors). Must agree with the file",
+        "build' declares text-embedding, any other ONNX file is tensors). Must agree with the "
+        "file. Every model must load, run once and meet its acceptance vectors here before it "
+        f"is signed; '{KIND_FILE}' ships any file as it is: delivered, verified and activated "
+        "like a model, never loaded or run (edges before this kind refuse the release)",
     )
     add_flags(rel, "db", "keys", "fleet")
     rel.set_defaults(func=cmd_release)
@@ -92,8 +97,9 @@ def cmd_release(args: argparse.Namespace) -> int:
         variant=args.variant,
         acceptance=load_vectors(args.acceptance, args.tolerance) if args.acceptance else None,
     )
+    kind = record.model_kind
     print(
-        f"released {record.release} ({record.model_kind} model, "
+        f"released {record.release} ({kind if kind == KIND_FILE else f'{kind} model'}, "
         f"{record.size} bytes, {record.n_chunks} "
         f"chunks, sha256 {record.sha256[:16]}...) in fleet {args.fleet}; "
         f"'modelcast deploy {record.name}@{record.version}' to roll it out"

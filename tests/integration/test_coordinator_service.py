@@ -25,6 +25,7 @@ from coordinator import (
     load_release_keys,
 )
 from coordinator.status import fleet_status
+from protocol.textmodel import KIND_FILE
 from testkit.local_broker import LocalBroker
 from testkit.mqtt_recorder import Received, TopicRecorder
 from tests.support.brokers import Broker
@@ -54,6 +55,7 @@ def setup(broker: Broker, mqtt_fleet: str, tmp_path: Path) -> Iterator[Setup]:
     registry = Registry(db)
     record = registry.add_release(
         model,
+        model_kind=KIND_FILE,  # random bytes: never loaded
         name="m",
         version=3,
         keys=load_release_keys(keydir),
@@ -264,6 +266,7 @@ def test_a_new_deployment_is_published_with_a_higher_seq(
     registry = Registry(setup.db)  # as the CLI would, from another process
     record = registry.add_release(
         model,
+        model_kind=KIND_FILE,  # random bytes: never loaded
         name="m",
         version=4,
         keys=load_release_keys(tmp_path / "keys"),
@@ -295,6 +298,7 @@ def test_retained_messages_are_republished_after_a_broker_restart(
     registry = Registry(tmp_path / "registry.db")
     registry.add_release(
         model,
+        model_kind=KIND_FILE,  # random bytes: never loaded
         name="m",
         version=1,
         keys=load_release_keys(keydir),

@@ -16,13 +16,17 @@ from typing import Any
 
 import pytest
 
+from coordinator.errors import RegistryError
+from coordinator.release_build import ModelCheck
 from coordinator.rollout_status import rollout_reports
+from modelcast.acceptance import load_vectors
 from modelcast.cli import main
 from runtime.files import sha256_file
+from runtime.model_check import check_model
 from testkit.synthetic_models import make_failing_model, make_model, make_slow_model
 from tests.support.brokers import Broker
 from tests.support.env import Env, running_env
-from tests.support.fleet import release_and_deploy
+from tests.support.fleet import devices_check_only, release_and_deploy
 
 DEVICES = [f"e{i}" for i in range(6)]
 TAGS = {d: ("class=gateway" if i < 3 else "class=camera") for i, d in enumerate(DEVICES)}
@@ -79,9 +83,9 @@ def cli(env: Env, *args: str) -> int:
     return main([*args, "--db", str(env.tmp / "coord.db"), "--fleet", env.fleet])
 
 
-def release(env: Env, model: Path, version: int) -> None:
+def release(env: Env, model: Path, version: int, *, check: ModelCheck = check_model) -> None:
     env.registry.add_release(
-        model, name="m", version=version, keys=env.keys.release, fleet=env.fleet
+        model, name="m", version=version, keys=env.keys.release, fleet=env.fleet, check=check
     )
 
 
@@ -107,7 +111,11 @@ def test_a_release_that_fails_when_run_halts_after_the_first_stage(
     fleet_env: Env, capsys: pytest.CaptureFixture[str]
 ) -> None:
     env = fleet_env
-    release(env, make_failing_model(env.tmp / "m2.onnx"), 2)
+    failing = make_failing_model(env.tmp / "m2.onnx")
+    with pytest.raises(RegistryError, match="test inference failed"):
+        release(env, failing, 2)  # the coordinator runs it once before signing it
+    # one that fails only on the devices (another runtime, another CPU) gets past that check
+    release(env, failing, 2, check=devices_check_only)
     assert cli(env, "rollout", "start", "m@2", "--stages", "34,100", "--soak", "1") == 0
     r = wait_rollout(env, "m@2", lambda r: r["state"] == "halted", "halted")
     first = stage_members(r)
@@ -348,7 +356,7 @@ def test_a_pin_holds_a_version_and_a_maintenance_window_defers_activation(
 
 
 def test_acceptance_vectors_that_do_not_match_are_refused_on_every_device(
-    fleet_env: Env,
+    fleet_env: Env, capsys: pytest.CaptureFixture[str]
 ) -> None:
     env = fleet_env
     keys = ("--keys", str(env.keys.dir))
@@ -357,7 +365,22 @@ def test_acceptance_vectors_that_do_not_match_are_refused_on_every_device(
     assert main(["acceptance", "make", str(other), "--out", str(env.tmp / "wrong.npz")]) == 0
     assert main(["acceptance", "make", str(good), "--out", str(env.tmp / "right.npz")]) == 0
     wrong = ("--acceptance", str(env.tmp / "wrong.npz"), "--tolerance", "1e-4")
-    assert cli(env, "release", str(good), "--name", "m", "--version", "7", *wrong, *keys) == 0
+    capsys.readouterr()
+    assert cli(env, "release", str(good), "--name", "m", "--version", "7", *wrong, *keys) == 1
+    said = capsys.readouterr().err  # the coordinator ran them before signing: nothing released
+    assert said.startswith("modelcast release: error: cannot release m@7 (") and "case 0" in said
+    assert "max error" in said and "exceeds tolerance 0.0001" in said
+    # vectors that miss only on the devices' runtime get past that check
+    vectors = load_vectors([env.tmp / "wrong.npz"], 1e-4)
+    env.registry.add_release(
+        good,
+        name="m",
+        version=7,
+        keys=env.keys.release,
+        fleet=env.fleet,
+        acceptance=vectors,
+        check=devices_check_only,
+    )
     assert cli(env, "deploy", "m@7") == 0
     for device in DEVICES:
         failed = env.watch.wait_event(

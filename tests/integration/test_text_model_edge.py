@@ -3,44 +3,26 @@ answers texts with vectors on its local endpoint; a device that cannot tokenise 
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from edge_node.text import load_embedder
 from modelcast.textmodels.samples import CASES
 from protocol import DeviceStatus, UpdateState
-from protocol.textmodel import KIND_TENSORS, KIND_TEXT_EMBEDDING
+from protocol.textmodel import KIND_FILE, KIND_TENSORS, KIND_TEXT_EMBEDDING
 from testkit.synthetic_models import make_model
+from tests.support import local_http
 from tests.support.env import Env
 from tests.support.fleet import REPO, release_and_deploy
+from tests.support.local_http import post
 from tests.support.minilm import BuiltMiniLM
 
 
 def http_port(env: Env, device: str) -> int:
-    topic = env.watch.topics.status(device)
-    item = env.watch.recorder.wait_for(
-        lambda m: m.topic == topic and "http_port" in DeviceStatus.decode(m.payload).profile,
-        timeout=30,
-    )
-    return int(DeviceStatus.decode(item.payload).profile["http_port"])
-
-
-def post(port: int, model: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/v1/models/{model}/infer", data=json.dumps(body).encode()
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=60) as resp:
-            return resp.status, json.load(resp)
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.load(exc)
+    return local_http.http_port(env.watch, device)
 
 
 def test_a_deployed_minilm_answers_texts_on_the_local_endpoint(
@@ -62,7 +44,7 @@ def test_a_deployed_minilm_answers_texts_on_the_local_endpoint(
         for m in env.watch.recorder.messages
         if m.topic == env.watch.topics.status("d1")
     ]
-    assert status[-1].profile["model_kinds"] == [KIND_TENSORS, KIND_TEXT_EMBEDDING]
+    assert status[-1].profile["model_kinds"] == [KIND_TENSORS, KIND_TEXT_EMBEDDING, KIND_FILE]
 
     texts = [s for case in CASES for s in (case.query, case.related, *case.unrelated)]
     code, answer = post(port, "minilm", {"texts": texts})
@@ -120,7 +102,7 @@ def test_an_edge_that_cannot_tokenise_refuses_a_text_model(
         for m in env.watch.recorder.messages
         if m.topic == topic
     ]
-    assert profiles and profiles[-1]["model_kinds"] == [KIND_TENSORS]
+    assert profiles and profiles[-1]["model_kinds"] == [KIND_TENSORS, KIND_FILE]
 
 
 def test_demo_ships_minilm_and_every_edge_answers_the_similarity_query(

@@ -8,9 +8,10 @@ from pathlib import Path
 
 from coordinator.keystore import ReleaseKeys, init_keys, load_release_keys
 from coordinator.registry import Registry
+from protocol import Acceptance
 from testkit.cli_process import REPO
 
-__all__ = ["REPO", "Keys", "make_keys", "release_and_deploy"]
+__all__ = ["REPO", "Keys", "devices_check_only", "make_keys", "release_and_deploy"]
 
 
 @dataclass
@@ -26,6 +27,19 @@ class Keys:
 def make_keys(path: Path) -> Keys:
     init_keys(path)
     return Keys(path, load_release_keys(path))
+
+
+def devices_check_only(
+    path: Path,
+    kind: str | None = None,
+    acceptance: Acceptance | None = None,
+    *,
+    label: str | None = None,
+) -> float | None:
+    """A release check that passes everything (``Registry.add_release(check=...)``): so a test
+    can ship what only the devices' own check catches (a model that fails on their runtime, or
+    misses its acceptance vectors there) and watch the fleet refuse it."""
+    return None
 
 
 def release_and_deploy(

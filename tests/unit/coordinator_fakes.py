@@ -10,6 +10,7 @@ from pathlib import Path
 
 from coordinator.keystore import ReleaseKeys, init_keys, load_release_keys
 from coordinator.registry import Registry, ReleaseRecord
+from protocol.textmodel import KIND_FILE
 
 FLEET = "f"
 CHUNK = 4096
@@ -61,5 +62,11 @@ def add_release(
     model = tmp / f"m{version}.onnx"
     model.write_bytes(os.urandom(n_chunks * CHUNK))
     return registry.add_release(
-        model, name="m", version=version, keys=keys, fleet=FLEET, chunk_size=CHUNK
+        model,
+        model_kind=KIND_FILE,  # random bytes: never loaded
+        name="m",
+        version=version,
+        keys=keys,
+        fleet=FLEET,
+        chunk_size=CHUNK,
     )

@@ -14,6 +14,7 @@ from coordinator.deployer import DeploymentPublisher
 from coordinator.keystore import ReleaseKeys, init_keys, load_release_keys
 from coordinator.registry import Registry
 from coordinator.trustkeys import certify_release_key
+from protocol.textmodel import KIND_FILE
 
 DAY = 86400.0
 
@@ -30,7 +31,9 @@ def registry(tmp_path: Path, keys: ReleaseKeys) -> Iterator[Registry]:
     model = tmp_path / "model.onnx"
     model.write_bytes(os.urandom(10_000))
     for version in (1, 2):
-        reg.add_release(model, name="m", version=version, keys=keys, chunk_size=4096)
+        reg.add_release(
+            model, model_kind=KIND_FILE, name="m", version=version, keys=keys, chunk_size=4096
+        )
     yield reg
     reg.close()
 

@@ -14,10 +14,11 @@ from edge_node.active import AgentRecord
 from edge_node.config import EdgeConfig
 from edge_node.downloader import Downloader
 from edge_node.errors import AcceptanceError, ActivationError
+from edge_node.integrity import ModelIntegrity
 from edge_node.policy import Policy
 from edge_node.storage import FINAL, release_dir
 from protocol import Acceptance, MaintenanceWindow, UpdateState, VerifiedManifest
-from tests.support.edge_fakes import DEVICE, TOPICS, Room, release, room
+from tests.support.edge_fakes import DEVICE, TOPICS, Room, pieces, release, room
 
 #: 2025-06-15 15:06:40 UTC, outside the window; 03:00 that day, inside it
 NOW = 1_750_000_000.0
@@ -49,15 +50,18 @@ class Setup:
     check: Check
     policy: Policy
     downloader: Downloader
+    integrity: ModelIntegrity
     activator: Activator
 
     def verified(self, version: int) -> tuple[VerifiedManifest, Path]:
-        """A release of ``m`` verified on disk (its file is a stand-in)."""
-        rel = release(version=version)
+        """A release of ``m`` verified on disk (its file is not a model: the check is a
+        stand-in; it is the release's bytes, which a rollback checks)."""
+        chunks = pieces(3, seed=b"model %d" % version)
+        rel = release(version=version, chunks=chunks)
         m = rel.manifest
         path = release_dir(self.room.data, m.name, m.version, m.variant) / FINAL
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b"model %d" % version)
+        path.write_bytes(b"".join(chunks))
         return rel, path
 
     def active(self) -> dict[str, int]:
@@ -72,7 +76,8 @@ def setup(tmp_path: Path, *, window: MaintenanceWindow | None = None) -> Setup:
     downloader = Downloader(
         edge, topics=TOPICS, clock=r.clock, wire=r.wire, slots=r.slots, reporter=r.reporter
     )
-    s = Setup(r, record, check, Policy(60.0, window), downloader, None)  # type: ignore[arg-type]
+    integrity = ModelIntegrity(r.actives, DEVICE)
+    s = Setup(r, record, check, Policy(60.0, window), downloader, integrity, None)  # type: ignore[arg-type]
     s.activator = Activator(
         device=DEVICE,
         data=r.data,
@@ -83,6 +88,7 @@ def setup(tmp_path: Path, *, window: MaintenanceWindow | None = None) -> Setup:
         slots=r.slots,
         reporter=r.reporter,
         downloader=downloader,
+        integrity=s.integrity,
         check=check,
     )
     return s
@@ -212,3 +218,52 @@ def test_a_previous_version_that_no_longer_runs_is_not_rolled_back_to(tmp_path: 
     s.activator.rollback("m", 2)
     assert s.active() == {"m": 3} and s.record.held_back == {}
     assert [e.event for e in s.room.events.named("rollback-failed")] == ["rollback-failed"]
+
+
+# --- the repair of a corrupt active file ----------------------------------------------------
+def test_the_repaired_active_release_is_reactivated_at_once_keeping_its_previous_version(
+    tmp_path: Path,
+) -> None:
+    s = setup(tmp_path, window=WINDOW)  # outside the window: a new version would wait
+    s.room.clock.now = IN_WINDOW
+    for version in (1, 2):
+        s.activator.activate(*s.verified(version))
+    s.room.clock.now = NOW
+    rel, path = s.verified(2)  # its file fetched again
+    path.write_bytes(path.read_bytes()[:-1] + b"!")  # as found: corrupt
+    assert s.integrity.check("m") is not None and s.integrity.repairs() == {"m": 2}
+    _, path = s.verified(2)  # and repaired
+    s.check.checked.clear()
+    assert s.activator.activate(rel, path)
+    assert s.check.checked == [path] and s.room.slots.deferred is None
+    active = s.room.actives.get("m")
+    assert active is not None and (active.version, active.previous_version) == (2, 1)
+    assert s.integrity.repairs() == {}
+    (repaired,) = s.room.events.named("model-repaired")
+    assert repaired.version == 2
+    assert len(s.room.events.named("activated")) == 2  # v1 and v2, not the repair
+
+
+def test_a_repair_that_fails_its_check_keeps_the_file_and_is_not_tried_again(
+    tmp_path: Path,
+) -> None:
+    s = setup(tmp_path)
+    rel, path = s.verified(2)
+    s.activator.activate(rel, path)
+    s.check.fail = ActivationError("onnxruntime cannot load model.onnx: out of memory")
+    assert s.activator.activate(rel, path)
+    assert s.record.failed == (rel.id.hex(),) and path.exists()
+    assert s.active() == {"m": 2}
+
+
+def test_a_rollback_to_a_corrupt_previous_version_fails(tmp_path: Path) -> None:
+    s = setup(tmp_path)
+    for version in (2, 3):
+        s.activator.activate(*s.verified(version))
+    _, v2_path = s.verified(2)
+    v2_path.write_bytes(b"rotten")
+    s.check.checked.clear()
+    s.activator.rollback("m", 2)
+    assert s.active() == {"m": 3} and s.check.checked == []
+    (failed,) = s.room.events.named("rollback-failed")
+    assert f"{v2_path} is corrupt: sha256 " in (failed.detail or "")

@@ -14,7 +14,7 @@ from edge_node.downloader import Downloader, write_backoff
 from edge_node.errors import StorageError
 from edge_node.storage import FINAL
 from protocol import ChunkRequest, Target, UpdateState, VerifiedChunk, VerifiedManifest
-from tests.support.edge_fakes import DEVICE, TOPICS, Room, frame, pieces, release, room
+from tests.support.edge_fakes import CHUNK, DEVICE, TOPICS, Room, frame, pieces, release, room
 
 CHUNKS = pieces(8)
 REL = release(chunks=CHUNKS)
@@ -106,6 +106,30 @@ def test_a_release_verified_on_disk_is_handed_over_without_downloading(tmp_path:
     again = setup(tmp_path)
     assert again.downloader.begin(REL) == verified
     assert again.room.wire.published == [] and again.room.slots.download is None
+
+
+def test_a_corrupt_verified_file_is_repaired_by_fetching_only_its_damaged_chunks(
+    tmp_path: Path,
+) -> None:
+    first = setup(tmp_path)
+    first.downloader.begin(REL)
+    verified = [first.chunk(i) for i in range(8)][-1]
+    assert verified is not None
+    path: Path = verified.path  # type: ignore[attr-defined]
+    rotten = bytearray(path.read_bytes())
+    for offset in (CHUNK + 7, 6 * CHUNK + 300):  # bit rot in chunks 1 and 6
+        rotten[offset] ^= 0x10
+    path.write_bytes(bytes(rotten))
+
+    again = setup(tmp_path)
+    assert again.downloader.begin(REL) is None  # no longer verified: repaired
+    (repairing,) = again.room.events.named("repairing")
+    assert repairing.detail == "2 of 8 chunks no longer match their hashes: fetching them again"
+    assert not again.room.events.named("resumed") and not path.exists()
+    assert [r.indices() for r in again.requests()] == [[1, 6]]
+    assert again.chunk(1) is None
+    repaired = again.chunk(6)
+    assert repaired is not None and repaired.path.read_bytes() == b"".join(CHUNKS)  # type: ignore[attr-defined]
 
 
 def test_the_write_backoff_doubles_to_a_cap() -> None:

@@ -11,13 +11,14 @@ from edge_node.active import AgentRecord
 from edge_node.config import EdgeConfig
 from edge_node.downloader import Downloader
 from edge_node.index_follower import DeviceTraits, IndexFollower
+from edge_node.integrity import ModelIntegrity
 from edge_node.pushed_config import PushedConfig
 from edge_node.storage import FINAL, release_dir
 from edge_node.trust_store import TrustStore
 from protocol import DeploymentIndex, Target, UpdateState, VerifiedManifest
 from tests.support.download_release import CERT, NOW, ROOT
 from tests.support.download_release import RELEASE as RELEASE_KEY
-from tests.support.edge_fakes import DEVICE, TOPICS, Room, release, room
+from tests.support.edge_fakes import DEVICE, TOPICS, Room, pieces, release, room
 
 
 @dataclass
@@ -31,6 +32,7 @@ class Setup:
     record: AgentRecord
     activator: Activator
     follower: IndexFollower
+    integrity: ModelIntegrity
     seq: int = 0
 
     def index(self, **targets: VerifiedManifest) -> None:
@@ -56,6 +58,7 @@ def setup(tmp_path: Path) -> Setup:
     r = room(tmp_path / "data")
     (tmp_path / "root.pem").write_bytes(ROOT.verify_key.to_pem())
     edge = EdgeConfig("mqtt://unused", DEVICE, r.data, tmp_path / "root.pem")
+    integrity = ModelIntegrity(r.actives, DEVICE)
     record = AgentRecord()
     common = {"clock": r.clock, "slots": r.slots, "reporter": r.reporter}
     downloader = Downloader(edge, topics=TOPICS, wire=r.wire, **common)  # type: ignore[arg-type]
@@ -68,6 +71,7 @@ def setup(tmp_path: Path) -> Setup:
         policy=lambda: settings.policy,
         downloader=downloader,
         check=lambda path, kind=None, acceptance=None: None,
+        integrity=integrity,
         **common,  # type: ignore[arg-type]
     )
     follower = IndexFollower(
@@ -81,9 +85,10 @@ def setup(tmp_path: Path) -> Setup:
         settings=settings,
         downloader=downloader,
         activator=activator,
+        integrity=integrity,
         **common,  # type: ignore[arg-type]
     )
-    return Setup(r, record, activator, follower)
+    return Setup(r, record, activator, follower, integrity)
 
 
 def test_an_index_has_the_manifest_of_its_target_fetched(tmp_path: Path) -> None:
@@ -153,3 +158,29 @@ def test_a_manifest_no_newer_than_the_active_version_is_refused(tmp_path: Path) 
     s.activate(rel)  # meanwhile (by another path) m@3 became active
     assert s.follower.on_manifest(TOPICS.manifest("m", 3), rel.envelope) is None
     assert s.room.reporter.rejections == {"stale": 1}
+
+
+def test_the_active_release_is_fetched_again_to_repair_its_corrupt_file(tmp_path: Path) -> None:
+    s = setup(tmp_path)
+    chunks = pieces(3)
+    rel = release(version=3, chunks=chunks)
+    path = release_dir(s.room.data, "m", 3) / FINAL
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"".join(chunks))
+    assert s.activator.activate(rel, path)
+    s.index(m=rel)
+    assert s.room.wire.subscribed == []  # active and whole: nothing to fetch
+    path.write_bytes(b"rotten")
+    assert s.integrity.check("m") is not None
+    s.follower.choose()
+    topic = TOPICS.manifest("m", 3)
+    assert s.room.wire.subscribed == [topic]
+    # another build of version 3 (another sha256) is no repair of the one active here
+    other = release(version=3, chunks=pieces(3, seed=b"other"))
+    s.follower.targets = {"m": Target(3, other.id)}
+    s.room.slots.pending = ("m", Target(3, other.id))
+    assert s.follower.on_manifest(topic, other.envelope) is None
+    assert s.room.reporter.rejections == {"mismatch": 1}
+    s.room.slots.pending = ("m", Target(3, rel.id))
+    got = s.follower.on_manifest(topic, rel.envelope)
+    assert got is not None and got.id == rel.id

@@ -15,8 +15,11 @@ import pytest
 import edge_node.storage as storage
 import edge_node.whole_hash as whole_hash
 from edge_node.errors import StorageError
-from edge_node.storage import BITMAP, MANIFEST, PART, PartialDownload
+from edge_node.storage import BITMAP, FINAL, MANIFEST, PART, PartialDownload, salvage_final
 from protocol import Manifest, VerifiedChunk, hash_chunks
+from tests.support.disk import flip
+from tests.support.edge_fakes import CHUNK as FAKE_CHUNK
+from tests.support.edge_fakes import pieces, release
 
 CHUNK = 4096
 N_CHUNKS = 12
@@ -206,3 +209,27 @@ def test_variants_of_one_version_live_apart(tmp_path: Path) -> None:
     fp32 = storage.release_dir(tmp_path, "m", 5, "fp32")
     int8 = storage.release_dir(tmp_path, "m", 5, "int8")
     assert fp32 != int8 and fp32.parent == int8.parent == tmp_path / "models" / "m" / "5"
+
+
+# --- a corrupt verified file, reused for its repair ------------------------------------
+def test_a_corrupt_final_file_becomes_the_part_file_and_only_damaged_chunks_are_missing(
+    tmp_path: Path,
+) -> None:
+    chunks = pieces(8)
+    rel = release(chunks=chunks)
+    directory = tmp_path / "release"
+    directory.mkdir()
+    final = directory / FINAL
+    final.write_bytes(b"".join(chunks))
+    (directory / BITMAP).write_bytes(b"\x01" * 8)  # a stale journal claims everything
+    flip(final, 2 * FAKE_CHUNK + 100)
+    flip(final, 6 * FAKE_CHUNK - 4)  # straddles chunks 5 and 6
+    assert salvage_final(directory)
+    assert not final.exists() and (directory / PART).exists()
+    assert not (directory / BITMAP).exists()
+    part = PartialDownload(directory, rel.manifest, rel.envelope)
+    try:
+        assert part.recover() == [0, 1, 3, 4, 7]
+    finally:
+        part.close()
+    assert not salvage_final(directory)  # nothing left to salvage

@@ -215,3 +215,42 @@ def test_the_facts_given_are_not_changed() -> None:
     before = replace(facts)
     choose(facts)
     assert facts == before
+
+
+# --- repairing a corrupt active file --------------------------------------------------------
+def test_the_active_version_whose_file_is_corrupt_is_fetched_again() -> None:
+    facts = Facts({"m": M3}, active={"m": 3}, repairs={"m": 3})
+    assert choose(facts) == (FetchManifest("m", M3),)
+    # while it is fetched, nothing more; once repaired (no longer corrupt), nothing at all
+    assert choose(replace(facts, pending=("m", M3))) == ()
+    assert choose(replace(facts, repairs={})) == ()
+
+
+def test_a_repair_is_never_a_downgrade() -> None:
+    # the index targets an older version: refused as ever, whatever the active file's state
+    facts = Facts({"m": M2}, active={"m": 3}, repairs={"m": 3})
+    assert choose(facts) == (RefuseDowngrade("m", 2, 3, M2.manifest_id),)
+    back = target(2, rollback=True)
+    assert choose(replace(facts, targets={"m": back})) == (RollBack("m", 2, back.manifest_id),)
+    # a repair record of another version than the active one asks for nothing
+    assert choose(Facts({"m": M3}, active={"m": 3}, repairs={"m": 2})) == ()
+
+
+def test_a_newer_target_replaces_a_corrupt_file_instead_of_repairing_it() -> None:
+    facts = Facts({"m": M4}, active={"m": 3}, repairs={"m": 3})
+    assert choose(facts) == (FetchManifest("m", M4),)
+
+
+def test_a_repair_that_failed_to_activate_is_not_tried_again() -> None:
+    facts = Facts({"m": M3}, active={"m": 3}, repairs={"m": 3}, failed={M3.manifest_id.hex()})
+    assert choose(facts) == ()
+
+
+def test_a_repair_waits_for_the_download_of_another_model() -> None:
+    a = target(1, name="a")
+    facts = Facts({"a": a, "m": M3}, active={"m": 3}, repairs={"m": 3}, download=ref(1, name="a"))
+    assert choose(facts) == ()
+    assert choose(replace(facts, download=None)) == (FetchManifest("a", a),)
+    assert choose(replace(facts, download=None, active={"a": 1, "m": 3})) == (
+        FetchManifest("m", M3),
+    )

@@ -16,6 +16,7 @@ import protocol
 from coordinator.errors import RegistryError
 from coordinator.keystore import ReleaseKeys, init_keys, load_release_keys
 from coordinator.registry import Registry
+from protocol.textmodel import KIND_FILE as FILE
 
 CHUNK = 4096
 SIZE = 10 * CHUNK + 1234  # 11 chunks, the last one short
@@ -40,6 +41,7 @@ def trust(keydir: Path) -> protocol.TrustedRoot:
 
 @pytest.fixture
 def model(tmp_path: Path) -> Path:
+    """Random bytes: released as a file (``model_kind`` file), they are never loaded."""
     path = tmp_path / "model.onnx"
     path.write_bytes(os.urandom(SIZE))
     return path
@@ -101,7 +103,9 @@ def test_add_release_builds_a_manifest_that_verifies(
     registry: Registry, model: Path, keys: ReleaseKeys, trust: protocol.TrustedRoot
 ) -> None:
     now = time.time()
-    record = registry.add_release(model, name="m", version=3, keys=keys, chunk_size=CHUNK, now=now)
+    record = registry.add_release(
+        model, model_kind=FILE, name="m", version=3, keys=keys, chunk_size=CHUNK, now=now
+    )
     verified = protocol.open_manifest(trust, record.manifest, now=now + 1, fleet="default")
     m = verified.manifest
     data = model.read_bytes()
@@ -118,7 +122,9 @@ def test_add_release_builds_a_manifest_that_verifies(
 def test_add_release_copies_the_model_into_the_blob_store(
     registry: Registry, model: Path, keys: ReleaseKeys
 ) -> None:
-    record = registry.add_release(model, name="m", version=1, keys=keys, chunk_size=CHUNK)
+    record = registry.add_release(
+        model, model_kind=FILE, name="m", version=1, keys=keys, chunk_size=CHUNK
+    )
     blob = Path(record.blob_path)
     assert blob == (registry.db_path.parent / "registry.blobs" / f"{record.sha256}.onnx").resolve()
     assert blob.read_bytes() == model.read_bytes()
@@ -128,14 +134,20 @@ def test_add_release_copies_the_model_into_the_blob_store(
 
 
 def test_versions_must_increase(registry: Registry, model: Path, keys: ReleaseKeys) -> None:
-    registry.add_release(model, name="m", version=5, keys=keys, chunk_size=CHUNK)
+    registry.add_release(model, model_kind=FILE, name="m", version=5, keys=keys, chunk_size=CHUNK)
     for version in (5, 4):
         with pytest.raises(RegistryError, match="versions must increase"):
-            registry.add_release(model, name="m", version=version, keys=keys, chunk_size=CHUNK)
-    registry.add_release(model, name="m", version=6, keys=keys, chunk_size=CHUNK)
+            registry.add_release(
+                model, model_kind=FILE, name="m", version=version, keys=keys, chunk_size=CHUNK
+            )
+    registry.add_release(model, model_kind=FILE, name="m", version=6, keys=keys, chunk_size=CHUNK)
     # Versions are per name and per fleet.
-    registry.add_release(model, name="other", version=1, keys=keys, chunk_size=CHUNK)
-    registry.add_release(model, name="m", version=1, keys=keys, chunk_size=CHUNK, fleet="lab")
+    registry.add_release(
+        model, model_kind=FILE, name="other", version=1, keys=keys, chunk_size=CHUNK
+    )
+    registry.add_release(
+        model, model_kind=FILE, name="m", version=1, keys=keys, chunk_size=CHUNK, fleet="lab"
+    )
     assert [r.version for r in registry.releases("default") if r.name == "m"] == [5, 6]
 
 
@@ -169,8 +181,8 @@ def test_add_release_refuses_an_empty_file(
 
 # --- deployments ---------------------------------------------------------------------------
 def test_deploy(registry: Registry, model: Path, keys: ReleaseKeys) -> None:
-    registry.add_release(model, name="m", version=1, keys=keys, chunk_size=CHUNK)
-    registry.add_release(model, name="m", version=2, keys=keys, chunk_size=CHUNK)
+    registry.add_release(model, model_kind=FILE, name="m", version=1, keys=keys, chunk_size=CHUNK)
+    registry.add_release(model, model_kind=FILE, name="m", version=2, keys=keys, chunk_size=CHUNK)
     assert registry.deployments("default") == {}
     registry.deploy("m", 1)
     registry.deploy("m", 2)
@@ -181,7 +193,7 @@ def test_deploy(registry: Registry, model: Path, keys: ReleaseKeys) -> None:
 def test_deploying_a_missing_release_is_refused(
     registry: Registry, model: Path, keys: ReleaseKeys
 ) -> None:
-    registry.add_release(model, name="m", version=1, keys=keys, chunk_size=CHUNK)
+    registry.add_release(model, model_kind=FILE, name="m", version=1, keys=keys, chunk_size=CHUNK)
     registry.deploy("m", 1)
     for name, version, fleet in (("m", 2, "default"), ("nope", 1, "default"), ("m", 1, "lab")):
         with pytest.raises(RegistryError, match="no such release"):
@@ -232,12 +244,14 @@ def test_two_registry_instances_share_the_database(
     registry: Registry, model: Path, keys: ReleaseKeys
 ) -> None:
     other = Registry(registry.db_path)
-    record = registry.add_release(model, name="m", version=1, keys=keys, chunk_size=CHUNK)
+    record = registry.add_release(
+        model, model_kind=FILE, name="m", version=1, keys=keys, chunk_size=CHUNK
+    )
     assert other.release("default", "m", 1) == record
     other.deploy("m", 1)
     assert registry.deployments("default") == {"m": 1}
     with pytest.raises(RegistryError, match="versions must increase"):
-        other.add_release(model, name="m", version=1, keys=keys, chunk_size=CHUNK)
+        other.add_release(model, model_kind=FILE, name="m", version=1, keys=keys, chunk_size=CHUNK)
 
 
 def test_concurrent_writers_neither_fail_nor_lose_updates(registry: Registry) -> None:

@@ -25,6 +25,7 @@ from coordinator.rollouts import (
     start_rollout,
 )
 from coordinator.telemetry_store import TelemetryStore
+from protocol.textmodel import KIND_FILE
 
 DEVICES = [f"d{i}" for i in range(6)]
 
@@ -56,7 +57,9 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
     model = tmp_path / "model.onnx"
     for version in (1, 2, 3):
         model.write_bytes(os.urandom(5000))
-        registry.add_release(model, name="m", version=version, keys=keys, fleet="f")
+        registry.add_release(
+            model, model_kind=KIND_FILE, name="m", version=version, keys=keys, fleet="f"
+        )
     registry.deploy("m", 1, fleet="f")
     for i, device in enumerate(DEVICES):
         tags = {"class": "gateway" if i < 3 else "camera"}

@@ -20,6 +20,7 @@ from protocol import (
     VariantRule,
     choose_variant,
 )
+from protocol.textmodel import KIND_FILE
 
 A, B, C = bytes(32), bytes(range(32)), bytes(range(1, 33))
 RULES = (VariantRule("int8", {"class": "camera"}), VariantRule("int8", ram_below_mb=2048))
@@ -63,11 +64,15 @@ def test_registry_keeps_variants_of_one_version_and_the_deployer_targets_them(
     model = tmp_path / "m.onnx"
     for variant in ("int8", "fp32"):
         model.write_bytes(os.urandom(5000))
-        registry.add_release(model, name="m", version=5, keys=keys, variant=variant)
+        registry.add_release(
+            model, model_kind=KIND_FILE, name="m", version=5, keys=keys, variant=variant
+        )
     with pytest.raises(RegistryError):
-        registry.add_release(model, name="m", version=5, keys=keys, variant="int8")
+        registry.add_release(
+            model, model_kind=KIND_FILE, name="m", version=5, keys=keys, variant="int8"
+        )
     with pytest.raises(RegistryError):
-        registry.add_release(model, name="m", version=5, keys=keys)
+        registry.add_release(model, model_kind=KIND_FILE, name="m", version=5, keys=keys)
     builds = registry.release_variants("default", "m", 5)
     assert [b.variant for b in builds] == ["fp32", "int8"]
     registry.set_variant_rules("default", "m", list(RULES[:1]), "fp32")
@@ -108,7 +113,9 @@ def test_a_database_from_before_variants_is_migrated(tmp_path: Path) -> None:
     keys = load_release_keys(tmp_path / "keys")
     model = tmp_path / "m.onnx"
     model.write_bytes(os.urandom(5000))
-    registry.add_release(model, name="m", version=2, keys=keys, variant="int8")
+    registry.add_release(
+        model, model_kind=KIND_FILE, name="m", version=2, keys=keys, variant="int8"
+    )
     assert [r.variant for r in registry.release_variants("default", "m", 2)] == ["int8"]
     registry.close()
 

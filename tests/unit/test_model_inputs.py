@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge_node.activation import model_inputs, sample_inputs
-from edge_node.errors import ActivationError
+from runtime.errors import ModelCheckError
+from runtime.model_check import model_inputs, sample_inputs
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ def test_sample_inputs_are_zeros() -> None:
 
 def test_an_unsupported_input_type_raises_the_callers_error() -> None:
     odd = _Session(_Input("s", "tensor(string)", [1]))
-    with pytest.raises(ActivationError, match="'s' has unsupported type tensor\\(string\\)"):
+    with pytest.raises(ModelCheckError, match="'s' has unsupported type tensor\\(string\\)"):
         sample_inputs(odd)
     with pytest.raises(ValueError, match="unsupported type") as info:
         model_inputs(odd, lambda shape, dtype: np.zeros(shape), error=ValueError)
