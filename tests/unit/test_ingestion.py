@@ -15,7 +15,7 @@ from coordinator.chunk_serving import ChunkServer
 from coordinator.devices import DeviceTracker
 from coordinator.ingestion import Inbound, Ingestion
 from coordinator.progress import Progress
-from coordinator.ratelimit import DeviceRateLimiter
+from coordinator.ratelimit import DeviceLimits
 from coordinator.registry import Registry, ReleaseRecord
 from coordinator.release_cache import ReleaseCache
 from coordinator.telemetry_store import TelemetryStore
@@ -35,9 +35,12 @@ class Setup:
     progress: Progress
     stopping: threading.Event
     record: ReleaseRecord
+    limits: DeviceLimits
 
 
-def make(tmp: Path, *, burst: float = 100.0, inbox_size: int = 100) -> Setup:
+def make(
+    tmp: Path, *, burst: float = 100.0, report_burst: float = 100.0, inbox_size: int = 100
+) -> Setup:
     registry = Registry(tmp / "c.db")
     record = add_release(registry, make_keys(tmp), tmp)
     telemetry = TelemetryStore(tmp / "c.db", flush_interval=60.0)
@@ -47,20 +50,29 @@ def make(tmp: Path, *, burst: float = 100.0, inbox_size: int = 100) -> Setup:
     chunks = ChunkServer(
         T, releases, devices.online, progress, stopping, max_pending=4, fresh_hold=0.0
     )
-    limiter = DeviceRateLimiter(1000.0, burst)
+    limits = DeviceLimits.make(1000.0, burst, 1000.0, report_burst)
     ingestion = Ingestion(
         T,
         devices,
         telemetry,
         chunks,
         releases,
-        limiter,
+        limits,
         progress,
         stopping,
         inbox_size=inbox_size,
     )
     return Setup(
-        ingestion, registry, telemetry, devices, chunks, releases, progress, stopping, record
+        ingestion,
+        registry,
+        telemetry,
+        devices,
+        chunks,
+        releases,
+        progress,
+        stopping,
+        record,
+        limits,
     )
 
 
@@ -187,6 +199,31 @@ def test_requests_over_the_rate_limit_are_dropped_before_decoding(tmp_path: Path
         s.ingestion.on_message(T.request("d1"), b"not even decoded", False)
         assert s.chunks.stats().requests == 1
         assert s.progress.rejections() == {}  # counted by the limiter, not as malformed
+    finally:
+        close(s)
+
+
+def test_reports_over_the_rate_limit_are_dropped_before_decoding(tmp_path: Path) -> None:
+    """Telemetry, state and status share one bucket per device; a dropped message is not even
+    decoded (garbage is not refused as malformed), reaches neither the telemetry buffer nor the
+    worker's inbox, and another device's bucket is its own."""
+    s = make(tmp_path, report_burst=3.0, inbox_size=2)
+    try:
+        state = protocol.DeviceState("d1", protocol.UpdateState.IDLE, ts=5.0).encode()
+        s.ingestion.on_message(T.telemetry("d1", "metrics"), sample(seq=1), False)
+        s.ingestion.on_message(T.state("d1"), state, False)
+        s.ingestion.on_message(T.status("d1"), protocol.DeviceStatus("d1", True).encode(), False)
+        for topic in (T.telemetry("d1", "metrics"), T.telemetry("d1", "events"), T.state("d1")):
+            s.ingestion.on_message(topic, b"not even decoded", False)
+        s.ingestion.on_message(T.status("d1"), b"not even decoded", False)
+        s.ingestion.on_message(T.telemetry("d2", "metrics"), sample("d2"), False)
+        assert s.telemetry.pending == 2  # d1's first sample, and d2's
+        assert s.progress.inbox_dropped == 0  # d1's state and status; the rest never queued
+        assert s.progress.rejections() == {}
+        assert s.limits.reports.limited() == {"d1": 4}
+        assert s.limits.requests.limited() == {}
+        assert s.limits.take_unsaved() == {"d1": (0, 4)}
+        assert s.limits.take_unsaved() == {}  # taken once
     finally:
         close(s)
 
