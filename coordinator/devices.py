@@ -1,7 +1,9 @@
 """What devices report (state, status, events): batched into the registry, changes logged.
 
 Only the latest report of each kind per device is kept between flushes, so a chatty device costs
-one row write per flush, not one per message.
+one row write per flush, not one per message. The same flush records when each device was heard
+from by telemetry, and the messages the rate limits dropped since the last (``DeviceLimits``),
+so that ``modelcast status``, another process, can show them.
 """
 
 from __future__ import annotations
@@ -10,9 +12,10 @@ import logging
 import threading
 import time
 
-from protocol import DeviceEvent, DeviceState, DeviceStatus, UpdateState
+from protocol import DeviceEvent, DeviceState, DeviceStatus, UpdateState, is_valid_name
 
-from .device_rows import DeviceStore, DeviceUpdate
+from .device_rows import DeviceStore, DeviceUpdate, Sightings
+from .ratelimit import DeviceLimits
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +37,19 @@ def describe_state(state: DeviceState) -> str:
 
 
 class DeviceTracker:
-    def __init__(self, registry: DeviceStore, fleet: str, *, flush_interval: float = 0.5) -> None:
+    def __init__(
+        self,
+        registry: DeviceStore,
+        fleet: str,
+        *,
+        limits: DeviceLimits | None = None,
+        flush_interval: float = 0.5,
+    ) -> None:
         self._registry = registry
         self._fleet = fleet
+        self._limits = limits
         self._flush_interval = flush_interval
+        self._drops_taken = time.monotonic()  # the worker's own
         self._batch: dict[tuple[str, type], DeviceUpdate] = {}
         self._batch_since: float | None = None
         self._last_state: dict[str, tuple[UpdateState, str | None, int | None]] = {}
@@ -151,28 +163,45 @@ class DeviceTracker:
     def pending(self) -> int:
         """Reports to write now. Times devices were heard from by telemetry count only once
         due: they change with every sample, and flushing them whenever the inbox is momentarily
-        empty would commit (and fsync) once every few messages under a telemetry flood."""
+        empty would commit (and fsync) once every few messages under a telemetry flood. Drop
+        counts likewise, once per flush interval."""
         with self._lock:
             heard = len(self._heard) if self._due_locked(time.time()) else 0
-        return len(self._batch) + heard
+        return len(self._batch) + heard + self._drops_due()
+
+    def _drops_due(self) -> int:
+        if self._limits is None or time.monotonic() - self._drops_taken < self._flush_interval:
+            return 0
+        return int(self._limits.has_unsaved())
 
     def flush(self) -> int:
-        """Write the batch to the registry; returns how many reports it held."""
-        if not self._batch and not self._heard:
+        """Write the batch to the registry; returns how many reports and sightings it held."""
+        limited = self._take_drops()
+        if not self._batch and not self._heard and not limited:
             return 0
         updates = list(self._batch.values())
         self._batch.clear()
         with self._lock:
             seen, self._heard = self._heard, {}
             self._batch_since = None
+        sightings = Sightings(seen, limited)
         started = time.monotonic()
         self._registry.record_devices(self._fleet, updates)
         # After the reports, whose last_seen it may only move forward.
-        self._registry.record_seen(self._fleet, seen)
+        self._registry.record_sightings(self._fleet, sightings)
         log.debug(
-            "recorded %d device reports of fleet %s in %.1f ms",
-            len(updates) + len(seen),
+            "recorded %d device reports and %d sightings of fleet %s in %.1f ms",
+            len(updates),
+            len(sightings),
             self._fleet,
             (time.monotonic() - started) * 1000,
         )
-        return len(updates) + len(seen)
+        return len(updates) + len(sightings)
+
+    def _take_drops(self) -> dict[str, tuple[int, int]]:
+        """Drops since the last flush, of the device ids that can be (ids made up on the
+        development broker that no device may have stay in the coordinator's counters)."""
+        if self._limits is None:
+            return {}
+        self._drops_taken = time.monotonic()
+        return {d: n for d, n in self._limits.take_unsaved().items() if is_valid_name(d)}

@@ -76,8 +76,8 @@ class Coordinator:
         self._registry = Registry(config.db_path)
         self._telemetry = TelemetryStore(config.db_path, retention_days=config.retention_days)
         self._rollout_store = RolloutStore(config.db_path)
-        self._devices = DeviceTracker(self._registry, config.fleet)
         self._limits = config.device_limits()
+        self._devices = DeviceTracker(self._registry, config.fleet, limits=self._limits)
         self._deployer = DeploymentPublisher(
             self._registry, keys, config.fleet, index_expires_in=config.index_expires_in
         )

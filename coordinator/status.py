@@ -90,6 +90,12 @@ def _device(row: dict[str, Any]) -> dict[str, Any]:
         "variants": (row.get("profile") or {}).get("variants") or {},
         # the device's effective policy and the fleet configuration it applied (its report)
         "config": (row.get("profile") or {}).get("config"),
+        # messages the coordinator's per-device rate limits dropped (in total), and when last
+        "rate_limited": {
+            "requests": row.get("limited_requests") or 0,
+            "reports": row.get("limited_reports") or 0,
+        },
+        "rate_limited_at": row.get("limited_at"),
     }
 
 
@@ -225,6 +231,7 @@ def format_status(status: dict[str, Any], *, now: float | None = None) -> str:
         "RSS",
         "DISK-FREE",
         "POLICY",
+        "RATE-LIMITED",
         "REASON",
     )
     rows: list[tuple[str, ...]] = [columns, *(_device_cells(d, now) for d in devices)]
@@ -258,8 +265,19 @@ def _device_cells(d: dict[str, Any], now: float) -> tuple[str, ...]:
         _megabytes(metrics.get("rss_mb")),
         _megabytes(metrics.get("disk_free_mb")),
         _policy(d.get("config")),
+        _rate_limited(d, now),
         d["reason"] or "",
     )
+
+
+def _rate_limited(d: dict[str, Any], now: float) -> str:
+    """``120 reports, 3 requests, 5s ago`` (dropped by the coordinator's limits), or ``-``."""
+    counts = d.get("rate_limited") or {}
+    parts = [f"{counts[kind]} {kind}" for kind in ("reports", "requests") if counts.get(kind)]
+    if not parts:
+        return "-"
+    last = d.get("rate_limited_at")
+    return ", ".join([*parts, format_age(now - last)] if last is not None else parts)
 
 
 def format_rollouts(status: dict[str, Any]) -> list[str]:

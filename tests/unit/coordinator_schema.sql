@@ -23,6 +23,9 @@ CREATE TABLE "devices" (
    "agent" TEXT,
    "profile" TEXT,
    "updated" REAL,
+   "limited_requests" INTEGER,
+   "limited_reports" INTEGER,
+   "limited_at" REAL,
    PRIMARY KEY ("fleet", "device_id")
 );
 CREATE TABLE "events" (

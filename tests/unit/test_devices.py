@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from coordinator.devices import DeviceTracker
+from coordinator.ratelimit import DeviceLimits
 from coordinator.registry import Registry
 
 
@@ -31,3 +32,43 @@ def test_the_latest_sighting_is_recorded(tmp_path: Path) -> None:
     assert tracker.flush() == 1
     (row,) = registry.devices("f")
     assert row["last_seen"] == 2000.0
+
+
+def test_rate_limited_messages_are_added_up_per_device_over_flushes(tmp_path: Path) -> None:
+    """Drop counts reach the devices table (where `modelcast status` reads them), added to what
+    an earlier flush, or an earlier coordinator, recorded; they are due once per flush interval."""
+    registry = Registry(tmp_path / "r.db")
+    limits = DeviceLimits.make(1e-9, 1.0, 1e-9, 1.0)  # no refill during the test
+    tracker = DeviceTracker(registry, "f", limits=limits, flush_interval=0.0)
+    assert tracker.pending == 0
+    for _ in range(3):
+        limits.reports.allow("dev-1")
+        limits.requests.allow("dev-1")
+    limits.reports.allow("dev-2")
+    limits.reports.allow("dev-2")
+    limits.reports.allow("bad/id")  # no device may have it: counted, never recorded
+    limits.reports.allow("bad/id")
+    assert tracker.pending == 1
+    assert tracker.flush() == 2
+    assert tracker.pending == 0 and tracker.flush() == 0
+    limits.reports.allow("dev-1")
+    later = DeviceTracker(registry, "f", limits=limits, flush_interval=0.0)  # a restart
+    assert later.flush() == 1
+    rows = {row["device_id"]: row for row in registry.devices("f")}
+    assert set(rows) == {"dev-1", "dev-2"}
+    assert (rows["dev-1"]["limited_reports"], rows["dev-1"]["limited_requests"]) == (3, 2)
+    assert (rows["dev-2"]["limited_reports"], rows["dev-2"]["limited_requests"]) == (1, 0)
+    assert rows["dev-1"]["limited_at"] >= rows["dev-2"]["limited_at"] > time.time() - 60
+    assert limits.reports.limited()["bad/id"] == 1
+    registry.close()
+
+
+def test_drop_counts_wait_for_the_flush_interval(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "r.db")
+    limits = DeviceLimits.make(1e-9, 1.0, 1e-9, 1.0)  # no refill during the test
+    tracker = DeviceTracker(registry, "f", limits=limits, flush_interval=30.0)
+    limits.reports.allow("dev-1")
+    limits.reports.allow("dev-1")
+    assert tracker.pending == 0  # not due yet: a flood must not commit once per drop
+    assert tracker.flush() == 1  # (stopping flushes whatever is there)
+    registry.close()
