@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -115,16 +116,21 @@ def _lines(stream: IO[str], out: queue.Queue[str]) -> None:
         out.put(line.strip())
 
 
-def test_a_report_flood_from_one_device_is_limited_and_delays_no_other(env: Env) -> None:
-    model = make_model(env.tmp / "m.onnx", 1_000_000, seed=1)
-    env.registry.add_release(
-        model, name="m", version=1, keys=env.keys.release, fleet=env.fleet, chunk_size=16 * 1024
-    )
-    db = env.tmp / "coord.db"
+@dataclass(frozen=True)
+class FloodRun:
+    #: the other device's samples, all acknowledged by the broker
+    bystander_sent: int
+    #: the flooder was still flooding when the edge's delivery completed
+    delivered_during_flood: bool
+    #: from just before the first flood message to its sentinel's storage
+    elapsed: float
+
+
+def start_coordinator(env: Env) -> Coordinator:
     coord = env.coordinator = Coordinator(
         CoordinatorConfig(
             broker_url=env.broker.url,
-            db_path=db,
+            db_path=env.tmp / "coord.db",
             keydir=env.keys.dir,
             fleet=env.fleet,
             report_rate=RATE,
@@ -133,8 +139,12 @@ def test_a_report_flood_from_one_device_is_limited_and_delays_no_other(env: Env)
     )
     coord.start()
     assert coord.wait_connected(30)
-    env.edge("honest")
-    env.wait_online("honest")
+    return coord
+
+
+def flood_during_a_delivery(env: Env, coord: Coordinator) -> FloodRun:
+    """Start the flood and the bystander, deploy the release to the (idle, online) edge "honest",
+    and wait for its activation, the end of the flood and the sentinel's storage."""
     topics = protocol.Topics(env.fleet)
     # the honest edge's state on a connection of its own: the fleet watch also gets the
     # flooder's state messages, and the broker's queue for it may overflow
@@ -160,26 +170,37 @@ def test_a_report_flood_from_one_device_is_limited_and_delays_no_other(env: Env)
         assert lines.get(timeout=10) == f"published {FLOOD}"
         # the sentinel came after the flood on its connection: once it is stored, every flood
         # message the broker passed on has been handled (and the admitted ones stored with it)
-        assert coord.wait_until(lambda: SENTINEL in stored_rows(db, env.fleet), 60)
-    elapsed = time.monotonic() - started
+        assert coord.wait_until(
+            lambda: SENTINEL in stored_rows(coord.config.db_path, env.fleet), 60
+        )
+    return FloodRun(bystander.sent, flooding, time.monotonic() - started)
+
+
+def test_a_report_flood_from_one_device_is_limited_and_delays_no_other(env: Env) -> None:
+    model = make_model(env.tmp / "m.onnx", 1_000_000, seed=1)
+    env.registry.add_release(
+        model, name="m", version=1, keys=env.keys.release, fleet=env.fleet, chunk_size=16 * 1024
+    )
+    coord = start_coordinator(env)
+    env.edge("honest")
+    env.wait_online("honest")
+    run = flood_during_a_delivery(env, coord)
+    db = coord.config.db_path
     # the other device's last samples came on another connection: they may arrive after that
-    every_sample = set(range(1, bystander.sent + 1))
+    every_sample = set(range(1, run.bystander_sent + 1))
     coord.wait_until(lambda: stored_seqs(db, env.fleet, "bystander") == every_sample, 60)
 
     rows = stored_rows(db, env.fleet)
     limited = coord.reports_limited
-    print(
-        f"report flood: {limited.get('flooder', 0)} of {FLOOD} limited, {rows} rows stored, "
-        f"{bystander.sent} bystander samples, {elapsed:.1f}s"
-    )
+    print(f"report flood: {limited.get('flooder', 0)} of {FLOOD} limited, {rows} rows, {run}")
     # the download was not held up until the flood was over
-    assert flooding, "the delivery completed only after the flood"
+    assert run.delivered_during_flood, "the delivery completed only after the flood"
     # the other device: every sample it sent during the flood is stored, none was limited
-    assert bystander.sent >= BYSTANDER_AT_LEAST
+    assert run.bystander_sent >= BYSTANDER_AT_LEAST
     assert stored_seqs(db, env.fleet, "bystander") == every_sample
     assert not {"bystander", "honest"} & (limited.keys() | coord.rate_limited.keys())
     # the flooder: its burst got through, then no more than the rate allows
-    assert 0 < rows["flooder"] <= RATE * elapsed + BURST
+    assert 0 < rows["flooder"] <= RATE * run.elapsed + BURST
     assert limited["flooder"] > FLOOD / 2, limited
     assert coord.rejections["report-rate-limited"] == limited["flooder"]
     # what was dropped is in the database, where `modelcast status` reads it
