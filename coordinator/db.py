@@ -61,6 +61,9 @@ DEVICE_COLUMNS: dict[str, type] = {
     "limited_requests": int,
     "limited_reports": int,
     "limited_at": float,
+    # the device's clock minus the coordinator's (clock_skew), and when it was last observed
+    "clock_skew": float,
+    "clock_checked": float,
 }
 DEVICE_KEY = ("fleet", "device_id")
 

@@ -1,6 +1,6 @@
 """The ``devices`` table: the latest state and status each device reported, when it was last
-heard from, and how many of its messages the rate limits dropped. Written in batches by
-``devices.DeviceTracker``, read by status and rollouts."""
+heard from, how far its clock is off, and how many of its messages the rate limits dropped.
+Written in batches by ``devices.DeviceTracker``, read by status and rollouts."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 
 import protocol
 
+from .clock_skew import ClockReading
 from .db import DEVICE_KEY, Store
 
 
@@ -26,14 +27,15 @@ class DeviceUpdate:
 @dataclass(frozen=True)
 class Sightings:
     """What the coordinator noticed about devices between two flushes, apart from their reports:
-    when each was heard from (``seen``, by telemetry), and how many of its messages the rate
-    limits dropped (``limited``: chunk requests, reports)."""
+    when each was heard from (``seen``, by telemetry), its clock's skew (``clocks``), and how many
+    of its messages the rate limits dropped (``limited``: chunk requests, reports)."""
 
     seen: Mapping[str, float] = field(default_factory=dict)
+    clocks: Mapping[str, ClockReading] = field(default_factory=dict)
     limited: Mapping[str, tuple[int, int]] = field(default_factory=dict)
 
     def __len__(self) -> int:
-        return len(self.seen.keys() | self.limited.keys())
+        return len(self.seen.keys() | self.clocks.keys() | self.limited.keys())
 
 
 # last_seen only ever moves forward; a device not yet known gets a row
@@ -41,6 +43,13 @@ _SEEN_SQL = (
     "INSERT INTO devices (fleet, device_id, last_seen, updated) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (fleet, device_id) DO UPDATE SET "
     "last_seen = max(coalesce(devices.last_seen, excluded.last_seen), excluded.last_seen), "
+    "updated = excluded.updated"
+)
+_CLOCK_SQL = (
+    "INSERT INTO devices (fleet, device_id, clock_skew, clock_checked, updated) "
+    "VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (fleet, device_id) DO UPDATE SET "
+    "clock_skew = excluded.clock_skew, clock_checked = excluded.clock_checked, "
     "updated = excluded.updated"
 )
 # drop counts add up over the device's life (and coordinator restarts)
@@ -85,18 +94,23 @@ class DeviceStore(Store):
         self.record_sightings(fleet, Sightings(seen=seen))
 
     def record_sightings(self, fleet: str, sightings: Sightings) -> None:
-        """One transaction: ``last_seen`` only ever moves forward, drop counts are added (and
-        ``limited_at`` is now); a device not yet known gets a row."""
+        """One transaction: ``last_seen`` only ever moves forward, the clock's skew is replaced,
+        drop counts are added (and ``limited_at`` is now); a device not yet known gets a row."""
         if not sightings:
             return
         now = time.time()
         seen = [(fleet, device, ts, now) for device, ts in sorted(sightings.seen.items())]
+        clocks = [
+            (fleet, device, reading.skew, reading.checked, now)
+            for device, reading in sorted(sightings.clocks.items())
+        ]
         limited = [
             (fleet, device, requests, reports, now, now)
             for device, (requests, reports) in sorted(sightings.limited.items())
         ]
         with self._db.lock, self._db.sql.conn:
             self._db.sql.conn.executemany(_SEEN_SQL, seen)
+            self._db.sql.conn.executemany(_CLOCK_SQL, clocks)
             self._db.sql.conn.executemany(_LIMITED_SQL, limited)
 
     def devices(self, fleet: str) -> list[dict[str, Any]]:

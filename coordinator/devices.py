@@ -2,8 +2,9 @@
 
 Only the latest report of each kind per device is kept between flushes, so a chatty device costs
 one row write per flush, not one per message. The same flush records when each device was heard
-from by telemetry, and the messages the rate limits dropped since the last (``DeviceLimits``),
-so that ``modelcast status``, another process, can show them.
+from by telemetry, how far its clock is off (``clock_skew``), and the messages the rate limits
+dropped since the last (``DeviceLimits``), so that ``modelcast status``, another process, can
+show them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 
 from protocol import DeviceEvent, DeviceState, DeviceStatus, UpdateState, is_valid_name
 
+from .clock_skew import ClockSkews
 from .device_rows import DeviceStore, DeviceUpdate, Sightings
 from .ratelimit import DeviceLimits
 
@@ -55,10 +57,11 @@ class DeviceTracker:
         self._last_state: dict[str, tuple[UpdateState, str | None, int | None]] = {}
         self._online: dict[str, bool] = {}
         self._heard: dict[str, float] = {}  # devices heard from by telemetry: latest time
+        self._clocks = ClockSkews()
         # on_seen and online() run on the MQTT network thread (telemetry and chunk requests are
-        # handled there), the rest on the worker: this guards _heard, _batch_since and _online
-        # between them (_online is written by the worker only, which reads it without it);
-        # _batch and _last_state are the worker's own
+        # handled there), the rest on the worker: this guards _heard, _clocks, _batch_since and
+        # _online between them (_online is written by the worker only, which reads it without
+        # it); _batch and _last_state are the worker's own
         self._lock = threading.Lock()
 
     @staticmethod
@@ -71,7 +74,7 @@ class DeviceTracker:
 
     def on_state(self, state: DeviceState, *, retained: bool, received_at: float) -> None:
         seen = self._seen(state.ts, retained=retained, received_at=received_at)
-        self._add(DeviceUpdate(state, seen))
+        self._add(DeviceUpdate(state, seen), None if retained else state.ts, received_at)
         key = (state.state, state.model, state.version)
         if self._last_state.get(state.device) != key:
             self._last_state[state.device] = key
@@ -87,14 +90,16 @@ class DeviceTracker:
             log.debug("device %s: %s", state.device, describe_state(state))
 
     def on_status(self, status: DeviceStatus, *, retained: bool, received_at: float) -> None:
-        # An offline status is the broker speaking (the will), not the device: it says nothing
-        # about when the device was last heard from.
+        # An offline status is the broker speaking (the will, made when the device connected),
+        # not the device: it says nothing about when the device was last heard from, nor about
+        # its clock.
+        live = status.online and not retained
         seen = (
             self._seen(status.ts, retained=retained, received_at=received_at)
             if status.online
             else None
         )
-        self._add(DeviceUpdate(status, seen))
+        self._add(DeviceUpdate(status, seen), status.ts if live else None, received_at)
         if self._online.get(status.device) != status.online:
             with self._lock:
                 self._online[status.device] = status.online
@@ -135,20 +140,26 @@ class DeviceTracker:
             " (replayed)" if event.hist else "",
         )
 
-    def on_seen(self, device: str, received_at: float) -> None:
-        """A live (never retained) telemetry message: the device is there now."""
+    def on_seen(self, device: str, received_at: float, ts: float | None = None) -> None:
+        """A live (never retained) telemetry message: the device is there now. ``ts``: the time
+        the device put in it, if that is its clock now (not store-and-forward history)."""
         with self._lock:
             if received_at > self._heard.get(device, 0.0):
                 self._heard[device] = received_at
+            if ts is not None:
+                self._clocks.observe(device, ts, received_at)
             if self._batch_since is None:
                 # when the batch started *here*: with the receive time, a worker running behind
                 # its inbox would find every batch overdue and commit once per message, falling
                 # further behind (measured: 1,700 samples/s instead of 20,000)
                 self._batch_since = time.time()
 
-    def _add(self, update: DeviceUpdate) -> None:
+    def _add(self, update: DeviceUpdate, ts: float | None, received_at: float) -> None:
+        """A state or status report to write; ``ts``: the device's time in it, if live."""
         self._batch[(update.message.device, type(update.message))] = update
         with self._lock:
+            if ts is not None:
+                self._clocks.observe(update.message.device, ts, received_at)
             if self._batch_since is None:
                 self._batch_since = time.time()  # not the receive time: see on_seen
 
@@ -177,14 +188,15 @@ class DeviceTracker:
     def flush(self) -> int:
         """Write the batch to the registry; returns how many reports and sightings it held."""
         limited = self._take_drops()
-        if not self._batch and not self._heard and not limited:
-            return 0
         updates = list(self._batch.values())
         self._batch.clear()
         with self._lock:
             seen, self._heard = self._heard, {}
+            clocks = self._clocks.take()
             self._batch_since = None
-        sightings = Sightings(seen, limited)
+        sightings = Sightings(seen, clocks, limited)
+        if not updates and not sightings:
+            return 0
         started = time.monotonic()
         self._registry.record_devices(self._fleet, updates)
         # After the reports, whose last_seen it may only move forward.

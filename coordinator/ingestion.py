@@ -244,7 +244,9 @@ class Ingestion:
         else:
             self._telemetry.add_metrics(self._fleet, message, item.received_at)
         if not item.retained:  # telemetry is never retained, but a stray retained one is old
-            self._devices.on_seen(message.device, item.received_at)
+            # history (made while offline, sent now) is old by design: not the device's clock
+            clock = None if message.hist else message.ts
+            self._devices.on_seen(message.device, item.received_at, clock)
 
     @staticmethod
     def _request(item: Inbound, device: str) -> protocol.ChunkRequest:

@@ -11,6 +11,7 @@ from protocol import ProtocolError
 from protocol.textmodel import KIND_TENSORS
 from runtime.display import printable
 
+from .clock_skew import describe_skew
 from .registry import Registry
 from .rollout_plan import Rollout
 from .rollout_status import rollout_summary
@@ -96,6 +97,10 @@ def _device(row: dict[str, Any]) -> dict[str, Any]:
             "reports": row.get("limited_reports") or 0,
         },
         "rate_limited_at": row.get("limited_at"),
+        # the device's clock minus the coordinator's (seconds; None: no message with a time
+        # yet), and when it was last observed
+        "clock_skew": row.get("clock_skew"),
+        "clock_checked": row.get("clock_checked"),
     }
 
 
@@ -227,6 +232,7 @@ def format_status(status: dict[str, Any], *, now: float | None = None) -> str:
         "PROGRESS",
         "ACTIVE",
         "LAST-SEEN",
+        "CLOCK",
         "CPU",
         "RSS",
         "DISK-FREE",
@@ -261,6 +267,7 @@ def _device_cells(d: dict[str, Any], now: float) -> tuple[str, ...]:
         progress,
         _active(d) or "-",
         last_seen,
+        describe_skew(d.get("clock_skew"), d.get("clock_checked")),
         "-" if cpu is None else f"{cpu:.0f}%",
         _megabytes(metrics.get("rss_mb")),
         _megabytes(metrics.get("disk_free_mb")),

@@ -26,6 +26,8 @@ CREATE TABLE "devices" (
    "limited_requests" INTEGER,
    "limited_reports" INTEGER,
    "limited_at" REAL,
+   "clock_skew" REAL,
+   "clock_checked" REAL,
    PRIMARY KEY ("fleet", "device_id")
 );
 CREATE TABLE "events" (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import protocol
 from coordinator.devices import DeviceTracker
 from coordinator.ratelimit import DeviceLimits
 from coordinator.registry import Registry
@@ -71,4 +72,37 @@ def test_drop_counts_wait_for_the_flush_interval(tmp_path: Path) -> None:
     limits.reports.allow("dev-1")
     assert tracker.pending == 0  # not due yet: a flood must not commit once per drop
     assert tracker.flush() == 1  # (stopping flushes whatever is there)
+    registry.close()
+
+
+def test_the_clock_skew_is_recorded_from_live_messages_of_the_device(tmp_path: Path) -> None:
+    """Not from a retained message (a replay), nor an offline status (the broker's will, made
+    when the device connected), nor a status without a time."""
+    registry = Registry(tmp_path / "r.db")
+    tracker = DeviceTracker(registry, "f", flush_interval=0.0)
+    now = 1_800_000_000.0
+    idle = protocol.UpdateState.IDLE
+    tracker.on_state(protocol.DeviceState("a", idle, now - 7200), retained=True, received_at=now)
+    tracker.on_status(
+        protocol.DeviceStatus("a", True, ts=now - 60), retained=False, received_at=now
+    )
+    tracker.on_status(
+        protocol.DeviceStatus("b", False, ts=now - 9e5), retained=False, received_at=now
+    )
+    tracker.on_status(protocol.DeviceStatus("c", True), retained=False, received_at=now)
+    tracker.on_seen("c", now, None)  # history: no clock
+    tracker.on_seen("d", now + 1.0, now + 3.5)
+    tracker.flush()
+    rows = {row["device_id"]: row for row in registry.devices("f")}
+    clocks = {device: (row["clock_skew"], row["clock_checked"]) for device, row in rows.items()}
+    assert clocks == {
+        "a": (-60.0, now),
+        "b": (None, None),
+        "c": (None, None),
+        "d": (2.5, now + 1.0),
+    }
+    tracker.on_seen("a", now + 10.0, now + 10.0)  # set right: the largest of the recent ones
+    tracker.flush()
+    [a] = [row for row in registry.devices("f") if row["device_id"] == "a"]
+    assert (a["clock_skew"], a["clock_checked"]) == (0.0, now + 10.0)
     registry.close()

@@ -67,6 +67,7 @@ def test_fleet_status_and_its_table(tmp_path: Path) -> None:
         "PROGRESS",
         "ACTIVE",
         "LAST-SEEN",
+        "CLOCK",
         "CPU",
         "RSS",
         "DISK-FREE",
@@ -81,6 +82,8 @@ def test_fleet_status_and_its_table(tmp_path: Path) -> None:
     assert lines[-1].startswith("health (all retained telemetry): no inference statistics")
     assert edge2["rate_limited"] == {"requests": 0, "reports": 0}
     assert edge2["rate_limited_at"] is None
+    assert edge2["clock_skew"] is None and edge2["clock_checked"] is None  # unknown
+    assert lines[3][lines[1].index("CLOCK") :].startswith("? ")
 
 
 def test_status_shows_the_messages_each_device_had_dropped_by_the_rate_limits(
