@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import IO
 
 import protocol
-from coordinator.service import Coordinator, CoordinatorConfig
+from coordinator.service import Coordinator
 from coordinator.status import fleet_status
 from testkit.mqtt_recorder import TopicRecorder
 from testkit.synthetic_models import make_model
@@ -126,22 +126,6 @@ class FloodRun:
     elapsed: float
 
 
-def start_coordinator(env: Env) -> Coordinator:
-    coord = env.coordinator = Coordinator(
-        CoordinatorConfig(
-            broker_url=env.broker.url,
-            db_path=env.tmp / "coord.db",
-            keydir=env.keys.dir,
-            fleet=env.fleet,
-            report_rate=RATE,
-            report_burst=BURST,
-        )
-    )
-    coord.start()
-    assert coord.wait_connected(30)
-    return coord
-
-
 def flood_during_a_delivery(env: Env, coord: Coordinator) -> FloodRun:
     """Start the flood and the bystander, deploy the release to the (idle, online) edge "honest",
     and wait for its activation, the end of the flood and the sentinel's storage."""
@@ -181,7 +165,8 @@ def test_a_report_flood_from_one_device_is_limited_and_delays_no_other(env: Env)
     env.registry.add_release(
         model, name="m", version=1, keys=env.keys.release, fleet=env.fleet, chunk_size=16 * 1024
     )
-    coord = start_coordinator(env)
+    coord = env.start_coordinator(report_rate=RATE, report_burst=BURST)
+    assert coord.wait_connected(30)
     env.edge("honest")
     env.wait_online("honest")
     run = flood_during_a_delivery(env, coord)
