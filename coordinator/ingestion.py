@@ -99,7 +99,7 @@ class Ingestion:
                 self._rate_limited(device, self._limits.reports)
                 return
             if kind in _TELEMETRY_KINDS:
-                self._handle_here(Inbound(topic, payload, retained, time.time()))
+                self._handle_here(Inbound(topic, payload, retained, time.time()), device, kind)
                 return
         elif kind == "request":
             if not self._limits.requests.allow(device):
@@ -107,7 +107,8 @@ class Ingestion:
                 return
             request = self._request_for_cached_release(payload)
             if request is not None:
-                self._handle_here(Inbound(topic, payload, retained, time.time(), request))
+                item = Inbound(topic, payload, retained, time.time(), request)
+                self._handle_here(item, device, kind)
                 return
             # a release not looked up yet (or a bad request): the worker reads the registry,
             # the network thread never waits on the database
@@ -141,9 +142,9 @@ class Ingestion:
             return None
         return req if self._releases.cached(req) else None
 
-    def _handle_here(self, item: Inbound) -> None:
+    def _handle_here(self, item: Inbound, device: str, kind: str) -> None:
         """Handle a message on the network thread (see the module docstring for why)."""
-        self.handle(item)
+        self._handle(item, device, kind)
         self._progress.message_handled()
 
     @staticmethod
@@ -189,11 +190,11 @@ class Ingestion:
     # --- handling (either thread) --------------------------------------------------------
     def handle(self, item: Inbound) -> None:
         """Handle one device message; a refused one is counted and logged, never raised."""
-        device, kind = None, ""
-        if item.topic.startswith(self._prefix):
-            device, _, kind = item.topic.removeprefix(self._prefix).partition("/")
+        self._handle(item, *self._device_topic(item.topic))
+
+    def _handle(self, item: Inbound, device: str, kind: str) -> None:
         try:
-            if device is None or not protocol.is_valid_name(device):
+            if not protocol.is_valid_name(device):
                 raise protocol.MalformedMessage(f"unexpected topic {item.topic!r}")
             self._dispatch(item, device, kind)
         except protocol.ProtocolError as exc:
@@ -202,7 +203,7 @@ class Ingestion:
             log.exception("device %s: failed to handle message on %s", device, item.topic)
             self._reject("internal-error", device, item.topic, "see the traceback above")
 
-    def _reject(self, reason: str, device: str | None, topic: str, detail: str) -> None:
+    def _reject(self, reason: str, device: str, topic: str, detail: str) -> None:
         n = self._progress.rejected(reason)
         if n <= LOUD_REJECTIONS or n % 100 == 0:
             log.warning(
