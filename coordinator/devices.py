@@ -15,7 +15,7 @@ import time
 
 from protocol import DeviceEvent, DeviceState, DeviceStatus, UpdateState, is_valid_name
 
-from .clock_skew import ClockSkews
+from .clock_skew import ClockReading, ClockSkews, describe_skew
 from .device_rows import DeviceStore, DeviceUpdate, Sightings
 from .ratelimit import DeviceLimits
 
@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 _WARN_EVENTS = frozenset({"rejected", "activation-failed"})
 _INFO_EVENTS = frozenset({"verified", "activated"})
+#: A device clock further off than this is logged when it gets there, and when it is set right.
+WARN_SKEW_S = 300.0
 
 
 def describe_state(state: DeviceState) -> str:
@@ -56,6 +58,7 @@ class DeviceTracker:
         self._batch_since: float | None = None
         self._last_state: dict[str, tuple[UpdateState, str | None, int | None]] = {}
         self._online: dict[str, bool] = {}
+        self._clock_off: dict[str, bool] = {}  # the worker's own: as last logged
         self._heard: dict[str, float] = {}  # devices heard from by telemetry: latest time
         self._clocks = ClockSkews()
         # on_seen and online() run on the MQTT network thread (telemetry and chunk requests are
@@ -197,6 +200,7 @@ class DeviceTracker:
         sightings = Sightings(seen, clocks, limited)
         if not updates and not sightings:
             return 0
+        self._log_clocks(clocks)
         started = time.monotonic()
         self._registry.record_devices(self._fleet, updates)
         # After the reports, whose last_seen it may only move forward.
@@ -209,6 +213,19 @@ class DeviceTracker:
             (time.monotonic() - started) * 1000,
         )
         return len(updates) + len(sightings)
+
+    def _log_clocks(self, clocks: dict[str, ClockReading]) -> None:
+        for device, reading in sorted(clocks.items()):
+            off = abs(reading.skew) > WARN_SKEW_S
+            if self._clock_off.get(device, False) != off:
+                self._clock_off[device] = off
+                log.log(
+                    logging.WARNING if off else logging.INFO,
+                    "device %s: clock %s (%s)",
+                    device,
+                    "off" if off else "set right",
+                    describe_skew(reading.skew, reading.checked),
+                )
 
     def _take_drops(self) -> dict[str, tuple[int, int]]:
         """Drops since the last flush, of the device ids that can be (ids made up on the

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
+
+import pytest
 
 import protocol
 from coordinator.devices import DeviceTracker
@@ -105,4 +108,30 @@ def test_the_clock_skew_is_recorded_from_live_messages_of_the_device(tmp_path: P
     tracker.flush()
     [a] = [row for row in registry.devices("f") if row["device_id"] == "a"]
     assert (a["clock_skew"], a["clock_checked"]) == (0.0, now + 10.0)
+    registry.close()
+
+
+def test_a_clock_far_off_is_logged_once_and_again_when_set_right(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = Registry(tmp_path / "r.db")
+    tracker = DeviceTracker(registry, "f", flush_interval=0.0)
+    now = 1_800_000_000.0
+    caplog.set_level(logging.INFO, logger="coordinator.devices")
+    for i in range(3):  # a day behind, three flushes: one warning
+        tracker.on_seen("d1", now + i, now + i - 86400.0)
+        tracker.on_seen("d2", now + i, now + i + 2.0)  # a little off: never logged
+        tracker.flush()
+    tracker.on_seen("d1", now + 10.0, 120.0)  # a reboot at 1970
+    tracker.flush()
+    for i in range(5):  # NTP answered: set forward, right at once; logged once
+        tracker.on_seen("d1", now + 20.0 + i, now + 20.0 + i)
+        tracker.flush()
+    clock_lines = [
+        (r.levelname, r.getMessage()) for r in caplog.records if "clock" in r.getMessage()
+    ]
+    assert clock_lines == [
+        ("WARNING", "device d1: clock off (-1d)"),
+        ("INFO", "device d1: clock set right (+0.0s)"),
+    ]
     registry.close()
