@@ -28,6 +28,9 @@ MAX_DEVICES = 100_000
 #: A device clock before 2001-01-01 UTC has never been set: a board without a real-time clock
 #: that has not heard from NTP since it booted (at 1970).
 CLOCK_SET_AFTER = 978_307_200.0
+#: A device clock further off than this is logged (``DeviceTracker``) when it gets there, and
+#: when it is set right.
+WARN_SKEW_S = 300.0
 #: Units from the largest: name, seconds, and half a step of the next smaller one as shown (a
 #: skew that would round to 24h is shown as 1d, to 60m as 1h, to 60.0s as 1m)
 _UNITS = (

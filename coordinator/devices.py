@@ -15,7 +15,7 @@ import time
 
 from protocol import DeviceEvent, DeviceState, DeviceStatus, UpdateState, is_valid_name
 
-from .clock_skew import ClockReading, ClockSkews, describe_skew
+from .clock_skew import WARN_SKEW_S, ClockReading, ClockSkews, describe_skew
 from .device_rows import DeviceStore, DeviceUpdate, Sightings
 from .ratelimit import DeviceLimits
 
@@ -23,8 +23,6 @@ log = logging.getLogger(__name__)
 
 _WARN_EVENTS = frozenset({"rejected", "activation-failed"})
 _INFO_EVENTS = frozenset({"verified", "activated"})
-#: A device clock further off than this is logged when it gets there, and when it is set right.
-WARN_SKEW_S = 300.0
 
 
 def describe_state(state: DeviceState) -> str:
