@@ -10,7 +10,14 @@ from runtime.credentials import ClientCreds
 
 from .deployer import check_index_lifetime
 from .publishing import DEFAULT_POLL_INTERVAL
-from .ratelimit import DEFAULT_REQUEST_BURST, DEFAULT_REQUEST_RATE, check_rate
+from .ratelimit import (
+    DEFAULT_REPORT_BURST,
+    DEFAULT_REPORT_RATE,
+    DEFAULT_REQUEST_BURST,
+    DEFAULT_REQUEST_RATE,
+    DeviceLimits,
+    check_rate,
+)
 from .telemetry_store import DEFAULT_RETENTION_DAYS, check_retention
 
 DEFAULT_INDEX_EXPIRES_IN = 30 * 86400.0
@@ -24,8 +31,10 @@ class CoordinatorConfig:
     seconds the sender waits after a fresh request for the other devices of a wave (see
     ``chunk_serving.FreshHold``); ``index_expires_in``: lifetime of a signed deployment index
     (renewed at half of it); ``retention_days``: telemetry kept; ``request_rate`` and
-    ``request_burst``: each device's chunk-request token bucket; ``client_id``: the MQTT client
-    id (default: the credentials', else ``modelcast-coordinator-FLEET``).
+    ``request_burst``: each device's chunk-request token bucket; ``report_rate`` and
+    ``report_burst``: each device's bucket for telemetry, state and status messages (see
+    ``ratelimit`` for the honest rates and the backlog it lets through); ``client_id``: the MQTT
+    client id (default: the credentials', else ``modelcast-coordinator-FLEET``).
     """
 
     broker_url: str
@@ -41,6 +50,8 @@ class CoordinatorConfig:
     creds: ClientCreds | None = None
     request_rate: float = DEFAULT_REQUEST_RATE
     request_burst: float = DEFAULT_REQUEST_BURST
+    report_rate: float = DEFAULT_REPORT_RATE
+    report_burst: float = DEFAULT_REPORT_BURST
 
     def __post_init__(self) -> None:
         if self.max_pending < 1:
@@ -49,6 +60,13 @@ class CoordinatorConfig:
         check_index_lifetime(self.index_expires_in)
         check_retention(self.retention_days)
         check_rate(self.request_rate, self.request_burst)
+        check_rate(self.report_rate, self.report_burst)
+
+    def device_limits(self) -> DeviceLimits:
+        """Fresh (full) token buckets of both per-device limits."""
+        return DeviceLimits.make(
+            self.request_rate, self.request_burst, self.report_rate, self.report_burst
+        )
 
     @property
     def mqtt_client_id(self) -> str:

@@ -57,6 +57,13 @@ DEVICE_COLUMNS: dict[str, type] = {
     "agent": str,
     "profile": str,  # JSON: what the device reported about itself (tags, RAM, ...)
     "updated": float,
+    # messages the coordinator's per-device rate limits dropped, in total, and the last time
+    "limited_requests": int,
+    "limited_reports": int,
+    "limited_at": float,
+    # the device's clock minus the coordinator's (clock_skew), and when it was last observed
+    "clock_skew": float,
+    "clock_checked": float,
 }
 DEVICE_KEY = ("fleet", "device_id")
 
@@ -220,9 +227,11 @@ def create_registry_tables(db: sqlite_utils.Database) -> None:
     )
     db.table("devices").create(DEVICE_COLUMNS, pk=DEVICE_KEY, if_not_exists=True)
     # databases made before a column existed get it (NULL in old rows)
-    for table, column in (("deployments", "spec"), ("devices", "profile")):
-        if column not in db.table(table).columns_dict:
-            db.table(table).add_column(column, str)
+    for table, columns in (("deployments", {"spec": str}), ("devices", DEVICE_COLUMNS)):
+        present = db.table(table).columns_dict
+        for column, kind in columns.items():
+            if column not in present:
+                db.table(table).add_column(column, kind)
 
 
 def _create_releases(db: sqlite_utils.Database) -> None:

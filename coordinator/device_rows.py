@@ -1,16 +1,18 @@
-"""The ``devices`` table: the latest state and status each device reported, and when it was
-last heard from. Written in batches by ``devices.DeviceTracker``, read by status and rollouts."""
+"""The ``devices`` table: the latest state and status each device reported, when it was last
+heard from, how far its clock is off, and how many of its messages the rate limits dropped.
+Written in batches by ``devices.DeviceTracker``, read by status and rollouts."""
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import protocol
 
+from .clock_skew import ClockReading
 from .db import DEVICE_KEY, Store
 
 
@@ -20,6 +22,45 @@ class DeviceUpdate:
 
     message: protocol.DeviceState | protocol.DeviceStatus
     seen: float | None
+
+
+@dataclass(frozen=True)
+class Sightings:
+    """What the coordinator noticed about devices between two flushes, apart from their reports:
+    when each was heard from (``seen``, by telemetry), its clock's skew (``clocks``), and how many
+    of its messages the rate limits dropped (``limited``: chunk requests, reports)."""
+
+    seen: Mapping[str, float] = field(default_factory=dict)
+    clocks: Mapping[str, ClockReading] = field(default_factory=dict)
+    limited: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.seen.keys() | self.clocks.keys() | self.limited.keys())
+
+
+# last_seen only ever moves forward; a device not yet known gets a row
+_SEEN_SQL = (
+    "INSERT INTO devices (fleet, device_id, last_seen, updated) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (fleet, device_id) DO UPDATE SET "
+    "last_seen = max(coalesce(devices.last_seen, excluded.last_seen), excluded.last_seen), "
+    "updated = excluded.updated"
+)
+_CLOCK_SQL = (
+    "INSERT INTO devices (fleet, device_id, clock_skew, clock_checked, updated) "
+    "VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (fleet, device_id) DO UPDATE SET "
+    "clock_skew = excluded.clock_skew, clock_checked = excluded.clock_checked, "
+    "updated = excluded.updated"
+)
+# drop counts add up over the device's life (and coordinator restarts)
+_LIMITED_SQL = (
+    "INSERT INTO devices (fleet, device_id, limited_requests, limited_reports, limited_at, "
+    "updated) VALUES (?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (fleet, device_id) DO UPDATE SET "
+    "limited_requests = coalesce(devices.limited_requests, 0) + excluded.limited_requests, "
+    "limited_reports = coalesce(devices.limited_reports, 0) + excluded.limited_reports, "
+    "limited_at = excluded.limited_at, updated = excluded.updated"
+)
 
 
 class DeviceStore(Store):
@@ -49,21 +90,28 @@ class DeviceStore(Store):
                 self._db.sql.table("devices").upsert_all(rows, pk=DEVICE_KEY)
 
     def record_seen(self, fleet: str, seen: dict[str, float]) -> None:
-        """Devices heard from (telemetry), by id: ``last_seen`` only ever moves forward here,
-        and a device not yet known gets a row."""
-        if not seen:
+        """Devices heard from (telemetry), by id (see ``record_sightings``)."""
+        self.record_sightings(fleet, Sightings(seen=seen))
+
+    def record_sightings(self, fleet: str, sightings: Sightings) -> None:
+        """One transaction: ``last_seen`` only ever moves forward, the clock's skew is replaced,
+        drop counts are added (and ``limited_at`` is now); a device not yet known gets a row."""
+        if not sightings:
             return
         now = time.time()
-        sql = (
-            "INSERT INTO devices (fleet, device_id, last_seen, updated) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (fleet, device_id) DO UPDATE SET "
-            "last_seen = max(coalesce(devices.last_seen, excluded.last_seen), excluded.last_seen), "
-            "updated = excluded.updated"
-        )
+        seen = [(fleet, device, ts, now) for device, ts in sorted(sightings.seen.items())]
+        clocks = [
+            (fleet, device, reading.skew, reading.checked, now)
+            for device, reading in sorted(sightings.clocks.items())
+        ]
+        limited = [
+            (fleet, device, requests, reports, now, now)
+            for device, (requests, reports) in sorted(sightings.limited.items())
+        ]
         with self._db.lock, self._db.sql.conn:
-            self._db.sql.conn.executemany(
-                sql, [(fleet, device, ts, now) for device, ts in sorted(seen.items())]
-            )
+            self._db.sql.conn.executemany(_SEEN_SQL, seen)
+            self._db.sql.conn.executemany(_CLOCK_SQL, clocks)
+            self._db.sql.conn.executemany(_LIMITED_SQL, limited)
 
     def devices(self, fleet: str) -> list[dict[str, Any]]:
         with self._db.lock:

@@ -1,7 +1,10 @@
 """What devices report (state, status, events): batched into the registry, changes logged.
 
 Only the latest report of each kind per device is kept between flushes, so a chatty device costs
-one row write per flush, not one per message.
+one row write per flush, not one per message. The same flush records when each device was heard
+from by telemetry, how far its clock is off (``clock_skew``), and the messages the rate limits
+dropped since the last (``DeviceLimits``), so that ``modelcast status``, another process, can
+show them.
 """
 
 from __future__ import annotations
@@ -10,9 +13,11 @@ import logging
 import threading
 import time
 
-from protocol import DeviceEvent, DeviceState, DeviceStatus, UpdateState
+from protocol import DeviceEvent, DeviceState, DeviceStatus, UpdateState, is_valid_name
 
-from .device_rows import DeviceStore, DeviceUpdate
+from .clock_skew import WARN_SKEW_S, ClockReading, ClockSkews, describe_skew
+from .device_rows import DeviceStore, DeviceUpdate, Sightings
+from .ratelimit import DeviceLimits
 
 log = logging.getLogger(__name__)
 
@@ -34,19 +39,30 @@ def describe_state(state: DeviceState) -> str:
 
 
 class DeviceTracker:
-    def __init__(self, registry: DeviceStore, fleet: str, *, flush_interval: float = 0.5) -> None:
+    def __init__(
+        self,
+        registry: DeviceStore,
+        fleet: str,
+        *,
+        limits: DeviceLimits | None = None,
+        flush_interval: float = 0.5,
+    ) -> None:
         self._registry = registry
         self._fleet = fleet
+        self._limits = limits
         self._flush_interval = flush_interval
+        self._drops_taken = time.monotonic()  # the worker's own
         self._batch: dict[tuple[str, type], DeviceUpdate] = {}
         self._batch_since: float | None = None
         self._last_state: dict[str, tuple[UpdateState, str | None, int | None]] = {}
         self._online: dict[str, bool] = {}
+        self._clock_off: dict[str, bool] = {}  # the worker's own: as last logged
         self._heard: dict[str, float] = {}  # devices heard from by telemetry: latest time
+        self._clocks = ClockSkews()
         # on_seen and online() run on the MQTT network thread (telemetry and chunk requests are
-        # handled there), the rest on the worker: this guards _heard, _batch_since and _online
-        # between them (_online is written by the worker only, which reads it without it);
-        # _batch and _last_state are the worker's own
+        # handled there), the rest on the worker: this guards _heard, _clocks, _batch_since and
+        # _online between them (_online is written by the worker only, which reads it without
+        # it); _batch and _last_state are the worker's own
         self._lock = threading.Lock()
 
     @staticmethod
@@ -59,7 +75,7 @@ class DeviceTracker:
 
     def on_state(self, state: DeviceState, *, retained: bool, received_at: float) -> None:
         seen = self._seen(state.ts, retained=retained, received_at=received_at)
-        self._add(DeviceUpdate(state, seen))
+        self._add(DeviceUpdate(state, seen), None if retained else state.ts, received_at)
         key = (state.state, state.model, state.version)
         if self._last_state.get(state.device) != key:
             self._last_state[state.device] = key
@@ -75,14 +91,16 @@ class DeviceTracker:
             log.debug("device %s: %s", state.device, describe_state(state))
 
     def on_status(self, status: DeviceStatus, *, retained: bool, received_at: float) -> None:
-        # An offline status is the broker speaking (the will), not the device: it says nothing
-        # about when the device was last heard from.
+        # An offline status is the broker speaking (the will, made when the device connected),
+        # not the device: it says nothing about when the device was last heard from, nor about
+        # its clock.
+        live = status.online and not retained
         seen = (
             self._seen(status.ts, retained=retained, received_at=received_at)
             if status.online
             else None
         )
-        self._add(DeviceUpdate(status, seen))
+        self._add(DeviceUpdate(status, seen), status.ts if live else None, received_at)
         if self._online.get(status.device) != status.online:
             with self._lock:
                 self._online[status.device] = status.online
@@ -123,20 +141,26 @@ class DeviceTracker:
             " (replayed)" if event.hist else "",
         )
 
-    def on_seen(self, device: str, received_at: float) -> None:
-        """A live (never retained) telemetry message: the device is there now."""
+    def on_seen(self, device: str, received_at: float, ts: float | None = None) -> None:
+        """A live (never retained) telemetry message: the device is there now. ``ts``: the time
+        the device put in it, if that is its clock now (not store-and-forward history)."""
         with self._lock:
             if received_at > self._heard.get(device, 0.0):
                 self._heard[device] = received_at
+            if ts is not None:
+                self._clocks.observe(device, ts, received_at)
             if self._batch_since is None:
                 # when the batch started *here*: with the receive time, a worker running behind
                 # its inbox would find every batch overdue and commit once per message, falling
                 # further behind (measured: 1,700 samples/s instead of 20,000)
                 self._batch_since = time.time()
 
-    def _add(self, update: DeviceUpdate) -> None:
+    def _add(self, update: DeviceUpdate, ts: float | None, received_at: float) -> None:
+        """A state or status report to write; ``ts``: the device's time in it, if live."""
         self._batch[(update.message.device, type(update.message))] = update
         with self._lock:
+            if ts is not None:
+                self._clocks.observe(update.message.device, ts, received_at)
             if self._batch_since is None:
                 self._batch_since = time.time()  # not the receive time: see on_seen
 
@@ -151,28 +175,60 @@ class DeviceTracker:
     def pending(self) -> int:
         """Reports to write now. Times devices were heard from by telemetry count only once
         due: they change with every sample, and flushing them whenever the inbox is momentarily
-        empty would commit (and fsync) once every few messages under a telemetry flood."""
+        empty would commit (and fsync) once every few messages under a telemetry flood. Drop
+        counts likewise, once per flush interval."""
         with self._lock:
             heard = len(self._heard) if self._due_locked(time.time()) else 0
-        return len(self._batch) + heard
+        return len(self._batch) + heard + self._drops_due()
+
+    def _drops_due(self) -> int:
+        if self._limits is None or time.monotonic() - self._drops_taken < self._flush_interval:
+            return 0
+        return int(self._limits.has_unsaved())
 
     def flush(self) -> int:
-        """Write the batch to the registry; returns how many reports it held."""
-        if not self._batch and not self._heard:
-            return 0
+        """Write the batch to the registry; returns how many reports and sightings it held."""
+        limited = self._take_drops()
         updates = list(self._batch.values())
         self._batch.clear()
         with self._lock:
             seen, self._heard = self._heard, {}
+            clocks = self._clocks.take()
             self._batch_since = None
+        sightings = Sightings(seen, clocks, limited)
+        if not updates and not sightings:
+            return 0
+        self._log_clocks(clocks)
         started = time.monotonic()
         self._registry.record_devices(self._fleet, updates)
         # After the reports, whose last_seen it may only move forward.
-        self._registry.record_seen(self._fleet, seen)
+        self._registry.record_sightings(self._fleet, sightings)
         log.debug(
-            "recorded %d device reports of fleet %s in %.1f ms",
-            len(updates) + len(seen),
+            "recorded %d device reports and %d sightings of fleet %s in %.1f ms",
+            len(updates),
+            len(sightings),
             self._fleet,
             (time.monotonic() - started) * 1000,
         )
-        return len(updates) + len(seen)
+        return len(updates) + len(sightings)
+
+    def _log_clocks(self, clocks: dict[str, ClockReading]) -> None:
+        for device, reading in sorted(clocks.items()):
+            off = abs(reading.skew) > WARN_SKEW_S
+            if self._clock_off.get(device, False) != off:
+                self._clock_off[device] = off
+                log.log(
+                    logging.WARNING if off else logging.INFO,
+                    "device %s: clock %s (%s)",
+                    device,
+                    "off" if off else "set right",
+                    describe_skew(reading.skew, reading.checked),
+                )
+
+    def _take_drops(self) -> dict[str, tuple[int, int]]:
+        """Drops since the last flush, of the device ids that can be (ids made up on the
+        development broker that no device may have stay in the coordinator's counters)."""
+        if self._limits is None:
+            return {}
+        self._drops_taken = time.monotonic()
+        return {d: n for d, n in self._limits.take_unsaved().items() if is_valid_name(d)}

@@ -1,15 +1,17 @@
 """Ingestion: the device messages the coordinator receives, decoded, checked and handed on.
 
-Paho's network thread calls ``on_message``. Telemetry (most of what devices send) and chunk
-requests whose release is cached (their round trip paces every download) are handled right there:
-the work is short and never blocks (decode; append to the telemetry buffer, or to the scheduler,
-each under its own short lock). Handing each to the worker cost a thread wake-up per message,
-measured as half the telemetry ingest rate (bench telemetry_raw_ratio 0.40-0.50 -> 0.55-0.58)
-and a slower delivery (delivery_ratio 0.51-0.64 -> 0.71-0.75). Chunk requests over the device's
-rate limit are dropped before they are decoded. Everything else (state and status reports,
-requests for a release not looked up yet, anything unexpected) goes to the *worker* thread
-through a bounded inbox: it may read the database, which the network thread never waits on. The
-worker records state and status in the registry in batches (``DeviceTracker``).
+Paho's network thread calls ``on_message``. Telemetry (most of what devices send) and chunk requests
+whose release is cached (their round trip paces every download) are handled right there: the work is
+short and never blocks (decode; append to the telemetry buffer, or to the scheduler, each under its
+own short lock). Handing each to the worker cost a thread wake-up per message, measured as half the
+telemetry ingest rate (bench telemetry_raw_ratio 0.40-0.50 -> 0.55-0.58) and a slower delivery
+(delivery_ratio 0.51-0.64 -> 0.71-0.75). Chunk requests, and reports (telemetry, state, status),
+over the device's rate limit of their kind (``ratelimit``) are dropped before they are decoded, so a
+flooding device costs a topic split and a token bucket per message, and fills neither the telemetry
+buffer nor the inbox. Everything else (state and status reports, requests for a release not looked
+up yet, anything unexpected) goes to the *worker* thread through a bounded inbox: it may read the
+database, which the network thread never waits on. The worker records state and status in the
+registry in batches (``DeviceTracker``).
 
 A message that does not decode, names another device than its topic, is a retained request, or
 names an unknown release is refused: counted per reason in ``Progress`` and logged (the first
@@ -31,16 +33,17 @@ import protocol
 from .chunk_serving import ChunkServer
 from .devices import DeviceTracker
 from .progress import Progress
-from .ratelimit import DeviceRateLimiter
+from .ratelimit import DeviceLimits, DeviceRateLimiter
 from .release_cache import ReleaseCache
 from .telemetry_store import TelemetryStore
 
 log = logging.getLogger(__name__)
 
 INBOX_SIZE = 10_000
-#: Topic endings of device messages handled on the network thread (see ``on_message``).
-_TELEMETRY_SUFFIXES = ("/telemetry/metrics", "/telemetry/events")
-_DEVICE_KINDS = ("state", "status", "telemetry/events", "telemetry/metrics")
+#: Device messages handled on the network thread (see ``on_message``).
+_TELEMETRY_KINDS = frozenset({"telemetry/metrics", "telemetry/events"})
+#: Device messages under the report rate limit.
+_REPORT_KINDS = frozenset({"state", "status", *_TELEMETRY_KINDS})
 #: Refusals of one reason logged one by one; after that every hundredth.
 LOUD_REJECTIONS = 10
 #: Safety-net timeout of the worker's wait: it is woken by messages (and the stop sentinel).
@@ -69,7 +72,7 @@ class Ingestion:
         telemetry: TelemetryStore,
         chunks: ChunkServer,
         releases: ReleaseCache,
-        limiter: DeviceRateLimiter,
+        limits: DeviceLimits,
         progress: Progress,
         stopping: threading.Event,
         *,
@@ -81,7 +84,7 @@ class Ingestion:
         self._telemetry = telemetry
         self._chunks = chunks
         self._releases = releases
-        self._limiter = limiter
+        self._limits = limits
         self._progress = progress
         self._stopping = stopping
         self._prefix = f"{topics.base}/devices/"
@@ -90,17 +93,22 @@ class Ingestion:
 
     # --- the network thread (short work only, never wait) --------------------------------
     def on_message(self, topic: str, payload: bytes, retained: bool) -> None:
-        if topic.endswith(_TELEMETRY_SUFFIXES):
-            self._handle_here(Inbound(topic, payload, retained, time.time()))
-            return
-        if topic.endswith("/request") and topic.startswith(self._prefix):
-            device = topic[len(self._prefix) : -len("/request")]
-            if not self._limiter.allow(device):
-                self._rate_limited(device)
+        device, kind = self._device_topic(topic)
+        if kind in _REPORT_KINDS:
+            if not self._limits.reports.allow(device):
+                self._rate_limited(device, self._limits.reports)
+                return
+            if kind in _TELEMETRY_KINDS:
+                self._handle_here(Inbound(topic, payload, retained, time.time()), device, kind)
+                return
+        elif kind == "request":
+            if not self._limits.requests.allow(device):
+                self._rate_limited(device, self._limits.requests)
                 return
             request = self._request_for_cached_release(payload)
             if request is not None:
-                self._handle_here(Inbound(topic, payload, retained, time.time(), request))
+                item = Inbound(topic, payload, retained, time.time(), request)
+                self._handle_here(item, device, kind)
                 return
             # a release not looked up yet (or a bad request): the worker reads the registry,
             # the network thread never waits on the database
@@ -117,6 +125,14 @@ class Ingestion:
                     topic,
                 )
 
+    def _device_topic(self, topic: str) -> tuple[str, str]:
+        """``(device, kind)`` of ``FLEET/devices/DEVICE/KIND``; ``("", "")`` for other topics
+        (the worker refuses them)."""
+        if not topic.startswith(self._prefix):
+            return "", ""
+        device, _, kind = topic[len(self._prefix) :].partition("/")
+        return device, kind
+
     def _request_for_cached_release(self, payload: bytes) -> protocol.ChunkRequest | None:
         """The decoded request if it names a release already in the cache; None otherwise (a
         request that does not decode, too: the worker rejects it)."""
@@ -126,20 +142,21 @@ class Ingestion:
             return None
         return req if self._releases.cached(req) else None
 
-    def _handle_here(self, item: Inbound) -> None:
+    def _handle_here(self, item: Inbound, device: str, kind: str) -> None:
         """Handle a message on the network thread (see the module docstring for why)."""
-        self.handle(item)
+        self._handle(item, device, kind)
         self._progress.message_handled()
 
-    def _rate_limited(self, device: str) -> None:
-        if self._limiter.should_log(device):
+    @staticmethod
+    def _rate_limited(device: str, limiter: DeviceRateLimiter) -> None:
+        if limiter.should_log(device):
             log.warning(
-                "device %s: chunk requests over the rate limit (%g/s, burst %g) are dropped; "
-                "%d dropped so far",
+                "device %s: %s over the rate limit (%g/s, burst %g) are dropped; %d dropped so far",
                 device[:80],
-                self._limiter.rate,
-                self._limiter.burst,
-                self._limiter.limited().get(device, 0),
+                limiter.what,
+                limiter.rate,
+                limiter.burst,
+                limiter.limited().get(device, 0),
             )
 
     # --- the worker thread ---------------------------------------------------------------
@@ -173,11 +190,11 @@ class Ingestion:
     # --- handling (either thread) --------------------------------------------------------
     def handle(self, item: Inbound) -> None:
         """Handle one device message; a refused one is counted and logged, never raised."""
-        device, kind = None, ""
-        if item.topic.startswith(self._prefix):
-            device, _, kind = item.topic.removeprefix(self._prefix).partition("/")
+        self._handle(item, *self._device_topic(item.topic))
+
+    def _handle(self, item: Inbound, device: str, kind: str) -> None:
         try:
-            if device is None or not protocol.is_valid_name(device):
+            if not protocol.is_valid_name(device):
                 raise protocol.MalformedMessage(f"unexpected topic {item.topic!r}")
             self._dispatch(item, device, kind)
         except protocol.ProtocolError as exc:
@@ -186,7 +203,7 @@ class Ingestion:
             log.exception("device %s: failed to handle message on %s", device, item.topic)
             self._reject("internal-error", device, item.topic, "see the traceback above")
 
-    def _reject(self, reason: str, device: str | None, topic: str, detail: str) -> None:
+    def _reject(self, reason: str, device: str, topic: str, detail: str) -> None:
         n = self._progress.rejected(reason)
         if n <= LOUD_REJECTIONS or n % 100 == 0:
             log.warning(
@@ -202,7 +219,7 @@ class Ingestion:
         if kind == "request":
             self._chunks.on_request(self._request(item, device))
             return
-        if kind not in _DEVICE_KINDS:
+        if kind not in _REPORT_KINDS:
             raise protocol.MalformedMessage(f"unexpected topic {item.topic!r}")
         if not item.payload:
             log.debug("device %s: retained %s cleared", device, kind)
@@ -228,7 +245,9 @@ class Ingestion:
         else:
             self._telemetry.add_metrics(self._fleet, message, item.received_at)
         if not item.retained:  # telemetry is never retained, but a stray retained one is old
-            self._devices.on_seen(message.device, item.received_at)
+            # history (made while offline, sent now) is old by design: not the device's clock
+            clock = None if message.hist else message.ts
+            self._devices.on_seen(message.device, item.received_at, clock)
 
     @staticmethod
     def _request(item: Inbound, device: str) -> protocol.ChunkRequest:

@@ -4,9 +4,10 @@ reports their statistics; each part is a module of its own.
 
 Threads, and what each owns:
 
-* paho's *network thread* calls ``ingestion.Ingestion.on_message``: telemetry goes to the
-  telemetry buffer and chunk requests (of a cached release, within the device's rate limit) to
-  the scheduler right there; everything else is queued for the worker (``ingestion``);
+* paho's *network thread* calls ``ingestion.Ingestion.on_message``: what is over the device's
+  rate limit of its kind (chunk requests; reports: telemetry, state, status) is dropped,
+  telemetry goes to the telemetry buffer and chunk requests (of a cached release) to the
+  scheduler right there; everything else is queued for the worker (``ingestion``);
 * the *worker* decodes state and status reports and records them in the registry in batches,
   and handles requests whose release must be read from the database (``ingestion``);
 * the *sender* publishes the chunks the scheduler hands out, with flow control
@@ -22,7 +23,7 @@ Shared state and its locks (each named after what it guards):
 * ``ReleaseCache._lock``: releases by id;
 * ``DeviceTracker._lock``: the online set and the telemetry sightings;
 * ``TelemetryStore._cond``: the telemetry buffer; each store's ``Db.lock``: its connection;
-* ``DeviceRateLimiter._lock``: drop counts; ``ChunkSource._lock``: open blob files;
+* ``DeviceRateLimiter._lock`` (one per limit): drop counts; ``ChunkSource._lock``: open blob files;
 * the MQTT session's own (its count of unacknowledged publishes).
 
 Lock order: none of these is taken while another is held (each guards a few statements that
@@ -50,7 +51,6 @@ from .ingestion import Ingestion
 from .keystore import load_release_keys
 from .progress import Progress
 from .publishing import DEFAULT_POLL_INTERVAL, Publishing
-from .ratelimit import DeviceRateLimiter
 from .registry import Registry
 from .release_cache import ReleaseCache
 from .rollout_engine import RolloutEngine
@@ -76,8 +76,8 @@ class Coordinator:
         self._registry = Registry(config.db_path)
         self._telemetry = TelemetryStore(config.db_path, retention_days=config.retention_days)
         self._rollout_store = RolloutStore(config.db_path)
-        self._devices = DeviceTracker(self._registry, config.fleet)
-        self._limiter = DeviceRateLimiter(config.request_rate, config.request_burst)
+        self._limits = config.device_limits()
+        self._devices = DeviceTracker(self._registry, config.fleet, limits=self._limits)
         self._deployer = DeploymentPublisher(
             self._registry, keys, config.fleet, index_expires_in=config.index_expires_in
         )
@@ -115,7 +115,7 @@ class Coordinator:
             self._telemetry,
             self._chunks,
             releases,
-            self._limiter,
+            self._limits,
             self._progress,
             self._stopping,
         )
@@ -236,17 +236,26 @@ class Coordinator:
 
     @property
     def rejections(self) -> dict[str, int]:
-        """Refused device messages per reason code."""
+        """Refused device messages per reason code (``rate-limited``: chunk requests,
+        ``report-rate-limited``: telemetry, state and status messages over the device's limit)."""
         counts = self._progress.rejections()
-        limited = sum(self._limiter.limited().values())
-        if limited:
-            counts["rate-limited"] = limited
+        for reason, limited in (
+            ("rate-limited", self.rate_limited),
+            ("report-rate-limited", self.reports_limited),
+        ):
+            if limited:
+                counts[reason] = sum(limited.values())
         return counts
 
     @property
     def rate_limited(self) -> dict[str, int]:
         """Chunk requests dropped by the per-device rate limit, per device."""
-        return self._limiter.limited()
+        return self._limits.requests.limited()
+
+    @property
+    def reports_limited(self) -> dict[str, int]:
+        """Telemetry, state and status messages dropped by the per-device rate limit."""
+        return self._limits.reports.limited()
 
     @property
     def telemetry(self) -> TelemetryStats:
@@ -267,8 +276,8 @@ class Coordinator:
         stats = self.scheduler
         log.debug(
             "fleet %s: %d chunks (%d bytes) published; %d requests, %d chunks requested, "
-            "%d coalesced, %d pending; %d messages processed, %d rejected (%d rate-limited), "
-            "%d dropped",
+            "%d coalesced, %d pending; %d messages processed, %d rejected (%d requests and %d "
+            "reports rate-limited), %d dropped",
             self.fleet,
             self.chunks_published,
             self.bytes_published,
@@ -279,5 +288,6 @@ class Coordinator:
             self.messages_processed,
             sum(self.rejections.values()),
             sum(self.rate_limited.values()),
+            sum(self.reports_limited.values()),
             self.inbox_dropped,
         )

@@ -11,6 +11,7 @@ from protocol import ProtocolError
 from protocol.textmodel import KIND_TENSORS
 from runtime.display import printable
 
+from .clock_skew import describe_skew
 from .registry import Registry
 from .rollout_plan import Rollout
 from .rollout_status import rollout_summary
@@ -90,6 +91,16 @@ def _device(row: dict[str, Any]) -> dict[str, Any]:
         "variants": (row.get("profile") or {}).get("variants") or {},
         # the device's effective policy and the fleet configuration it applied (its report)
         "config": (row.get("profile") or {}).get("config"),
+        # messages the coordinator's per-device rate limits dropped (in total), and when last
+        "rate_limited": {
+            "requests": row.get("limited_requests") or 0,
+            "reports": row.get("limited_reports") or 0,
+        },
+        "rate_limited_at": row.get("limited_at"),
+        # the device's clock minus the coordinator's (seconds; None: no message with a time
+        # yet), and when it was last observed
+        "clock_skew": row.get("clock_skew"),
+        "clock_checked": row.get("clock_checked"),
     }
 
 
@@ -221,10 +232,12 @@ def format_status(status: dict[str, Any], *, now: float | None = None) -> str:
         "PROGRESS",
         "ACTIVE",
         "LAST-SEEN",
+        "CLOCK",
         "CPU",
         "RSS",
         "DISK-FREE",
         "POLICY",
+        "RATE-LIMITED",
         "REASON",
     )
     rows: list[tuple[str, ...]] = [columns, *(_device_cells(d, now) for d in devices)]
@@ -254,12 +267,24 @@ def _device_cells(d: dict[str, Any], now: float) -> tuple[str, ...]:
         progress,
         _active(d) or "-",
         last_seen,
+        describe_skew(d.get("clock_skew"), d.get("clock_checked")),
         "-" if cpu is None else f"{cpu:.0f}%",
         _megabytes(metrics.get("rss_mb")),
         _megabytes(metrics.get("disk_free_mb")),
         _policy(d.get("config")),
+        _rate_limited(d, now),
         d["reason"] or "",
     )
+
+
+def _rate_limited(d: dict[str, Any], now: float) -> str:
+    """``120 reports, 3 requests, 5s ago`` (dropped by the coordinator's limits), or ``-``."""
+    counts = d.get("rate_limited") or {}
+    parts = [f"{counts[kind]} {kind}" for kind in ("reports", "requests") if counts.get(kind)]
+    if not parts:
+        return "-"
+    last = d.get("rate_limited_at")
+    return ", ".join([*parts, format_age(now - last)] if last is not None else parts)
 
 
 def format_rollouts(status: dict[str, Any]) -> list[str]:

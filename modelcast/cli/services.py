@@ -38,6 +38,24 @@ REQUEST_BURST = EnvFlag(
     fallback="4000",
     metavar="N",
 )
+REPORT_RATE = EnvFlag(
+    "--report-rate",
+    "telemetry, state and status messages a device may send per second (token bucket); more "
+    "are dropped before decoding, counted (modelcast status) and logged",
+    "MODELCAST_REPORT_RATE",
+    type=float,
+    fallback="100",
+    metavar="PER_S",
+)
+REPORT_BURST = EnvFlag(
+    "--report-burst",
+    "telemetry, state and status messages a device may send at once before --report-rate "
+    "applies; keep it above twice the edges' --telemetry-queue (an outage's backlog)",
+    "MODELCAST_REPORT_BURST",
+    type=float,
+    fallback="20000",
+    metavar="N",
+)
 DEVICE_ID = EnvFlag(
     "--id",
     "device id, [A-Za-z0-9_-]{1,64}; required unless --creds gives it (its username)",
@@ -73,7 +91,7 @@ def add_commands(sub: Subcommands) -> None:
         "coordinator", help="run the coordinator service (publishes releases, serves chunks)"
     )
     add_flags(coord, "broker", "db", "keys", "fleet", "creds")
-    for flag in (RETENTION_DAYS, REQUEST_RATE, REQUEST_BURST):
+    for flag in (RETENTION_DAYS, REQUEST_RATE, REQUEST_BURST, REPORT_RATE, REPORT_BURST):
         flag.add_to(coord)
     coord.set_defaults(func=cmd_coordinator)
 
@@ -158,8 +176,9 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
 
     if args.retention_days <= 0:
         raise CommandError("--retention-days must be positive")
-    if args.request_rate <= 0 or args.request_burst < 1:
-        raise CommandError("need --request-rate > 0 and --request-burst >= 1")
+    for kind in ("request", "report"):
+        if getattr(args, f"{kind}_rate") <= 0 or getattr(args, f"{kind}_burst") < 1:
+            raise CommandError(f"need --{kind}-rate > 0 and --{kind}-burst >= 1")
     creds = load_creds(args, "coordinator")
     config = CoordinatorConfig(
         broker_url=args.broker,
@@ -170,6 +189,8 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
         creds=creds,
         request_rate=args.request_rate,
         request_burst=args.request_burst,
+        report_rate=args.report_rate,
+        report_burst=args.report_burst,
     )
     return run_until_signal(Coordinator(config).run_forever)
 

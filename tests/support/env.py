@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,13 +51,15 @@ class Env:
         self.edges.append(e)
         return e.start()
 
-    def start_coordinator(self) -> Coordinator:
+    def start_coordinator(self, **settings: Any) -> Coordinator:
+        """A coordinator of the fleet on ``tmp/coord.db``; ``settings``: more of its config."""
         self.coordinator = Coordinator(
             CoordinatorConfig(
                 broker_url=self.broker.url,
                 db_path=self.tmp / "coord.db",
                 keydir=self.keys.dir,
                 fleet=self.fleet,
+                **settings,
             )
         )
         self.coordinator.start()

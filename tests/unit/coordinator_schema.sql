@@ -23,6 +23,11 @@ CREATE TABLE "devices" (
    "agent" TEXT,
    "profile" TEXT,
    "updated" REAL,
+   "limited_requests" INTEGER,
+   "limited_reports" INTEGER,
+   "limited_at" REAL,
+   "clock_skew" REAL,
+   "clock_checked" REAL,
    PRIMARY KEY ("fleet", "device_id")
 );
 CREATE TABLE "events" (

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from broker_admin.errors import BrokerAdminError
+from coordinator.config import CoordinatorConfig
 from coordinator.errors import CoordinatorError
 from edge_node.errors import ActivationError, EdgeError
 from modelcast.cli import (
@@ -218,6 +219,24 @@ def test_a_failing_command_says_why(tmp_path: Path, capsys: pytest.CaptureFixtur
     )
     assert main(["deploy", "m-1", "--db", str(tmp_path / "c.db")]) == EXIT_FAILED
     assert "expected NAME@VERSION, got 'm-1'" in capsys.readouterr().err
+
+
+def test_the_coordinators_rate_limits_by_flag_and_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    base = ["coordinator", "--keys", "k", "--db", str(tmp_path / "c.db")]
+    args = build_parser().parse_args(base)
+    defaults = CoordinatorConfig(broker_url="mqtt://h:1", db_path=Path("c.db"), keydir=Path("k"))
+    limits = ("request_rate", "request_burst", "report_rate", "report_burst")
+    assert [getattr(args, n) for n in limits] == [getattr(defaults, n) for n in limits]
+    monkeypatch.setenv("MODELCAST_REPORT_RATE", "7")
+    monkeypatch.setenv("MODELCAST_REPORT_BURST", "70")
+    args = build_parser().parse_args(base)
+    assert (args.report_rate, args.report_burst) == (7.0, 70.0)
+    args = build_parser().parse_args([*base, "--report-rate", "9", "--report-burst", "90"])
+    assert (args.report_rate, args.report_burst) == (9.0, 90.0)
+    assert main([*base, "--report-burst", "0.5"]) == EXIT_FAILED  # refused before it starts
+    assert "need --report-rate > 0 and --report-burst >= 1" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, EXIT_OK), (signal.SIGINT, 130)])

@@ -28,6 +28,10 @@ def test_defaults() -> None:
         2000.0,
         4000.0,
     )
+    assert (config.report_rate, config.report_burst) == (100.0, 20_000.0)
+    limits = config.device_limits()
+    assert (limits.requests.rate, limits.requests.burst) == (2000.0, 4000.0)
+    assert (limits.reports.rate, limits.reports.burst) == (100.0, 20_000.0)
     assert config.mqtt_client_id == "modelcast-coordinator-default"
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.fleet = "other"  # type: ignore[misc]
@@ -42,6 +46,8 @@ def test_defaults() -> None:
         ({"retention_days": 0}, ValueError, "retention must be positive"),
         ({"request_rate": 0}, ValueError, "need rate > 0"),
         ({"request_burst": 0.5}, ValueError, "burst >= 1"),
+        ({"report_rate": 0}, ValueError, "need rate > 0"),
+        ({"report_burst": 0.5}, ValueError, "burst >= 1"),
     ],
 )
 def test_bad_settings_are_refused(

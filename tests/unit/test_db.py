@@ -7,14 +7,27 @@ import sqlite3
 import threading
 from pathlib import Path
 
+import sqlite_utils
+
 import protocol
-from coordinator.db import BUSY_TIMEOUT_S, Db
+from coordinator.db import BUSY_TIMEOUT_S, DEVICE_COLUMNS, Db
 from coordinator.registry import Registry
 from coordinator.rollout_store import RolloutStore
 from coordinator.telemetry_store import TelemetryStore
 
-#: The schema as the coordinator made it before its stores shared one database module.
+#: The schema a new database gets (the devices table as issue 13 extended it).
 SCHEMA = Path(__file__).with_name("coordinator_schema.sql")
+#: The columns issue 13 added to the devices table: without them, the schema is the one made
+#: before (also before the stores shared one database module), and such databases must open.
+ADDED_IN_I13 = ("limited_requests", "limited_reports", "limited_at", "clock_skew", "clock_checked")
+
+
+def schema_before_i13() -> str:
+    return "".join(
+        line
+        for line in SCHEMA.read_text().splitlines(keepends=True)
+        if not any(f'"{column}"' in line for column in ADDED_IN_I13)
+    )
 
 
 def schema_of(db: Path) -> list[str]:
@@ -39,7 +52,7 @@ def close_all(*stores: Registry | TelemetryStore | RolloutStore) -> None:
         store.close()
 
 
-def test_a_new_database_has_the_schema_of_before(tmp_path: Path) -> None:
+def test_a_new_database_has_the_recorded_schema(tmp_path: Path) -> None:
     close_all(*open_all(tmp_path / "c.db"))
     expected = [s.strip() for s in SCHEMA.read_text().split(";\n") if s.strip()]
     assert schema_of(tmp_path / "c.db") == [s.rstrip(";") for s in expected]
@@ -48,7 +61,7 @@ def test_a_new_database_has_the_schema_of_before(tmp_path: Path) -> None:
 def test_a_database_of_the_schema_of_before_opens_with_its_rows(tmp_path: Path) -> None:
     db = tmp_path / "old.db"
     conn = sqlite3.connect(db)
-    conn.executescript(SCHEMA.read_text())
+    conn.executescript(schema_before_i13())
     conn.execute(
         "INSERT INTO releases VALUES ('f', 'm', 1, 10, 'aa', 4096, 1, 16, x'00', x'01', "
         "'/nowhere', 1.0, '')"
@@ -71,12 +84,20 @@ def test_a_database_of_the_schema_of_before_opens_with_its_rows(tmp_path: Path) 
         assert record is not None and record.blob_path == "/nowhere"
         assert registry.deployments("f") == {"m": 1}
         assert registry.next_index_seq("f") == 8
-        assert [d["device_id"] for d in registry.devices("f")] == ["d1"]
+        [device] = registry.devices("f")
+        assert device["device_id"] == "d1" and device["limited_reports"] is None
         assert telemetry.count("events", "f") == 1
         assert rollouts.all("f") == []
     finally:
         close_all(registry, telemetry, rollouts)
-    assert schema_of(db) == before
+    migrated = schema_of(db)
+    # only the devices table changed: it has the columns added since, NULL in old rows
+    assert [s for s in migrated if '"devices"' not in s] == [
+        s for s in before if '"devices"' not in s
+    ]
+    assert list(sqlite_utils.Database(db).table("devices").columns_dict) == list(DEVICE_COLUMNS)
+    close_all(*open_all(db))
+    assert schema_of(db) == migrated  # and opening it again changes nothing
 
 
 def test_columns_added_later_are_added_to_an_old_database(tmp_path: Path) -> None:

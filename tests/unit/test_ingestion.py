@@ -4,6 +4,7 @@ cached release) and what it queues for the worker, and every refusal counted by 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,13 +16,15 @@ from coordinator.chunk_serving import ChunkServer
 from coordinator.devices import DeviceTracker
 from coordinator.ingestion import Inbound, Ingestion
 from coordinator.progress import Progress
-from coordinator.ratelimit import DeviceRateLimiter
+from coordinator.ratelimit import DeviceLimits
 from coordinator.registry import Registry, ReleaseRecord
 from coordinator.release_cache import ReleaseCache
+from coordinator.status import fleet_status, format_status
 from coordinator.telemetry_store import TelemetryStore
 from tests.unit.coordinator_fakes import FLEET, add_release, make_keys
 
 T = protocol.Topics(FLEET)
+DAY = 86400.0
 
 
 @dataclass
@@ -35,9 +38,12 @@ class Setup:
     progress: Progress
     stopping: threading.Event
     record: ReleaseRecord
+    limits: DeviceLimits
 
 
-def make(tmp: Path, *, burst: float = 100.0, inbox_size: int = 100) -> Setup:
+def make(
+    tmp: Path, *, burst: float = 100.0, report_burst: float = 100.0, inbox_size: int = 100
+) -> Setup:
     registry = Registry(tmp / "c.db")
     record = add_release(registry, make_keys(tmp), tmp)
     telemetry = TelemetryStore(tmp / "c.db", flush_interval=60.0)
@@ -47,20 +53,29 @@ def make(tmp: Path, *, burst: float = 100.0, inbox_size: int = 100) -> Setup:
     chunks = ChunkServer(
         T, releases, devices.online, progress, stopping, max_pending=4, fresh_hold=0.0
     )
-    limiter = DeviceRateLimiter(1000.0, burst)
+    limits = DeviceLimits.make(1000.0, burst, 1000.0, report_burst)
     ingestion = Ingestion(
         T,
         devices,
         telemetry,
         chunks,
         releases,
-        limiter,
+        limits,
         progress,
         stopping,
         inbox_size=inbox_size,
     )
     return Setup(
-        ingestion, registry, telemetry, devices, chunks, releases, progress, stopping, record
+        ingestion,
+        registry,
+        telemetry,
+        devices,
+        chunks,
+        releases,
+        progress,
+        stopping,
+        record,
+        limits,
     )
 
 
@@ -189,6 +204,68 @@ def test_requests_over_the_rate_limit_are_dropped_before_decoding(tmp_path: Path
         assert s.progress.rejections() == {}  # counted by the limiter, not as malformed
     finally:
         close(s)
+
+
+def test_reports_over_the_rate_limit_are_dropped_before_decoding(tmp_path: Path) -> None:
+    """Telemetry, state and status share one bucket per device; a dropped message is not even
+    decoded (garbage is not refused as malformed), reaches neither the telemetry buffer nor the
+    worker's inbox, and another device's bucket is its own."""
+    s = make(tmp_path, report_burst=3.0, inbox_size=2)
+    try:
+        state = protocol.DeviceState("d1", protocol.UpdateState.IDLE, ts=5.0).encode()
+        s.ingestion.on_message(T.telemetry("d1", "metrics"), sample(seq=1), False)
+        s.ingestion.on_message(T.state("d1"), state, False)
+        s.ingestion.on_message(T.status("d1"), protocol.DeviceStatus("d1", True).encode(), False)
+        for topic in (T.telemetry("d1", "metrics"), T.telemetry("d1", "events"), T.state("d1")):
+            s.ingestion.on_message(topic, b"not even decoded", False)
+        s.ingestion.on_message(T.status("d1"), b"not even decoded", False)
+        s.ingestion.on_message(T.telemetry("d2", "metrics"), sample("d2"), False)
+        assert s.telemetry.pending == 2  # d1's first sample, and d2's
+        assert s.progress.inbox_dropped == 0  # d1's state and status; the rest never queued
+        assert s.progress.rejections() == {}
+        assert s.limits.reports.limited() == {"d1": 4}
+        assert s.limits.requests.limited() == {}
+        assert s.limits.take_unsaved() == {"d1": (0, 4)}
+        assert s.limits.take_unsaved() == {}  # taken once
+    finally:
+        close(s)
+
+
+def test_a_device_a_day_behind_shows_about_minus_one_day_in_status(s: Setup) -> None:
+    """Every message with a time counts (state, status, metrics, events), but not retained ones
+    nor store-and-forward history: those are old by design."""
+    now = time.time()
+    behind = now - DAY
+    live: list[tuple[str, bytes]] = [
+        (T.status("d1"), protocol.DeviceStatus("d1", True, ts=behind).encode()),
+        (T.state("d1"), protocol.DeviceState("d1", protocol.UpdateState.IDLE, behind).encode()),
+        (T.telemetry("d1", "metrics"), metrics(seq=1, ts=behind + 1)),
+        (T.telemetry("d1", "events"), event(seq=2, ts=behind + 2)),
+    ]
+    old = now - 30 * DAY  # far older, so it would show if it counted
+    for topic, payload in live:
+        s.ingestion.handle(Inbound(topic, payload, False, now + 0.05))
+    s.ingestion.handle(
+        Inbound(T.telemetry("d1", "metrics"), metrics(3, old, hist=True), False, now)
+    )
+    retained = protocol.DeviceState("d2", protocol.UpdateState.IDLE, old).encode()
+    s.ingestion.handle(Inbound(T.state("d2"), retained, True, now))
+    s.ingestion.flush_devices()
+    status = fleet_status(s.registry.db_path, FLEET)
+    d1, d2 = status["devices"]
+    assert d1["clock_skew"] == pytest.approx(-DAY, abs=5.0)
+    assert d2["clock_skew"] is None  # only a retained message: unknown
+    lines = format_status(status).splitlines()
+    column = lines[1].index("CLOCK")
+    assert lines[2][column:].startswith("-1d ") and lines[3][column:].startswith("? ")
+
+
+def metrics(seq: int, ts: float, *, hist: bool = False) -> bytes:
+    return protocol.MetricsSample(device="d1", boot="b", seq=seq, ts=ts, hist=hist).encode()
+
+
+def event(seq: int, ts: float) -> bytes:
+    return protocol.DeviceEvent("d1", "activated", ts=ts, boot="b", seq=seq).encode()
 
 
 def test_a_full_inbox_drops_and_counts(tmp_path: Path) -> None:

@@ -1,10 +1,10 @@
-"""Per-device token buckets of the coordinator's chunk requests."""
+"""Per-device token buckets of the coordinator: chunk requests, and reports."""
 
 from __future__ import annotations
 
 import pytest
 
-from coordinator.ratelimit import OTHERS, DeviceRateLimiter
+from coordinator.ratelimit import OTHERS, DeviceLimits, DeviceRateLimiter
 
 
 class Clock:
@@ -48,6 +48,32 @@ def test_memory_stays_bounded_with_made_up_device_ids() -> None:
     counts = limiter.limited()
     assert len(counts) <= 101 and counts[OTHERS] > 0
     assert sum(counts.values()) == 10_000
+
+
+def test_drops_are_taken_once_for_persisting() -> None:
+    clock = Clock()
+    limiter = DeviceRateLimiter(rate=1, burst=1, clock=clock, max_buckets=2)
+    for device in ("a", "a", "a", "b", "b"):
+        limiter.allow(device)
+    assert limiter.has_unsaved()
+    assert limiter.take_unsaved() == {"a": 2, "b": 1}
+    assert not limiter.has_unsaved() and limiter.take_unsaved() == {}
+    limiter.allow("c")
+    limiter.allow("c")  # beyond the devices counted by name: only in limited(), as OTHERS
+    assert not limiter.has_unsaved()
+    assert limiter.limited() == {"a": 2, "b": 1, OTHERS: 1}
+
+
+def test_both_limits_are_taken_together_per_device() -> None:
+    limits = DeviceLimits.make(1.0, 1.0, 1.0, 2.0)
+    assert limits.requests.what == "chunk requests" and limits.reports.what == "reports"
+    for _ in range(3):
+        limits.requests.allow("a")
+        limits.reports.allow("a")
+        limits.reports.allow("b")
+    assert limits.has_unsaved()
+    assert limits.take_unsaved() == {"a": (2, 1), "b": (0, 1)}
+    assert not limits.has_unsaved()
 
 
 def test_bad_settings_are_refused() -> None:

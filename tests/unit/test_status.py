@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 import protocol
+from coordinator.device_rows import Sightings
 from coordinator.registry import Registry
 from coordinator.status import fleet_status, format_status
 from coordinator.telemetry_store import TelemetryStore
@@ -65,10 +67,12 @@ def test_fleet_status_and_its_table(tmp_path: Path) -> None:
         "PROGRESS",
         "ACTIVE",
         "LAST-SEEN",
+        "CLOCK",
         "CPU",
         "RSS",
         "DISK-FREE",
         "POLICY",
+        "RATE-LIMITED",
         "REASON",
     ]
     assert "10m ago" in lines[2] and "hash-mismatch" in lines[2]
@@ -76,6 +80,30 @@ def test_fleet_status_and_its_table(tmp_path: Path) -> None:
     assert lines[3].index("75%") == lines[1].index("PROGRESS")  # aligned columns
     assert status["health"] == [] and status["devices"][0]["metrics"] is None
     assert lines[-1].startswith("health (all retained telemetry): no inference statistics")
+    assert edge2["rate_limited"] == {"requests": 0, "reports": 0}
+    assert edge2["rate_limited_at"] is None
+    assert edge2["clock_skew"] is None and edge2["clock_checked"] is None  # unknown
+    assert lines[3][lines[1].index("CLOCK") :].startswith("? ")
+
+
+def test_status_shows_the_messages_each_device_had_dropped_by_the_rate_limits(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "registry.db"
+    registry = Registry(db)
+    registry.record_status("default", protocol.DeviceStatus(device="calm", online=True))
+    registry.record_sightings("default", Sightings(limited={"flooder": (3, 40_000)}))
+    registry.close()
+    status = fleet_status(db)
+    calm, flooder = status["devices"]
+    assert calm["rate_limited"] == {"requests": 0, "reports": 0}
+    assert flooder["rate_limited"] == {"requests": 3, "reports": 40_000}
+    at = flooder["rate_limited_at"]
+    json.dumps(status)  # --json prints it
+    lines = format_status(status, now=at + 5).splitlines()
+    column = lines[1].index("RATE-LIMITED")
+    assert lines[2][column:].startswith("-")
+    assert lines[3][column:].startswith("40000 reports, 3 requests, 5s ago")
 
 
 def test_status_shows_latest_metrics_and_health(tmp_path: Path) -> None:
