@@ -1,0 +1,1 @@
+"""``modelcast dashboard``: the operator's web page over the coordinator's database."""
