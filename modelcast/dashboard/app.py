@@ -162,8 +162,10 @@ class DashboardApp:
             report = _find_rollout(ctx, release)
             if report is None:
                 return _refused(404, f"no rollout {release}")
-            page = Page("rollouts", f"Abort {release}?", rollouts_page.confirm_abort(ctx, report))
-            return Response.html(document(ctx, page.section, page.title, page.live))
+            question = rollouts_page.confirm_abort(ctx, report)
+            return Response.html(
+                document(ctx, "rollouts", f"Abort {release}?", question, refreshed=False)
+            )
         try:
             name, version = parse_release(release)
             store = RolloutStore(self.db)
@@ -173,7 +175,8 @@ class DashboardApp:
                 store.close()
         except (RolloutError, CommandError) as exc:
             live = rollouts_page.live(ctx, f"Could not {action} {release}: {exc}")
-            return Response.html(document(ctx, "rollouts", "Rollouts", live_region(ctx, live)), 409)
+            said = document(ctx, "rollouts", "Rollouts", live_region(ctx, live), refreshed=False)
+            return Response.html(said, 409)
         self.reader.refresh()
         return Response.redirect(f"/rollouts?done={action}&rollout={release}")
 

@@ -46,6 +46,8 @@ def line_chart(title: str, unit: str, series: Sequence[Series], now_label: str =
     box = _Box(x0, x1, y0, y1)
     lines = [
         el("polyline", points=" ".join(box.at(x, y) for x, y in s.points), class_=f"line s{i}")
+        if len(s.points) > 1
+        else _dot(box.at(*s.points[0]), f"dot s{i}")  # one sample: a line would not show
         for i, s in enumerate(drawn)
     ]
     axes = _axes(box, now_label)
@@ -64,6 +66,11 @@ def line_chart(title: str, unit: str, series: Sequence[Series], now_label: str =
         class_="legend",
     )
     return el("figure", caption, svg, legend)
+
+
+def _dot(at: str, css: str) -> Html:
+    x, y = at.split(",")
+    return el("circle", cx=x, cy=y, r=3, class_=css)
 
 
 @dataclass(frozen=True)

@@ -67,8 +67,13 @@ def _failures(limit: float, reading: Mapping[str, Any]) -> GateRow:
 
 
 def _error_rate(limit: float, new: Mapping[str, Any], base: Mapping[str, Any]) -> GateRow:
-    allowed = (base.get("error_rate") or 0.0) + limit
-    threshold = f"<= base {_pct(base.get('error_rate'))} + {limit:.2%}"
+    allowed = (
+        base.get("error_rate") or 0.0
+    ) + limit  # no base figure counts as 0, as the plan has it
+    base_rate = base.get("error_rate")
+    threshold = (
+        f"<= {allowed:.2%} (base {'none' if base_rate is None else _pct(base_rate)} + {limit:.2%})"
+    )
     rate = new.get("error_rate")
     if rate is None:
         return GateRow("error rate", threshold, "-", WAITING)

@@ -67,9 +67,16 @@ def live_region(ctx: PageContext, content: Html) -> Html:
 
 
 def document(
-    ctx: PageContext, section: str, title: str, live: Html, top: Html | None = None
+    ctx: PageContext,
+    section: str,
+    title: str,
+    live: Html,
+    top: Html | None = None,
+    *,
+    refreshed: bool = True,
 ) -> Html:
-    """The whole page: ``top`` (forms) stays put, ``live`` is refreshed."""
+    """The whole page: ``top`` (forms) stays put, ``live`` is refreshed (unless not
+    ``refreshed``: a question the page asks must not change under the operator's eyes)."""
     nav = el(
         "nav",
         [
@@ -99,7 +106,7 @@ def document(
             "main",
             el("h1", title),
             top,
-            el("div", live, id="live", data_gen=ctx.snapshot.generation),
+            el("div", live, id="live" if refreshed else "fixed", data_gen=ctx.snapshot.generation),
         ),
         data_interval=ctx.interval,
     )

@@ -139,21 +139,27 @@ def device_series(
 ) -> list[dict[str, Any]]:
     """A device's metrics over the ``window`` seconds before its latest sample (device time, so
     a device with a wrong clock still has a chart), averaged into at most ``CHART_POINTS``
-    buckets: CPU, RSS, p50 and p95 latency, errors and inferences."""
+    buckets over the span the samples cover: CPU, RSS, p50 and p95 latency, errors and
+    inferences."""
     row = conn.execute(
         "SELECT max(ts) FROM metrics WHERE fleet = ? AND device = ?", [fleet, device]
     ).fetchone()
     if row is None or row[0] is None:
         return []
-    bucket = max(window / CHART_POINTS, 1.0)
+    latest = float(row[0])
+    first = conn.execute(
+        "SELECT min(ts) FROM metrics WHERE fleet = ? AND device = ? AND ts >= ?",
+        [fleet, device, latest - window],
+    ).fetchone()[0]
+    bucket = max((latest - float(first)) / CHART_POINTS, 1.0)
     return _rows(
         conn,
         "SELECT min(ts) AS ts, avg(cpu_pct) AS cpu_pct, max(rss_mb) AS rss_mb, "
         "avg(latency_p50_ms) AS latency_p50_ms, max(latency_p95_ms) AS latency_p95_ms, "
         "sum(errors) AS errors, sum(inferences) AS inferences "
         "FROM metrics WHERE fleet = ? AND device = ? AND ts >= ? "
-        "GROUP BY CAST(ts / ? AS INTEGER) ORDER BY ts",
-        [fleet, device, float(row[0]) - window, bucket],
+        "GROUP BY CAST((ts - ?) / ? AS INTEGER) ORDER BY ts",
+        [fleet, device, latest - window, first, bucket],
     )
 
 

@@ -31,7 +31,9 @@ SECURITY_HEADERS = (
     ("Cache-Control", "no-store"),
     ("X-Content-Type-Options", "nosniff"),
     ("X-Frame-Options", "DENY"),
-    ("Referrer-Policy", "no-referrer"),
+    # same-origin, not no-referrer: with no-referrer a browser sends "Origin: null" with our own
+    # forms, and the origin check of a POST could not tell them from a foreign page's
+    ("Referrer-Policy", "same-origin"),
     (
         "Content-Security-Policy",
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -166,6 +168,9 @@ def _handler_class(handle: Handle) -> type[BaseHTTPRequestHandler]:
             for name, value in (*SECURITY_HEADERS, *response.headers):
                 self.send_header(name, value)
             self.end_headers()
-            self.wfile.write(response.body)
+            try:
+                self.wfile.write(response.body)
+            except (BrokenPipeError, ConnectionResetError):  # the page went away meanwhile
+                self.close_connection = True
 
     return Handler

@@ -43,6 +43,8 @@ def test_line_chart_draws_each_series_and_says_when_empty() -> None:
     assert svg.count("<polyline") == 1 and "CPU &lt;now&gt;" in svg
     assert 'points="56.0,' in svg  # the first point at the left edge
     assert "no samples" in line_chart("RSS", "MB", [Series("rss", [])])
+    one = line_chart("RSS", "MB", [Series("rss", [(5.0, 80.0)])])
+    assert "<circle" in one and "<polyline" not in one  # a single sample still shows
 
 
 def test_bar_chart_scales_to_the_largest_value() -> None:

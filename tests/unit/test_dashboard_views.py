@@ -92,7 +92,7 @@ def test_gates_against_their_thresholds() -> None:
         rows["activation failures"].value == "2 of 10"
         and rows["activation failures"].verdict == FAIL
     )
-    assert rows["error rate"].threshold == "<= base 1.00% + 1.00%"
+    assert rows["error rate"].threshold == "<= 2.00% (base 1.00% + 1.00%)"
     assert rows["error rate"].verdict == FAIL and "3.00% of 400" in rows["error rate"].value
     assert rows["p95 latency"].verdict == PASS
     assert rows["p95 vs base"].verdict == FAIL and "(2.00 x)" in rows["p95 vs base"].value

@@ -11,17 +11,18 @@
   let generation = live.dataset.gen || "0";
   let failures = 0;
 
-  function unreachable(show) {
+  function unreachable(why) {
     let note = document.getElementById("unreachable");
-    if (show && !note) {
+    if (why && !note) {
       note = document.createElement("div");
       note.id = "unreachable";
       note.className = "banner";
       note.setAttribute("role", "alert");
-      note.textContent = "The dashboard cannot be reached: this page shows what it last " +
-        "received, and retries.";
       live.parentNode.insertBefore(note, live);
-    } else if (!show && note) {
+    }
+    if (why) {
+      note.textContent = why + ": this page shows what it last received, and retries.";
+    } else if (note) {
       note.remove();
     }
   }
@@ -39,14 +40,16 @@
         generation = reply.headers.get("X-Live-Generation") || generation;
         live.dataset.gen = generation;
       } else if (reply.status !== 204) {
-        throw new Error("HTTP " + reply.status);
+        throw new Error(reply.status === 401
+          ? "The dashboard needs its token again (open it with ?token=TOKEN)"
+          : "The dashboard answered HTTP " + reply.status);
       }
       failures = 0;
-      unreachable(false);
+      unreachable(null);
     } catch (error) {
       failures += 1;
       if (failures >= 2) {
-        unreachable(true);
+        unreachable(error instanceof TypeError ? "The dashboard cannot be reached" : error.message);
       }
     }
     setTimeout(poll, failures ? Math.min(30000, 500 * 2 ** failures) : 50);
