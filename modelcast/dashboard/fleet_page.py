@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .fleet_view import FleetQuery, FleetRow, FleetView, fleet_view, state_of, versions
+from .fleet_view import PAGE_SIZES, FleetQuery, FleetRow, FleetView, fleet_view, state_of, versions
 from .layout import PageContext, age, table, yes_no
 from .markup import Html, el, href
 
@@ -40,6 +40,7 @@ def filters(query: FleetQuery) -> Html:
             "sort ",
             _select("sort", query.sort, ["device", "state", "last-seen", "health"]),
         ),
+        el("label", "rows ", _select("per", str(query.per), [str(n) for n in PAGE_SIZES])),
         el("button", "Filter", type="submit"),
         el("a", "clear", href="/"),
         method="get",

@@ -18,6 +18,8 @@ ERROR_RATE_WARN = 0.05
 CLOCK_WARN_S = 300.0
 DISK_WARN_MB = 500.0
 PER_PAGE = 200
+#: rows a page may show (``?per=``): the whole of a 1,000-device fleet fits on one
+PAGE_SIZES = (50, 200, 500, 1000)
 SORTS = ("device", "state", "last-seen", "health")
 _RANK = {BAD: 0, WARN: 1, OFF: 2, OK: 3}
 
@@ -73,6 +75,7 @@ class FleetQuery:
     problems: bool = False  # only devices whose health is not ok
     sort: str = "device"
     page: int = 1
+    per: int = PER_PAGE
 
     @classmethod
     def from_params(cls, params: Mapping[str, str]) -> FleetQuery:
@@ -81,6 +84,7 @@ class FleetQuery:
         except ValueError:
             page = 1
         sort = params.get("sort", "device")
+        per = params.get("per", "")
         return cls(
             text=params.get("q", "").strip(),
             state=params.get("state", ""),
@@ -90,6 +94,7 @@ class FleetQuery:
             problems=params.get("problems") == "1",
             sort=sort if sort in SORTS else "device",
             page=page,
+            per=int(per) if per.isdigit() and int(per) in PAGE_SIZES else PER_PAGE,
         )
 
     def params(self, **changes: Any) -> dict[str, str]:
@@ -103,6 +108,7 @@ class FleetQuery:
             "problems": "1" if self.problems else "",
             "sort": "" if self.sort == "device" else self.sort,
             "page": "" if self.page == 1 else str(self.page),
+            "per": "" if self.per == PER_PAGE else str(self.per),
         }
         values.update({k: "" if v is None else str(v) for k, v in changes.items()})
         return {k: v for k, v in values.items() if v}
@@ -150,7 +156,6 @@ def fleet_view(
     devices: Iterable[Mapping[str, Any]],
     figures: Mapping[str, Mapping[str, Any]],
     query: FleetQuery,
-    per_page: int = PER_PAGE,
 ) -> FleetView:
     every = list(devices)
     rows = []
@@ -159,6 +164,7 @@ def fleet_view(
         if query.matches(d, level):
             rows.append(FleetRow(d, level, text))
     rows.sort(key=_sort_key(query.sort))
+    per_page = query.per
     pages = max(1, -(-len(rows) // per_page))
     page = min(query.page, pages)
     return FleetView(

@@ -161,7 +161,7 @@ class SnapshotReader:
 
     def _failed(self, keys: list[DetailKey], exc: Exception) -> None:
         log.warning("dashboard: reading the database failed: %s", exc)
-        self.source.close()  # a fresh connection next time
+        self.source.close()  # nothing half-open kept for the next read
         with self._cond:
             old = self._snapshot
             self._snapshot = replace(

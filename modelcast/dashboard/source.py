@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,13 +61,17 @@ class DatabaseSource:
         self.db_path = Path(db_path)
         self.fleet = fleet
         self.window = window
-        self._conn: sqlite3.Connection | None = None
         self._ingest = queries.IngestCounter(fleet)
 
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            self._conn = queries.connect_read_only(self.db_path, BUSY_TIMEOUT_S)
-        return self._conn
+    @contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        """A read-only connection for one read, closed after it: between reads the dashboard
+        holds nothing open on the database (as the CLI's commands do not)."""
+        conn = queries.connect_read_only(self.db_path, BUSY_TIMEOUT_S)
+        try:
+            yield conn
+        finally:
+            conn.close()
 
     def read_fleet(self) -> FleetData:
         started = time.perf_counter()
@@ -74,11 +79,11 @@ class DatabaseSource:
         status = fleet_status(self.db_path, self.fleet, since=since)
         reports = rollout_reports(self.db_path, self.fleet)
         self._live_gates(reports)
-        conn = self._connection()
-        releases = queries.releases(conn, self.fleet)
-        figures = queries.device_figures(conn, self.fleet, since)
-        rejections = queries.rejections(conn, self.fleet)
-        self._ingest.update(conn)
+        with self._connection() as conn:
+            releases = queries.releases(conn, self.fleet)
+            figures = queries.device_figures(conn, self.fleet, since)
+            rejections = queries.rejections(conn, self.fleet)
+            self._ingest.update(conn)
         return FleetData(
             status=status,
             rollouts=reports,
@@ -106,17 +111,15 @@ class DatabaseSource:
                 reader.close()
 
     def read_device(self, device: str, window: float) -> DeviceDetail:
-        conn = self._connection()
-        return DeviceDetail(
-            device=device,
-            window=window,
-            events=queries.device_events(conn, self.fleet, device),
-            series=queries.device_series(conn, self.fleet, device, window),
-            rejections=queries.rejections(conn, self.fleet, device),
-            about=queries.device_profile(conn, self.fleet, device),
-        )
+        with self._connection() as conn:
+            return DeviceDetail(
+                device=device,
+                window=window,
+                events=queries.device_events(conn, self.fleet, device),
+                series=queries.device_series(conn, self.fleet, device, window),
+                rejections=queries.rejections(conn, self.fleet, device),
+                about=queries.device_profile(conn, self.fleet, device),
+            )
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        """Nothing stays open between reads."""

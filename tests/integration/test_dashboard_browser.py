@@ -60,6 +60,10 @@ class Site:
         except WebDriverException:  # replaced while read: the next poll reads it again
             return ""
 
+    def shows(self, css: str, text: str, timeout: float = 60.0) -> None:
+        """Wait until ``css`` shows ``text`` (the live region is replaced under the reader)."""
+        wait_for(lambda: text in self.text(css), f"{css} showing {text!r}", timeout)
+
     def cli(self, *args: str) -> int:
         return main([*args, "--db", str(self.db), "--fleet", self.env.fleet])
 
@@ -101,13 +105,14 @@ def test_the_fleet_page_shows_an_activation_without_a_reload(site: Site) -> None
     site.browser.execute_script("window.sameDocument = true")
     site.release(2, make_model(site.env.tmp / "m2.onnx", 20_000, seed=2, inputs=16))
     site.env.registry.deploy("m", 2, fleet=site.env.fleet)
-    rows = wait_for(
-        lambda: [r for r in site.text("#devices").splitlines()[1:] if "m@2" in r and "active" in r],
-        "both edges shown active on m@2",
-    )
-    assert len(rows) == 2, rows
+
+    def active_on_2() -> list[str]:
+        rows = site.text("#devices").splitlines()[1:]
+        return [r for r in rows if " active " in f" {r} " and "m@2" in r]
+
+    wait_for(lambda: len(active_on_2()) == 2, "both edges shown active on m@2")
     assert site.browser.execute_script("return window.sameDocument") is True  # no reload
-    assert "m@2 2" in site.text(".summary")
+    site.shows(".summary", "m@2 2")
 
 
 def test_a_hostile_reason_renders_as_text(site: Site) -> None:
@@ -140,8 +145,8 @@ def test_a_hostile_reason_renders_as_text(site: Site) -> None:
     assert "<script>window.pwned=2</script>\\x1b]0;t\\x07" in shown
     assert not site.browser.find_elements("css selector", "#live img, #live script")
     site.open("/devices/evil")
-    wait_for(lambda: "bad-signature" in site.text(".events"), "the device's rejected event")
-    assert '<img src=x onerror="window.pwned=1">' in site.text(".now")
+    site.shows(".events", "bad-signature")
+    site.shows(".now", '<img src=x onerror="window.pwned=1">')
     assert not site.browser.find_elements("css selector", "#live img, #live script")
     assert site.browser.execute_script("return typeof window.pwned") == "undefined"
 
@@ -151,11 +156,11 @@ def test_the_rollout_page_shows_a_halt_with_its_reason(site: Site) -> None:
     site.release(3, make_failing_model(site.env.tmp / "m3.onnx"), check=devices_check_only)
     assert site.cli("rollout", "start", "m@3", "--stages", "50,100", "--soak", "1") == 0
     section = "#rollout-m-3"
-    wait_for(lambda: "HALTED" in site.text(section), "the halt shown", timeout=120)
+    site.shows(section, "HALTED", timeout=120)
     [report] = rollout_reports(site.db, site.env.fleet, "m", 3)
     assert report["state"] == "halted" and "activation failed" in report["reason"]
-    assert f"Reason: {report['reason']}" in site.text(f"{section} .reason")
-    assert "fail" in site.text(f"{section} .gates")
+    site.shows(f"{section} .reason", f"Reason: {report['reason']}")
+    site.shows(f"{section} .gates", "fail")
 
 
 def test_abort_works_from_the_button(site: Site) -> None:
@@ -165,13 +170,13 @@ def test_abort_works_from_the_button(site: Site) -> None:
     assert site.cli("rollout", "start", "m@4", "--stages", "50,100", "--soak", "600") == 0
     site.open("/rollouts")
     section = "#rollout-m-4"
-    wait_for(lambda: "RUNNING" in site.text(section), "the running rollout")
+    site.shows(section, "RUNNING")
     site.browser.find_element("css selector", f"{section} button.act-abort").click()
-    wait_for(lambda: "Abort the rollout of m@4" in site.text(".confirm"), "the question")
+    site.shows(".confirm", "Abort the rollout of m@4")
     assert rollout_reports(site.db, site.env.fleet, "m", 4)[0]["state"] == "running"
     site.browser.find_element("css selector", ".confirm button.act-abort").click()
-    wait_for(lambda: "ABORTED" in site.text(section), "the abort shown")
-    assert "Rollout m@4 aborted" in site.text(".notice")
+    site.shows(section, "ABORTED")
+    site.shows(".notice", "Rollout m@4 aborted")
     assert rollout_reports(site.db, site.env.fleet, "m", 4)[0]["state"] == "aborted"
     for device in DEVICES:  # the coordinator acted on it: everyone on the base
         site.env.watch.wait_active(device, "m", 2)
@@ -196,14 +201,14 @@ def test_the_token_is_required_off_loopback(site: Site, tmp_path: Path) -> None:
         site.browser.get(base + "/releases")
         assert "needs its token" in site.text("body")
         site.browser.get(base + f"/releases?token={TOKEN}")
-        wait_for(lambda: "v4" in site.text("#live"), "the releases page after the token")
+        site.shows("#live", "v4")
         assert site.browser.current_url == base + "/releases"  # the token left the address
         cookie = site.browser.get_cookie("modelcast_dashboard")
         assert (
             cookie["httpOnly"] and cookie["sameSite"] == "Strict" and TOKEN not in cookie["value"]
         )
         site.browser.get(base + "/rollouts")  # the cookie is enough from now on
-        wait_for(lambda: "m@4" in site.text("#live"), "the rollouts page with the cookie")
+        site.shows("#live", "m@4")
         forged = urllib.request.Request(
             base + "/rollouts/m@4/pause",
             data=b"csrf=nope",

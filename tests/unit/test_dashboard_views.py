@@ -35,14 +35,14 @@ def test_filters_counts_and_pages() -> None:
         )
         for i in range(12)
     ]
-    everything = fleet_view(devices, {}, FleetQuery(), per_page=5)
+    everything = fleet_view(devices, {}, FleetQuery(per=5))
     assert everything.total == 12 and everything.matching == 12 and everything.pages == 3
     assert [r.device["device_id"] for r in everything.rows] == ["d00", "d01", "d02", "d03", "d04"]
     assert everything.by_state == {"active": 11, "downloading": 1}
     assert everything.by_version == {"m@1": 6, "m@2": 6} and everything.online == 8
-    third = fleet_view(devices, {}, FleetQuery(page=3), per_page=5)
+    third = fleet_view(devices, {}, FleetQuery(page=3, per=5))
     assert [r.device["device_id"] for r in third.rows] == ["d10", "d11"]
-    beyond = fleet_view(devices, {}, FleetQuery(page=9), per_page=5)
+    beyond = fleet_view(devices, {}, FleetQuery(page=9, per=5))
     assert [r.device["device_id"] for r in beyond.rows] == ["d10", "d11"]
     query = FleetQuery.from_params({"version": "m@2", "online": "yes", "tag": "site=b"})
     assert [r.device["device_id"] for r in fleet_view(devices, {}, query).rows] == [
@@ -56,7 +56,9 @@ def test_filters_counts_and_pages() -> None:
 
 
 def test_queries_read_from_parameters_ignore_what_they_do_not_know() -> None:
-    query = FleetQuery.from_params({"page": "x", "sort": "drop table", "online": "maybe"})
+    query = FleetQuery.from_params(
+        {"page": "x", "sort": "drop table", "online": "maybe", "per": "7"}
+    )
     assert query == FleetQuery()
     query = FleetQuery.from_params({"q": " d1 ", "problems": "1", "sort": "health", "page": "2"})
     assert query.params(page=None) == {"q": "d1", "problems": "1", "sort": "health"}
