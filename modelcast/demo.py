@@ -157,8 +157,7 @@ def run_demo(
     model: str = "auto",
     dashboard_port: int | None = None,
 ) -> int:
-    """The story; with ``dashboard_port`` (0: any free port) the dashboard is served from the
-    first release on, and stays up with the fleet after the story until SIGINT or SIGTERM."""
+    """The story; with ``dashboard_port`` (0: any free port), the dashboard too (demo_dashboard)."""
     with _work_directory(workdir) as work:
         board = ProgressBoard()
         deadline = time.monotonic() + timeout

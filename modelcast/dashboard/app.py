@@ -10,9 +10,10 @@ buttons, writes the database the way ``modelcast rollout pause|resume|abort`` do
     GET  /api...                  JSON (``api``)
     GET  /static/...              the page's script and stylesheet
 
-A page's script asks for its live fragment with the header ``X-Live: GENERATION``: the answer
-waits up to one interval for a newer snapshot, then is the fragment (``X-Live-Generation``) or
-204, so an open page costs no database read at all.
+A page's script asks for its live fragment with the header ``X-Live: TOKEN`` (what its fragment
+was made from, ``layout.live_token``): the answer waits up to one interval for a newer snapshot,
+then is the fragment (with its token in ``X-Live-Generation``) or 204 when nothing changed, so an
+open page costs no database read at all.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from .access import Access
 from .broker_watch import BrokerState
 from .exposition import CONTENT_TYPE, Scrape, exposition
 from .fleet_view import FleetQuery
-from .layout import PageContext, document, live_region
+from .layout import PageContext, document, generation_of, live_region, live_token
 from .markup import Html, el
 from .snapshot import SnapshotReader
 from .web import Request, Response
@@ -105,9 +106,10 @@ class DashboardApp:
         path = request.path
         if path == "/favicon.ico":
             return Response(204, b"", "text/plain")
-        live_gen = request.headers.get("x-live")
-        if live_gen is not None and live_gen.isdigit():
-            self.reader.wait_for_generation(int(live_gen), self.reader.interval)
+        live = request.headers.get("x-live")
+        seen = generation_of(live) if live is not None else None
+        if seen is not None:  # a page's script: wait a while for something newer
+            self.reader.wait_for_generation(seen, self.reader.interval)
         ctx = self.context()
         if path == "/metrics":
             scrape = Scrape(ctx.snapshot, ctx.broker, ctx.now)
@@ -117,12 +119,12 @@ class DashboardApp:
         page = self._page(request, ctx)
         if page is None:
             return _refused(404, f"no page {path}")
-        if live_gen is not None:
-            if live_gen.isdigit() and ctx.snapshot.generation <= int(live_gen):
+        if live is not None:
+            token = live_token(ctx)
+            if token == live:
                 return Response(204, b"", "text/plain")
             body = live_region(ctx, page.live)
-            headers = (("X-Live-Generation", str(ctx.snapshot.generation)),)
-            return Response.html(body, page.status, headers=headers)
+            return Response.html(body, page.status, headers=(("X-Live-Generation", token),))
         return Response.html(
             document(ctx, page.section, page.title, live_region(ctx, page.live), page.top),
             page.status,

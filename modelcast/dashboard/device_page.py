@@ -9,10 +9,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from coordinator.clock_skew import describe_skew
+from coordinator.status import format_age
 
 from .charts import Series, line_chart
 from .fleet_view import health, state_of, versions
-from .layout import PageContext, age, clock, table, yes_no
+from .layout import PageContext, clock, table, yes_no
 from .markup import Html, el, href, join
 from .source import DeviceDetail
 
@@ -92,7 +93,7 @@ def _now(ctx: PageContext, d: Mapping[str, Any], figures: Mapping[str, Any] | No
                 "last seen",
                 "never"
                 if d.get("last_seen") is None
-                else f"{clock(d['last_seen'])} ({age(ctx.now - d['last_seen'])} ago)",
+                else f"{clock(d['last_seen'])} ({format_age(ctx.now - d['last_seen'])})",
             ),
             ("clock", describe_skew(d.get("clock_skew"), d.get("clock_checked"))),
             ("CPU", "-" if cpu is None else f"{cpu:.0f}%"),

@@ -5,20 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from coordinator.status import format_age
+from protocol import UpdateState
+
 from .fleet_view import PAGE_SIZES, FleetQuery, FleetRow, FleetView, fleet_view, state_of, versions
-from .layout import PageContext, age, table, yes_no
+from .layout import PageContext, table, yes_no
 from .markup import Html, el, href
 
-STATES = (
-    "idle",
-    "downloading",
-    "verifying",
-    "verified",
-    "activating",
-    "active",
-    "failed",
-    "rejected",
-)
+STATES = tuple(state.value for state in UpdateState)
 
 
 def filters(query: FleetQuery) -> Html:
@@ -120,7 +114,7 @@ def _cells(ctx: PageContext, row: FleetRow) -> list[Html | str]:
             max="1",
             title=f"{d['progress']:.0%}",
         )
-    seen = "never" if d.get("last_seen") is None else f"{age(ctx.now - d['last_seen'])} ago"
+    seen = "never" if d.get("last_seen") is None else format_age(ctx.now - d["last_seen"])
     return [
         el("a", d["device_id"], href=href(f"/devices/{d['device_id']}")),
         el("span", online, class_=f"online-{online}"),

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .charts import bar_chart
-from .layout import PageContext, age, pct, table
+from .layout import PageContext, pct, table
 from .markup import Html, el, join
 
 ROWS = (
@@ -27,7 +27,7 @@ def live(ctx: PageContext) -> Html:
         return el("p", "No data read from the database yet.", class_="empty")
     health = data.status.get("health") or []
     window = el(
-        "p", f"Over the telemetry of the last {age(data.window)} (device clock).", class_="note"
+        "p", f"Over the telemetry of the last {data.window:g} s (device clock).", class_="note"
     )
     if not health:
         return join(

@@ -2,16 +2,17 @@
 what is wrong with the data (a failing broker, a locked database), and the small formatters the
 pages share.
 
-A page's changing part is ``<div id="live">``: ``static/dashboard.js`` fetches it again once per
-interval (``Accept: text/x-live-fragment``, answered 204 when the snapshot has not moved) and
-swaps it in, so pages update without a reload and forms outside it keep what is being typed.
-When the data cannot be refreshed, the last data stays on the page under a banner: it never
-goes blank.
+A page's changing part is ``<div id="live">``: ``static/dashboard.js`` asks for it again with
+``X-Live: TOKEN`` (``live_token``: what it was made from; the answer is 204 while that has not
+changed, after waiting up to an interval for a newer snapshot) and swaps it in, so pages
+update without a reload and forms outside it keep what is being typed. When the data cannot be
+refreshed, the last data stays on the page under a banner: it never goes blank.
 """
 
 from __future__ import annotations
 
 import time
+import zlib
 from dataclasses import dataclass
 
 from .broker_watch import BrokerState
@@ -57,6 +58,19 @@ def banners(ctx: PageContext) -> list[str]:
             "chunk traffic is not counted; the fleet's state still comes from the database."
         )
     return out
+
+
+def live_token(ctx: PageContext) -> str:
+    """What a page's live region was made from: the snapshot's generation, and the banners
+    (which change without a new snapshot: a read that hangs, a broker lost)."""
+    said = zlib.crc32("\n".join(banners(ctx)).encode())
+    return f"{ctx.snapshot.generation}-{said:08x}"
+
+
+def generation_of(token: str) -> int | None:
+    """The generation in a page's ``live_token`` (None: not one of ours)."""
+    head = token.partition("-")[0]
+    return int(head) if head.isdigit() else None
 
 
 def live_region(ctx: PageContext, content: Html) -> Html:
@@ -106,7 +120,7 @@ def document(
             "main",
             el("h1", title),
             top,
-            el("div", live, id="live" if refreshed else "fixed", data_gen=ctx.snapshot.generation),
+            el("div", live, id="live" if refreshed else "fixed", data_gen=live_token(ctx)),
         ),
         data_interval=ctx.interval,
     )
@@ -121,15 +135,6 @@ def clock(ts: float | None) -> str:
     if time.strftime("%Y-%m-%d", time.localtime(ts)) == time.strftime("%Y-%m-%d"):
         return time.strftime("%H:%M:%S", time.localtime(ts))
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
-
-
-def age(seconds: float) -> str:
-    """``3s``, ``5m``, ``2h``, ``4d``."""
-    seconds = max(0.0, seconds)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{int(seconds // size)}{unit}"
-    return f"{int(seconds)}s"
 
 
 def size(n: float | None) -> str:

@@ -196,4 +196,4 @@ def _generation(browser: object, tab: str) -> int:
     gen = browser.execute_script(  # type: ignore[attr-defined]
         "const live = document.getElementById('live'); return live ? live.dataset.gen : '0'"
     )
-    return int(gen or 0)
+    return int((gen or "0").split("-")[0])

@@ -101,11 +101,13 @@ def test_every_page_is_served_from_the_snapshot(
 def test_a_live_fragment_waits_for_a_newer_snapshot(db: Path, reader: SnapshotReader) -> None:
     app = make_app(db, reader)
     old = reader.snapshot().generation
-    fresh = get(app, "/", **{"X-Live": str(old)})
+    fresh = get(app, "/", **{"X-Live": f"{old}-00000000"})
     assert fresh.status == 200 and "<html" not in fresh.body.decode()
-    assert int(dict(fresh.headers)["X-Live-Generation"]) > old
-    ahead = get(app, "/", **{"X-Live": str(old + 1000)})  # nothing newer comes: after a wait
-    assert ahead.status == 204
+    token = dict(fresh.headers)["X-Live-Generation"]
+    assert int(token.split("-")[0]) > old
+    reader.stop()  # no newer snapshot from now on
+    assert get(app, "/", **{"X-Live": token}).status == 204  # after a wait: nothing changed
+    assert get(app, "/", **{"X-Live": "junk"}).status == 200
 
 
 def test_the_token_flow(db: Path, reader: SnapshotReader) -> None:
@@ -196,3 +198,17 @@ def test_metrics_in_the_exposition_format(db: Path, reader: SnapshotReader) -> N
         % ("ab" * 8),
     ):
         assert line in text, line
+
+
+def test_a_banner_reaches_an_open_page_without_a_new_snapshot(
+    db: Path, reader: SnapshotReader
+) -> None:
+    broker = {"now": BrokerState("mqtt://b:1", True, 0.0)}
+    access = Access.make(None, "127.0.0.1", 8471)
+    app = DashboardApp(db=db, fleet="f", access=access, reader=reader, broker=lambda: broker["now"])
+    reader.stop()  # the snapshot stays as it is
+    token = dict(get(app, "/", **{"X-Live": "0-0"}).headers)["X-Live-Generation"]
+    assert get(app, "/", **{"X-Live": token}).status == 204
+    broker["now"] = BrokerState("mqtt://b:1", False, 0.0)
+    lost = get(app, "/", **{"X-Live": token})
+    assert lost.status == 200 and "mqtt://b:1 cannot be reached" in lost.body.decode()

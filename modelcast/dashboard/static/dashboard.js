@@ -1,6 +1,7 @@
 // modelcast dashboard: live updates without a reload. The page asks its own address again with
-// the header X-Live: GENERATION; the server answers once a newer snapshot exists (or after one
-// interval with 204), and the fragment replaces the page's #live region. If the dashboard
+// the header X-Live: TOKEN (what its live region was made from); the server answers once a newer
+// snapshot exists or a banner changed (else, after one interval, 204), and the fragment replaces
+// the page's #live region. If the dashboard
 // cannot be reached, the page keeps what it shows under a banner and retries with backoff.
 "use strict";
 (function () {
