@@ -1,5 +1,6 @@
 # One entry point for developers and CI. `make test` works on a fresh Debian machine
-# (as root it installs mosquitto); reruns are fast thanks to the stamp file.
+# (as root it installs mosquitto, chromium and chromium-driver); reruns are fast thanks to the
+# stamp file.
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := test
@@ -10,9 +11,9 @@ VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 LINT_PATHS := protocol runtime coordinator edge_node broker_admin testkit modelcast
 
-.PHONY: setup venv mosquitto test lint demo clean
+.PHONY: setup venv mosquitto browser test lint demo dashboard-screenshots clean
 
-setup: mosquitto $(STAMP)
+setup: mosquitto browser $(STAMP)
 venv: setup
 
 # The broker binary only: tests start their own mosquitto on free loopback ports,
@@ -31,6 +32,21 @@ mosquitto:
 		exit 1; \
 	fi
 
+# Headless Chromium and its WebDriver, for the dashboard's browser tests (Selenium drives the
+# system chromedriver: no browser is downloaded at run time). Not root and absent: the browser
+# tests skip, unless MODELCAST_REQUIRE_BROWSER=1 (as `make test` sets) makes them fail.
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then \
+		exit 0; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "installing chromium and chromium-driver (apt-get)"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -q && apt-get install -y -q --no-install-recommends chromium chromium-driver; \
+	else \
+		echo "note: chromium/chromium-driver are missing and this is not root: the dashboard's" >&2; \
+		echo "      browser tests will skip ('sudo apt-get install chromium chromium-driver')" >&2; \
+	fi
+
 $(VPY):
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 needed, got " + sys.version'
 	$(PYTHON) -m venv $(VENV)
@@ -47,9 +63,10 @@ $(STAMP): pyproject.toml Makefile $(wildcard */__init__.py) | $(VPY)
 	touch $@
 
 # lint first: a change that is not ruff- and mypy-clean does not pass
-# MODELCAST_REQUIRE_MOSQUITTO: the secure-broker (adversarial) tests fail rather than skip
+# MODELCAST_REQUIRE_MOSQUITTO: the secure-broker (adversarial) tests fail rather than skip;
+# MODELCAST_REQUIRE_BROWSER: so do the dashboard's browser tests
 test: setup lint
-	MODELCAST_REQUIRE_MOSQUITTO=1 $(VPY) -m pytest -q
+	MODELCAST_REQUIRE_MOSQUITTO=1 MODELCAST_REQUIRE_BROWSER=1 $(VPY) -m pytest -q
 
 # lint-imports: the layers of docs/ARCHITECTURE.md (contracts in pyproject.toml)
 lint: setup
@@ -59,6 +76,11 @@ lint: setup
 
 demo: setup
 	$(VENV)/bin/modelcast demo
+
+# docs/dashboard-*.png: each dashboard page, taken by the browser tests' Chromium
+dashboard-screenshots: setup
+	MODELCAST_DASHBOARD_SCREENSHOTS=docs $(VPY) -m pytest -q -p no:cacheprovider \
+		tests/integration/test_dashboard_browser.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -26,6 +26,7 @@ from protocol import VariantRule
 from runtime.display import printable
 from testkit.local_broker import LocalBroker
 
+from .demo_dashboard import demo_dashboard
 from .demo_fleet import DemoProcesses, DemoWatch, EdgeLinks
 from .demo_models import (
     DemoModels,
@@ -154,7 +155,9 @@ def run_demo(
     timeout: float,
     flaky: bool = False,
     model: str = "auto",
+    dashboard_port: int | None = None,
 ) -> int:
+    """The story; with ``dashboard_port`` (0: any free port), the dashboard too (demo_dashboard)."""
     with _work_directory(workdir) as work:
         board = ProgressBoard()
         deadline = time.monotonic() + timeout
@@ -183,7 +186,9 @@ def run_demo(
                 deadline=deadline,
             )
             try:
-                _play(demo, [f"edge-{i + 1}" for i in range(edges)])
+                with demo_dashboard(dashboard_port, demo.db, broker.url, FLEET, board) as hold:
+                    _play(demo, [f"edge-{i + 1}" for i in range(edges)])
+                    hold()
                 return 0
             except (TimeoutError, RuntimeError) as exc:
                 board.note(f"demo failed: {exc}")

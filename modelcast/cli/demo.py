@@ -43,6 +43,19 @@ def add_commands(sub: Subcommands) -> None:
         help="give every edge its own bad link (cut every 1-4 s, 256 KB/s, 50 ms) to watch "
         "transfers resume",
     )
+    demo.add_argument(
+        "--dashboard",
+        action="store_true",
+        help="also serve the dashboard (modelcast dashboard) and print its URL; it stays up "
+        "with the fleet once the story is told, until Ctrl-C",
+    )
+    demo.add_argument(
+        "--dashboard-port",
+        type=int,
+        default=8471,
+        metavar="PORT",
+        help="the dashboard's port on 127.0.0.1 (0: any free port)",
+    )
     demo.set_defaults(func=cmd_demo)
 
 
@@ -56,4 +69,5 @@ def cmd_demo(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         flaky=args.flaky,
         model=args.model,
+        dashboard_port=args.dashboard_port if args.dashboard else None,
     )
