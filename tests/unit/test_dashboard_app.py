@@ -101,6 +101,7 @@ def test_every_page_is_served_from_the_snapshot(
 def test_a_live_fragment_waits_for_a_newer_snapshot(db: Path, reader: SnapshotReader) -> None:
     app = make_app(db, reader)
     old = reader.snapshot().generation
+    reader.wait_for_generation(old, 5.0)  # a newer snapshot exists, however slow the machine
     fresh = get(app, "/", **{"X-Live": f"{old}-00000000"})
     assert fresh.status == 200 and "<html" not in fresh.body.decode()
     token = dict(fresh.headers)["X-Live-Generation"]
