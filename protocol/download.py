@@ -58,7 +58,19 @@ class Plan:
 
 
 class DownloadSession:
-    def __init__(self, release: VerifiedManifest, held: Iterable[int] = (), *, now: float = 0.0):
+    """One release's download. ``held``: chunks already in the part file (a resume); ``reused``:
+    chunks the edge copied (and verified) from another release of the same model on its disk.
+    Both are known before the first ``plan``, so neither is ever asked for; reused chunks are
+    also counted apart (``reused_count``, ``bytes_reused``) for the state report."""
+
+    def __init__(
+        self,
+        release: VerifiedManifest,
+        held: Iterable[int] = (),
+        *,
+        reused: Iterable[int] = (),
+        now: float = 0.0,
+    ):
         self.release = release
         self.manifest = release.manifest
         n = self.manifest.n_chunks
@@ -68,6 +80,14 @@ class DownloadSession:
             if 0 <= i < n and not self._held[i]:
                 self._held[i] = 1
                 self._held_count += 1
+        self.reused_count = 0
+        self.bytes_reused = 0
+        for i in reused:
+            if 0 <= i < n and not self._held[i]:
+                self._held[i] = 1
+                self._held_count += 1
+                self.reused_count += 1
+                self.bytes_reused += self.manifest.chunk_length(i)
         self._accepted: set[int] = set()
         self._outstanding: dict[int, float] = {}
         self._lost: set[int] = set()  # received but not kept (the write failed): re-ask as repair

@@ -138,6 +138,9 @@ class DeviceState:
     reason: str | None = None
     active: dict[str, int] = dc_field(default_factory=dict)
     rejections: int = 0
+    #: bytes of this release the device copied from another release on its disk (chunk reuse):
+    #: held, never asked for. Sent only when not zero.
+    bytes_reused: int = 0
 
     @property
     def progress(self) -> float:
@@ -162,6 +165,7 @@ class DeviceState:
                 "reason": self.reason,
                 "active": self.active,
                 "rejections": self.rejections,
+                **({"bytes_reused": self.bytes_reused} if self.bytes_reused else {}),
             }
         )
 
@@ -193,6 +197,7 @@ class DeviceState:
                 "received",
                 "duplicates",
                 "rejections",
+                "bytes_reused",
             )
         }
         return cls(
