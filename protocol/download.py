@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from .chunks import ChunkFrame, verify_chunk
+from .compression import SUPPORTED_CODECS
 from .errors import DigestMismatch, SequenceError
 from .manifest import VerifiedManifest
 from .messages import ChunkRequest
@@ -136,13 +137,13 @@ class DownloadSession:
     def accept(self, frame: bytes) -> VerifiedChunk | None:
         """Verify a chunk frame. None for a chunk already held (duplicates are harmless)."""
         chunk = ChunkFrame.decode(frame)
-        verify_chunk(self.manifest, self.release.id, chunk)
+        data = verify_chunk(self.manifest, self.release.id, chunk)
         self.received += 1
         if self._held[chunk.index]:
             self.duplicates += 1
             return None
         self._accepted.add(chunk.index)
-        return VerifiedChunk(chunk.index, chunk.index * self.manifest.chunk_size, chunk.payload)
+        return VerifiedChunk(chunk.index, chunk.index * self.manifest.chunk_size, data)
 
     def commit(self, chunk: VerifiedChunk, now: float) -> None:
         """The caller has written ``chunk`` to its place: count it as held."""
@@ -266,6 +267,7 @@ class DownloadSession:
             subscribed=tuple(sorted(self._new_subs)),
             fresh=self._fresh,
             repair=repair,
+            codecs=SUPPORTED_CODECS,
         )
         self._new_subs.clear()
         self._fresh = False
