@@ -11,7 +11,8 @@ queue; a chunk the client's queue refuses is put back in the scheduler.
 Locks: ``_schedule`` (a condition, notified on new work and on stop) guards the scheduler and
 the fresh-request hold, askers included; it is held for one scheduler call and never while
 publishing, reading a blob or taking another lock (the online devices and the release are read
-before it is taken). The release cache, the chunk source and the session have their own.
+before it is taken). The release cache, the chunk source, the codec (``chunk_codec``: which
+chunks go out zstd-compressed, compressed once each) and the session have their own.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from collections.abc import Callable, Iterable
 import protocol
 
 from .broker_link import BrokerLink
+from .chunk_codec import ChunkCodec, CodecStats
 from .chunkstore import ChunkSource, ChunkSourceError
 from .progress import Progress
 from .release_cache import ReleaseCache
@@ -112,6 +114,7 @@ class ChunkServer:
         self._scheduler = ChunkScheduler()
         self._hold = FreshHold(fresh_hold)
         self._read_errors: Counter[bytes] = Counter()  # the sender's own
+        self._codec = ChunkCodec()  # compressed or raw, per chunk and asker (its own lock)
 
     # --- intake (network thread or worker) -----------------------------------------------
     def on_request(self, req: protocol.ChunkRequest) -> None:
@@ -129,6 +132,7 @@ class ChunkServer:
                 f"{req.release_id.hex()}",
                 reason="wrong-release",
             )
+        self._codec.on_request(record.short_id, req)
         online = self._online()
         with self._schedule:
             self._hold.on_request(
@@ -152,10 +156,14 @@ class ChunkServer:
         with self._schedule:
             self._scheduler.forget(release_ids)
             self._hold.forget(release_ids)
+        self._codec.forget(release_ids)
 
     def stats(self) -> SchedulerStats:
         with self._schedule:
             return self._scheduler.stats()
+
+    def codec_stats(self) -> CodecStats:
+        return self._codec.stats()
 
     def askers(self, release_id: bytes) -> frozenset[str]:
         with self._schedule:
@@ -210,7 +218,7 @@ class ChunkServer:
             except (ChunkSourceError, IndexError) as exc:
                 self._read_error(record, exc)
                 continue
-            frame = protocol.ChunkFrame.encode(index, record.release_id, data)
+            frame = self._codec.frame(record.release_id, index, data, device)
             topic = self._topic(record, index, device)
             if not self._await_room(link) or not link.publish(topic, frame, qos=1):
                 if not self._stopping.is_set():

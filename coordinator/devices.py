@@ -22,17 +22,21 @@ from .ratelimit import DeviceLimits
 log = logging.getLogger(__name__)
 
 _WARN_EVENTS = frozenset({"rejected", "activation-failed", "model-corrupt"})
-_INFO_EVENTS = frozenset({"verified", "activated", "model-repaired"})
+_INFO_EVENTS = frozenset({"verified", "activated", "model-repaired", "reused"})
 
 
 def describe_state(state: DeviceState) -> str:
-    """``m@3 downloading 40/48``, ``m@3 active``, ``failed (hash-mismatch)``."""
+    """``m@3 downloading 40/48``, ``m@3 downloading 46/48 (reused 11534336 of 12582912
+    bytes)`` (chunks copied from another release on the device), ``m@3 active``, ``failed
+    (hash-mismatch)``."""
     parts = []
     if state.model is not None:
         parts.append(f"{state.model}@{state.version}" if state.version is not None else state.model)
     parts.append(state.state.value)
     if state.state is UpdateState.DOWNLOADING and state.chunks_total:
         parts.append(f"{state.chunks_held}/{state.chunks_total}")
+        if state.bytes_reused:
+            parts.append(f"(reused {state.bytes_reused} of {state.size} bytes)")
     if state.reason and state.state in (UpdateState.FAILED, UpdateState.REJECTED):
         parts.append(f"({state.reason})")
     return " ".join(parts)

@@ -24,6 +24,7 @@ Shared state and its locks (each named after what it guards):
 * ``DeviceTracker._lock``: the online set and the telemetry sightings;
 * ``TelemetryStore._cond``: the telemetry buffer; each store's ``Db.lock``: its connection;
 * ``DeviceRateLimiter._lock`` (one per limit): drop counts; ``ChunkSource._lock``: open blob files;
+* ``ChunkCodec._lock``: which askers decode zstd, the compressed-chunk cache, its counters;
 * the MQTT session's own (its count of unacknowledged publishes).
 
 Lock order: none of these is taken while another is held (each guards a few statements that
@@ -43,6 +44,7 @@ import protocol
 from runtime.credentials import session_auth
 from runtime.mqtt import MqttSession
 
+from .chunk_codec import CodecStats
 from .chunk_serving import ChunkServer
 from .config import CoordinatorConfig
 from .deployer import DeploymentPublisher
@@ -225,6 +227,11 @@ class Coordinator:
     @property
     def chunks_published(self) -> int:
         return self._progress.published[0]
+
+    @property
+    def chunk_codec(self) -> CodecStats:
+        """Chunks compressed (once each), and frames sent compressed and raw."""
+        return self._chunks.codec_stats()
 
     @property
     def messages_processed(self) -> int:

@@ -36,6 +36,7 @@ from protocol import (
     frame_release_id,
 )
 
+from .chunk_reuse import Reused, reuse_from_disk
 from .config import EdgeConfig
 from .errors import StorageError
 from .reporter import Reporter
@@ -99,16 +100,19 @@ class Downloader:
             repairing = salvage_final(directory)  # a model.onnx that failed: reuse its chunks
             part = PartialDownload(directory, m, release.envelope)
             held = part.recover()
+            reused = reuse_from_disk(part, m, held)
         except StorageError as exc:
             self._storage_failed(exc, release=m.release)
             self._start_over_later(release)
             return None
-        session = DownloadSession(release, held, now=self._clock())
+        session = DownloadSession(release, held, reused=reused.indices, now=self._clock())
         dl = Download(
             release, part, session, self._topics.chunk_prefix(m.name, m.version, m.variant)
         )
         self._slots.download = dl
         self._reporter.download_started()
+        if reused.indices or reused.refused:
+            self._announce_reuse(release, reused)
         if repairing:
             self._announce_repair(release, len(held))
         else:
@@ -145,6 +149,17 @@ class Downloader:
                 m.n_chunks,
             )
             self._reporter.event("downloading", model=m.name, version=m.version)
+
+    def _announce_reuse(self, release: VerifiedManifest, reused: Reused) -> None:
+        m = release.manifest
+        detail = (
+            f"reused {reused.size} of {m.size} bytes ({len(reused.indices)} of {m.n_chunks} "
+            f"chunks) from {', '.join(reused.sources) or 'nothing'}"
+        )
+        if reused.refused:
+            detail += f"; {reused.refused} local chunks no longer matched and are asked for"
+        log.info("edge %s: %s: %s", self.device, m.release, detail)
+        self._reporter.event("reused", model=m.name, version=m.version, detail=detail)
 
     def _announce_repair(self, release: VerifiedManifest, held: int) -> None:
         m = release.manifest

@@ -144,6 +144,7 @@ class Reporter:
                 "bytes_held": dl.session.bytes_held,
                 "received": dl.session.received,
                 "duplicates": dl.session.duplicates,
+                "bytes_reused": dl.session.bytes_reused,
             }
         elif s.state in (UpdateState.ACTIVE, UpdateState.VERIFIED, UpdateState.ACTIVATING):
             extra = {"chunks_held": s.chunks_total, "bytes_held": s.size}

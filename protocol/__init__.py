@@ -16,6 +16,7 @@ Text typed by operators (selectors, rules, settings) is read by the application
 from .acceptance import Acceptance, Case, Tensor
 from .chunks import HEADER_SIZE, ChunkFrame, frame_release_id, verify_chunk
 from .commands import ALL_DEVICES, Command, open_command
+from .compression import CODEC_ZSTD, SUPPORTED_CODECS, compress_chunk, decompress_chunk
 from .download import DownloadSession, Phase, Plan, VerifiedChunk
 from .envelope import KeyCertificate, TrustedRoot, certify, seal
 from .errors import (
@@ -60,10 +61,12 @@ from .variants import VariantRule, choose_variant, rules_from_list
 
 __all__ = [
     "ALL_DEVICES",
+    "CODEC_ZSTD",
     "DEFAULT_CHUNK_SIZE",
     "DEFAULT_LIMITS",
     "HEADER_SIZE",
     "PPM_ALL",
+    "SUPPORTED_CODECS",
     "Acceptance",
     "Case",
     "ChunkFrame",
@@ -113,6 +116,8 @@ __all__ = [
     "certify",
     "check_name",
     "choose_variant",
+    "compress_chunk",
+    "decompress_chunk",
     "encode_chain",
     "follow_chain",
     "frame_release_id",

@@ -4,13 +4,15 @@ Header (big-endian)::
 
     0   4  magic  b"MCCH"
     4   1  frame format (1)
-    5   1  flags (0)
+    5   1  flags: bit 0 (``FLAG_ZSTD``) the payload is zstd-compressed; other bits 0
     6   2  reserved (0)
     8   4  chunk index
     12  4  payload length
     16 16  release id: first 16 bytes of sha256(manifest body)
 
 A fixed header (not msgpack) lets the edge verify and write the payload as a zero-copy slice.
+A compressed payload (protocol/compression.py) is decompressed, capped at the chunk's length,
+before its length and sha256 are checked: hashes cover the uncompressed bytes.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import hashlib
 import struct
 from dataclasses import dataclass
 
+from .compression import decompress_chunk
 from .errors import ChunkRejected, MalformedMessage, OversizedMessage
 from .limits import DEFAULT_LIMITS, Limits
 from .manifest import Manifest
@@ -28,6 +31,8 @@ FRAME_FORMAT = 1
 _HEADER = struct.Struct(">4sBBHII16s")
 HEADER_SIZE = _HEADER.size  # 32
 RELEASE_ID_LEN = 16
+#: the flag of a zstd-compressed payload
+FLAG_ZSTD = 0x01
 
 
 @dataclass(frozen=True)
@@ -35,11 +40,14 @@ class ChunkFrame:
     index: int
     release_id: bytes
     payload: memoryview
+    #: ``payload`` is zstd-compressed (the chunk's bytes are what it decompresses to)
+    compressed: bool = False
 
     @staticmethod
-    def encode(index: int, release_id: bytes, payload: bytes) -> bytes:
+    def encode(index: int, release_id: bytes, payload: bytes, *, compressed: bool = False) -> bytes:
+        flags = FLAG_ZSTD if compressed else 0
         header = _HEADER.pack(
-            MAGIC, FRAME_FORMAT, 0, 0, index, len(payload), release_id[:RELEASE_ID_LEN]
+            MAGIC, FRAME_FORMAT, flags, 0, index, len(payload), release_id[:RELEASE_ID_LEN]
         )
         return header + payload
 
@@ -49,16 +57,18 @@ class ChunkFrame:
             raise MalformedMessage(f"chunk frame of {len(frame)} bytes is shorter than its header")
         if len(frame) > HEADER_SIZE + limits.max_chunk_size:
             raise OversizedMessage(f"chunk frame of {len(frame)} bytes exceeds the cap")
-        magic, fmt, _flags, _reserved, index, length, release_id = _HEADER.unpack_from(frame)
+        magic, fmt, flags, _reserved, index, length, release_id = _HEADER.unpack_from(frame)
         if magic != MAGIC:
             raise MalformedMessage("chunk frame has a bad magic number")
         if fmt != FRAME_FORMAT:
             raise MalformedMessage(f"chunk frame format {fmt} is not supported")
+        if flags & ~FLAG_ZSTD:
+            raise MalformedMessage(f"chunk frame has unknown flags {flags:#04x}")
         if length != len(frame) - HEADER_SIZE:
             raise MalformedMessage(
                 f"chunk frame declares {length} bytes but carries {len(frame) - HEADER_SIZE}"
             )
-        return cls(index, release_id, memoryview(frame)[HEADER_SIZE:])
+        return cls(index, release_id, memoryview(frame)[HEADER_SIZE:], bool(flags & FLAG_ZSTD))
 
 
 def frame_release_id(frame: bytes) -> bytes | None:
@@ -70,9 +80,10 @@ def frame_release_id(frame: bytes) -> bytes | None:
     return bytes(release_id) if magic == MAGIC else None
 
 
-def verify_chunk(manifest: Manifest, release_id: bytes, frame: ChunkFrame) -> None:
-    """Refuse a chunk of another release, out of range, of the wrong length, or whose hash
-    differs."""
+def verify_chunk(manifest: Manifest, release_id: bytes, frame: ChunkFrame) -> memoryview:
+    """The chunk's bytes (decompressed if need be), once they match the manifest. Refuse a
+    chunk of another release, out of range, that decompresses beyond its length or not at
+    all, of the wrong length, or whose hash differs."""
     if frame.release_id != release_id[:RELEASE_ID_LEN]:
         raise ChunkRejected(
             f"chunk {frame.index} belongs to another release (id {frame.release_id.hex()})",
@@ -84,10 +95,14 @@ def verify_chunk(manifest: Manifest, release_id: bytes, frame: ChunkFrame) -> No
             reason="index-out-of-range",
         )
     expected_len = manifest.chunk_length(frame.index)
-    if len(frame.payload) != expected_len:
+    payload = frame.payload
+    if frame.compressed:
+        payload = memoryview(decompress_chunk(payload, expected_len, frame.index))
+    if len(payload) != expected_len:
         raise ChunkRejected(
-            f"chunk {frame.index} has {len(frame.payload)} bytes, expected {expected_len}",
+            f"chunk {frame.index} has {len(payload)} bytes, expected {expected_len}",
             reason="bad-length",
         )
-    if hashlib.sha256(frame.payload).digest() != manifest.chunk_hash(frame.index):
+    if hashlib.sha256(payload).digest() != manifest.chunk_hash(frame.index):
         raise ChunkRejected(f"chunk {frame.index} sha256 mismatch", reason="hash-mismatch")
+    return payload

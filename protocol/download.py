@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from .chunks import ChunkFrame, verify_chunk
+from .compression import SUPPORTED_CODECS
 from .errors import DigestMismatch, SequenceError
 from .manifest import VerifiedManifest
 from .messages import ChunkRequest
@@ -58,7 +59,19 @@ class Plan:
 
 
 class DownloadSession:
-    def __init__(self, release: VerifiedManifest, held: Iterable[int] = (), *, now: float = 0.0):
+    """One release's download. ``held``: chunks already in the part file (a resume); ``reused``:
+    chunks the edge copied (and verified) from another release of the same model on its disk.
+    Both are known before the first ``plan``, so neither is ever asked for; reused chunks are
+    also counted apart (``reused_count``, ``bytes_reused``) for the state report."""
+
+    def __init__(
+        self,
+        release: VerifiedManifest,
+        held: Iterable[int] = (),
+        *,
+        reused: Iterable[int] = (),
+        now: float = 0.0,
+    ):
         self.release = release
         self.manifest = release.manifest
         n = self.manifest.n_chunks
@@ -68,6 +81,14 @@ class DownloadSession:
             if 0 <= i < n and not self._held[i]:
                 self._held[i] = 1
                 self._held_count += 1
+        self.reused_count = 0
+        self.bytes_reused = 0
+        for i in reused:
+            if 0 <= i < n and not self._held[i]:
+                self._held[i] = 1
+                self._held_count += 1
+                self.reused_count += 1
+                self.bytes_reused += self.manifest.chunk_length(i)
         self._accepted: set[int] = set()
         self._outstanding: dict[int, float] = {}
         self._lost: set[int] = set()  # received but not kept (the write failed): re-ask as repair
@@ -116,13 +137,13 @@ class DownloadSession:
     def accept(self, frame: bytes) -> VerifiedChunk | None:
         """Verify a chunk frame. None for a chunk already held (duplicates are harmless)."""
         chunk = ChunkFrame.decode(frame)
-        verify_chunk(self.manifest, self.release.id, chunk)
+        data = verify_chunk(self.manifest, self.release.id, chunk)
         self.received += 1
         if self._held[chunk.index]:
             self.duplicates += 1
             return None
         self._accepted.add(chunk.index)
-        return VerifiedChunk(chunk.index, chunk.index * self.manifest.chunk_size, chunk.payload)
+        return VerifiedChunk(chunk.index, chunk.index * self.manifest.chunk_size, data)
 
     def commit(self, chunk: VerifiedChunk, now: float) -> None:
         """The caller has written ``chunk`` to its place: count it as held."""
@@ -246,6 +267,7 @@ class DownloadSession:
             subscribed=tuple(sorted(self._new_subs)),
             fresh=self._fresh,
             repair=repair,
+            codecs=SUPPORTED_CODECS,
         )
         self._new_subs.clear()
         self._fresh = False

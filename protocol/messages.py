@@ -51,7 +51,8 @@ class ChunkRequest:
     """A device asks for chunks it lacks. ``subscribed`` lists the chunk blocks it subscribed to
     since its previous request; ``fresh`` says its earlier subscriptions are gone (new session);
     ``repair`` says it asked before and nothing came (so the coordinator must not coalesce it
-    away)."""
+    away); ``codecs`` lists the chunk compressions it decodes (``zstd``; none: raw chunks only,
+    as from devices older than compression)."""
 
     device: str
     name: str
@@ -61,6 +62,7 @@ class ChunkRequest:
     subscribed: tuple[int, ...] = ()
     fresh: bool = False
     repair: bool = False
+    codecs: tuple[str, ...] = ()
 
     def encode(self) -> bytes:
         return pack(
@@ -74,6 +76,7 @@ class ChunkRequest:
                 "subscribed": list(self.subscribed),
                 "fresh": self.fresh,
                 "repair": self.repair,
+                **({"codecs": list(self.codecs)} if self.codecs else {}),
             }
         )
 
@@ -113,10 +116,26 @@ class ChunkRequest:
             subscribed=tuple(subscribed),
             fresh=optional(obj, "fresh", bool, what, False),
             repair=optional(obj, "repair", bool, what, False),
+            codecs=_codecs(obj, what),
         )
 
     def indices(self) -> list[int]:
         return list(iter_ranges(self.ranges))
+
+
+#: codec names a chunk request may list, and how long each may be
+MAX_CODECS = 8
+MAX_CODEC_CHARS = 16
+
+
+def _codecs(obj: dict[str, Any], what: str) -> tuple[str, ...]:
+    """The codecs a request lists (names this side does not know are kept: harmless)."""
+    raw = optional(obj, "codecs", list, what, [])
+    if len(raw) > MAX_CODECS or any(
+        type(c) is not str or not 0 < len(c) <= MAX_CODEC_CHARS for c in raw
+    ):
+        raise MalformedMessage(f"{what}: bad codec list")
+    return tuple(raw)
 
 
 @dataclass(frozen=True)
@@ -138,6 +157,9 @@ class DeviceState:
     reason: str | None = None
     active: dict[str, int] = dc_field(default_factory=dict)
     rejections: int = 0
+    #: bytes of this release the device copied from another release on its disk (chunk reuse):
+    #: held, never asked for. Sent only when not zero.
+    bytes_reused: int = 0
 
     @property
     def progress(self) -> float:
@@ -162,6 +184,7 @@ class DeviceState:
                 "reason": self.reason,
                 "active": self.active,
                 "rejections": self.rejections,
+                **({"bytes_reused": self.bytes_reused} if self.bytes_reused else {}),
             }
         )
 
@@ -193,6 +216,7 @@ class DeviceState:
                 "received",
                 "duplicates",
                 "rejections",
+                "bytes_reused",
             )
         }
         return cls(

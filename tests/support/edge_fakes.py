@@ -110,11 +110,30 @@ def pieces(n_chunks: int, seed: bytes = b"model") -> list[bytes]:
 
 
 def release(
-    name: str = "m", version: int = 2, *, chunks: list[bytes] | None = None, block_chunks: int = 4
+    name: str = "m",
+    version: int = 2,
+    *,
+    chunks: list[bytes] | None = None,
+    block_chunks: int = 4,
+    variant: str | None = None,
+    chunk_size: int = CHUNK,
 ) -> VerifiedManifest:
-    whole, hashes, size = hash_chunks(chunks if chunks is not None else pieces(8))
+    """A signed release of ``chunks`` (``CHUNK`` bytes each); ``chunk_size``: cut them anew."""
+    data = b"".join(chunks if chunks is not None else pieces(8))
+    cut = [data[i : i + chunk_size] for i in range(0, len(data), chunk_size)]
+    whole, hashes, size = hash_chunks(cut)
     m = Manifest(
-        "default", name, version, size, whole, CHUNK, hashes, 1e9, 2e9, block_chunks=block_chunks
+        "default",
+        name,
+        version,
+        size,
+        whole,
+        chunk_size,
+        hashes,
+        1e9,
+        2e9,
+        block_chunks=block_chunks,
+        variant=variant,
     )
     return open_manifest(TRUST, m.sign(RELEASE, CERT), now=NOW, fleet="default")
 

@@ -57,10 +57,16 @@ def make_keys(tmp: Path) -> ReleaseKeys:
 
 
 def add_release(
-    registry: Registry, keys: ReleaseKeys, tmp: Path, version: int = 1, n_chunks: int = 40
+    registry: Registry,
+    keys: ReleaseKeys,
+    tmp: Path,
+    version: int = 1,
+    n_chunks: int = 40,
+    data: bytes | None = None,
 ) -> ReleaseRecord:
+    """A ``file`` release of ``data`` (default: ``n_chunks`` chunks of random bytes)."""
     model = tmp / f"m{version}.onnx"
-    model.write_bytes(os.urandom(n_chunks * CHUNK))
+    model.write_bytes(os.urandom(n_chunks * CHUNK) if data is None else data)
     return registry.add_release(
         model,
         model_kind=KIND_FILE,  # random bytes: never loaded

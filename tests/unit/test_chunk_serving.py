@@ -5,6 +5,7 @@ chunk the client's queue refuses is put back)."""
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -198,3 +199,45 @@ def test_the_sender_thread_publishes_and_stops(s: Setup) -> None:
         s.server.wake()
         sender.join(10)
     assert not sender.is_alive()
+
+
+def test_compressible_chunks_go_out_compressed_once_and_raw_to_an_older_device(
+    tmp_path: Path,
+) -> None:
+    registry = Registry(tmp_path / "c.db")
+    half = bytes(CHUNK // 2)
+    data = b"".join(half + os.urandom(CHUNK // 2) for _ in range(8))
+    record = add_release(registry, make_keys(tmp_path), tmp_path, data=data)
+    server = ChunkServer(
+        T,
+        ReleaseCache(registry, FLEET),
+        set,
+        Progress(),
+        threading.Event(),
+        max_pending=4,
+        fresh_hold=0.0,
+    )
+    try:
+        link = FakeLink()
+        zstd = ("zstd",)
+        server.on_request(request(record, "new", ((0, 8),), codecs=zstd))
+        server.publish(link, server.next_batch(link))
+        server.on_request(request(record, "new", ((0, 2),), codecs=zstd, repair=True))
+        server.publish(link, server.next_batch(link))  # resent to "new" alone: still compressed
+        server.on_request(request(record, "old", ((0, 1),), repair=True))
+        server.publish(link, server.next_batch(link))  # resent to "old": raw
+        frames = [protocol.ChunkFrame.decode(p.payload) for p in link.published]
+        assert [f.compressed for f in frames] == [True] * 8 + [True] * 2 + [False]
+        assert link.topics[-1] == T.resend("old")
+        for f in frames:
+            chunk = data[f.index * CHUNK : (f.index + 1) * CHUNK]
+            got = (
+                protocol.decompress_chunk(f.payload, CHUNK, f.index) if f.compressed else f.payload
+            )
+            assert bytes(got) == chunk
+            assert not f.compressed or len(f.payload) < 0.6 * CHUNK
+        stats = server.codec_stats()
+        assert stats.compressions == 8 and stats.compressed_sent == 10 and stats.raw_sent == 1
+    finally:
+        server.close()
+        registry.close()

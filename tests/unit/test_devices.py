@@ -135,3 +135,25 @@ def test_a_clock_far_off_is_logged_once_and_again_when_set_right(
         ("INFO", "device d1: clock set right (+0.0s)"),
     ]
     registry.close()
+
+
+def test_a_state_says_how_much_of_the_release_the_device_reused() -> None:
+    from coordinator.devices import describe_state
+
+    state = protocol.DeviceState(
+        "d1",
+        protocol.UpdateState.DOWNLOADING,
+        0.0,
+        model="m",
+        version=2,
+        chunks_held=46,
+        chunks_total=48,
+        size=12_000_000,
+        bytes_reused=11_000_000,
+    )
+    assert describe_state(state) == "m@2 downloading 46/48 (reused 11000000 of 12000000 bytes)"
+    decoded = protocol.DeviceState.decode(state.encode())
+    assert decoded.bytes_reused == 11_000_000
+    plain = protocol.DeviceState("d1", protocol.UpdateState.IDLE, 0.0)
+    assert b"bytes_reused" not in plain.encode()  # older states keep their bytes
+    assert describe_state(plain) == "idle"
