@@ -26,18 +26,18 @@ T = protocol.Topics(FLEET)
 # --- the fresh hold (pure) -------------------------------------------------------------------
 def test_a_lone_device_is_never_held() -> None:
     hold = FreshHold(0.3)
-    hold.on_request(b"r" * 16, "d1", fresh=True, online={"d1"}, now=100.0)
+    hold.on_request(b"r" * 16, "d1", fresh=True, expected=frozenset({"d1"}), now=100.0)
     assert hold.remaining(100.0) <= 0
 
 
-def test_a_fresh_request_holds_while_another_online_device_has_not_asked() -> None:
+def test_a_fresh_request_holds_while_another_expected_device_has_not_asked() -> None:
     hold = FreshHold(0.3)
     rid = b"r" * 16
-    hold.on_request(rid, "d1", fresh=True, online={"d1", "d2"}, now=100.0)
+    hold.on_request(rid, "d1", fresh=True, expected=frozenset({"d1", "d2"}), now=100.0)
     assert hold.remaining(100.0) == pytest.approx(0.3)
-    hold.on_request(rid, "d1", fresh=False, online={"d1", "d2"}, now=100.1)
+    hold.on_request(rid, "d1", fresh=False, expected=frozenset({"d1", "d2"}), now=100.1)
     assert hold.remaining(100.1) == pytest.approx(0.2)  # a later request does not extend it
-    hold.on_request(rid, "d2", fresh=True, online={"d1", "d2"}, now=100.2)
+    hold.on_request(rid, "d2", fresh=True, expected=frozenset({"d1", "d2"}), now=100.2)
     assert hold.remaining(100.2) <= 0  # the last of the wave: nobody left to wait for
     assert hold.askers(rid) == {"d1", "d2"}
 
@@ -45,13 +45,13 @@ def test_a_fresh_request_holds_while_another_online_device_has_not_asked() -> No
 def test_askers_are_per_release_and_forgotten_with_it() -> None:
     hold = FreshHold(0.3)
     a, b = b"a" * 16, b"b" * 16
-    hold.on_request(a, "d1", fresh=True, online={"d1", "d2"}, now=0.0)
-    hold.on_request(b, "d2", fresh=True, online={"d1", "d2"}, now=0.0)
+    hold.on_request(a, "d1", fresh=True, expected=frozenset({"d1", "d2"}), now=0.0)
+    hold.on_request(b, "d2", fresh=True, expected=frozenset({"d1", "d2"}), now=0.0)
     assert hold.askers(a) == {"d1"} and hold.askers(b) == {"d2"} and hold.releases == 2
     hold.forget([a])
     assert hold.askers(a) == frozenset() and hold.releases == 1
     # a device asking again for a forgotten release is held for the others once more
-    hold.on_request(a, "d2", fresh=True, online={"d1", "d2"}, now=10.0)
+    hold.on_request(a, "d2", fresh=True, expected=frozenset({"d1", "d2"}), now=10.0)
     assert hold.remaining(10.0) > 0
 
 
@@ -74,7 +74,7 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
     server = ChunkServer(
         T,
         ReleaseCache(registry, FLEET),
-        lambda: set(online),
+        lambda rid: frozenset(online),
         progress,
         stopping,
         max_pending=4,
@@ -166,7 +166,7 @@ def test_the_sender_holds_after_a_fresh_request_while_others_may_ask(tmp_path: P
     server = ChunkServer(
         T,
         ReleaseCache(registry, FLEET),
-        lambda: {"d1", "d2"},
+        lambda rid: frozenset({"d1", "d2"}),
         Progress(),
         threading.Event(),
         max_pending=4,
