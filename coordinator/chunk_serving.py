@@ -222,11 +222,10 @@ class ChunkServer:
                 log.error("chunk %d of unknown release id %s dropped", index, rid.hex())
                 continue
             try:
-                data = self._chunks.read(record, index)
+                frame = self._chunks.read_frame(record, index)
             except (ChunkSourceError, IndexError) as exc:
                 self._read_error(record, exc)
                 continue
-            frame = protocol.ChunkFrame.encode(index, record.release_id, data)
             topic = self._topic(record, index, device)
             if not self._await_room(link) or not link.publish(topic, frame, qos=1):
                 if not self._stopping.is_set():

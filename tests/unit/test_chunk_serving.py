@@ -15,6 +15,8 @@ import pytest
 
 import protocol
 from coordinator.chunk_serving import ChunkServer, FreshHold
+from coordinator.chunkstore import ChunkSource
+from coordinator.errors import ChunkSourceError
 from coordinator.progress import Progress
 from coordinator.registry import Registry, ReleaseRecord
 from coordinator.release_cache import ReleaseCache
@@ -198,3 +200,18 @@ def test_the_sender_thread_publishes_and_stops(s: Setup) -> None:
         s.server.wake()
         sender.join(10)
     assert not sender.is_alive()
+
+
+def test_chunks_are_read_into_their_frames_and_a_short_blob_is_refused(s: Setup) -> None:
+    blob = Path(s.record.blob_path).read_bytes()
+    last = s.record.n_chunks - 1
+    with ChunkSource() as chunks:
+        for index in (0, last):
+            frame = chunks.read_frame(s.record, index)
+            data = blob[index * CHUNK : (index + 1) * CHUNK]
+            assert frame == protocol.ChunkFrame.encode(index, s.record.release_id, data)
+        with pytest.raises(IndexError):
+            chunks.read_frame(s.record, last + 1)
+        Path(s.record.blob_path).write_bytes(blob[: last * CHUNK + 1])
+        with pytest.raises(ChunkSourceError, match="is short"):
+            chunks.read_frame(s.record, last)
