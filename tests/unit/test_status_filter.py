@@ -12,7 +12,7 @@ import pytest
 import protocol
 from coordinator.registry import Registry
 from coordinator.status import fleet_status, format_status
-from coordinator.status_filter import DeviceFilter, format_summary, summarize
+from coordinator.status_filter import DeviceFilter, describe_filters, format_summary, summarize
 from modelcast.cli.entry import main as cli_main
 
 S = protocol.UpdateState
@@ -133,3 +133,36 @@ def test_the_status_command_takes_the_filters(db: Path, capsys: pytest.CaptureFi
     assert "showing 0 of 1 device(s) matching state unknown, limit 0" in out
     assert cli_main(["status", *flags, "--state", "sleeping"]) == 2  # usage
     assert cli_main(["status", *flags, "--limit", "-1"]) == 1  # like --window -1
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        ["--state", "active"],
+        ["--state", "failed", "--state", "downloading"],
+        ["--model", "m@1", "--limit", "2"],
+        ["--device-prefix", "gw-"],
+        ["--model", "n", "--device-prefix", "cam-"],  # nothing matches
+    ],
+)
+def test_the_table_and_json_list_the_same_devices_and_sum_up_the_whole_fleet(
+    db: Path, filters: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    flags = ["status", "--db", str(db), "--fleet", "f", *filters]
+    assert cli_main([*flags, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert cli_main(flags) == 0
+    lines = capsys.readouterr().out.splitlines()
+    summary = doc["summary"]
+    assert (summary["devices"], summary["online"]) == (5, 3)  # whatever the filters say
+    assert summary["shown"] == len(doc["devices"]) <= summary["matched"]
+    assert lines[0].endswith(format_summary(summary))
+    shown = f"showing {summary['shown']} of {summary['matched']} device(s) matching "
+    assert lines[1].startswith(shown)  # then the filters, in the order given (JSON sorts them)
+    described = describe_filters(doc["filters"]).split(", ")
+    assert sorted(lines[1].removeprefix(shown).split(", ")) == sorted(described)
+    assert lines[2].split()[0] == "DEVICE"
+    listed = [line.split()[0] for line in lines[3 : 3 + summary["shown"]]]
+    assert listed == ids(doc["devices"])
+    if not doc["devices"]:
+        assert lines[3] == "(no device matches)"
