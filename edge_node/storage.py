@@ -15,9 +15,7 @@
 Chunks are written with ``pwrite`` at their offset, straight from the received buffer, so memory
 does not grow with model size; the whole-file sha256 is computed along the way, on a background
 thread (``whole_hash``; chunks arrive mostly in order), so completion does not read the file
-back. Written data is flushed to disk behind the download (every ``FLUSH_BEHIND_BYTES``), and
-then dropped from the page cache. The bitmap is written (atomically) after the data is synced,
-in batches. On resume every
+back. The bitmap is written (atomically) after the data is synced, in batches. On resume every
 chunk that the bitmap claims, or whose region holds data, is hashed again, so a torn write or a
 lying journal costs a re-fetch of that chunk, never a bad model.
 """
@@ -47,18 +45,6 @@ MANIFEST = "manifest.env"
 #: so that a sync (periodic, or the final one before the file is verified) finds little left to
 #: write and does not stall the download.
 FLUSH_BEHIND_BYTES = 4 << 20
-
-
-def _drop_cached(fd: int) -> None:
-    """Let the page cache drop what of ``fd`` is on disk already (clean pages; the dirty ones
-    stay). A download then holds about ``FLUSH_BEHIND_BYTES`` of cache, not the model's size:
-    it does not push out what the device keeps cached for its running services, and on a
-    virtual machine each fresh page of cache can cost a fault to the host (measured here: up to
-    0.7 s of kernel time over a 256 MB delivery, against 0.06 s when pages are reused). The
-    file is read back from disk when it is activated (the integrity check, the model load)."""
-    fadvise = getattr(os, "posix_fadvise", None)  # Linux; elsewhere the cache keeps it
-    if fadvise is not None:
-        fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
 
 
 def release_dir(data: Path, name: str, version: int, variant: str | None = None) -> Path:
@@ -174,7 +160,6 @@ class PartialDownload:
             # an error shows again, and is reported, at the next sync()
             with contextlib.suppress(OSError):
                 os.fdatasync(self._fd)
-                _drop_cached(self._fd)
 
     def sync(self) -> None:
         """Make written chunks durable, then record them in the journal."""
