@@ -9,7 +9,7 @@ written to disk, the whole-file sha256; activation excluded (the release is rand
 in the same chunk size, from a plain paho publisher to a plain paho subscriber through the same
 broker (``bench.baseline``). Throughput ratio = baseline seconds / modelcast seconds.
 
-The model is large enough that a delivery takes over a second here (quick 256 MB, full 512 MB):
+The model is large enough that a delivery takes over a second here (quick 512 MB, full 1 GB):
 at 32 MB it took 0.15-0.25 s and the start-up latency, which the baseline does not have, was a
 third of it. That latency is reported on its own (``delivery_first_chunk_ms``): from the deploy
 to the first chunk on the wire, as a subscriber to the release's first block sees it (arriving
@@ -152,7 +152,7 @@ def measure_pair(b: Bench, model: Path, chunk_size: int, label: str, reps: int) 
 
 
 def run(b: Bench) -> dict[str, Any]:
-    size = b.size(256, 512)
+    size = b.size(512, 1024)
     reps = 5
     model = b.model(size, onnx=False)
     b.progress(
