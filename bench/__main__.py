@@ -70,6 +70,7 @@ class Target:
 #: (key, label, target or None, unit) in table order
 ROWS: tuple[tuple[str, str, Target | None, str], ...] = (
     ("delivery_ratio", "delivery throughput / plain paho", Target(">=", 0.6), ""),
+    ("delivery_first_chunk_ms", "deploy to the first chunk on the wire", None, " ms"),
     ("fanout_publish_ratio", "bytes published for N edges / size", Target("<=", 1.5), ""),
     ("flaky_wire_ratio", "bytes on a cut link / size", Target("<=", 1.3), ""),
     ("edge_rss_growth_mb", "edge RSS growth while receiving", Target("<=", 64, " MB"), " MB"),

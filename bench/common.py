@@ -198,10 +198,10 @@ class Bench:
             flags=EdgeFlags(log_level=log_level, http=http, telemetry_interval=None),
         ).start()
 
-    def watch(self, fleet: str) -> FleetWatch:
+    def watch(self, fleet: str, *, broker_url: str | None = None) -> FleetWatch:
         """A watcher of the fleet's device states and status (nothing else: chunk requests and
         telemetry would add to the traffic a figure measures); enter it to connect."""
-        return FleetWatch(self.url, fleet, states_only=True)
+        return FleetWatch(broker_url or self.url, fleet, states_only=True)
 
 
 def _release_keys(keydir: Path) -> Any:

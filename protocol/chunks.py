@@ -51,6 +51,17 @@ class ChunkFrame:
         )
         return header + payload
 
+    @staticmethod
+    def blank(index: int, release_id: bytes, length: int) -> bytearray:
+        """A frame of chunk ``index`` with its header written and ``length`` payload bytes left
+        for the caller to fill in place (``memoryview(frame)[HEADER_SIZE:]``, read from a file):
+        the bytes of ``encode`` without copying the payload into the frame."""
+        frame = bytearray(HEADER_SIZE + length)
+        _HEADER.pack_into(
+            frame, 0, MAGIC, FRAME_FORMAT, 0, 0, index, length, release_id[:RELEASE_ID_LEN]
+        )
+        return frame
+
     @classmethod
     def decode(cls, frame: bytes, limits: Limits = DEFAULT_LIMITS) -> ChunkFrame:
         if len(frame) < HEADER_SIZE:

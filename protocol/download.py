@@ -191,46 +191,64 @@ class DownloadSession:
         self._outstanding.clear()
         self._fresh = True
 
-    def _next_missing(self, limit: int) -> list[int]:
-        """The first ``limit`` missing chunks, in order. Called after every chunk: runs of held
-        and missing chunks are skipped with ``bytearray.find``, not one by one."""
-        out: list[int] = []
+    def _missing_runs(self, limit: int) -> list[range]:
+        """The first ``limit`` missing chunks, in order, as runs of consecutive indices. Called
+        after every chunk: runs of held and missing chunks are found with ``bytearray.find``,
+        not one by one, and never listed index by index."""
+        runs: list[range] = []
         held = self._held
         n = len(held)
         i = held.find(0, self._cursor)
         self._cursor = n if i < 0 else i
-        while i >= 0 and len(out) < limit:
+        left = limit
+        while i >= 0 and left > 0:
             end = held.find(1, i)  # the end of this run of missing chunks
             if end < 0:
                 end = n
-            take = min(end - i, limit - len(out))
-            out.extend(range(i, i + take))
+            take = min(end - i, left)
+            runs.append(range(i, i + take))
+            left -= take
             i = held.find(0, end) if end < n else -1
-        return out
+        return runs
+
+    def _block_held(self, block: int) -> bool:
+        r = self.manifest.block_range(block)
+        return self._held.find(0, r.start, r.stop) < 0
+
+    def _unasked(self, runs: list[range], room: int) -> list[int]:
+        """The first ``room`` chunks of ``runs`` not outstanding already."""
+        new: list[int] = []
+        for run in runs:
+            for i in run:
+                if i not in self._outstanding:
+                    new.append(i)
+                    if len(new) == room:
+                        return new
+        return new
 
     def plan(self, device: str, now: float, window: int) -> Plan:
         """Subscriptions to change and new chunks to ask for: at most ``window`` outstanding,
-        asked for once at least half a window is free (one request per chunk would be a storm)."""
+        asked for once at least half a window is free (one request per chunk would be a storm).
+        Called after every chunk, so it works on runs of chunks, not on lists of them."""
         if self.phase is not Phase.DOWNLOADING:
             # forget them as we hand them out: after a digest mismatch they must be subscribed anew
             done = tuple(sorted(self._subscribed))
             self._subscribed.clear()
             return Plan((), done, None)
-        m = self.manifest
-        ahead = self._next_missing(LOOKAHEAD_WINDOWS * window)
-        per_block = m.block_chunks
-        wanted_blocks = {i // per_block for i in ahead}
+        runs = self._missing_runs(LOOKAHEAD_WINDOWS * window)
+        per_block = self.manifest.block_chunks
+        wanted_blocks: set[int] = set()
+        for run in runs:
+            wanted_blocks.update(range(run.start // per_block, (run.stop - 1) // per_block + 1))
         subscribe = sorted(wanted_blocks - self._subscribed)
-        unsubscribe = sorted(
-            b for b in self._subscribed if all(self._held[i] for i in m.block_range(b))
-        )
+        unsubscribe = sorted(b for b in self._subscribed if self._block_held(b))
         self._subscribed.update(subscribe)
         self._subscribed.difference_update(unsubscribe)
         self._new_subs.update(subscribe)
         room = window - len(self._outstanding)
         if self._outstanding and room < max(1, window // 2):
             room = 0  # ask in batches of half a window, not once per arriving chunk
-        new = [i for i in ahead if i not in self._outstanding][:room] if room > 0 else []
+        new = self._unasked(runs, room) if room > 0 else []
         request = None
         if new:
             for i in new:

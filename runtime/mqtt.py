@@ -190,7 +190,7 @@ class MqttSession:
 
     # --- publishing ----------------------------------------------------------------------
     def publish(
-        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+        self, topic: str, payload: bytes | bytearray, *, qos: int = 1, retain: bool = False
     ) -> Delivery | None:
         """Queue a message. None when paho's bounded queue is full (the caller decides what to
         drop), or for QoS 0 while offline; otherwise a handle that says when the broker has

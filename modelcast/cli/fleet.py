@@ -8,6 +8,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import CommandError
 from .common import (
@@ -20,7 +21,10 @@ from .common import (
     require_db,
 )
 from .exits import EXIT_OK
-from .parsing import parse_selector, parse_setting, parse_variant_rule
+from .parsing import parse_release, parse_selector, parse_setting, parse_variant_rule
+
+if TYPE_CHECKING:
+    from coordinator.status_filter import DeviceFilter
 
 
 def add_commands(sub: Subcommands) -> None:
@@ -45,7 +49,33 @@ def add_commands(sub: Subcommands) -> None:
         metavar="SECONDS",
         help="health over the telemetry of the last SECONDS (device clock); 0: all retained",
     )
+    _add_status_filters(st)
     st.set_defaults(func=cmd_status)
+
+
+def _add_status_filters(st: argparse.ArgumentParser) -> None:
+    """Which devices to list; the summary line counts the whole fleet whatever they say."""
+    from protocol import UpdateState
+
+    st.add_argument(
+        "--state",
+        action="append",
+        default=[],
+        choices=[*(s.value for s in UpdateState), "unknown"],  # status_filter.UNKNOWN_STATE
+        help="only devices in this state (repeat for several; unknown: none reported yet)",
+    )
+    st.add_argument(
+        "--model",
+        metavar="NAME[@VERSION]",
+        help="only devices running that model (version), or whose state is about it "
+        "(downloading it, failed on it)",
+    )
+    st.add_argument(
+        "--device-prefix", default="", metavar="PREFIX", help="only device ids starting so"
+    )
+    st.add_argument(
+        "--limit", type=int, default=None, metavar="N", help="list at most N devices (by id)"
+    )
 
 
 def _add_config(sub: Subcommands) -> None:
@@ -151,6 +181,26 @@ def cmd_variants_set(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _device_filter(args: argparse.Namespace) -> DeviceFilter:
+    from coordinator.status_filter import DeviceFilter
+    from protocol import check_name
+
+    if args.limit is not None and args.limit < 0:
+        raise CommandError("--limit must be >= 0")
+    model, version = args.model, None
+    if model is not None and "@" in model:
+        model, version = parse_release(model)
+    if model is not None:
+        check_name(model, "model name")
+    return DeviceFilter(
+        states=frozenset(args.state),
+        model=model,
+        version=version,
+        prefix=args.device_prefix,
+        limit=args.limit,
+    )
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from coordinator.status import fleet_status, format_status
 
@@ -158,6 +208,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.window < 0:
         raise CommandError("--window must be >= 0")
     since = time.time() - args.window if args.window > 0 else None
-    status = fleet_status(args.db, args.fleet, since=since)
-    print(json.dumps(status, indent=2, sort_keys=True) if args.json else format_status(status))
+    status = fleet_status(args.db, args.fleet, since=since, devices=_device_filter(args))
+    # compact: indented, the pure-Python encoder took 250 ms at 10,000 devices
+    print(json.dumps(status, sort_keys=True) if args.json else format_status(status))
     return EXIT_OK

@@ -35,12 +35,14 @@ class FakeLink:
     def __post_init__(self) -> None:
         self.connected.set()
 
-    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> object:
+    def publish(
+        self, topic: str, payload: bytes | bytearray, *, qos: int = 1, retain: bool = False
+    ) -> object:
         if self.room is not None:
             if self.room == 0:
                 return None
             self.room -= 1
-        self.published.append(Published(topic, payload, retain))
+        self.published.append(Published(topic, bytes(payload), retain))
         return True
 
     def wait_below(self, limit: int, timeout: float) -> bool:

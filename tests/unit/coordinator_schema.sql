@@ -157,9 +157,11 @@ CREATE UNIQUE INDEX "metrics_identity"
     ON "metrics" ("fleet", "device", "boot", "seq");
 CREATE INDEX "metrics_latest"
     ON "metrics" ("fleet", "device", "ts");
+CREATE INDEX "metrics_window"
+    ON "metrics" ("fleet", "ts", "device", "active");
 CREATE INDEX "model_metrics_age"
     ON "model_metrics" ("fleet", "received_at");
+CREATE INDEX "model_metrics_health"
+    ON "model_metrics" ("fleet", "ts", "model", "version", "device", "inferences", "errors", "latency_p95_ms");
 CREATE UNIQUE INDEX "model_metrics_identity"
     ON "model_metrics" ("fleet", "device", "boot", "seq", "model", "version");
-CREATE INDEX "model_metrics_ts"
-    ON "model_metrics" ("fleet", "ts");

@@ -16,6 +16,8 @@ import pytest
 
 import protocol
 from coordinator.chunk_serving import ChunkServer, FreshHold
+from coordinator.chunkstore import ChunkSource
+from coordinator.errors import ChunkSourceError
 from coordinator.progress import Progress
 from coordinator.registry import Registry, ReleaseRecord
 from coordinator.release_cache import ReleaseCache
@@ -27,18 +29,18 @@ T = protocol.Topics(FLEET)
 # --- the fresh hold (pure) -------------------------------------------------------------------
 def test_a_lone_device_is_never_held() -> None:
     hold = FreshHold(0.3)
-    hold.on_request(b"r" * 16, "d1", fresh=True, online={"d1"}, now=100.0)
+    hold.on_request(b"r" * 16, "d1", fresh=True, expected=frozenset({"d1"}), now=100.0)
     assert hold.remaining(100.0) <= 0
 
 
-def test_a_fresh_request_holds_while_another_online_device_has_not_asked() -> None:
+def test_a_fresh_request_holds_while_another_expected_device_has_not_asked() -> None:
     hold = FreshHold(0.3)
     rid = b"r" * 16
-    hold.on_request(rid, "d1", fresh=True, online={"d1", "d2"}, now=100.0)
+    hold.on_request(rid, "d1", fresh=True, expected=frozenset({"d1", "d2"}), now=100.0)
     assert hold.remaining(100.0) == pytest.approx(0.3)
-    hold.on_request(rid, "d1", fresh=False, online={"d1", "d2"}, now=100.1)
+    hold.on_request(rid, "d1", fresh=False, expected=frozenset({"d1", "d2"}), now=100.1)
     assert hold.remaining(100.1) == pytest.approx(0.2)  # a later request does not extend it
-    hold.on_request(rid, "d2", fresh=True, online={"d1", "d2"}, now=100.2)
+    hold.on_request(rid, "d2", fresh=True, expected=frozenset({"d1", "d2"}), now=100.2)
     assert hold.remaining(100.2) <= 0  # the last of the wave: nobody left to wait for
     assert hold.askers(rid) == {"d1", "d2"}
 
@@ -46,13 +48,13 @@ def test_a_fresh_request_holds_while_another_online_device_has_not_asked() -> No
 def test_askers_are_per_release_and_forgotten_with_it() -> None:
     hold = FreshHold(0.3)
     a, b = b"a" * 16, b"b" * 16
-    hold.on_request(a, "d1", fresh=True, online={"d1", "d2"}, now=0.0)
-    hold.on_request(b, "d2", fresh=True, online={"d1", "d2"}, now=0.0)
+    hold.on_request(a, "d1", fresh=True, expected=frozenset({"d1", "d2"}), now=0.0)
+    hold.on_request(b, "d2", fresh=True, expected=frozenset({"d1", "d2"}), now=0.0)
     assert hold.askers(a) == {"d1"} and hold.askers(b) == {"d2"} and hold.releases == 2
     hold.forget([a])
     assert hold.askers(a) == frozenset() and hold.releases == 1
     # a device asking again for a forgotten release is held for the others once more
-    hold.on_request(a, "d2", fresh=True, online={"d1", "d2"}, now=10.0)
+    hold.on_request(a, "d2", fresh=True, expected=frozenset({"d1", "d2"}), now=10.0)
     assert hold.remaining(10.0) > 0
 
 
@@ -75,7 +77,7 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
     server = ChunkServer(
         T,
         ReleaseCache(registry, FLEET),
-        lambda: set(online),
+        lambda rid: frozenset(online),
         progress,
         stopping,
         max_pending=4,
@@ -167,7 +169,7 @@ def test_the_sender_holds_after_a_fresh_request_while_others_may_ask(tmp_path: P
     server = ChunkServer(
         T,
         ReleaseCache(registry, FLEET),
-        lambda: {"d1", "d2"},
+        lambda rid: frozenset({"d1", "d2"}),
         Progress(),
         threading.Event(),
         max_pending=4,
@@ -211,7 +213,7 @@ def test_compressible_chunks_go_out_compressed_once_and_raw_to_an_older_device(
     server = ChunkServer(
         T,
         ReleaseCache(registry, FLEET),
-        set,
+        lambda _rid: frozenset(),
         Progress(),
         threading.Event(),
         max_pending=4,
@@ -241,3 +243,18 @@ def test_compressible_chunks_go_out_compressed_once_and_raw_to_an_older_device(
     finally:
         server.close()
         registry.close()
+
+
+def test_chunks_are_read_into_their_frames_and_a_short_blob_is_refused(s: Setup) -> None:
+    blob = Path(s.record.blob_path).read_bytes()
+    last = s.record.n_chunks - 1
+    with ChunkSource() as chunks:
+        for index in (0, last):
+            frame = chunks.read_frame(s.record, index)
+            data = blob[index * CHUNK : (index + 1) * CHUNK]
+            assert frame == protocol.ChunkFrame.encode(index, s.record.release_id, data)
+        with pytest.raises(IndexError):
+            chunks.read_frame(s.record, last + 1)
+        Path(s.record.blob_path).write_bytes(blob[: last * CHUNK + 1])
+        with pytest.raises(ChunkSourceError, match="is short"):
+            chunks.read_frame(s.record, last)

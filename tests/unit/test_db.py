@@ -10,23 +10,44 @@ from pathlib import Path
 import sqlite_utils
 
 import protocol
-from coordinator.db import BUSY_TIMEOUT_S, DEVICE_COLUMNS, Db
+from coordinator.db import BUSY_TIMEOUT_S, DEVICE_COLUMNS, HEALTH_INDEXES, Db
 from coordinator.registry import Registry
 from coordinator.rollout_store import RolloutStore
 from coordinator.telemetry_store import TelemetryStore
 
-#: The schema a new database gets (the devices table as issue 13 extended it).
+#: The schema a new database gets (the devices table as issue 13 extended it, the health
+#: indexes of issue 14).
 SCHEMA = Path(__file__).with_name("coordinator_schema.sql")
-#: The columns issue 13 added to the devices table: without them, the schema is the one made
-#: before (also before the stores shared one database module), and such databases must open.
+#: The columns issue 13 added to the devices table: without them, and with the telemetry
+#: indexes of before issue 14, the schema is the one made before (also before the stores shared
+#: one database module), and such databases must open.
 ADDED_IN_I13 = ("limited_requests", "limited_reports", "limited_at", "clock_skew", "clock_checked")
+#: Issue 14 replaced this index by the covering ones of ``HEALTH_INDEXES``.
+DROPPED_IN_I14 = 'CREATE INDEX "model_metrics_ts"\n    ON "model_metrics" ("fleet", "ts")'
+
+
+def statements(schema: str) -> list[str]:
+    return [s.strip() for s in schema.split(";\n") if s.strip()]
+
+
+def schema_before_i14() -> list[str]:
+    kept = [s for s in statements(SCHEMA.read_text()) if not _made_in_i14(s)]
+    return sorted([*kept, DROPPED_IN_I14], key=lambda s: (not s.startswith("CREATE TABLE"), s))
+
+
+def _made_in_i14(statement: str) -> bool:
+    return any(f'INDEX "{name}"' in statement for name in HEALTH_INDEXES)
 
 
 def schema_before_i13() -> str:
     return "".join(
-        line
-        for line in SCHEMA.read_text().splitlines(keepends=True)
-        if not any(f'"{column}"' in line for column in ADDED_IN_I13)
+        "".join(
+            line
+            for line in statement.splitlines(keepends=True)
+            if not any(f'"{column}"' in line for column in ADDED_IN_I13)
+        )
+        + ";\n"
+        for statement in schema_before_i14()
     )
 
 
@@ -54,8 +75,7 @@ def close_all(*stores: Registry | TelemetryStore | RolloutStore) -> None:
 
 def test_a_new_database_has_the_recorded_schema(tmp_path: Path) -> None:
     close_all(*open_all(tmp_path / "c.db"))
-    expected = [s.strip() for s in SCHEMA.read_text().split(";\n") if s.strip()]
-    assert schema_of(tmp_path / "c.db") == [s.rstrip(";") for s in expected]
+    assert schema_of(tmp_path / "c.db") == statements(SCHEMA.read_text())
 
 
 def test_a_database_of_the_schema_of_before_opens_with_its_rows(tmp_path: Path) -> None:
@@ -91,9 +111,14 @@ def test_a_database_of_the_schema_of_before_opens_with_its_rows(tmp_path: Path) 
     finally:
         close_all(registry, telemetry, rollouts)
     migrated = schema_of(db)
-    # only the devices table changed: it has the columns added since, NULL in old rows
-    assert [s for s in migrated if '"devices"' not in s] == [
-        s for s in before if '"devices"' not in s
+    # the devices table has the columns added since, NULL in old rows; the health indexes
+    # replaced the one they cover; nothing else changed
+    assert [s for s in migrated if '"devices"' not in s and not _made_in_i14(s)] == [
+        s for s in before if '"devices"' not in s and s != DROPPED_IN_I14
+    ]
+    assert DROPPED_IN_I14 in before and DROPPED_IN_I14 not in migrated
+    assert sorted(s for s in migrated if _made_in_i14(s)) == [
+        s for s in statements(SCHEMA.read_text()) if _made_in_i14(s)
     ]
     assert list(sqlite_utils.Database(db).table("devices").columns_dict) == list(DEVICE_COLUMNS)
     close_all(*open_all(db))

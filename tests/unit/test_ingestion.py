@@ -18,6 +18,7 @@ from coordinator.ingestion import Inbound, Ingestion
 from coordinator.progress import Progress
 from coordinator.ratelimit import DeviceLimits
 from coordinator.registry import Registry, ReleaseRecord
+from coordinator.release_askers import ReleaseAskers
 from coordinator.release_cache import ReleaseCache
 from coordinator.status import fleet_status, format_status
 from coordinator.telemetry_store import TelemetryStore
@@ -47,12 +48,11 @@ def make(
     registry = Registry(tmp / "c.db")
     record = add_release(registry, make_keys(tmp), tmp)
     telemetry = TelemetryStore(tmp / "c.db", flush_interval=60.0)
-    devices = DeviceTracker(registry, FLEET, flush_interval=60.0)
+    askers = ReleaseAskers()
+    devices = DeviceTracker(registry, FLEET, askers=askers, flush_interval=60.0)
     progress, stopping = Progress(), threading.Event()
     releases = ReleaseCache(registry, FLEET)
-    chunks = ChunkServer(
-        T, releases, devices.online, progress, stopping, max_pending=4, fresh_hold=0.0
-    )
+    chunks = ChunkServer(T, releases, askers.of, progress, stopping, max_pending=4, fresh_hold=0.0)
     limits = DeviceLimits.make(1000.0, burst, 1000.0, report_burst)
     ingestion = Ingestion(
         T,

@@ -64,6 +64,14 @@ def test_frame_round_trip(index: int, payload: bytes) -> None:
     assert bytes(decoded.payload) == payload
 
 
+@pytest.mark.parametrize("payload", [b"", b"a", bytes(range(256)) * 7])
+def test_a_blank_frame_filled_in_place_is_the_encoded_frame(payload: bytes) -> None:
+    frame = ChunkFrame.blank(7, RID, len(payload))
+    assert len(frame) == HEADER_SIZE + len(payload)
+    memoryview(frame)[HEADER_SIZE:] = payload
+    assert frame == ChunkFrame.encode(7, RID, payload)
+
+
 def test_decode_is_a_zero_copy_view() -> None:
     frame = bytearray(ChunkFrame.encode(0, RID, b"hello"))
     decoded = ChunkFrame.decode(frame)  # type: ignore[arg-type]

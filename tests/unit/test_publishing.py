@@ -5,7 +5,7 @@ releases the index no longer names retired from chunk serving."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +33,7 @@ class Setup:
     v1: ReleaseRecord
     retired: list[set[bytes]] = field(default_factory=list)
     ticks: list[int] = field(default_factory=list)
+    indexes: list[Mapping[str, protocol.Target]] = field(default_factory=list)
 
 
 @pytest.fixture(name="s")
@@ -47,6 +48,7 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
     releases = ReleaseCache(registry, FLEET)
     retired: list[set[bytes]] = []
     ticks: list[int] = []
+    indexes: list[Mapping[str, protocol.Target]] = []
     publishing = Publishing(
         FLEET,
         TrustPublisher(keydir, FLEET, keys),
@@ -56,8 +58,9 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
         threading.Event(),
         step_rollouts=lambda: ticks.append(1),
         retire=retired.append,
+        on_index=indexes.append,
     )
-    yield Setup(publishing, registry, releases, v1, retired, ticks)
+    yield Setup(publishing, registry, releases, v1, retired, ticks, indexes)
     registry.close()
 
 
@@ -109,6 +112,11 @@ def test_releases_no_longer_in_the_index_are_retired(s: Setup, tmp_path: Path) -
     assert link.topics[-2:] == [T.manifest("m", 2), T.index()]
     assert s.retired == [{s.v1.short_id}]
     assert s.releases.get(v2.short_id) == v2
+    # who will ask for what is worked out from each index's targets, once it is published
+    assert [{n: t.manifest_id for n, t in e.items()} for e in s.indexes] == [
+        {"m": s.v1.release_id},
+        {"m": v2.release_id},
+    ]
 
 
 def test_the_poller_turns_until_stopped(tmp_path: Path, s: Setup) -> None:

@@ -181,7 +181,7 @@ def test_the_header_names_each_deployed_release_and_its_kind() -> None:
         "health_since": None,
     }
     header = format_status(status, now=0.0).splitlines()[0]
-    assert header == "fleet f: m@3, minilm@2 (text-embedding); 0 device(s)"
+    assert header == "fleet f: m@3, minilm@2 (text-embedding); 0 device(s), 0 online"
 
 
 def test_status_reads_the_kind_of_a_deployed_release(tmp_path: Path) -> None:
