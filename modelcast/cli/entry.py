@@ -10,12 +10,23 @@ from collections.abc import Sequence
 from runtime import __version__
 from runtime.display import PrintableFormatter
 
-from . import broker, demo, fleet, keys, models, releases, rollouts, services, telemetry
+from . import broker, demo, fleet, keys, models, releases, rollouts, services, simulate, telemetry
 from .common import CommandParser, EnvFlag
 from .exits import exit_rule
 
 #: the command groups, in the order ``modelcast --help`` lists their commands
-COMMAND_GROUPS = (keys, services, releases, rollouts, fleet, telemetry, broker, models, demo)
+COMMAND_GROUPS = (
+    keys,
+    services,
+    releases,
+    rollouts,
+    fleet,
+    telemetry,
+    broker,
+    models,
+    demo,
+    simulate,
+)
 
 LOG_LEVEL = EnvFlag(
     "--log-level",

@@ -118,6 +118,11 @@ class Link:
     def reconnects(self) -> int:
         return max(0, self.connects - 1)
 
+    @property
+    def unacked(self) -> int:
+        """QoS 1 messages handed to paho and not acknowledged by the broker yet."""
+        return len(self._unacked)
+
     # --- the wire (``edge_node.shared.Wire``) --------------------------------------------
     def publish(
         self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False

@@ -19,6 +19,7 @@ import random
 import signal
 import time
 from collections import Counter
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 
 from protocol import DeviceStatus, Topics, TrustedRoot, VerifyKey
@@ -47,6 +48,7 @@ class Worker:
         self.plan = plan
         self.mux = ClientMux()
         self._rng = rng or random.Random()
+        self._stopping = False
         trust = TrustedRoot(VerifyKey.from_pem(config.trust_pem()))
         host, port = parse_broker_url(config.broker_url)
         pacer = WavePacer(plan.connect_rate, self.mux.now, self._rng)
@@ -88,8 +90,9 @@ class Worker:
 
     def _schedule_sample(self, device: VirtualDevice, delay: float) -> None:
         def sample() -> None:
-            device.sample()
-            self._schedule_sample(device, device.telemetry_interval)
+            if not self._stopping:
+                device.sample()
+                self._schedule_sample(device, device.telemetry_interval)
 
         self.mux.call_later(delay, sample)
 
@@ -117,12 +120,19 @@ class Worker:
         conn.send(self.report(final=True))
 
     def stop(self) -> None:
+        """No more samples; what was sent is acknowledged (so that a clean stop loses no
+        telemetry); then each device says ``online: false`` and disconnects."""
+        self._stopping = True
+        self._run_while(lambda: any(link.unacked and link.connected for link, _ in self.devices))
         for link, device in self.devices:
             link.stop(device.stop_messages())
-        deadline = time.monotonic() + STOP_S
-        while time.monotonic() < deadline and any(link.connected for link, _ in self.devices):
-            self.mux.run_once(0.05)
+        self._run_while(lambda: any(link.connected for link, _ in self.devices))
         self.mux.close()
+
+    def _run_while(self, busy: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + STOP_S / 2
+        while time.monotonic() < deadline and busy():
+            self.mux.run_once(0.05)
 
     # --- reporting -----------------------------------------------------------------------
     def report(self, *, final: bool = False) -> WorkerReport:

@@ -63,10 +63,10 @@ def test_the_tree_has_every_command() -> None:
     assert top == {
         *("keys", "coordinator", "edge", "release", "deploy", "rollout", "rollback", "config"),
         *("acceptance", "variants", "status", "telemetry", "broker", "creds", "models"),
-        *("quantize", "embed", "demo"),
+        *("quantize", "embed", "demo", "simulate"),
     }
     assert ("rollout", "abort") in COMMANDS and ("creds", "list") in COMMANDS
-    assert len(COMMANDS) == 39  # the root, 18 commands and 20 subcommands
+    assert len(COMMANDS) == 40  # the root, 19 commands and 20 subcommands
 
 
 @pytest.mark.parametrize("path", COMMANDS, ids=lambda p: " ".join(p) or "modelcast")
