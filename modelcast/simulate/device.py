@@ -324,6 +324,19 @@ class VirtualDevice:
             bytes_received=self.bytes_received,
         )
 
+    def milestones(self) -> dict[str, dict[str, float]]:
+        """``NAME@VERSION`` -> milestone (``began``, ``first_chunk``, ``verified``) -> when."""
+        out: dict[str, dict[str, float]] = {}
+        dl = self.downloader
+        for name, times in (
+            ("began", dl.began_at),
+            ("first_chunk", dl.first_chunk_at),
+            ("verified", self.verified_at),
+        ):
+            for label, at in times.items():
+                out.setdefault(label, {})[name] = at
+        return out
+
     def counters(self) -> dict[str, int]:
         """What the worker's report adds up."""
         dl = self.downloader

@@ -78,6 +78,10 @@ class SimDownloader:
         self.late_resends = 0
         self.write_failures = 0
         self.requests = 0
+        #: ``NAME@VERSION`` -> when its download began, and when its first chunk came (wall
+        #: clock): with the device's ``verified_at``, where a delivery's time goes
+        self.began_at: dict[str, float] = {}
+        self.first_chunk_at: dict[str, float] = {}
 
     @property
     def session(self) -> DownloadSession | None:
@@ -94,6 +98,7 @@ class SimDownloader:
             self._storage_failed(exc, release)
             return None
         session = DownloadSession(release, held, now=self._clock())
+        self.began_at.setdefault(m.release, self._clock())
         prefix = self._topics.chunk_prefix(m.name, m.version, m.variant)
         self.current = Download(release, sink, session, prefix)
         if held:
@@ -186,6 +191,7 @@ class SimDownloader:
             return None
         now = self._clock()
         dl.session.commit(chunk, now)
+        self.first_chunk_at.setdefault(dl.release.manifest.release, now)
         if self._last_chunk_at:
             gap = now - self._last_chunk_at
             ewma = self._interval_ewma

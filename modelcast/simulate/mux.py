@@ -6,9 +6,12 @@ loop thread) once a descriptor is above 1024, so about 300 clients fit in a proc
 client has a thread or a socket pair: paho's external-loop API is used instead.
 
 - ``on_socket_open`` / ``on_socket_close``: the client's socket joins or leaves the selector;
-- ``on_socket_register_write``: the client has bytes to send. They are written at the end of
-  the current turn (``loop_write``), and only what the socket did not take waits for the
-  selector to say it is writable, so a publish costs no selector change on loopback;
+- ``on_socket_register_write``: the client has bytes to send. They are written once the
+  callback that queued them returns (after the client's read, a timer, or at the end of the
+  turn: ``loop_write``), so that what one device answers leaves when it answers, as it would
+  from a device of its own, not bunched with its process's others at the end of a turn; only
+  what the socket did not take waits for the selector to say it is writable, so a publish
+  costs no selector change on loopback;
 - readable: ``loop_read``; writable: ``loop_write``;
 - ``loop_misc`` (keepalive pings, a broker that stopped answering) for every client once per
   ``misc_interval``;
@@ -113,6 +116,7 @@ class ClientMux:
                 client.loop_write()
             if mask & selectors.EVENT_READ:
                 client.loop_read()
+                self._flush_writes()  # what a device answers leaves now, not after the turn
         self._run_timers()
         if self._clock() >= self._misc_at:
             self._misc()
@@ -123,6 +127,7 @@ class ClientMux:
         while self._timers and self._timers[0][0] <= now:
             _, _, fn = heapq.heappop(self._timers)
             fn()
+            self._flush_writes()
 
     def _misc(self) -> None:
         self._misc_at = self._clock() + self._misc_interval

@@ -26,6 +26,9 @@ class WorkerReport:
     #: ``NAME@VERSION`` -> devices that verified it, and when the last of them did (wall clock)
     verified: Mapping[str, int] = field(default_factory=dict)
     verified_at: Mapping[str, float] = field(default_factory=dict)
+    #: ``NAME@VERSION`` -> milestone (``began``, ``first_chunk``, ``verified``) -> when the
+    #: first and the last device reached it (wall clock)
+    timeline: Mapping[str, Mapping[str, tuple[float, float]]] = field(default_factory=dict)
     bytes_received: int = 0
     chunks: int = 0
     duplicates: int = 0
@@ -85,6 +88,14 @@ class FleetSnapshot:
         """When the last device verified ``release`` (wall clock)."""
         times = [r.verified_at[release] for r in self.workers if release in r.verified_at]
         return max(times) if times else None
+
+    def timeline(self, release: str, since: float) -> dict[str, tuple[float, float]]:
+        """Milestone -> seconds after ``since`` when the first and the last device reached it."""
+        spans: dict[str, tuple[float, float]] = {}
+        for r in self.workers:
+            for name, span in r.timeline.get(release, {}).items():
+                spans[name] = merge_span(spans.get(name), span)
+        return {k: (round(a - since, 3), round(b - since, 3)) for k, (a, b) in spans.items()}
 
     @property
     def failures(self) -> dict[str, int]:
@@ -156,6 +167,11 @@ class FleetSnapshot:
             "connect_failures": _sum(r.connect_failures for r in self.workers),
             "workers": [asdict(r) for r in self.workers],
         }
+
+
+def merge_span(span: tuple[float, float] | None, other: tuple[float, float]) -> tuple[float, float]:
+    """The earliest start and latest end of two (first, last) spans."""
+    return other if span is None else (min(span[0], other[0]), max(span[1], other[1]))
 
 
 def _counts(counts: Mapping[str, int]) -> str:

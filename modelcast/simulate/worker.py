@@ -31,7 +31,7 @@ from .device import VirtualDevice
 from .fdlimit import raise_soft_limit
 from .link import Link, WavePacer
 from .mux import ClientMux
-from .report import WorkerReport
+from .report import WorkerReport, merge_span
 from .sinks import SinkFactory, disk_sinks, memory_sinks
 
 log = logging.getLogger("modelcast.simulate")
@@ -140,6 +140,7 @@ class Worker:
         states: Counter[str] = Counter()
         verified: Counter[str] = Counter()
         verified_at: dict[str, float] = {}
+        timeline: dict[str, dict[str, tuple[float, float]]] = {}
         failures: Counter[str] = Counter()
         connects: Counter[str] = Counter()
         refused: Counter[str] = Counter()
@@ -151,6 +152,10 @@ class Worker:
             for label, at in device.verified_at.items():
                 verified[label] += 1
                 verified_at[label] = max(at, verified_at.get(label, 0.0))
+            for label, reached in device.milestones().items():
+                spans = timeline.setdefault(label, {})
+                for name, at in reached.items():
+                    spans[name] = merge_span(spans.get(name), (at, at))
             failures.update(device.reporter.rejections)
             if device.downloader.write_failures:
                 failures["write-failed"] += device.downloader.write_failures
@@ -170,6 +175,7 @@ class Worker:
             states=dict(states),
             verified=dict(verified),
             verified_at=verified_at,
+            timeline=timeline,
             failures=dict(failures),
             connect_failures=dict(connects),
             refused=dict(refused),

@@ -78,3 +78,17 @@ def test_a_refusing_broker_is_named_with_the_limit_it_hit() -> None:
     assert "max_connections" in text and "ulimit -n" in text
     refused = WorkerReport(0, 1, 10, refused={"refused": 50}, refused_devices=10)
     assert "is the broker running" in refusal_message(FleetSnapshot(10, 3.0, (refused,)), 10, "u")
+
+
+def test_the_timeline_spans_the_first_and_last_device_of_every_worker() -> None:
+    def worker(i: int, began: tuple[float, float], verified: tuple[float, float]) -> WorkerReport:
+        spans = {"began": began, "verified": verified}
+        return WorkerReport(worker=i, pid=i, devices=10, timeline={"m@1": spans})
+
+    snap = FleetSnapshot.of(
+        20,
+        0.0,
+        [worker(0, (100.5, 101.0), (103.0, 104.0)), worker(1, (100.2, 100.9), (103.5, 105.0))],
+    )
+    assert snap.timeline("m@1", since=100.0) == {"began": (0.2, 1.0), "verified": (3.0, 5.0)}
+    assert snap.timeline("m@2", since=100.0) == {}

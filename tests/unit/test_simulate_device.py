@@ -152,6 +152,19 @@ def test_a_release_is_fetched_verified_and_marked_active() -> None:
     assert set(s.wire.unsubscribed) >= {TOPICS.chunk_block("m", 2, b) for b in range(2)}
 
 
+def test_a_delivery_records_when_it_began_its_first_chunk_came_and_it_was_verified() -> None:
+    s = sim(window=4)
+    chunks = pieces(3)
+    rel = release(version=2, chunks=chunks)
+    s.index(m=target(rel))
+    began = s.clock.now
+    s.deliver(rel, chunks)  # the clock moves 10 ms per chunk
+    assert s.device.milestones() == {
+        "m@2": {"began": began, "first_chunk": began + 0.01, "verified": s.clock.now}
+    }
+    assert s.clock.now > began + 0.01
+
+
 def test_a_corrupt_chunk_is_refused_and_the_good_one_still_taken() -> None:
     s = sim()
     chunks = pieces(3)
