@@ -88,7 +88,7 @@ ROWS: tuple[tuple[str, str, Target | None, str], ...] = (
     ("fleet_status_ms", "modelcast status at the fleet's size", Target("<=", 1000, " ms"), " ms"),
     ("fleet_rollout_stage_error", "5 % stage: |selected - 5 %| / devices", Target("<=", 0.02), ""),
     ("fleet_coordinator_rss_mb", "coordinator (bench) process RSS", None, " MB"),
-    ("fleet_broker_rss_mb", "broker RSS at the fleet's size", None, " MB"),
+    ("fleet_broker_rss_mb", "broker peak RSS, delivering to the fleet", None, " MB"),
     *(
         (f"fleet_idle_10k_{who}_{what}", f"10k idle devices: {who} {label}", None, unit)
         for who in ("coordinator", "simulator", "broker")

@@ -43,6 +43,7 @@ from testkit.procfs import proc_cpu_s, proc_status_kb
 from .baseline import read_chunks
 from .common import Bench, BenchError
 from .fleet_baseline import fanout_baseline
+from .rss import reset_hwm
 
 #: connects a second, all worker processes together (the simulator's default is 300)
 CONNECT_RATE = 500.0
@@ -79,6 +80,23 @@ def rss_mb(pids: Sequence[int]) -> float:
 
 def cpu_s(pids: Sequence[int]) -> float:
     return sum(proc_cpu_s(p) for p in pids)
+
+
+class BrokerWatch:
+    """The broker's CPU seconds and peak RSS over a stretch of the run (``VmHWM``, reset at the
+    start where Linux allows it; otherwise the peak since the broker started)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.reset = reset_hwm(pid)
+        self.cpu0 = proc_cpu_s(pid)
+
+    def read(self) -> dict[str, Any]:
+        return {
+            "broker_cpu_s": round(proc_cpu_s(self.pid) - self.cpu0, 2),
+            "broker_peak_mb": round(proc_status_kb(self.pid, "VmHWM") / 1024, 1),
+            "broker_peak_since": "round" if self.reset else "start",
+        }
 
 
 def wait(
@@ -134,6 +152,8 @@ def delivery_phase(rig: Rig, size: int) -> dict[str, Any]:
     try:
         with SimulatedFleet(rig.config(fleet, telemetry_interval=60.0)) as sim:
             online_s = wait_online(rig, sim, n)
+            sim.poll(2.0)  # the connects' aftermath: statuses and states in
+            connected = {"broker_mb": rss_mb([rig.broker_pid]), "simulator_mb": rss_mb(sim.pids)}
             rounds = []
             for record, model in zip(records[:ROUNDS], models, strict=False):
                 baseline = baseline_round(rig, model)
@@ -157,6 +177,8 @@ def delivery_phase(rig: Rig, size: int) -> dict[str, Any]:
         "n_chunks": records[0].n_chunks,
         "chunk_size": records[0].chunk_size,
         "rounds": rounds,
+        "connected_rss": connected,
+        "broker_peak_mb": max(r["broker_peak_mb"] for r in rounds),
         "baseline_s": min(r["baseline"]["seconds"] for r in rounds),
         "modelcast_s": min(r["seconds"] for r in rounds),
         "publish_ratio": max(r["publish_ratio"] for r in rounds),
@@ -169,7 +191,8 @@ def delivery_phase(rig: Rig, size: int) -> dict[str, Any]:
 def baseline_round(rig: Rig, model: os.PathLike[str]) -> dict[str, Any]:
     chunks = read_chunks(Path(model), DEFAULT_CHUNK_SIZE)
     topic = f"bench/fleet/{os.getpid()}/{time.monotonic_ns()}"
-    out = fanout_baseline(rig.url, topic, chunks, rig.devices, rig.processes)
+    broker = BrokerWatch(rig.broker_pid)
+    out = {**fanout_baseline(rig.url, topic, chunks, rig.devices, rig.processes), **broker.read()}
     rig.b.progress(f"fleet: plain paho, the same bytes to {rig.devices}: {out['seconds']:.2f} s")
     return {k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()}
 
@@ -181,13 +204,14 @@ def deliver(
     and what the coordinator published meanwhile."""
     label = f"{record.name}@{record.version}"
     published0, chunks0 = service.bytes_published, service.chunks_published
-    cpu0 = (cpu_s(sim.pids), cpu_s([rig.broker_pid]), cpu_s([os.getpid()]))
+    cpu0 = (cpu_s(sim.pids), cpu_s([os.getpid()]))
     before = sim.snapshot().to_dict()
+    broker = BrokerWatch(rig.broker_pid)
     t0 = time.time()
     registry.deploy(record.name, record.version, fleet=record.fleet)
     snap = wait(sim, f"deploy {label}", lambda s: s.verified.get(label, 0) >= rig.devices, 600)
     seconds = (snap.verified_at(label) or time.time()) - t0
-    cpu1 = (cpu_s(sim.pids), cpu_s([rig.broker_pid]), cpu_s([os.getpid()]))
+    cpu1 = (cpu_s(sim.pids), cpu_s([os.getpid()]))
     published = service.bytes_published - published0
     after = snap.to_dict()
     rig.b.progress(f"fleet: modelcast, {label} to {rig.devices} devices: {seconds:.2f} s")
@@ -197,15 +221,17 @@ def deliver(
         "chunks_published": service.chunks_published - chunks0,
         "publish_ratio": round(published / record.size, 4),
         "cpu_s": _delta(cpu0, cpu1),
+        **broker.read(),
         "timeline_s": snap.timeline(label, t0),
         "devices_received_bytes": after["bytes_received"] - before["bytes_received"],
-        "duplicates_at_devices": after["duplicates"] - before["duplicates"],
+        **{k: after[k] - before[k] for k in ("duplicates", "stalls", "requests")},
+        "failures": after["failures"],
     }
 
 
 def _delta(before: Sequence[float], after: Sequence[float]) -> dict[str, float]:
-    """CPU seconds used between two readings of (simulator, broker, this process)."""
-    names = ("simulator", "broker", "coordinator_process")
+    """CPU seconds used between two readings of (simulator, this process)."""
+    names = ("simulator", "coordinator_process")
     return {k: round(b - a, 2) for k, a, b in zip(names, before, after, strict=True)}
 
 
