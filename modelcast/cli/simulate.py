@@ -128,6 +128,7 @@ def parse_profile(text: str) -> DeviceProfile:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     from ..simulate.config import SimConfig
+    from ..simulate.errors import SimulationError
     from ..simulate.runner import SimulatedFleet
     from ..simulate.spec import DeviceProfile
 
@@ -159,11 +160,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     with SimulatedFleet(config) as fleet:
-        reached = _run(fleet, args, until, stop)
+        try:
+            reached = _run(fleet, args, until, stop)
+        except SimulationError as exc:  # the summary and --json still say how far it got
+            _finish(fleet.stop(), args, until=until, reached=False, error=str(exc))
+            raise
         final = fleet.stop()
-    print(final.summary())
-    if args.json is not None:
-        _write_json(args.json, final, until=until, reached=reached)
+    _finish(final, args, until=until, reached=reached)
     if interrupted and interrupted[0] == signal.SIGINT:
         return EXIT_INTERRUPTED
     return EXIT_FAILED if until is not None and not reached else EXIT_OK
@@ -208,10 +211,28 @@ class _Progress:
             sys.stderr.write("\n")
 
 
-def _write_json(path: Path, snap: FleetSnapshot, *, until: str | None, reached: bool) -> None:
+def _finish(
+    snap: FleetSnapshot,
+    args: argparse.Namespace,
+    *,
+    until: str | None,
+    reached: bool,
+    error: str | None = None,
+) -> None:
+    """The summary on stdout, and the ``--json`` file."""
+    print(snap.summary())
+    if args.json is not None:
+        _write_json(args.json, snap, until=until, reached=reached, error=error)
+
+
+def _write_json(
+    path: Path, snap: FleetSnapshot, *, until: str | None, reached: bool, error: str | None
+) -> None:
     from runtime.files import write_atomic
 
     doc = snap.to_dict()
     if until is not None:
         doc["until_active"] = {"release": until, "reached": reached}
+    if error is not None:
+        doc["error"] = error
     write_atomic(path, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())

@@ -102,9 +102,13 @@ def test_200_devices_verify_a_release_published_about_once(env: Env) -> None:
 
 @pytest.mark.timeout(120)
 def test_a_broker_at_its_connection_limit_is_named(env: Env, tmp_path: Path) -> None:
+    out = tmp_path / "refused.json"
     with LocalBroker(extra_conf="max_connections 5", workdir=tmp_path / "small") as small:
-        sim = simulate(env, "--duration", "60", devices=10, url=small.url)
+        sim = simulate(env, "--duration", "60", "--json", str(out), devices=10, url=small.url)
         assert finish(sim, 90) == 1
     log = sim.log()
     assert "could not connect" in log and "max_connections" in log, log[-2000:]
     assert "max_connections exceeded" in small.log_text()
+    doc = json.loads(out.read_text())  # a script still gets the summary, and why it stopped
+    assert "max_connections" in doc["error"] and doc["devices"] == 10
+    assert doc["ever_online"] < 10
