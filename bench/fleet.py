@@ -61,14 +61,14 @@ def run(b: Bench) -> dict[str, Any]:
     n, p = devices(), processes()
     raise_soft_limit()  # the broker, started below, inherits it: one descriptor per client
     b.progress(f"fleet: {n} devices on {p} processes, {size / MB:.0f} MB releases")
-    with LocalBroker(conf_path=LARGE_CONF, workdir=b.dir("broker-fleet")) as broker:
+    with LocalBroker(extra_conf=LARGE_CONF.read_text(), workdir=b.dir("broker-fleet")) as broker:
         assert broker.pid is not None
         rig = Rig(b, broker.url, broker.pid, n, p)
         delivery = delivery_phase(rig, size)
         telemetry = telemetry_phase(rig, b.pick(20.0, 60.0))
     idle = None
     if not b.quick:  # on a broker of its own: its memory is the idle fleet's, not a delivery's
-        with LocalBroker(conf_path=LARGE_CONF, workdir=b.dir("broker-idle")) as broker:
+        with LocalBroker(extra_conf=LARGE_CONF.read_text(), workdir=b.dir("broker-idle")) as broker:
             assert broker.pid is not None
             rig = Rig(b, broker.url, broker.pid, n, p)
             idle = idle_phase(rig, IDLE_DEVICES if n == DEVICES else 10 * n, 60.0)
