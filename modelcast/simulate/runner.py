@@ -169,7 +169,9 @@ def refusal_message(snap: FleetSnapshot, refused: int, url: str) -> str:
             "a connection limit. Mosquitto's max_connections (a listener option; -1 is "
             "unlimited, as in broker_config/large.conf), or its own open-file limit (each "
             "client takes a descriptor: raise `ulimit -n` for the mosquitto process). Its log "
-            "says which: 'max_connections exceeded', or 'denied access by tcpd'"
+            "says 'max_connections exceeded' for the first; the second may leave no line: "
+            "compare the devices that did connect with `Max open files` in "
+            "/proc/BROKER_PID/limits"
         )
     elif main == "no-connack":
         why = (

@@ -18,8 +18,7 @@ import os
 import random
 import signal
 import time
-from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from multiprocessing.connection import Connection
 
 from protocol import DeviceStatus, Topics, TrustedRoot, VerifyKey
@@ -136,34 +135,40 @@ class Worker:
 
     # --- reporting -----------------------------------------------------------------------
     def report(self, *, final: bool = False) -> WorkerReport:
-        active: Counter[str] = Counter()
-        states: Counter[str] = Counter()
-        verified: Counter[str] = Counter()
+        """The sums over this worker's devices (every ``report_interval``: kept cheap, plain
+        dicts and no work for what is empty, as it walks every device)."""
+        active: dict[str, int] = {}
+        states: dict[str, int] = {}
+        verified: dict[str, int] = {}
         verified_at: dict[str, float] = {}
         timeline: dict[str, dict[str, tuple[float, float]]] = {}
-        failures: Counter[str] = Counter()
-        connects: Counter[str] = Counter()
-        refused: Counter[str] = Counter()
-        totals: Counter[str] = Counter()
+        failures: dict[str, int] = {}
+        connects: dict[str, int] = {}
+        refused: dict[str, int] = {}
+        totals: dict[str, int] = {"online": 0, "ever_online": 0, "telemetry_acked": 0}
         refused_devices = 0
         for link, device in self.devices:
-            active.update(f"{n}@{v}" for n, v in device.memory.versions().items())
-            states[device.reporter.state.state.value] += 1
+            for name, version in device.memory.versions().items():
+                label = f"{name}@{version}"
+                active[label] = active.get(label, 0) + 1
+            state = device.reporter.state.state.value
+            states[state] = states.get(state, 0) + 1
             for label, at in device.verified_at.items():
-                verified[label] += 1
+                verified[label] = verified.get(label, 0) + 1
                 verified_at[label] = max(at, verified_at.get(label, 0.0))
             for label, reached in device.milestones().items():
                 spans = timeline.setdefault(label, {})
                 for name, at in reached.items():
                     spans[name] = merge_span(spans.get(name), (at, at))
-            failures.update(device.reporter.rejections)
+            _add(failures, device.reporter.rejections)
             if device.downloader.write_failures:
-                failures["write-failed"] += device.downloader.write_failures
-            connects.update(link.failures)
-            if not link.ever_connected and sum(link.failures.values()) >= REFUSED_AFTER:
-                refused_devices += 1
-                refused.update(link.failures)
-            totals.update(device.counters())
+                _add(failures, {"write-failed": device.downloader.write_failures})
+            if link.failures:
+                _add(connects, link.failures)
+                if not link.ever_connected and sum(link.failures.values()) >= REFUSED_AFTER:
+                    refused_devices += 1
+                    _add(refused, link.failures)
+            _add(totals, device.counters())
             totals["online"] += link.connected
             totals["ever_online"] += link.ever_connected
             totals["telemetry_acked"] += link.acked
@@ -171,18 +176,23 @@ class Worker:
             worker=self.plan.worker,
             pid=os.getpid(),
             devices=len(self.devices),
-            active=dict(active),
-            states=dict(states),
-            verified=dict(verified),
+            active=active,
+            states=states,
+            verified=verified,
             verified_at=verified_at,
             timeline=timeline,
-            failures=dict(failures),
-            connect_failures=dict(connects),
-            refused=dict(refused),
+            failures=failures,
+            connect_failures=connects,
+            refused=refused,
             refused_devices=refused_devices,
             final=final,
             **totals,
         )
+
+
+def _add(into: dict[str, int], counts: Mapping[str, int]) -> None:
+    for key, n in counts.items():
+        into[key] = into.get(key, 0) + n
 
 
 def _stop_asked(conn: Connection) -> bool:

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from modelcast.simulate.config import SimConfig
+from modelcast.simulate.config import REFUSED_AFTER, SimConfig
 from modelcast.simulate.errors import SimulationError
 from modelcast.simulate.fdlimit import OVERHEAD, check_per_process
 from modelcast.simulate.report import FleetSnapshot, WorkerReport
 from modelcast.simulate.runner import refusal_message
-from modelcast.simulate.spec import DeviceProfile
+from modelcast.simulate.spec import Active, DeviceProfile
+from modelcast.simulate.worker import Worker
 from tests.support.download_release import ROOT
 
 
@@ -92,3 +93,22 @@ def test_the_timeline_spans_the_first_and_last_device_of_every_worker() -> None:
     )
     assert snap.timeline("m@1", since=100.0) == {"began": (0.2, 1.0), "verified": (3.0, 5.0)}
     assert snap.timeline("m@2", since=100.0) == {}
+
+
+def test_a_worker_reports_the_sums_over_its_devices(trust: Path) -> None:
+    worker = Worker(config(trust, devices=5, processes=2).plans()[1])  # sim-3 and sim-4
+    link, device = worker.devices[0]
+    link.failures["refused"] = REFUSED_AFTER  # never connected: the broker refuses it
+    device.verified_at["m@2"] = 100.0
+    device.downloader.began_at["m@2"] = 90.0
+    device.memory.active["m"] = Active(2, "ab", None, None)
+    device.reporter.rejections["bad-signature"] = 2
+    worker.devices[1][1].reporter.rejections["bad-signature"] = 1
+    report = worker.report()
+    assert (report.worker, report.devices, report.online, report.ever_online) == (1, 2, 0, 0)
+    assert report.active == {"m@2": 1} and report.verified == {"m@2": 1}
+    assert report.states == {"idle": 2}
+    assert report.timeline == {"m@2": {"began": (90.0, 90.0), "verified": (100.0, 100.0)}}
+    assert report.failures == {"bad-signature": 3}
+    assert report.refused_devices == 1 and report.refused == {"refused": REFUSED_AFTER}
+    assert report.connect_failures == {"refused": REFUSED_AFTER}
