@@ -224,7 +224,7 @@ def deliver(
         **broker.read(),
         "timeline_s": snap.timeline(label, t0),
         "devices_received_bytes": after["bytes_received"] - before["bytes_received"],
-        **{k: after[k] - before[k] for k in ("duplicates", "stalls", "requests")},
+        **{k: after[k] - before[k] for k in ("duplicates", "unwanted_bytes", "stalls", "requests")},
         "failures": after["failures"],
     }
 

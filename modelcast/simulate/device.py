@@ -77,6 +77,10 @@ class VirtualDevice:
         self.verified_at: dict[str, float] = {}
         self.connects = 0
         self.bytes_received = 0
+        #: messages and bytes that arrived but served nothing: chunks of a release no longer
+        #: downloaded (late block publications, late resends), manifests no longer wanted
+        self.unwanted = 0
+        self.unwanted_bytes = 0
         self._rooms(sinks, options)
         self._local_policy = self.memory.policy
         self.configure({})
@@ -171,7 +175,9 @@ class VirtualDevice:
             self._on_revocations(topic, payload)
         elif topic in (self.topics.commands(self.device), self.topics.fleet_commands()):
             self._on_command(topic, payload)
-        # anything else: a late chunk of an abandoned release, a manifest no longer wanted
+        else:  # a late chunk of a release done with or abandoned, a manifest no longer wanted
+            self.unwanted += 1
+            self.unwanted_bytes += len(payload)
 
     # --- trust and commands (``edge_node.trust_updates``) -------------------------------
     def _on_root_chain(self, topic: str, payload: bytes) -> None:
@@ -344,6 +350,8 @@ class VirtualDevice:
             "bytes_received": self.bytes_received,
             "chunks": dl.chunks,
             "duplicates": dl.duplicates,
+            "unwanted": self.unwanted + dl.late_resends,
+            "unwanted_bytes": self.unwanted_bytes + dl.late_resend_bytes,
             "requests": dl.requests,
             "stalls": dl.stalls,
             "telemetry_made": self.reporter.made,

@@ -76,6 +76,7 @@ class SimDownloader:
         self.duplicates = 0  # ...of chunks held already
         self.stalls = 0
         self.late_resends = 0
+        self.late_resend_bytes = 0
         self.write_failures = 0
         self.requests = 0
         #: ``NAME@VERSION`` -> when its download began, and when its first chunk came (wall
@@ -166,7 +167,8 @@ class SimDownloader:
     def on_resend(self, topic: str, payload: bytes) -> VerifiedManifest | None:
         rid = frame_release_id(payload)
         if (rid is not None and rid in self._finished) or self.current is None:
-            self.late_resends += rid is not None
+            self.late_resends += 1
+            self.late_resend_bytes += len(payload)
             return None
         return self.on_chunk(topic, payload)
 

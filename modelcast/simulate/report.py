@@ -32,6 +32,9 @@ class WorkerReport:
     bytes_received: int = 0
     chunks: int = 0
     duplicates: int = 0
+    #: messages (and their bytes) that arrived but served nothing (``VirtualDevice.unwanted``)
+    unwanted: int = 0
+    unwanted_bytes: int = 0
     requests: int = 0
     stalls: int = 0
     #: messages refused (by reason), and chunks a sink could not take
@@ -130,6 +133,7 @@ class FleetSnapshot:
         lines.append(
             f"  received:          {_mb(self._total('bytes_received'))} "
             f"({self._total('chunks')} chunks, {self._total('duplicates')} duplicates, "
+            f"{self._total('unwanted')} unwanted ({_mb(self._total('unwanted_bytes'))}), "
             f"{self._total('requests')} requests, {self._total('stalls')} stall repairs)"
         )
         lines.append(
@@ -156,6 +160,8 @@ class FleetSnapshot:
             "bytes_received": self._total("bytes_received"),
             "chunks": self._total("chunks"),
             "duplicates": self._total("duplicates"),
+            "unwanted": self._total("unwanted"),
+            "unwanted_bytes": self._total("unwanted_bytes"),
             "requests": self._total("requests"),
             "stalls": self._total("stalls"),
             "telemetry": {

@@ -165,6 +165,20 @@ def test_a_delivery_records_when_it_began_its_first_chunk_came_and_it_was_verifi
     assert s.clock.now > began + 0.01
 
 
+def test_a_chunk_after_the_release_is_verified_is_counted_as_unwanted() -> None:
+    s = sim()
+    chunks = pieces(2)
+    rel = release(version=2, chunks=chunks)
+    s.index(m=target(rel))
+    s.deliver(rel, chunks)
+    late = frame(rel, 1, chunks)
+    s.device.on_message(TOPICS.chunk_block("m", 2, 0), late)  # published for a later device
+    s.device.on_message(TOPICS.resend(DEVICE), late)
+    assert s.device.counters()["unwanted"] == 2
+    assert s.device.counters()["unwanted_bytes"] == 2 * len(late)
+    assert s.device.counters()["duplicates"] == 0
+
+
 def test_a_corrupt_chunk_is_refused_and_the_good_one_still_taken() -> None:
     s = sim()
     chunks = pieces(3)
