@@ -153,13 +153,7 @@ class Worker:
                 active[label] = active.get(label, 0) + 1
             state = device.reporter.state.state.value
             states[state] = states.get(state, 0) + 1
-            for label, at in device.verified_at.items():
-                verified[label] = verified.get(label, 0) + 1
-                verified_at[label] = max(at, verified_at.get(label, 0.0))
-            for label, reached in device.milestones().items():
-                spans = timeline.setdefault(label, {})
-                for name, at in reached.items():
-                    spans[name] = merge_span(spans.get(name), (at, at))
+            _add_milestones(device, verified, verified_at, timeline)
             _add(failures, device.reporter.rejections)
             if device.downloader.write_failures:
                 _add(failures, {"write-failed": device.downloader.write_failures})
@@ -188,6 +182,22 @@ class Worker:
             final=final,
             **totals,
         )
+
+
+def _add_milestones(
+    device: VirtualDevice,
+    verified: dict[str, int],
+    verified_at: dict[str, float],
+    timeline: dict[str, dict[str, tuple[float, float]]],
+) -> None:
+    """Add what ``device`` verified, and when it reached each milestone, to the sums."""
+    for label, at in device.verified_at.items():
+        verified[label] = verified.get(label, 0) + 1
+        verified_at[label] = max(at, verified_at.get(label, 0.0))
+    for label, reached in device.milestones().items():
+        spans = timeline.setdefault(label, {})
+        for name, at in reached.items():
+            spans[name] = merge_span(spans.get(name), (at, at))
 
 
 def _add(into: dict[str, int], counts: Mapping[str, int]) -> None:
