@@ -8,14 +8,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
 from typing import Any
 
-from runtime.urls import parse_broker_url
 from testkit.cli_process import REPO
-from testkit.plain_mqtt import plain_client
 
+from .baseline import plain_publisher
 from .common import BenchError
 
 
@@ -64,20 +62,9 @@ def _line(sub: subprocess.Popen[str]) -> str:
 
 def _publish(url: str, topic: str, chunks: list[bytes]) -> float:
     """Publish every chunk (QoS 1, paho's defaults); the wall-clock time it started."""
-    host, port = parse_broker_url(url)
-    pub = plain_client(f"bench-fleetpub-{time.monotonic_ns()}")
-    connected = threading.Event()
-    pub.on_connect = lambda *a: connected.set()
-    pub.connect(host, port, keepalive=60)
-    pub.loop_start()
-    try:
-        if not connected.wait(10):
-            raise BenchError("baseline publisher did not connect")
+    with plain_publisher(url, "bench-fleetpub") as pub:
         start = time.time()
         infos = [pub.publish(topic, piece, qos=1) for piece in chunks]
         for info in infos:
             info.wait_for_publish(60)
-    finally:
-        pub.disconnect()
-        pub.loop_stop()
     return start
