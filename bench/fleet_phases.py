@@ -182,10 +182,20 @@ def delivery_phase(rig: Rig, size: int) -> dict[str, Any]:
         "baseline_s": min(r["baseline"]["seconds"] for r in rounds),
         "modelcast_s": min(r["seconds"] for r in rounds),
         "publish_ratio": max(r["publish_ratio"] for r in rounds),
+        "cpu_ratio": round(
+            min(cpu_used(r["baseline"]) for r in rounds) / min(map(cpu_used, rounds)), 3
+        ),
         "stage": stage,
         "status_ms": status,
         "rss": rss,
     }
+
+
+def cpu_used(side: dict[str, Any]) -> float:
+    """CPU seconds one side of a round used: subscribers or simulator, the broker, and (for
+    modelcast) the coordinator's process; plain paho's publisher is not counted."""
+    own = side["subscriber_cpu_s"] if "subscriber_cpu_s" in side else sum(side["cpu_s"].values())
+    return float(own + side["broker_cpu_s"])
 
 
 def baseline_round(rig: Rig, model: os.PathLike[str]) -> dict[str, Any]:
