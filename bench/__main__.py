@@ -48,6 +48,7 @@ FIGURES = (
     Figure("idle", "bench.idle", True, "edge_idle_rss_mb, edge_idle_cpu_pct"),
     Figure("halfopen", "bench.halfopen", True, "half_open_detect_s (reported)"),
     Figure("verify", "bench.verify", True, "verify_ms_per_mb, verify_sha256_ratio (reported)"),
+    Figure("fleet", "bench.fleet", False, "fleet_*: 1000 simulated devices (docs/SCALE.md)"),
     Figure("chunk_sweep", "bench.chunk_sweep", False, "throughput vs chunk size (chart data)"),
     Figure("cut_sweep", "bench.cut_sweep", False, "bytes on link vs cut frequency (chart data)"),
 )
@@ -81,6 +82,20 @@ ROWS: tuple[tuple[str, str, Target | None, str], ...] = (
     ("half_open_detect_s", "half-open link detected after", None, " s"),
     ("verify_ms_per_mb", "chunk verification per MB", None, " ms"),
     ("verify_sha256_ratio", "chunk verification / sha256 alone", None, ""),
+    ("fleet_devices", "simulated devices", Target(">=", 1000), ""),
+    ("fleet_delivery_ratio", "fleet delivery / plain paho fan-out", Target(">=", 0.5), ""),
+    ("fleet_publish_ratio", "bytes published for the fleet / size", Target("<=", 1.1), ""),
+    ("fleet_telemetry_loss", "telemetry lost: 1 - stored / sent", Target("<=", 0), ""),
+    ("fleet_status_ms", "modelcast status at the fleet's size", Target("<=", 1000, " ms"), " ms"),
+    ("fleet_rollout_stage_error", "5 % stage: |selected - 5 %| / devices", Target("<=", 0.02), ""),
+    ("fleet_coordinator_rss_mb", "coordinator (bench) process RSS", None, " MB"),
+    ("fleet_broker_rss_mb", "broker peak RSS, delivering to the fleet", None, " MB"),
+    *(
+        (f"fleet_idle_10k_{who}_{what}", f"10k idle devices: {who} {label}", None, unit)
+        for who in ("coordinator", "simulator", "broker")
+        for what, label, unit in (("rss_mb", "RSS", " MB"), ("cpu_pct", "CPU", " %"))
+    ),
+    ("fleet_idle_10k_status_ms", "10k idle devices: modelcast status", None, " ms"),
 )
 
 

@@ -3,7 +3,8 @@
 One module per command group, each with its ``add_commands(sub)`` beside its handlers:
 ``keys``, ``services`` (coordinator, edge), ``releases`` (release, deploy), ``rollouts``
 (rollout, rollback), ``fleet`` (config, acceptance, variants, status), ``telemetry``,
-``broker`` (broker, creds), ``models`` (models build, quantize, embed) and ``demo``. Beside
+``broker`` (broker, creds), ``models`` (models build, quantize, embed), ``demo`` and
+``simulate`` (virtual devices, ``modelcast.simulate``). Beside
 them: ``common`` (the parser class, the table of shared flags and their environment variables),
 ``parsing`` (what operators type), ``exits`` (errors to exit codes) and ``entry`` (the parser
 and ``main``).

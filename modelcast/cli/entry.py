@@ -20,6 +20,7 @@ from . import (
     releases,
     rollouts,
     services,
+    simulate,
     telemetry,
 )
 from .common import CommandParser, EnvFlag
@@ -37,6 +38,7 @@ COMMAND_GROUPS = (
     broker,
     models,
     demo,
+    simulate,
 )
 
 LOG_LEVEL = EnvFlag(
