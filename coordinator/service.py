@@ -140,10 +140,9 @@ class Coordinator:
             raise RuntimeError("coordinator already started")
         self._started = True
         log.info(
-            "coordinator of fleet %s starting (broker %s:%d, client id %s)",
+            "coordinator of fleet %s starting (broker %s, client id %s)",
             self.fleet,
-            self._session.host,
-            self._session.port,
+            ", ".join(b.url for b in self._session.brokers),
             self._session.client_id,
         )
         targets: tuple[tuple[str, Callable[[], None]], ...] = (

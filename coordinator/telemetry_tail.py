@@ -218,7 +218,8 @@ def run_tail(
         clean_session=True,
         **session_auth(creds, broker_url),
     )
-    log.info("tailing %s on %s:%d", " and ".join(filters), session.host, session.port)
+    brokers = ", ".join(b.url for b in session.brokers)
+    log.info("tailing %s on %s", " and ".join(filters), brokers)
     session.start()
     try:
         return _print_stream(topics, inbox, out, stop, count, as_json)

@@ -51,11 +51,12 @@ class Env:
         self.edges.append(e)
         return e.start()
 
-    def start_coordinator(self, **settings: Any) -> Coordinator:
-        """A coordinator of the fleet on ``tmp/coord.db``; ``settings``: more of its config."""
+    def start_coordinator(self, broker_url: str | None = None, **settings: Any) -> Coordinator:
+        """A coordinator of the fleet on ``tmp/coord.db`` (on ``broker_url``, default the
+        env's broker); ``settings``: more of its config."""
         self.coordinator = Coordinator(
             CoordinatorConfig(
-                broker_url=self.broker.url,
+                broker_url=broker_url or self.broker.url,
                 db_path=self.tmp / "coord.db",
                 keydir=self.keys.dir,
                 fleet=self.fleet,

@@ -1,0 +1,218 @@
+"""Broker lists and failover (issue 16): every client takes ``--broker URL1,URL2,...`` and, when
+its broker fails, moves to the next one with the usual backoff. Two real Mosquittos, not bridged:
+here every client lists both, so when the first dies they all meet on the second (which starts
+empty: the coordinator publishes its retained state again, the edges subscribe again and ask for
+what they lack). A clustered broker, where the nodes share sessions and retained messages, is
+in test_nats_cluster.py.
+
+Nothing here sleeps to wait for a condition: every wait is on a recorded MQTT message, an event
+or a process, with a timeout.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from broker_admin.mosquitto import find_mosquitto
+from coordinator.telemetry_tail import run_tail
+from modelcast.dashboard.broker_watch import BrokerWatch
+from protocol import ChunkRequest, DeviceState, DeviceStatus, Topics, UpdateState
+from runtime.files import sha256_file
+from runtime.mqtt import MqttSession
+from runtime.urls import format_broker_url
+from testkit.faultproxy import FaultProxy
+from testkit.fleet_watch import FleetWatch
+from testkit.local_broker import LocalBroker, free_loopback_port
+from testkit.mqtt_recorder import TopicRecorder
+from testkit.synthetic_models import make_model
+from tests.support.env import Env, running_env
+from tests.support.fleet import release_and_deploy
+
+MB = 1 << 20
+FAST_RECONNECT = ("--reconnect-min", "0.2", "--reconnect-max", "1.0")
+QUICK_STALL = ("--stall-timeout", "2")
+
+
+@pytest.fixture
+def two_brokers(tmp_path: Path) -> Iterator[tuple[LocalBroker, LocalBroker]]:
+    """Two Mosquittos of this test's own, which it may kill."""
+    if find_mosquitto() is None:
+        pytest.skip("needs a local mosquitto binary (apt-get install mosquitto)")
+    with (
+        LocalBroker(workdir=tmp_path / "b1") as b1,
+        LocalBroker(workdir=tmp_path / "b2") as b2,
+    ):
+        yield b1, b2
+
+
+def _dead_url() -> str:
+    """A loopback port nothing listens on (a node that is down)."""
+    return format_broker_url("127.0.0.1", free_loopback_port())
+
+
+def _eventually(predicate: Callable[[], bool], timeout: float) -> bool:
+    """Re-check ``predicate`` every 50 ms until it holds or ``timeout`` passes."""
+    tick = threading.Event()
+    for _ in range(int(timeout / 0.05)):
+        if predicate():
+            return True
+        tick.wait(0.05)
+    return predicate()
+
+
+# --- one session ----------------------------------------------------------------------------
+def test_a_session_skips_a_dead_broker_of_its_list(
+    two_brokers: tuple[LocalBroker, LocalBroker],
+) -> None:
+    _, b2 = two_brokers
+    session = MqttSession(f"{_dead_url()},{b2.url}", "skipper", on_message=lambda *_: None)
+    session.start()
+    try:
+        assert session.wait_connected(30), "never connected to the second broker"
+        assert session.url == b2.url
+        assert session.failovers >= 1
+    finally:
+        session.stop()
+
+
+def test_a_session_moves_when_its_broker_dies_and_subscribes_again(
+    two_brokers: tuple[LocalBroker, LocalBroker],
+) -> None:
+    b1, b2 = two_brokers
+    got: list[tuple[str, bytes]] = []
+    arrived = threading.Event()
+    connected_to: list[str] = []
+
+    def on_message(topic: str, payload: bytes, retained: bool) -> None:
+        got.append((topic, payload))
+        arrived.set()
+
+    def on_connect(_present: bool) -> None:
+        connected_to.append(session.url)
+        session.subscribe(["failover/t"])
+
+    session = MqttSession(
+        f"{b1.url},{b2.url}", "mover", on_message=on_message, on_connect=on_connect
+    )
+    session.start()
+    try:
+        assert session.wait_connected(30)
+        assert session.url == b1.url
+        b1.kill()
+        with TopicRecorder(b2.host, b2.port) as probe:
+            # its subscription on b2 is made by on_connect there: publish until it lands
+            for _ in range(300):
+                if session.connected.is_set() and session.url == b2.url:
+                    probe.publish("failover/t", b"hello from b2")
+                    if arrived.wait(0.1):
+                        break
+                else:
+                    session.connected.wait(0.1)
+        assert got and got[0] == ("failover/t", b"hello from b2"), got
+        assert connected_to[:1] == [b1.url] and b2.url in connected_to, connected_to
+    finally:
+        session.stop()
+
+
+# --- the clients that take --broker -----------------------------------------------------------
+def test_telemetry_tail_and_the_dashboard_take_a_list(
+    two_brokers: tuple[LocalBroker, LocalBroker], mqtt_fleet: str
+) -> None:
+    _, b2 = two_brokers
+    topics = Topics(mqtt_fleet)
+    status = DeviceStatus(device="d1", online=True, ts=1.0, agent="fake/1")
+    with TopicRecorder(b2.host, b2.port) as probe:
+        probe.publish(topics.status("d1"), status.encode(), retain=True)
+    brokers = f"{_dead_url()},{b2.url}"
+
+    out = io.StringIO()
+    stop = threading.Event()
+    timer = threading.Timer(30, stop.set)  # a bound on the wait, not a sleep
+    timer.start()
+    try:
+        assert run_tail(brokers, mqtt_fleet, kind="status", count=1, out=out, stop=stop) == 1
+    finally:
+        timer.cancel()
+    assert "d1" in out.getvalue() and "(retained)" in out.getvalue(), out.getvalue()
+
+    watch = BrokerWatch(brokers, mqtt_fleet)
+    watch.start()
+    try:
+        # BrokerWatch says so from its on_connect, just after the session's event
+        assert watch._session.wait_connected(30)
+        assert _eventually(lambda: watch.state().connected, 10)
+    finally:
+        watch.stop()
+
+
+# --- a whole fleet moves mid-transfer ---------------------------------------------------------
+def _downloading(version: int, held: int) -> Callable[[DeviceState], bool]:
+    def pred(s: DeviceState) -> bool:
+        return s.version == version and s.state is UpdateState.DOWNLOADING and s.chunks_held >= held
+
+    return pred
+
+
+@pytest.fixture
+def env_b1(
+    tmp_path: Path, two_brokers: tuple[LocalBroker, LocalBroker], mqtt_fleet: str
+) -> Iterator[Env]:
+    with running_env(tmp_path, two_brokers[0], mqtt_fleet) as e:
+        yield e
+
+
+def test_broker_killed_mid_transfer_every_client_moves_and_every_edge_finishes(
+    env_b1: Env, two_brokers: tuple[LocalBroker, LocalBroker]
+) -> None:
+    """Three edges download 8 MB through broker 1 (behind a 6 MB/s link, so the transfer lasts);
+    broker 1 is SIGKILLed when every edge holds a quarter. The coordinator and the edges move to
+    broker 2 on their own; each edge resumes (asks only for chunks it lacked: no chunk it held
+    at the kill is asked for again on broker 2, and it is the same process, the same boot) and
+    activates the exact bytes.
+
+    The brokers share nothing, so an edge that reaches broker 2 before the coordinator has
+    subscribed there loses its first request, and asks again after a stall timeout (2 s here,
+    10 s by default): the cost of independent brokers, which a cluster does not have."""
+    env = env_b1
+    b1, b2 = two_brokers
+    model = make_model(env.tmp / "m1.onnx", 8 * MB, seed=41)
+    devices = ["fo-0", "fo-1", "fo-2"]
+    with FaultProxy(b1.host, b1.port, rate_bytes_per_s=6 * MB) as slow_b1:
+        edges = [
+            env.edge(d, broker_url=f"{slow_b1.url},{b2.url}", extra=(*FAST_RECONNECT, *QUICK_STALL))
+            for d in devices
+        ]
+        for d in devices:
+            env.wait_online(d)
+        coordinator = env.start_coordinator(broker_url=f"{b1.url},{b2.url}")
+        release_and_deploy(env.registry, env.keys, model, "m", 1, env.fleet)
+        record = env.registry.release(env.fleet, "m", 1)
+        assert record is not None
+        n = record.n_chunks
+
+        with FleetWatch(b2.url, env.fleet) as after:
+            held = {d: env.watch.wait_state(d, _downloading(1, n // 4), 60) for d in devices}
+            b1.kill()
+            for d in devices:
+                after.wait_active(d, "m", 1, timeout=90)
+            assert coordinator.connected and coordinator._session.url == b2.url
+
+            topics = after.topics
+            for d in devices:
+                asked: set[int] = set()
+                for m in after.recorder.messages:
+                    if m.topic == topics.request(d):
+                        asked |= set(ChunkRequest.decode(m.payload).indices())
+                assert asked, f"{d} asked broker 2 for nothing"
+                assert len(asked) <= n - held[d].chunks_held, (d, len(asked), held[d])
+                boots = {s.boot for s in after.states(d)}
+                assert boots == {held[d].boot}, f"{d} restarted: {boots}"
+                print(f"{d}: held {held[d].chunks_held}/{n} at the kill, asked b2 for {len(asked)}")
+    for e in edges:
+        assert sha256_file(e.model_path("m", 1)) == sha256_file(model), e.device
+        assert "moving from broker" in e.log(), e.device
