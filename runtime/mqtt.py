@@ -287,9 +287,8 @@ class MqttSession:
     def _handle_connect(
         self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any
     ) -> None:
-        if reason.is_failure:
-            log.warning("%s: broker refused connection: %s", self.client_id, reason)
-            self._set_next_delay()
+        if reason.is_failure:  # paho closes the connection next: _handle_disconnect retries
+            log.warning("%s: %s refused the connection: %s", self.client_id, self.url, reason)
             return
         self._backoff.reset()
         self._reconnect_delay(self._backoff.initial, self._backoff.cap)
@@ -297,15 +296,22 @@ class MqttSession:
         if self.connects > 1:
             self.reconnects += 1
         session_present = bool(getattr(flags, "session_present", False))
+        # With a list, a reconnect follows a failover: a cluster node may resume the session
+        # another node held, but not all that was in flight there (QoS 0 requests are gone;
+        # JetStream redelivers unacked QoS 1 messages after its ack wait, 30 s, and may drop a
+        # client while it elects new stream leaders). Taking it as new makes the caller
+        # subscribe again and ask at once for what it lacks; a duplicate later costs nothing.
+        distrust = session_present and self.connects > 1 and len(self._brokers) > 1
         log.info(
             "%s: connected to %s:%d%s (session %s)%s",
             self.client_id,
             self.host,
             self.port,
             " over TLS" if self.tls else "",
-            "resumed" if session_present else "new",
+            ("resumed, taken as new" if distrust else "resumed") if session_present else "new",
             f" (broker {self._current + 1} of {len(self._brokers)})" if self.failovers else "",
         )
+        session_present = session_present and not distrust
         self.connected.set()
         if self._on_connect_cb is not None:
             self._on_connect_cb(session_present)
@@ -325,14 +331,18 @@ class MqttSession:
         if self._stopping:
             log.info("%s: disconnected", self.client_id)
             return
+        # connected, or not yet: refused, or closed before the CONNACK (a cluster node that
+        # cannot reach its quorum does that): either way the backoff grows
+        delay = self._set_next_delay()
         if was:
-            delay = self._set_next_delay()
             log.warning(
                 "%s: disconnected (%s), reconnecting in %.1fs", self.client_id, reason, delay
             )
             if self._on_disconnect_cb is not None:
                 self._on_disconnect_cb()
-        self._fail_over()  # connected or not (refused, or lost before the CONNACK)
+        else:
+            log.info("%s: %s did not let us in, retrying in %.1fs", self.client_id, self.url, delay)
+        self._fail_over()
 
     def _set_next_delay(self) -> float:
         delay = self._backoff.next()

@@ -51,6 +51,10 @@ class NatsNodeConf:
     cluster_name: str = "modelcast"
     routes: tuple[int, ...] = ()
     max_payload: int | None = None
+    #: replicas of the MQTT streams (sessions, retained, QoS 1 messages); None leaves NATS'
+    #: choice, which counts the nodes up when the first MQTT client comes: 2 if one was late,
+    #: and an R2 stream stops with either node
+    mqtt_replicas: int | None = None
     extra: str = field(default="", repr=False)
 
     def with_ports(self) -> NatsNodeConf:
@@ -67,11 +71,12 @@ class NatsNodeConf:
         if self.mqtt_port is None or self.client_port is None:
             raise ValueError("NatsNodeConf.render needs its ports: call with_ports() first")
         q = json.dumps  # NATS config strings accept JSON quoting
+        replicas = "" if self.mqtt_replicas is None else f", stream_replicas: {self.mqtt_replicas}"
         lines = [
             f"server_name: {q(self.server_name)}",
             f"listen: {q(f'{HOST}:{self.client_port}')}",
             f"jetstream {{ store_dir: {q(str(store_dir))} }}",
-            f"mqtt {{ listen: {q(f'{HOST}:{self.mqtt_port}')} }}",
+            f"mqtt {{ listen: {q(f'{HOST}:{self.mqtt_port}')}{replicas} }}",
         ]
         if self.max_payload is not None:
             lines.append(f"max_payload: {int(self.max_payload)}")
@@ -88,7 +93,8 @@ class NatsNodeConf:
 
 def nats_cluster(size: int = 3, *, name: str = "modelcast") -> list[NatsNodeConf]:
     """The confs of ``size`` nodes clustered on loopback (n1, n2, ...), every port picked free,
-    each node routing to all the others."""
+    each node routing to all the others, the MQTT streams on up to three of them (so that a
+    three-node cluster keeps its quorum with one node down)."""
     cluster_ports = [free_loopback_port() for _ in range(size)]
     return [
         NatsNodeConf(
@@ -96,6 +102,7 @@ def nats_cluster(size: int = 3, *, name: str = "modelcast") -> list[NatsNodeConf
             cluster_name=name,
             cluster_port=port,
             routes=tuple(p for p in cluster_ports if p != port),
+            mqtt_replicas=min(size, 3),
         ).with_ports()
         for i, port in enumerate(cluster_ports)
     ]

@@ -86,6 +86,7 @@ def test_a_session_moves_when_its_broker_dies_and_subscribes_again(
     b1, b2 = two_brokers
     got: list[tuple[str, bytes]] = []
     arrived = threading.Event()
+    on_b2 = threading.Event()
     connected_to: list[str] = []
 
     def on_message(topic: str, payload: bytes, retained: bool) -> None:
@@ -95,6 +96,8 @@ def test_a_session_moves_when_its_broker_dies_and_subscribes_again(
     def on_connect(_present: bool) -> None:
         connected_to.append(session.url)
         session.subscribe(["failover/t"])
+        if session.url == b2.url:
+            on_b2.set()
 
     session = MqttSession(
         f"{b1.url},{b2.url}", "mover", on_message=on_message, on_connect=on_connect
@@ -104,15 +107,13 @@ def test_a_session_moves_when_its_broker_dies_and_subscribes_again(
         assert session.wait_connected(30)
         assert session.url == b1.url
         b1.kill()
+        assert on_b2.wait(30), f"never moved to broker 2: {connected_to}"
         with TopicRecorder(b2.host, b2.port) as probe:
-            # its subscription on b2 is made by on_connect there: publish until it lands
-            for _ in range(300):
-                if session.connected.is_set() and session.url == b2.url:
-                    probe.publish("failover/t", b"hello from b2")
-                    if arrived.wait(0.1):
-                        break
-                else:
-                    session.connected.wait(0.1)
+            # the subscription made on connecting is not acknowledged yet: publish until it lands
+            for _ in range(100):
+                probe.publish("failover/t", b"hello from b2")
+                if arrived.wait(0.1):
+                    break
         assert got and got[0] == ("failover/t", b"hello from b2"), got
         assert connected_to[:1] == [b1.url] and b2.url in connected_to, connected_to
     finally:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from paho.mqtt.client import ConnectFlags
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
 
 from runtime.credentials import ClientCreds
 from runtime.errors import SetupError
@@ -71,3 +74,25 @@ def test_a_single_broker_is_never_left() -> None:
     session = _session("mqtt://a:1")
     session._fail_over()
     assert (session.url, session.failovers) == ("mqtt://a:1", 0)
+
+
+def _connack(session: MqttSession, session_present: bool) -> list[bool]:
+    """What the caller's on_connect hears of a successful CONNACK saying ``session_present``."""
+    heard: list[bool] = []
+    session._on_connect_cb = heard.append
+    reason = ReasonCode(PacketTypes.CONNACK, identifier=0)
+    session._handle_connect(None, None, ConnectFlags(session_present), reason, None)  # type: ignore[arg-type]
+    return heard
+
+
+def test_with_a_list_a_resumed_session_after_a_failure_is_taken_as_new() -> None:
+    """A cluster node resumes a session another node held, but not what was in flight there:
+    the caller is told "new", so it subscribes again and asks again for what it lacks."""
+    session = _session("mqtt://a:1,mqtt://b:2")
+    assert _connack(session, True) == [True]  # the first connect: as the broker says
+    session._fail_over()
+    assert _connack(session, True) == [False]
+    assert _connack(session, False) == [False]
+    single = _session("mqtt://a:1")
+    assert _connack(single, True) == [True]
+    assert _connack(single, True) == [True]  # one broker: a resumed session is trusted
