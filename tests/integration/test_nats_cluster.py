@@ -94,3 +94,41 @@ def test_edges_node_killed_mid_transfer_they_move_to_a_third_and_finish(
     for e in edges:
         assert sha256_file(e.model_path("m", 1)) == sha256_file(model), e.device
         assert f"to {n3.url}" in e.log(), e.device
+
+
+@pytest.fixture
+def env_n3(tmp_path: Path, cluster: NatsCluster, mqtt_fleet: str) -> Iterator[Env]:
+    """The usual set-up, its watcher on node 3 (which lives)."""
+    with running_env(tmp_path, cluster.nodes[2], mqtt_fleet) as e:
+        yield e
+
+
+def test_coordinators_node_killed_mid_transfer_it_moves_and_every_edge_finishes(
+    env_n3: Env, cluster: NatsCluster
+) -> None:
+    """The other way round: the coordinator's node dies. The coordinator (listing n1, n3) moves
+    to node 3, subscribes again and republishes; the edges stay on node 2 and finish."""
+    env = env_n3
+    n1, n2, n3 = cluster.nodes
+    model = make_model(env.tmp / "m1.onnx", 8 * MB, seed=44)
+    devices = ["nk-0", "nk-1"]
+    with FaultProxy(n2.host, n2.port, rate_bytes_per_s=4 * MB) as slow_n2:
+        edges = [env.edge(d, broker_url=slow_n2.url, extra=FAST_RECONNECT) for d in devices]
+        for d in devices:
+            env.wait_online(d)
+        coordinator = env.start_coordinator(broker_url=f"{n1.url},{n3.url}")
+        release_and_deploy(env.registry, env.keys, model, "m", 1, env.fleet)
+        record = env.registry.release(env.fleet, "m", 1)
+        assert record is not None
+        n = record.n_chunks
+
+        held = {d: env.watch.wait_state(d, _downloading(1, n // 4), 90) for d in devices}
+        n1.kill()
+        for d in devices:
+            env.watch.wait_active(d, "m", 1, timeout=120)
+        assert coordinator.connected and coordinator._session.url == n3.url
+
+    for d in devices:
+        assert {s.boot for s in env.watch.states(d)} == {held[d].boot}, d
+    for e in edges:
+        assert sha256_file(e.model_path("m", 1)) == sha256_file(model), e.device
