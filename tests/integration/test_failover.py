@@ -12,6 +12,7 @@ or a process, with a timeout.
 from __future__ import annotations
 
 import io
+import shutil
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from broker_admin.mosquitto import find_mosquitto
 from coordinator.telemetry_tail import run_tail
 from modelcast.dashboard.broker_watch import BrokerWatch
 from protocol import ChunkRequest, DeviceState, DeviceStatus, Topics, UpdateState
+from runtime.credentials import ClientCreds, session_auth
 from runtime.files import sha256_file
 from runtime.mqtt import MqttSession
 from runtime.urls import format_broker_url
@@ -32,6 +34,7 @@ from testkit.mqtt_recorder import TopicRecorder
 from testkit.synthetic_models import make_model
 from tests.support.env import Env, running_env
 from tests.support.fleet import release_and_deploy
+from tests.support.secure_broker import secure_broker
 
 MB = 1 << 20
 FAST_RECONNECT = ("--reconnect-min", "0.2", "--reconnect-max", "1.0")
@@ -217,3 +220,34 @@ def test_broker_killed_mid_transfer_every_client_moves_and_every_edge_finishes(
     for e in edges:
         assert sha256_file(e.model_path("m", 1)) == sha256_file(model), e.device
         assert "moving from broker" in e.log(), e.device
+
+
+# --- over TLS, logged in ------------------------------------------------------------------------
+def test_a_tls_session_with_credentials_fails_over_to_the_second_node(tmp_path: Path) -> None:
+    """Two secure brokers sharing one CA and one user base (the second runs on a copy of the
+    first's state, as the nodes of a cluster share theirs): a device logged in over TLS with its
+    credentials moves to the second when the first stops, checking its certificate there."""
+    first_state = tmp_path / "node1"
+    with secure_broker(first_state, [("device", "d1", "f")]) as node1:
+        second_state = tmp_path / "node2"
+        shutil.copytree(
+            first_state, second_state, ignore=shutil.ignore_patterns("broker.pid", "*.log")
+        )
+        with secure_broker(second_state) as node2:
+            brokers = f"{node1.url},{node2.url}"
+            creds = ClientCreds.load(node1.creds_path("d1"))
+            session = MqttSession(
+                brokers,
+                creds.client_id,
+                on_message=lambda *_: None,
+                **session_auth(creds, brokers),
+            )
+            session.start()
+            try:
+                assert session.wait_connected(30)
+                assert session.url == node1.url
+                node1.stop()
+                assert _eventually(lambda: session.connects == 2, 30), session.connects
+                assert session.url == node2.url and session.tls
+            finally:
+                session.stop()
