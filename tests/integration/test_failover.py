@@ -22,7 +22,7 @@ import pytest
 from broker_admin.mosquitto import find_mosquitto
 from coordinator.telemetry_tail import run_tail
 from modelcast.dashboard.broker_watch import BrokerWatch
-from protocol import ChunkRequest, DeviceState, DeviceStatus, Topics, UpdateState
+from protocol import DeviceStatus, Topics
 from runtime.credentials import ClientCreds, session_auth
 from runtime.files import sha256_file
 from runtime.mqtt import MqttSession
@@ -33,11 +33,10 @@ from testkit.local_broker import LocalBroker, free_loopback_port
 from testkit.mqtt_recorder import TopicRecorder
 from testkit.synthetic_models import make_model
 from tests.support.env import Env, running_env
-from tests.support.fleet import release_and_deploy
+from tests.support.failover import FAST_RECONNECT, assert_resumed, start_transfer, wait_quarter
 from tests.support.secure_broker import secure_broker
 
 MB = 1 << 20
-FAST_RECONNECT = ("--reconnect-min", "0.2", "--reconnect-max", "1.0")
 QUICK_STALL = ("--stall-timeout", "2")
 
 
@@ -155,13 +154,6 @@ def test_telemetry_tail_and_the_dashboard_take_a_list(
 
 
 # --- a whole fleet moves mid-transfer ---------------------------------------------------------
-def _downloading(version: int, held: int) -> Callable[[DeviceState], bool]:
-    def pred(s: DeviceState) -> bool:
-        return s.version == version and s.state is UpdateState.DOWNLOADING and s.chunks_held >= held
-
-    return pred
-
-
 @pytest.fixture
 def env_b1(
     tmp_path: Path, two_brokers: tuple[LocalBroker, LocalBroker], mqtt_fleet: str
@@ -175,9 +167,8 @@ def test_broker_killed_mid_transfer_every_client_moves_and_every_edge_finishes(
 ) -> None:
     """Three edges download 8 MB through broker 1 (behind a 6 MB/s link, so the transfer lasts);
     broker 1 is SIGKILLed when every edge holds a quarter. The coordinator and the edges move to
-    broker 2 on their own; each edge resumes (asks only for chunks it lacked: no chunk it held
-    at the kill is asked for again on broker 2, and it is the same process, the same boot) and
-    activates the exact bytes.
+    broker 2 on their own; each edge resumes (asks broker 2 only for chunks it lacked at the kill,
+    in the same process, the same boot) and activates the exact bytes.
 
     The brokers share nothing, so an edge that reaches broker 2 before the coordinator has
     subscribed there loses its first request, and asks again after a stall timeout (2 s here,
@@ -187,36 +178,22 @@ def test_broker_killed_mid_transfer_every_client_moves_and_every_edge_finishes(
     model = make_model(env.tmp / "m1.onnx", 8 * MB, seed=41)
     devices = ["fo-0", "fo-1", "fo-2"]
     with FaultProxy(b1.host, b1.port, rate_bytes_per_s=6 * MB) as slow_b1:
-        edges = [
-            env.edge(d, broker_url=f"{slow_b1.url},{b2.url}", extra=(*FAST_RECONNECT, *QUICK_STALL))
-            for d in devices
-        ]
-        for d in devices:
-            env.wait_online(d)
-        coordinator = env.start_coordinator(broker_url=f"{b1.url},{b2.url}")
-        release_and_deploy(env.registry, env.keys, model, "m", 1, env.fleet)
-        record = env.registry.release(env.fleet, "m", 1)
-        assert record is not None
-        n = record.n_chunks
-
+        edges, n = start_transfer(
+            env,
+            model,
+            devices,
+            edge_url=f"{slow_b1.url},{b2.url}",
+            coordinator_url=f"{b1.url},{b2.url}",
+            extra=(*FAST_RECONNECT, *QUICK_STALL),
+        )
         with FleetWatch(b2.url, env.fleet) as after:
-            held = {d: env.watch.wait_state(d, _downloading(1, n // 4), 60) for d in devices}
+            held = wait_quarter(env.watch, devices, n)
             b1.kill()
             for d in devices:
                 after.wait_active(d, "m", 1, timeout=90)
-            assert coordinator.connected and coordinator._session.url == b2.url
-
-            topics = after.topics
-            for d in devices:
-                asked: set[int] = set()
-                for m in after.recorder.messages:
-                    if m.topic == topics.request(d):
-                        asked |= set(ChunkRequest.decode(m.payload).indices())
-                assert asked, f"{d} asked broker 2 for nothing"
-                assert len(asked) <= n - held[d].chunks_held, (d, len(asked), held[d])
-                boots = {s.boot for s in after.states(d)}
-                assert boots == {held[d].boot}, f"{d} restarted: {boots}"
-                print(f"{d}: held {held[d].chunks_held}/{n} at the kill, asked b2 for {len(asked)}")
+            assert env.coordinator is not None and env.coordinator.connected
+            assert env.coordinator._session.url == b2.url
+            assert_resumed(after, after.recorder.messages, held, n)
     for e in edges:
         assert sha256_file(e.model_path("m", 1)) == sha256_file(model), e.device
         assert "moving from broker" in e.log(), e.device

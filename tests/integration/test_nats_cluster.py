@@ -11,18 +11,17 @@ never moves. Nothing here sleeps to wait for a condition.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from protocol import ChunkRequest, DeviceState, UpdateState
 from runtime.files import sha256_file
 from testkit.faultproxy import FaultProxy
 from testkit.nats_broker import NatsCluster, find_nats_server
 from testkit.synthetic_models import make_model
 from tests.support.env import Env, running_env
-from tests.support.fleet import release_and_deploy
+from tests.support.failover import assert_resumed, start_transfer, wait_quarter
 
 pytestmark = pytest.mark.skipif(
     find_nats_server() is None and os.environ.get("MODELCAST_REQUIRE_NATS") != "1",
@@ -30,7 +29,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 MB = 1 << 20
-FAST_RECONNECT = ("--reconnect-min", "0.2", "--reconnect-max", "1.0")
 
 
 @pytest.fixture
@@ -46,13 +44,6 @@ def env_n1(tmp_path: Path, cluster: NatsCluster, mqtt_fleet: str) -> Iterator[En
         yield e
 
 
-def _downloading(version: int, held: int) -> Callable[[DeviceState], bool]:
-    def pred(s: DeviceState) -> bool:
-        return s.version == version and s.state is UpdateState.DOWNLOADING and s.chunks_held >= held
-
-    return pred
-
-
 def test_edges_node_killed_mid_transfer_they_move_to_a_third_and_finish(
     env_n1: Env, cluster: NatsCluster
 ) -> None:
@@ -62,35 +53,19 @@ def test_edges_node_killed_mid_transfer_they_move_to_a_third_and_finish(
     devices = ["nc-0", "nc-1", "nc-2"]
     # the edges reach node 2 through a 6 MB/s link, so the transfer lasts past the kill
     with FaultProxy(n2.host, n2.port, rate_bytes_per_s=6 * MB) as slow_n2:
-        edges = [
-            env.edge(d, broker_url=f"{slow_n2.url},{n3.url}", extra=FAST_RECONNECT) for d in devices
-        ]
-        for d in devices:
-            env.wait_online(d)
-        coordinator = env.start_coordinator(broker_url=n1.url)
-        release_and_deploy(env.registry, env.keys, model, "m", 1, env.fleet)
-        record = env.registry.release(env.fleet, "m", 1)
-        assert record is not None
-        n = record.n_chunks
-
-        held = {d: env.watch.wait_state(d, _downloading(1, n // 4), 90) for d in devices}
+        edges, n = start_transfer(
+            env, model, devices, edge_url=f"{slow_n2.url},{n3.url}", coordinator_url=n1.url
+        )
+        held = wait_quarter(env.watch, devices, n)
         mark = len(env.watch.recorder.messages)
         n2.kill()
         for d in devices:
             env.watch.wait_active(d, "m", 1, timeout=120)
-        assert coordinator.connected and coordinator._session.failovers == 0
+        coordinator = env.coordinator
+        assert coordinator is not None and coordinator.connected
+        assert coordinator._session.failovers == 0
 
-    topics = env.watch.topics
-    after = env.watch.recorder.messages[mark:]
-    for d in devices:
-        asked: set[int] = set()
-        for m in after:
-            if m.topic == topics.request(d):
-                asked |= set(ChunkRequest.decode(m.payload).indices())
-        assert len(asked) <= n - held[d].chunks_held, (d, len(asked), held[d])
-        boots = {s.boot for s in env.watch.states(d)}
-        assert boots == {held[d].boot}, f"{d} restarted: {boots}"
-        print(f"{d}: held {held[d].chunks_held}/{n} at the kill, then asked for {len(asked)}")
+    assert_resumed(env.watch, env.watch.recorder.messages[mark:], held, n)
     for e in edges:
         assert sha256_file(e.model_path("m", 1)) == sha256_file(model), e.device
         assert f"to {n3.url}" in e.log(), e.device
@@ -113,20 +88,16 @@ def test_coordinators_node_killed_mid_transfer_it_moves_and_every_edge_finishes(
     model = make_model(env.tmp / "m1.onnx", 8 * MB, seed=44)
     devices = ["nk-0", "nk-1"]
     with FaultProxy(n2.host, n2.port, rate_bytes_per_s=4 * MB) as slow_n2:
-        edges = [env.edge(d, broker_url=slow_n2.url, extra=FAST_RECONNECT) for d in devices]
-        for d in devices:
-            env.wait_online(d)
-        coordinator = env.start_coordinator(broker_url=f"{n1.url},{n3.url}")
-        release_and_deploy(env.registry, env.keys, model, "m", 1, env.fleet)
-        record = env.registry.release(env.fleet, "m", 1)
-        assert record is not None
-        n = record.n_chunks
-
-        held = {d: env.watch.wait_state(d, _downloading(1, n // 4), 90) for d in devices}
+        edges, n = start_transfer(
+            env, model, devices, edge_url=slow_n2.url, coordinator_url=f"{n1.url},{n3.url}"
+        )
+        held = wait_quarter(env.watch, devices, n)
         n1.kill()
         for d in devices:
             env.watch.wait_active(d, "m", 1, timeout=120)
-        assert coordinator.connected and coordinator._session.url == n3.url
+        coordinator = env.coordinator
+        assert coordinator is not None and coordinator.connected
+        assert coordinator._session.url == n3.url
 
     for d in devices:
         assert {s.boot for s in env.watch.states(d)} == {held[d].boot}, d
