@@ -15,14 +15,10 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import tempfile
 import uuid
 from pathlib import Path
-from types import TracebackType
 
-from runtime.urls import format_broker_url
-
-from .broker_process import BrokerChild
+from .broker_process import BrokerChild, ChildBroker
 from .errors import BrokerStartError
 from .local_broker import answers_mqtt, free_loopback_port
 
@@ -55,15 +51,13 @@ def render_rabbitmq_conf(*, amqp_port: int, mqtt_port: int, extra: str = "") -> 
     return "\n".join(lines) + "\n"
 
 
-class RabbitMQBroker:
+class RabbitMQBroker(ChildBroker):
     """A private RabbitMQ node with the MQTT plugin, on 127.0.0.1.
 
     ``url`` is the MQTT URL. Ports are kept, so ``restart()`` brings the node back where clients
     expect it, with its Mnesia directory (durable queues of persistent sessions, retained
     messages) intact. ``extra_conf`` lines are appended to rabbitmq.conf.
     """
-
-    host = HOST
 
     def __init__(
         self,
@@ -73,12 +67,7 @@ class RabbitMQBroker:
         extra_conf: str = "",
         start_timeout: float = 90.0,
     ) -> None:
-        self._own_workdir = workdir is None
-        self.workdir = (
-            Path(workdir)
-            if workdir is not None
-            else Path(tempfile.mkdtemp(prefix="modelcast-rabbitmq-"))
-        )
+        super().__init__(workdir, "modelcast-rabbitmq-")
         self.extra_conf = extra_conf
         self.start_timeout = start_timeout
         self.nodename = f"modelcast-{uuid.uuid4().hex[:8]}@localhost"
@@ -86,27 +75,12 @@ class RabbitMQBroker:
         self.amqp_port = free_loopback_port()
         self.dist_port = free_loopback_port()
         self.epmd_port = free_loopback_port()
-        self._node = BrokerChild(f"rabbitmq {self.nodename}", self.workdir / "rabbitmq.log")
+        self._child = BrokerChild(f"rabbitmq {self.nodename}", self.workdir / "rabbitmq.log")
         self._epmd = BrokerChild(f"epmd of {self.nodename}", self.workdir / "epmd.log")
 
     @property
     def port(self) -> int:
         return self.mqtt_port
-
-    @property
-    def url(self) -> str:
-        return format_broker_url(self.host, self.port)
-
-    @property
-    def running(self) -> bool:
-        return self._node.running
-
-    @property
-    def pid(self) -> int | None:
-        return self._node.pid
-
-    def log_text(self) -> str:
-        return self._node.log_text()
 
     def node_env(self) -> dict[str, str]:
         """The environment that names this node: for the server, and for ``rabbitmqctl`` or
@@ -145,7 +119,7 @@ class RabbitMQBroker:
                 env=env,
             )
         try:
-            self._node.spawn(
+            self._child.spawn(
                 [server],
                 ready=lambda: answers_mqtt(self.host, self.port),
                 timeout=self.start_timeout,
@@ -158,37 +132,17 @@ class RabbitMQBroker:
         return self
 
     def restart(self) -> RabbitMQBroker:
-        self._node.stop(30.0)
+        self._child.stop(30.0)
         return self.start()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the node (SIGTERM: a clean shutdown takes a few seconds), then its epmd."""
-        self._node.stop(timeout)
+        self._child.stop(timeout)
         self._epmd.stop()
 
     def kill(self) -> None:
         """SIGKILL the node (its epmd stays, for a restart)."""
-        self._node.kill()
-
-    def close(self) -> None:
-        self.stop()
-        if self._own_workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> RabbitMQBroker:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        state = "running" if self.running else "stopped"
-        return f"RabbitMQBroker({self.nodename}, {self.url}, {state})"
+        self._child.kill()
 
     def _write_files(self) -> None:
         d = self.workdir

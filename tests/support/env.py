@@ -15,7 +15,7 @@ from coordinator.registry import Registry
 from coordinator.service import Coordinator, CoordinatorConfig
 from testkit.edge_process import EdgeProcess
 from testkit.fleet_watch import FleetWatch
-from tests.support.brokers import Broker
+from tests.support.brokers import Broker, kind_of
 from tests.support.fleet import Keys, make_keys
 
 
@@ -52,7 +52,9 @@ class Env:
         return e.start()
 
     def start_coordinator(self, **settings: Any) -> Coordinator:
-        """A coordinator of the fleet on ``tmp/coord.db``; ``settings``: more of its config."""
+        """A coordinator of the fleet on ``tmp/coord.db``; ``settings``: more of its config (its
+        ``broker_kind`` is the test broker's unless given)."""
+        settings.setdefault("broker_kind", kind_of(self.broker))
         self.coordinator = Coordinator(
             CoordinatorConfig(
                 broker_url=self.broker.url,
@@ -87,6 +89,7 @@ def running_env(tmp_path: Path, broker: Broker, fleet: str) -> Iterator[Env]:
 
 
 @pytest.fixture
-def env(tmp_path: Path, broker: Broker, mqtt_fleet: str) -> Iterator[Env]:
-    with running_env(tmp_path, broker, mqtt_fleet) as e:
+def env(tmp_path: Path, any_broker: Broker, mqtt_fleet: str) -> Iterator[Env]:
+    """On Mosquitto; on each broker kind in a test marked ``portable``."""
+    with running_env(tmp_path, any_broker, mqtt_fleet) as e:
         yield e
