@@ -7,16 +7,22 @@ a child on a private port rather than the system-wide daemon Erlang would fork).
 /etc/rabbitmq or /var/lib/rabbitmq is read or written, and no root is needed.
 
 Starting takes seconds (the Erlang VM boots, then the plugin); ``start()`` waits on the MQTT port.
-Anonymous MQTT connections map to the ``guest`` user (``mqtt.allow_anonymous``).
+The configuration is ``broker_admin.rabbitmq_profile``'s development one (anonymous MQTT clients
+are ``guest``; offline sessions keep at most 1,000 messages), or any other given as ``conf``
+(e.g. the production profile, with a TLS ``ready`` check).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+
+from broker_admin.rabbitmq_profile import dev_conf, dev_definitions
 
 from .broker_process import BrokerChild, ChildBroker
 from .errors import BrokerStartError
@@ -35,22 +41,6 @@ def find_rabbitmq_server() -> str | None:
     return None
 
 
-def render_rabbitmq_conf(*, amqp_port: int, mqtt_port: int, extra: str = "") -> str:
-    """The node's rabbitmq.conf: listeners on loopback, anonymous MQTT as guest."""
-    lines = [
-        f"listeners.tcp.default = {HOST}:{amqp_port}",
-        f"mqtt.listeners.tcp.default = {HOST}:{mqtt_port}",
-        "mqtt.allow_anonymous = true",
-        "mqtt.default_user = guest",
-        "mqtt.default_pass = guest",
-        # guest may log in from loopback only by default; the listeners are loopback anyway
-        "loopback_users = none",
-    ]
-    if extra:
-        lines.append(extra)
-    return "\n".join(lines) + "\n"
-
-
 class RabbitMQBroker(ChildBroker):
     """A private RabbitMQ node with the MQTT plugin, on 127.0.0.1.
 
@@ -65,10 +55,14 @@ class RabbitMQBroker(ChildBroker):
         workdir: Path | str | None = None,
         mqtt_port: int | None = None,
         extra_conf: str = "",
+        conf: Callable[[RabbitMQBroker], str] | None = None,
+        ready: Callable[[str, int], bool] | None = None,
         start_timeout: float = 90.0,
     ) -> None:
         super().__init__(workdir, "modelcast-rabbitmq-")
         self.extra_conf = extra_conf
+        self._conf = conf
+        self._ready = ready or answers_mqtt
         self.start_timeout = start_timeout
         self.nodename = f"modelcast-{uuid.uuid4().hex[:8]}@localhost"
         self.mqtt_port = mqtt_port or free_loopback_port()
@@ -121,7 +115,7 @@ class RabbitMQBroker(ChildBroker):
         try:
             self._child.spawn(
                 [server],
-                ready=lambda: answers_mqtt(self.host, self.port),
+                ready=lambda: self._ready(self.host, self.port),
                 timeout=self.start_timeout,
                 env=env,
                 cwd=self.workdir,
@@ -149,11 +143,20 @@ class RabbitMQBroker(ChildBroker):
         d.mkdir(parents=True, exist_ok=True)
         (d / "rabbitmq-env.conf").write_text("")
         (d / "enabled_plugins").write_text("[rabbitmq_mqtt].\n")
-        (d / "rabbitmq.conf").write_text(
-            render_rabbitmq_conf(
-                amqp_port=self.amqp_port, mqtt_port=self.mqtt_port, extra=self.extra_conf
+        definitions = d / "definitions.json"
+        definitions.write_text(json.dumps(dev_definitions(), indent=1))
+        if self._conf is not None:
+            text = self._conf(self)
+        else:
+            text = dev_conf(
+                amqp_port=self.amqp_port,
+                mqtt_port=self.mqtt_port,
+                definitions=definitions,
+                host=self.host,
             )
-        )
+        if self.extra_conf:
+            text += self.extra_conf + "\n"
+        (d / "rabbitmq.conf").write_text(text)
 
 
 def answers_tcp(port: int) -> bool:
