@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from runtime.urls import format_broker_url
 
 from .errors import BrokerStartError
 
@@ -137,3 +143,64 @@ class BrokerChild:
             self._finalizer.detach()
         self._finalizer = None
         self._proc = None
+
+
+class ChildBroker:
+    """What the NATS and RabbitMQ launchers share: a work directory (a temp one removed by
+    ``close()`` unless given), the MQTT address, the context manager. A subclass sets ``port``
+    and implements ``start()`` and ``stop()``; its main process is ``self._child``."""
+
+    host = "127.0.0.1"
+
+    def __init__(self, workdir: Path | str | None, prefix: str) -> None:
+        self._own_workdir = workdir is None
+        self.workdir = (
+            Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix=prefix))
+        )
+        self._child: BrokerChild  # set by the subclass
+
+    @property
+    def port(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def url(self) -> str:
+        return format_broker_url(self.host, self.port)
+
+    @property
+    def running(self) -> bool:
+        return self._child.running
+
+    @property
+    def pid(self) -> int | None:
+        return self._child.pid
+
+    def log_text(self) -> str:
+        return self._child.log_text()
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self, timeout: float = 30.0) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop, and remove the work directory if this object made it."""
+        self.stop()
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"{type(self).__name__}({self._child.what}, {self.url}, {state})"

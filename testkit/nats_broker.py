@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 
-from runtime.urls import format_broker_url
-
-from .broker_process import BrokerChild
+from .broker_process import BrokerChild, ChildBroker
 from .errors import BrokerStartError
 from .local_broker import answers_mqtt, free_loopback_port
 
@@ -108,15 +105,13 @@ def nats_cluster(size: int = 3, *, name: str = "modelcast") -> list[NatsNodeConf
     ]
 
 
-class NatsBroker:
+class NatsBroker(ChildBroker):
     """A nats-server child process with an MQTT listener on 127.0.0.1.
 
     ``start()`` returns once the MQTT port answers; ``url`` is the MQTT URL. The ports are kept, so
     ``restart()`` (after ``kill()`` or ``stop()``) brings the node back where clients expect it,
     with its JetStream store (sessions, retained messages) intact.
     """
-
-    host = HOST
 
     def __init__(
         self,
@@ -126,16 +121,11 @@ class NatsBroker:
         binary: str | None = None,
         start_timeout: float = 20.0,
     ) -> None:
+        super().__init__(workdir, "modelcast-nats-")
         self._pick_ports = conf is None or conf.mqtt_port is None
         self.conf = (conf or NatsNodeConf()).with_ports()
         self.start_timeout = start_timeout
         self._binary = binary
-        self._own_workdir = workdir is None
-        self.workdir = (
-            Path(workdir)
-            if workdir is not None
-            else Path(tempfile.mkdtemp(prefix="modelcast-nats-"))
-        )
         self._child = BrokerChild(f"nats-server {self.conf.server_name}", self.workdir / "nats.log")
 
     @property
@@ -144,27 +134,12 @@ class NatsBroker:
         return self.conf.mqtt_port
 
     @property
-    def url(self) -> str:
-        return format_broker_url(self.host, self.port)
-
-    @property
     def conf_file(self) -> Path:
         return self.workdir / "nats.conf"
 
     @property
     def store_dir(self) -> Path:
         return self.workdir / "jetstream"
-
-    @property
-    def running(self) -> bool:
-        return self._child.running
-
-    @property
-    def pid(self) -> int | None:
-        return self._child.pid
-
-    def log_text(self) -> str:
-        return self._child.log_text()
 
     def start(self, *, wait: bool = True) -> NatsBroker:
         """Start the node; ``wait``: return once its MQTT port answers. A clustered node answers
@@ -211,27 +186,6 @@ class NatsBroker:
 
     def kill(self) -> None:
         self._child.kill()
-
-    def close(self) -> None:
-        """Stop, and remove the work directory if this object made it."""
-        self.stop()
-        if self._own_workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> NatsBroker:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        state = "running" if self.running else "stopped"
-        return f"NatsBroker({self.conf.server_name}, {self.url}, {state})"
 
 
 class NatsCluster:

@@ -7,22 +7,24 @@ a child on a private port rather than the system-wide daemon Erlang would fork).
 /etc/rabbitmq or /var/lib/rabbitmq is read or written, and no root is needed.
 
 Starting takes seconds (the Erlang VM boots, then the plugin); ``start()`` waits on the MQTT port.
-Anonymous MQTT connections map to the ``guest`` user (``mqtt.allow_anonymous``).
+The configuration is ``broker_admin.rabbitmq_profile``'s development one (anonymous MQTT clients
+are ``guest``; offline sessions keep at most 1,000 messages), or any other given as ``conf``
+(e.g. the production profile, with a TLS ``ready`` check).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
-import tempfile
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 
-from runtime.urls import format_broker_url
+from broker_admin.rabbitmq_profile import dev_conf, dev_definitions
 
-from .broker_process import BrokerChild
+from .broker_process import BrokerChild, ChildBroker
 from .errors import BrokerStartError
 from .local_broker import answers_mqtt, free_loopback_port
 
@@ -39,23 +41,7 @@ def find_rabbitmq_server() -> str | None:
     return None
 
 
-def render_rabbitmq_conf(*, amqp_port: int, mqtt_port: int, extra: str = "") -> str:
-    """The node's rabbitmq.conf: listeners on loopback, anonymous MQTT as guest."""
-    lines = [
-        f"listeners.tcp.default = {HOST}:{amqp_port}",
-        f"mqtt.listeners.tcp.default = {HOST}:{mqtt_port}",
-        "mqtt.allow_anonymous = true",
-        "mqtt.default_user = guest",
-        "mqtt.default_pass = guest",
-        # guest may log in from loopback only by default; the listeners are loopback anyway
-        "loopback_users = none",
-    ]
-    if extra:
-        lines.append(extra)
-    return "\n".join(lines) + "\n"
-
-
-class RabbitMQBroker:
+class RabbitMQBroker(ChildBroker):
     """A private RabbitMQ node with the MQTT plugin, on 127.0.0.1.
 
     ``url`` is the MQTT URL. Ports are kept, so ``restart()`` brings the node back where clients
@@ -63,50 +49,32 @@ class RabbitMQBroker:
     messages) intact. ``extra_conf`` lines are appended to rabbitmq.conf.
     """
 
-    host = HOST
-
     def __init__(
         self,
         *,
         workdir: Path | str | None = None,
         mqtt_port: int | None = None,
         extra_conf: str = "",
+        conf: Callable[[RabbitMQBroker], str] | None = None,
+        ready: Callable[[str, int], bool] | None = None,
         start_timeout: float = 90.0,
     ) -> None:
-        self._own_workdir = workdir is None
-        self.workdir = (
-            Path(workdir)
-            if workdir is not None
-            else Path(tempfile.mkdtemp(prefix="modelcast-rabbitmq-"))
-        )
+        super().__init__(workdir, "modelcast-rabbitmq-")
         self.extra_conf = extra_conf
+        self._conf = conf
+        self._ready = ready or answers_mqtt
         self.start_timeout = start_timeout
         self.nodename = f"modelcast-{uuid.uuid4().hex[:8]}@localhost"
         self.mqtt_port = mqtt_port or free_loopback_port()
         self.amqp_port = free_loopback_port()
         self.dist_port = free_loopback_port()
         self.epmd_port = free_loopback_port()
-        self._node = BrokerChild(f"rabbitmq {self.nodename}", self.workdir / "rabbitmq.log")
+        self._child = BrokerChild(f"rabbitmq {self.nodename}", self.workdir / "rabbitmq.log")
         self._epmd = BrokerChild(f"epmd of {self.nodename}", self.workdir / "epmd.log")
 
     @property
     def port(self) -> int:
         return self.mqtt_port
-
-    @property
-    def url(self) -> str:
-        return format_broker_url(self.host, self.port)
-
-    @property
-    def running(self) -> bool:
-        return self._node.running
-
-    @property
-    def pid(self) -> int | None:
-        return self._node.pid
-
-    def log_text(self) -> str:
-        return self._node.log_text()
 
     def node_env(self) -> dict[str, str]:
         """The environment that names this node: for the server, and for ``rabbitmqctl`` or
@@ -145,9 +113,9 @@ class RabbitMQBroker:
                 env=env,
             )
         try:
-            self._node.spawn(
+            self._child.spawn(
                 [server],
-                ready=lambda: answers_mqtt(self.host, self.port),
+                ready=lambda: self._ready(self.host, self.port),
                 timeout=self.start_timeout,
                 env=env,
                 cwd=self.workdir,
@@ -158,48 +126,37 @@ class RabbitMQBroker:
         return self
 
     def restart(self) -> RabbitMQBroker:
-        self._node.stop(30.0)
+        self._child.stop(30.0)
         return self.start()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the node (SIGTERM: a clean shutdown takes a few seconds), then its epmd."""
-        self._node.stop(timeout)
+        self._child.stop(timeout)
         self._epmd.stop()
 
     def kill(self) -> None:
         """SIGKILL the node (its epmd stays, for a restart)."""
-        self._node.kill()
-
-    def close(self) -> None:
-        self.stop()
-        if self._own_workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> RabbitMQBroker:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        state = "running" if self.running else "stopped"
-        return f"RabbitMQBroker({self.nodename}, {self.url}, {state})"
+        self._child.kill()
 
     def _write_files(self) -> None:
         d = self.workdir
         d.mkdir(parents=True, exist_ok=True)
         (d / "rabbitmq-env.conf").write_text("")
         (d / "enabled_plugins").write_text("[rabbitmq_mqtt].\n")
-        (d / "rabbitmq.conf").write_text(
-            render_rabbitmq_conf(
-                amqp_port=self.amqp_port, mqtt_port=self.mqtt_port, extra=self.extra_conf
+        definitions = d / "definitions.json"
+        definitions.write_text(json.dumps(dev_definitions(), indent=1))
+        if self._conf is not None:
+            text = self._conf(self)
+        else:
+            text = dev_conf(
+                amqp_port=self.amqp_port,
+                mqtt_port=self.mqtt_port,
+                definitions=definitions,
+                host=self.host,
             )
-        )
+        if self.extra_conf:
+            text += self.extra_conf + "\n"
+        (d / "rabbitmq.conf").write_text(text)
 
 
 def answers_tcp(port: int) -> bool:

@@ -4,13 +4,16 @@ broker difference the product works around (retained messages and wildcards)."""
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
 
 from testkit.errors import WaitTimeout
 from testkit.mqtt_recorder import TopicRecorder
+from testkit.plain_mqtt import plain_client
 from testkit.rabbitmq_broker import RabbitMQBroker, find_rabbitmq_server
 
 pytestmark = pytest.mark.skipif(
@@ -61,3 +64,42 @@ def test_a_killed_node_restarts_on_its_port(tmp_path: Path) -> None:
         assert node.port == port
         with TopicRecorder(node.host, node.port) as probe:
             probe.wait_connected()
+
+
+def test_an_offline_session_keeps_at_most_1000_messages_as_on_mosquitto(
+    rabbit: RabbitMQBroker,
+) -> None:
+    """The session-queue policy (broker_admin.rabbitmq_profile): without it RabbitMQ keeps every
+    message for an offline session."""
+    got: list[bytes] = []
+    first, done = threading.Event(), threading.Event()
+
+    def on_message(client: object, userdata: object, message: mqtt.MQTTMessage) -> None:
+        got.append(message.payload)
+        {b"first": first, b"end": done}.get(message.payload, threading.Event()).set()
+
+    def session() -> mqtt.Client:
+        client = plain_client("offline-session", clean=False)
+        client.on_message = on_message
+        client.connect(rabbit.host, rabbit.port)
+        client.loop_start()
+        return client
+
+    away = session()
+    away.subscribe("r3/queue", qos=1)
+    with TopicRecorder(rabbit.host, rabbit.port) as publisher:
+        while not first.is_set():  # until the subscription is in place
+            publisher.publish("r3/queue", b"first")
+            first.wait(1.0)
+        away.disconnect()
+        away.loop_stop()
+        publisher.publish_many([("r3/queue", b"m")] * 1500, qos=1)
+        publisher.publish("r3/queue", b"end")
+    back = session()
+    try:
+        assert done.wait(30), f"the end marker never came ({len(got)} messages)"
+    finally:
+        back.disconnect()
+        back.loop_stop()
+    queued = got.count(b"m")
+    assert 900 <= queued <= 1000, queued
