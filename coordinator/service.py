@@ -147,7 +147,7 @@ class Coordinator:
         log.info(
             "coordinator of fleet %s starting (broker %s, client id %s)",
             self.fleet,
-            ", ".join(b.url for b in self._session.brokers),
+            self._session.broker_list,
             self._session.client_id,
         )
         targets: tuple[tuple[str, Callable[[], None]], ...] = (

@@ -226,8 +226,7 @@ def run_tail(
         clean_session=True,
         **session_auth(creds, broker_url),
     )
-    brokers = ", ".join(b.url for b in session.brokers)
-    log.info("tailing %s on %s", " and ".join(filters), brokers)
+    log.info("tailing %s on %s", " and ".join(filters), session.broker_list)
     session.start()
     try:
         return _print_stream(topics, inbox, out, stop, count, as_json)

@@ -186,6 +186,11 @@ class MqttSession:
     def brokers(self) -> tuple[BrokerAddress, ...]:
         return self._brokers
 
+    @property
+    def broker_list(self) -> str:
+        """Every broker of the list, for a log line: ``mqtt://a:1883, mqtt://b:1883``."""
+        return ", ".join(b.url for b in self._brokers)
+
     def _fail_over(self) -> None:
         """Network thread, after a failure: aim the next attempt at the next broker."""
         if len(self._brokers) == 1:

@@ -96,3 +96,7 @@ def test_with_a_list_a_resumed_session_after_a_failure_is_taken_as_new() -> None
     single = _session("mqtt://a:1")
     assert _connack(single, True) == [True]
     assert _connack(single, True) == [True]  # one broker: a resumed session is trusted
+
+
+def test_the_list_reads_back_for_the_logs() -> None:
+    assert _session("mqtt://a:1, mqtt://b").broker_list == "mqtt://a:1, mqtt://b:1883"
