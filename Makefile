@@ -1,6 +1,6 @@
 # One entry point for developers and CI. `make test` works on a fresh Debian machine
-# (as root it installs mosquitto, chromium and chromium-driver); reruns are fast thanks to the
-# stamp file.
+# (as root it installs mosquitto, nats-server, rabbitmq-server, chromium and chromium-driver);
+# reruns are fast thanks to the stamp file.
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := test
@@ -11,9 +11,9 @@ VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 LINT_PATHS := protocol runtime coordinator edge_node broker_admin testkit modelcast
 
-.PHONY: setup venv mosquitto browser test lint demo dashboard-screenshots clean
+.PHONY: setup venv mosquitto brokers browser test lint demo dashboard-screenshots clean
 
-setup: mosquitto browser $(STAMP)
+setup: mosquitto brokers browser $(STAMP)
 venv: setup
 
 # The broker binary only: tests start their own mosquitto on free loopback ports,
@@ -30,6 +30,23 @@ mosquitto:
 		echo "error: the mosquitto broker binary is missing and this is not root." >&2; \
 		echo "       run 'sudo apt-get install mosquitto', or set MODELCAST_BROKER=mqtt://host:port" >&2; \
 		exit 1; \
+	fi
+
+# NATS (its MQTT listener on JetStream) and RabbitMQ (its MQTT plugin): the portability tests
+# start private nodes of each on free loopback ports (testkit/nats_broker.py,
+# testkit/rabbitmq_broker.py); a system service the packages may start is never used. Not root
+# and absent: those tests skip, unless MODELCAST_REQUIRE_NATS=1 / MODELCAST_REQUIRE_RABBITMQ=1
+# (as `make test` sets) makes them fail.
+brokers:
+	@if [ -x /usr/sbin/nats-server ] && [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then \
+		exit 0; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "installing nats-server and rabbitmq-server (apt-get)"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -q && apt-get install -y -q --no-install-recommends nats-server rabbitmq-server; \
+	else \
+		echo "note: nats-server/rabbitmq-server are missing and this is not root: the broker" >&2; \
+		echo "      portability tests will skip ('sudo apt-get install nats-server rabbitmq-server')" >&2; \
 	fi
 
 # Headless Chromium and its WebDriver, for the dashboard's browser tests (Selenium drives the
@@ -64,9 +81,11 @@ $(STAMP): pyproject.toml Makefile $(wildcard */__init__.py) | $(VPY)
 
 # lint first: a change that is not ruff- and mypy-clean does not pass
 # MODELCAST_REQUIRE_MOSQUITTO: the secure-broker (adversarial) tests fail rather than skip;
-# MODELCAST_REQUIRE_BROWSER: so do the dashboard's browser tests
+# MODELCAST_REQUIRE_BROWSER: so do the dashboard's browser tests; MODELCAST_REQUIRE_NATS and
+# MODELCAST_REQUIRE_RABBITMQ: so do the tests on those brokers
 test: setup lint
-	MODELCAST_REQUIRE_MOSQUITTO=1 MODELCAST_REQUIRE_BROWSER=1 $(VPY) -m pytest -q
+	MODELCAST_REQUIRE_MOSQUITTO=1 MODELCAST_REQUIRE_BROWSER=1 MODELCAST_REQUIRE_NATS=1 \
+		MODELCAST_REQUIRE_RABBITMQ=1 $(VPY) -m pytest -q
 
 # lint-imports: the layers of docs/ARCHITECTURE.md (contracts in pyproject.toml)
 lint: setup

@@ -1,9 +1,11 @@
 """``python -m bench``: modelcast's headline figures, each against a baseline measured in the same
 run (the machine may be shared and noisy; a ratio survives that, a bare time does not).
 
-Every run starts its own Mosquitto on a free loopback port (``testkit.local_broker.LocalBroker``),
-makes its own keys, fleets and model files in a temporary directory, and removes them after
-(``--keep`` keeps them, with every process's log). Progress goes to stderr, the table to stdout.
+Every run starts its own broker on a free loopback port: Mosquitto (``testkit.local_broker``), or
+with ``--broker nats|rabbitmq`` a NATS or RabbitMQ node (``testkit.brokers``), where the default
+figures are delivery and fan-out. It makes its own keys, fleets and model files in a temporary
+directory, and removes them after (``--keep`` keeps them, with every process's log). Progress
+goes to stderr, the table to stdout.
 See docs/BENCHMARKS.md.
 """
 
@@ -23,6 +25,8 @@ from dataclasses import dataclass, field
 from importlib import import_module
 from pathlib import Path
 from typing import Any
+
+from runtime.broker_kinds import BROKER_KINDS
 
 from .common import Bench, Progress
 
@@ -53,6 +57,8 @@ FIGURES = (
     Figure("cut_sweep", "bench.cut_sweep", False, "bytes on link vs cut frequency (chart data)"),
 )
 BY_NAME = {f.name: f for f in FIGURES}
+#: what ``--broker nats|rabbitmq`` measures unless ``--only`` says otherwise
+OTHER_BROKER_FIGURES = ("delivery", "fanout")
 
 
 @dataclass(frozen=True)
@@ -103,7 +109,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description="modelcast benchmarks: each figure is a ratio to a baseline measured in the "
-        "same run, on a Mosquitto this run starts. Figures: "
+        "same run, on a broker this run starts (--broker). Figures: "
         + "; ".join(f"{f.name} ({f.help})" for f in FIGURES),
         epilog="exit codes: 0 all measured (and, with --strict, every target met), 1 a figure "
         "could not be measured, 2 bad usage, 3 --strict and a target missed",
@@ -126,6 +132,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="MB",
         help="override the model size of every figure that has one (e.g. 4 for a smoke test)",
     )
+    parser.add_argument(
+        "--broker",
+        choices=BROKER_KINDS,
+        default="mosquitto",
+        help="the broker this run starts (every baseline runs on the same one); on nats and "
+        "rabbitmq the default figures are delivery and fanout",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory and logs")
     parser.add_argument("--strict", action="store_true", help="exit 3 when a target is missed")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -138,6 +151,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                 f"unknown figure(s) {', '.join(unknown)}; choose from " + ", ".join(BY_NAME)
             )
         args.figures = [BY_NAME[n] for n in names]
+    elif args.broker != "mosquitto":
+        args.figures = [BY_NAME[n] for n in OTHER_BROKER_FIGURES]
     else:
         args.figures = [f for f in FIGURES if f.quick or not args.quick]
     if args.size_mb is not None and args.size_mb <= 0:
@@ -260,6 +275,7 @@ def json_document(
         "errors": outcome.errors,
         "mode": "quick" if args.quick else "full",
         "size_mb_override": args.size_mb,
+        "broker": args.broker,
         "figures": [f.name for f in args.figures],
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "duration_s": round(duration, 1),
@@ -272,7 +288,13 @@ def main(argv: list[str] | None = None) -> int:
     progress = Progress(quiet=args.quiet)
     started = time.time()
     info = machine()
-    with Bench(quick=args.quick, size_mb=args.size_mb, progress=progress, keep=args.keep) as b:
+    with Bench(
+        quick=args.quick,
+        size_mb=args.size_mb,
+        progress=progress,
+        keep=args.keep,
+        broker_kind=args.broker,
+    ) as b:
         logging.basicConfig(
             filename=str(b.dir("logs") / "bench.log"),
             level=logging.INFO,
@@ -280,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         progress(
             f"{'quick' if args.quick else 'full'} run of {', '.join(f.name for f in args.figures)}"
-            f"; broker {b.url}; work dir {b.workdir}"
+            f" on {args.broker} {b.url}; work dir {b.workdir}"
         )
         outcome = run_figures(b, args.figures, progress)
         if args.keep:

@@ -24,9 +24,9 @@ from coordinator.registry import Registry, ReleaseRecord
 from coordinator.service import Coordinator, CoordinatorConfig
 from protocol import DEFAULT_CHUNK_SIZE, DeviceState, ModelcastError
 from protocol.textmodel import KIND_FILE
+from testkit.brokers import AnyBroker, make_broker
 from testkit.edge_process import EdgeFlags, EdgeProcess
 from testkit.fleet_watch import FleetWatch
-from testkit.local_broker import LocalBroker
 from testkit.synthetic_models import make_model
 
 MB = 1 << 20
@@ -67,13 +67,15 @@ class Bench:
     progress: Progress
     keep: bool = False
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="modelcast-bench-")))
-    broker: LocalBroker = field(init=False)
+    #: mosquitto, nats or rabbitmq (``--broker``): the baselines run on the same one
+    broker_kind: str = "mosquitto"
+    broker: AnyBroker = field(init=False)
     keydir: Path = field(init=False)
     _fleets: Iterator[int] = field(default_factory=itertools.count)
     _models: dict[tuple[int, int, str], Path] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.broker = LocalBroker(workdir=self.workdir / "broker")
+        self.broker = make_broker(self.broker_kind, self.workdir / "broker")
         self.keydir = self.workdir / "keys"
 
     def __enter__(self) -> Bench:
@@ -169,6 +171,7 @@ class Bench:
                 keydir=self.keydir,
                 fleet=fleet,
                 poll_interval=poll_interval,
+                broker_kind=self.broker_kind,
             )
         )
         service.start()

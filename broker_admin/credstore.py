@@ -35,12 +35,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from protocol.errors import ProtocolError
-from protocol.names import check_name as _protocol_check_name
 from runtime.credentials import ROLES
 from runtime.files import read_json, write_atomic, write_json_atomic
 
 from .errors import BrokerAdminError
+from .grants import check_name, role_grants
 from .mosquitto import find_mosquitto_passwd
 from .tlsca import CA_CERT, ensure_tls
 
@@ -55,15 +54,6 @@ BROKER_CONF = "mosquitto.conf"
 _LOCK = ".creds.lock"
 
 
-def check_name(value: str, what: str) -> str:
-    """A name that becomes a topic level ([A-Za-z0-9_-]{1,64}: no ``/``, ``+`` or ``#`` that
-    would widen an ACL line), as a ValueError."""
-    try:
-        return _protocol_check_name(value, what)
-    except ProtocolError as exc:
-        raise BrokerAdminError(str(exc)) from None
-
-
 def render_acl(users: dict[str, dict[str, Any]]) -> str:
     """The Mosquitto ACL file for ``users`` ({name: {"role", "fleet"}}), one section each."""
     lines = [
@@ -73,27 +63,9 @@ def render_acl(users: dict[str, dict[str, Any]]) -> str:
     ]
     for name in sorted(users, key=lambda n: (users[n]["fleet"], ROLES.index(users[n]["role"]), n)):
         role, fleet = users[name]["role"], users[name]["fleet"]
-        base = f"modelcast/{check_name(fleet, 'fleet')}"
-        check_name(name, "name")
+        grants = role_grants(role, fleet, name)
         lines += ["", f"# {role} {name} of fleet {fleet}", f"user {name}"]
-        if role == "coordinator":
-            lines.append(f"topic readwrite {base}/#")
-        elif role == "device":
-            lines += [
-                f"topic readwrite {base}/devices/{name}/#",
-                f"topic read {base}/releases/#",
-                f"topic read {base}/chunks/#",
-                f"topic read {base}/resends/{name}",
-                f"topic read {base}/commands",
-                f"topic read {base}/commands/{name}",
-            ]
-        elif role == "integrator":
-            lines += [
-                f"topic read {base}/devices/+/status",
-                f"topic read {base}/devices/+/telemetry/#",
-            ]
-        else:
-            raise BrokerAdminError(f"unknown role {role!r} for {name}")
+        lines += [f"topic {g.access} {g.topic}" for g in grants]
     return "\n".join(lines) + "\n"
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import protocol
+from runtime.broker_kinds import DEFAULT_BROKER_KIND, check_broker_kind
 from runtime.credentials import ClientCreds
 
 from .deployer import check_index_lifetime
@@ -34,7 +35,9 @@ class CoordinatorConfig:
     ``request_burst``: each device's chunk-request token bucket; ``report_rate`` and
     ``report_burst``: each device's bucket for telemetry, state and status messages (see
     ``ratelimit`` for the honest rates and the backlog it lets through); ``client_id``: the MQTT
-    client id (default: the credentials', else ``modelcast-coordinator-FLEET``).
+    client id (default: the credentials', else ``modelcast-coordinator-FLEET``);
+    ``broker_kind``: mosquitto, nats or rabbitmq (``runtime.broker_kinds``: on RabbitMQ the
+    coordinator also subscribes to the exact status and state topics of the devices it knows).
     """
 
     broker_url: str
@@ -52,8 +55,10 @@ class CoordinatorConfig:
     request_burst: float = DEFAULT_REQUEST_BURST
     report_rate: float = DEFAULT_REPORT_RATE
     report_burst: float = DEFAULT_REPORT_BURST
+    broker_kind: str = DEFAULT_BROKER_KIND
 
     def __post_init__(self) -> None:
+        check_broker_kind(self.broker_kind)
         if self.max_pending < 1:
             raise ValueError("max_pending must be at least 1")
         protocol.check_name(self.fleet, "fleet")

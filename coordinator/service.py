@@ -40,9 +40,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 import protocol
+from runtime.broker_kinds import retained_over_wildcards
 from runtime.credentials import session_auth
 from runtime.mqtt import MqttSession
 
@@ -70,6 +72,8 @@ __all__ = ["DEFAULT_POLL_INTERVAL", "Coordinator", "CoordinatorConfig"]
 log = logging.getLogger(__name__)
 
 KEEPALIVE_S = 30
+#: devices per SUBSCRIBE packet when subscribing to known devices' exact topics
+_SUBSCRIBE_BATCH = 500
 
 
 class Coordinator:
@@ -78,6 +82,7 @@ class Coordinator:
         self.fleet = config.fleet
         self.topics = protocol.Topics(config.fleet)
         keys = load_release_keys(config.keydir)
+        self._keys = keys
         self._registry = Registry(config.db_path)
         self._telemetry = TelemetryStore(config.db_path, retention_days=config.retention_days)
         self._rollout_store = RolloutStore(config.db_path)
@@ -149,10 +154,9 @@ class Coordinator:
             raise RuntimeError("coordinator already started")
         self._started = True
         log.info(
-            "coordinator of fleet %s starting (broker %s:%d, client id %s)",
+            "coordinator of fleet %s starting (broker %s, client id %s)",
             self.fleet,
-            self._session.host,
-            self._session.port,
+            self._session.broker_list,
             self._session.client_id,
         )
         targets: tuple[tuple[str, Callable[[], None]], ...] = (
@@ -214,12 +218,36 @@ class Coordinator:
         return self._progress.wait_until(predicate, timeout)
 
     def _on_connect(self, session_present: bool) -> None:
-        """Network thread: subscribe to what devices send, and publish everything again."""
+        """Network thread: subscribe to what devices send, ask every device to report its status
+        and state again (published after the SUBSCRIBE on the same connection, so the answers
+        find the subscription), and publish everything again.
+
+        The request is what makes a (re)started coordinator learn the fleet on a broker that
+        does not deliver retained messages through wildcards (RabbitMQ); elsewhere it only
+        refreshes what the retained messages said (protocol.report_request)."""
         t = self.topics
         self._session.subscribe(
             [t.all_requests(), t.all_state(), t.all_status(), t.all_events(), t.all_metrics()]
         )
+        if not retained_over_wildcards(self.config.broker_kind):
+            self._subscribe_known_devices()
+        request = protocol.ReportRequest.new(self.fleet, time.time())
+        self._session.publish(
+            t.report_request(), request.sign(self._keys.key, self._keys.cert), qos=1
+        )
         self._publishing.on_connect()
+
+    def _subscribe_known_devices(self) -> None:
+        """Network thread, on a broker that keeps retained messages from wildcards (RabbitMQ):
+        the exact status and state topics of every device in the registry, so that the retained
+        ones of devices that are gone (offline, or dead since) arrive too. Devices that are
+        there answer the report request; devices never seen are heard live."""
+        t = self.topics
+        ids = [row["device_id"] for row in self._registry.devices(self.fleet)]
+        for start in range(0, len(ids), _SUBSCRIBE_BATCH):
+            batch = ids[start : start + _SUBSCRIBE_BATCH]
+            self._session.subscribe([topic for d in batch for topic in (t.status(d), t.state(d))])
+        log.info("subscribed to the status and state of %d known devices", len(ids))
 
     # --- statistics ----------------------------------------------------------------------
     @property

@@ -4,7 +4,9 @@ It is an observer, not part of the service: its own MQTT connection with a clean
 random client id (so it never takes over another client's session), subscribed to
 ``devices/+/status`` and ``devices/+/telemetry/+`` (or one device's, or one kind). Every message
 becomes one line, human or JSON; a message that does not decode becomes an error line naming the
-reason, never a crash. Retained status messages arrive first, as the broker replays them.
+reason, never a crash. Retained status messages arrive first, as the broker replays them; on a
+broker that keeps them from wildcards (RabbitMQ), a device's arrives once the tail hears from it
+(``tail_status``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import protocol
 from runtime.credentials import ClientCreds, session_auth
 from runtime.display import printable
 from runtime.mqtt import MqttSession
+
+from .tail_status import status_follower
 
 log = logging.getLogger(__name__)
 
@@ -200,8 +204,12 @@ def run_tail(
     inbox: queue.Queue[tuple[str, bytes, bool, float]] = queue.Queue(maxsize=QUEUE_SIZE)
     dropped = 0
 
+    follower = status_follower(topics, kind, device, lambda topic: session.subscribe([topic]))
+
     def on_message(topic: str, payload: bytes, retained: bool) -> None:
         nonlocal dropped
+        if follower is not None and not follower.admit(topic, payload):
+            return
         try:
             inbox.put_nowait((topic, payload, retained, time.time()))
         except queue.Full:
@@ -218,7 +226,7 @@ def run_tail(
         clean_session=True,
         **session_auth(creds, broker_url),
     )
-    log.info("tailing %s on %s:%d", " and ".join(filters), session.host, session.port)
+    log.info("tailing %s on %s", " and ".join(filters), session.broker_list)
     session.start()
     try:
         return _print_stream(topics, inbox, out, stop, count, as_json)

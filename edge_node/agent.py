@@ -279,6 +279,7 @@ class EdgeAgent:
                 self.topics.index(),
                 self.topics.commands(self.device),
                 self.topics.fleet_commands(),
+                self.topics.report_request(),
                 self.topics.resend(self.device),
             ]
         )
@@ -308,6 +309,8 @@ class EdgeAgent:
             self.trust_updates.on_revocations(topic, payload)
         elif topic in (self.topics.commands(self.device), self.topics.fleet_commands()):
             self.trust_updates.on_command(topic, payload)
+        elif topic == self.topics.report_request():
+            self.trust_updates.on_report_request(topic, payload)
         elif self.follower.awaits(topic):
             release = self.follower.on_manifest(topic, payload)
             if release is not None:

@@ -6,6 +6,8 @@
 - A command (``devices/ID/commands``, or the fleet's) is opened against the trusted root and
   replay-checked by ``TrustStore``; ``rollback`` goes to the activator, ``re-request`` to the
   downloader; anything else is reported as ignored.
+- A report request (``releases/report``, ``protocol.report_request``) is answered by publishing
+  the status and the state again; a replayed one is ignored (no rejection: it is harmless).
 
 Bad messages are rejections (counted, reported through the reporter). Owned by the agent's
 worker thread.
@@ -16,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from protocol import ProtocolError, SignatureError
+from protocol import ProtocolError, SignatureError, StaleError, open_report_request
 
 from .activator import Activator
 from .downloader import Downloader
@@ -48,6 +50,9 @@ class TrustUpdates:
         self._reporter = reporter
         self._downloader = downloader
         self._activator = activator
+        #: ``issued`` of the last report request answered (in memory: after a restart the
+        #: device publishes both on connect anyway)
+        self._report_answered = 0.0
 
     def on_root_chain(self, topic: str, payload: bytes) -> None:
         if not payload:
@@ -108,3 +113,25 @@ class TrustUpdates:
             self._downloader.repair()
         else:
             self._reporter.event("command-ignored", detail=f"{command.action} is not supported yet")
+
+    def on_report_request(self, topic: str, payload: bytes) -> None:
+        if not payload:
+            return
+        try:
+            request = open_report_request(
+                self.store.trust,
+                payload,
+                now=self._clock(),
+                fleet=self._fleet,
+                answered=self._report_answered,
+            )
+        except StaleError as exc:
+            log.debug("edge %s: %s", self.device, exc)
+            return
+        except ProtocolError as exc:
+            self._reporter.reject(topic, exc, update_state=False)
+            return
+        self._report_answered = request.issued
+        log.info("edge %s: asked to report (request of %.3f)", self.device, request.issued)
+        self._reporter.publish_status()
+        self._reporter.flush_state()

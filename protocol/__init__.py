@@ -44,6 +44,7 @@ from .manifest import Manifest, VerifiedManifest, hash_chunks, open_manifest
 from .messages import ChunkRequest, DeviceEvent, DeviceState, DeviceStatus, UpdateState
 from .names import check_name, is_valid_name
 from .ranges import iter_ranges, to_ranges
+from .report_request import ReportRequest, open_report_request
 from .rollout import PPM_ALL, Selector, membership_point, stage_ppm
 from .rotation import (
     Revocations,
@@ -93,6 +94,7 @@ __all__ = [
     "Phase",
     "Plan",
     "ProtocolError",
+    "ReportRequest",
     "Revocations",
     "RolloutBlock",
     "RootRotation",
@@ -129,6 +131,7 @@ __all__ = [
     "open_command",
     "open_index",
     "open_manifest",
+    "open_report_request",
     "parse_pins",
     "rotate_root",
     "rules_from_list",

@@ -44,6 +44,12 @@ class Topics:
         """Retained, root-signed list of revoked release keys."""
         return f"{self.base}/releases/revocations"
 
+    def report_request(self) -> str:
+        """Signed requests that every device publish its status and state again (never
+        retained): what a coordinator sends on connect, for brokers that do not deliver retained
+        messages through wildcard subscriptions."""
+        return f"{self.base}/releases/report"
+
     def commands(self, device: str) -> str:
         """Signed commands for one device."""
         return f"{self.base}/commands/{check_name(device, 'device id')}"

@@ -12,7 +12,12 @@ What it adds to paho, and why:
 * callbacks that only hand messages over: the caller's handler must not block;
 * ``TCP_NODELAY`` on the socket: small packets (requests, acks) leave at once;
 * TLS for ``mqtts://`` URLs (the server certificate and its host name are checked against
-  ``tls_ca``, or the system's CAs) and a username/password (see ``runtime/credentials.py``).
+  ``tls_ca``, or the system's CAs) and a username/password (see ``runtime/credentials.py``);
+* failover: given ``URL1,URL2,...`` (the nodes of one cluster), every failure (a connection
+  lost, refused or never made) moves the next attempt to the next broker of the list, round
+  robin, after the same backoff. The client stays on the broker that works: it does not go back
+  to the first one when that returns. One paho client throughout, so the QoS 1 messages it holds
+  are sent again on the new broker.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 
 from .errors import SetupError
-from .urls import is_tls_url, parse_broker_url
+from .urls import BrokerAddress, parse_broker_list
 
 #: the name these lines always had (every client logs its connects and disconnects here)
 log = logging.getLogger("modelcast.mqtt")
@@ -101,8 +106,9 @@ class MqttSession:
         username: str | None = None,
         password: str | None = None,
     ) -> None:
-        self.host, self.port = parse_broker_url(url)
-        self.tls = is_tls_url(url)
+        self._brokers = parse_broker_list(url)
+        self._current = 0  # index in _brokers of the broker connected or tried next
+        self.tls = self._brokers[0].tls
         if tls_ca is not None and not self.tls:
             raise SetupError(f"broker URL {url!r}: TLS credentials need an mqtts:// URL")
         if password is not None and username is None:
@@ -118,6 +124,7 @@ class MqttSession:
         self.connected = threading.Event()
         self.reconnects = 0
         self.connects = 0
+        self.failovers = 0
         self.bytes_received = 0
         self._client = self._paho_client(clean_session, tls_ca, username, password, url)
         self._client.max_inflight_messages_set(max_inflight)
@@ -156,6 +163,52 @@ class MqttSession:
         client.on_publish = self._handle_publish
         client.on_socket_open = self._handle_socket_open
         return client
+
+    # --- where ---------------------------------------------------------------------------
+    @property
+    def broker(self) -> BrokerAddress:
+        """The broker connected, or the one the next attempt goes to."""
+        return self._brokers[self._current]
+
+    @property
+    def host(self) -> str:
+        return self.broker.host
+
+    @property
+    def port(self) -> int:
+        return self.broker.port
+
+    @property
+    def url(self) -> str:
+        return self.broker.url
+
+    @property
+    def brokers(self) -> tuple[BrokerAddress, ...]:
+        return self._brokers
+
+    @property
+    def broker_list(self) -> str:
+        """Every broker of the list, for a log line: ``mqtt://a:1883, mqtt://b:1883``."""
+        return ", ".join(b.url for b in self._brokers)
+
+    def _fail_over(self) -> None:
+        """Network thread, after a failure: aim the next attempt at the next broker."""
+        if len(self._brokers) == 1:
+            return
+        left = self.broker
+        self._current = (self._current + 1) % len(self._brokers)
+        self.failovers += 1
+        # connect_async only records where to connect (the loop's reconnect does the rest); it
+        # is the public way to change the host, which paho's setter refuses mid-connection.
+        self._client.connect_async(self.host, self.port, keepalive=self.keepalive)
+        log.warning(
+            "%s: moving from broker %s to %s (%d of %d)",
+            self.client_id,
+            left.url,
+            self.url,
+            self._current + 1,
+            len(self._brokers),
+        )
 
     # --- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -239,9 +292,8 @@ class MqttSession:
     def _handle_connect(
         self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any
     ) -> None:
-        if reason.is_failure:
-            log.warning("%s: broker refused connection: %s", self.client_id, reason)
-            self._set_next_delay()
+        if reason.is_failure:  # paho closes the connection next: _handle_disconnect retries
+            log.warning("%s: %s refused the connection: %s", self.client_id, self.url, reason)
             return
         self._backoff.reset()
         self._reconnect_delay(self._backoff.initial, self._backoff.cap)
@@ -249,14 +301,22 @@ class MqttSession:
         if self.connects > 1:
             self.reconnects += 1
         session_present = bool(getattr(flags, "session_present", False))
+        # With a list, a reconnect follows a failover: a cluster node may resume the session
+        # another node held, but not all that was in flight there (QoS 0 requests are gone;
+        # JetStream redelivers unacked QoS 1 messages after its ack wait, 30 s, and may drop a
+        # client while it elects new stream leaders). Taking it as new makes the caller
+        # subscribe again and ask at once for what it lacks; a duplicate later costs nothing.
+        distrust = session_present and self.connects > 1 and len(self._brokers) > 1
         log.info(
-            "%s: connected to %s:%d%s (session %s)",
+            "%s: connected to %s:%d%s (session %s)%s",
             self.client_id,
             self.host,
             self.port,
             " over TLS" if self.tls else "",
-            "resumed" if session_present else "new",
+            ("resumed, taken as new" if distrust else "resumed") if session_present else "new",
+            f" (broker {self._current + 1} of {len(self._brokers)})" if self.failovers else "",
         )
+        session_present = session_present and not distrust
         self.connected.set()
         if self._on_connect_cb is not None:
             self._on_connect_cb(session_present)
@@ -266,6 +326,7 @@ class MqttSession:
         log.info(
             "%s: cannot reach %s:%d, retrying in %.1fs", self.client_id, self.host, self.port, delay
         )
+        self._fail_over()
 
     def _handle_disconnect(
         self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any
@@ -274,13 +335,19 @@ class MqttSession:
         self.connected.clear()
         if self._stopping:
             log.info("%s: disconnected", self.client_id)
-        elif was:
-            delay = self._set_next_delay()
+            return
+        # connected, or not yet: refused, or closed before the CONNACK (a cluster node that
+        # cannot reach its quorum does that): either way the backoff grows
+        delay = self._set_next_delay()
+        if was:
             log.warning(
                 "%s: disconnected (%s), reconnecting in %.1fs", self.client_id, reason, delay
             )
             if self._on_disconnect_cb is not None:
                 self._on_disconnect_cb()
+        else:
+            log.info("%s: %s did not let us in, retrying in %.1fs", self.client_id, self.url, delay)
+        self._fail_over()
 
     def _set_next_delay(self) -> float:
         delay = self._backoff.next()

@@ -1,7 +1,9 @@
-"""Broker URLs: the one place that parses and formats ``mqtt://host:port`` and ``mqtts://``."""
+"""Broker URLs: the one place that parses and formats ``mqtt://host:port`` and ``mqtts://``,
+and lists of them (``URL1,URL2,...``: the nodes of one cluster, tried in turn on failure)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from .errors import SetupError
@@ -47,9 +49,48 @@ def parse_broker_url(url: str) -> tuple[str, int]:
 
 
 def is_tls_url(url: str) -> bool:
-    """True for ``mqtts://`` (after the same checks as ``parse_broker_url``)."""
-    parse_broker_url(url)
-    return urlsplit(url.strip()).scheme == "mqtts"
+    """True for ``mqtts://`` (after the same checks as ``parse_broker_url``); for a list, whether
+    its brokers (all of one scheme, see ``parse_broker_list``) are."""
+    return parse_broker_list(url)[0].tls
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    """One broker of a list: where to connect, and whether over TLS."""
+
+    host: str
+    port: int
+    tls: bool
+
+    @property
+    def url(self) -> str:
+        return format_broker_url(self.host, self.port, tls=self.tls)
+
+
+def parse_broker_list(text: str) -> tuple[BrokerAddress, ...]:
+    """The brokers of ``URL1,URL2,...`` (one URL is a list of one), in order.
+
+    A client keeps one TLS setting and one login for all of them (the nodes of one cluster share
+    its CA and its users), so a list mixing ``mqtt://`` and ``mqtts://`` is refused, as are empty
+    entries and a broker named twice (which would only lengthen a failover).
+    """
+    items = [item.strip() for item in text.split(",")]
+    if not any(items):
+        raise SetupError("no broker URL given")
+    if not all(items):
+        raise SetupError(f"broker list {text!r} has an empty entry")
+    brokers = tuple(
+        BrokerAddress(*parse_broker_url(item), tls=urlsplit(item).scheme == "mqtts")
+        for item in items
+    )
+    if len({b.tls for b in brokers}) > 1:
+        raise SetupError(
+            f"broker list {text!r} mixes mqtt:// and mqtts://: use one scheme for every broker"
+        )
+    twice = sorted({b.url for b in brokers if brokers.count(b) > 1})
+    if twice:
+        raise SetupError(f"broker list {text!r} names {', '.join(twice)} more than once")
+    return brokers
 
 
 def format_broker_url(host: str, port: int, *, tls: bool = False) -> str:

@@ -54,7 +54,7 @@ _PROBE_CONNECT = b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00"
 _PROBE_DISCONNECT = b"\xe0\x00"
 
 
-def _answers_mqtt(host: str, port: int) -> bool:
+def answers_mqtt(host: str, port: int) -> bool:
     """True if an MQTT broker answers a CONNECT with a CONNACK on host:port.
 
     A bare TCP connect is not enough: if mosquitto lost the race for its port,
@@ -106,7 +106,7 @@ class LocalBroker:
         self.conf_path = Path(conf_path) if conf_path is not None else DEV_CONF
         self.extra_conf = extra_conf
         self.start_timeout = start_timeout
-        self._ready = ready or _answers_mqtt
+        self._ready = ready or answers_mqtt
         self._fixed_port = port
         self._port: int | None = port
         self._binary = binary

@@ -112,7 +112,8 @@ COMMON_FLAGS: Final[Mapping[str, EnvFlag]] = MappingProxyType(
     {
         "broker": EnvFlag(
             "--broker",
-            "broker URL mqtt://HOST:PORT, or mqtts://HOST:PORT for TLS",
+            "broker URL mqtt://HOST:PORT, or mqtts://HOST:PORT for TLS; or a comma-separated "
+            "list of them (the nodes of one cluster): on failure the client moves to the next",
             "MODELCAST_BROKER",
             fallback="mqtt://127.0.0.1:1883",
         ),

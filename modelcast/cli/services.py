@@ -8,12 +8,22 @@ import signal
 import threading
 from collections.abc import Callable
 
+from runtime.broker_kinds import BROKER_KINDS, DEFAULT_BROKER_KIND
+
 from ..errors import CommandError
 from .common import EnvFlag, Subcommands, add_flags, load_creds, path_flag
 from .exits import EXIT_INTERRUPTED, EXIT_OK
 from .parsing import parse_http, parse_tags
 
 # A string default goes through type=, so a bad value in the variable is a usage error.
+BROKER_KIND = EnvFlag(
+    "--broker-kind",
+    "the broker's kind: on rabbitmq (no retained messages through wildcards) the coordinator "
+    "also subscribes to each known device's status and state (docs/BROKERS.md)",
+    "MODELCAST_BROKER_KIND",
+    fallback=DEFAULT_BROKER_KIND,
+    choices=BROKER_KINDS,
+)
 RETENTION_DAYS = EnvFlag(
     "--retention-days",
     "telemetry older than this is deleted (checked once a minute)",
@@ -91,7 +101,14 @@ def add_commands(sub: Subcommands) -> None:
         "coordinator", help="run the coordinator service (publishes releases, serves chunks)"
     )
     add_flags(coord, "broker", "db", "keys", "fleet", "creds")
-    for flag in (RETENTION_DAYS, REQUEST_RATE, REQUEST_BURST, REPORT_RATE, REPORT_BURST):
+    for flag in (
+        BROKER_KIND,
+        RETENTION_DAYS,
+        REQUEST_RATE,
+        REQUEST_BURST,
+        REPORT_RATE,
+        REPORT_BURST,
+    ):
         flag.add_to(coord)
     coord.set_defaults(func=cmd_coordinator)
 
@@ -191,6 +208,7 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
         request_burst=args.request_burst,
         report_rate=args.report_rate,
         report_burst=args.report_burst,
+        broker_kind=args.broker_kind,
     )
     return run_until_signal(Coordinator(config).run_forever)
 

@@ -19,6 +19,7 @@ from tests.support.fleet import release_and_deploy
 MB = 1 << 20
 
 
+@pytest.mark.portable
 def test_three_edges_and_a_late_joiner_activate_the_exact_bytes(env: Env) -> None:
     model = make_model(env.tmp / "m1.onnx", 12 * MB, seed=1)
     edges = [env.edge(f"edge-{i}") for i in range(3)]
@@ -45,6 +46,7 @@ def test_three_edges_and_a_late_joiner_activate_the_exact_bytes(env: Env) -> Non
     assert all(e.alive for e in env.edges)
 
 
+@pytest.mark.portable
 def test_edge_killed_mid_transfer_resumes_without_refetching(env: Env) -> None:
     model = make_model(env.tmp / "m1.onnx", 12 * MB, seed=2)
     release_and_deploy(env.registry, env.keys, model, "m", 1, env.fleet)

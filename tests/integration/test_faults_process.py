@@ -407,6 +407,7 @@ def test_edge_offline_during_three_releases_goes_straight_to_the_newest(env: Env
 
 
 # --- 4. the coordinator killed and restarted -----------------------------------------------
+@pytest.mark.portable
 def test_coordinator_sigkilled_mid_transfer_carries_on_from_its_database(env: Env) -> None:
     v1 = make_model(env.tmp / "v1.onnx", 1 * MB, seed=41)
     # large enough that a third of it plus a full window in flight is not all of it

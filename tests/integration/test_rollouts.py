@@ -472,3 +472,27 @@ def test_a_rate_limited_rollout_admits_devices_a_few_at_a_time(fleet_env: Env) -
     assert held_back_without_download, admitted_counts
     for device in devices:
         env.watch.wait_active(device, "m", 11)
+
+
+@pytest.mark.portable
+def test_a_staged_rollout_halts_on_each_broker(env: Env) -> None:
+    """The halt above, on three edges of their own, on each broker kind."""
+    env.start_coordinator()
+    base = make_model(env.tmp / "m1.onnx", 20_000, seed=1, inputs=16)
+    release_and_deploy(env.registry, env.keys, base, "m", 1, env.fleet)
+    devices = ["p0", "p1", "p2"]
+    for device in devices:
+        env.edge(device)
+    for device in devices:
+        env.watch.wait_active(device, "m", 1)
+    wait_for(lambda: len(profiled(env)) == len(devices), "every device's profile recorded")
+    release(env, make_failing_model(env.tmp / "m2.onnx"), 2, check=devices_check_only)
+    assert cli(env, "rollout", "start", "m@2", "--stages", "34,100", "--soak", "1") == 0
+    r = wait_rollout(env, "m@2", lambda r: r["state"] == "halted", "halted")
+    first = stage_members(r)
+    assert 1 <= len(first) < len(devices), r
+    assert "activation failed" in r["reason"] and "stage 1" in r["reason"]
+    for device in devices:
+        env.watch.wait_active(device, "m", 1)
+    for device in set(devices) - first:
+        assert not downloaded(env, device, 2), f"{device} outside stage 1 downloaded m@2"

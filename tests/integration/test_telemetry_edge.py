@@ -8,6 +8,7 @@ import urllib.request
 from typing import Any
 
 import msgpack
+import pytest
 
 from coordinator.status import fleet_status
 from runtime.urls import parse_broker_url
@@ -41,6 +42,7 @@ def is_metrics(item: Received) -> bool:
     return item.topic.endswith("/telemetry/metrics")
 
 
+@pytest.mark.portable
 def test_a_plain_paho_subscriber_reads_status_and_telemetry(env: Env) -> None:
     with integrator(env) as sub:
         deploy_small_model(env)

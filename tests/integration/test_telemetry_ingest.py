@@ -187,11 +187,12 @@ def _lines(stream: IO[str], out: queue.Queue[str]) -> None:
         out.put(line)
 
 
-def test_tail_prints_decoded_messages_as_json(broker: Broker, mqtt_fleet: str) -> None:
+@pytest.mark.portable
+def test_tail_prints_decoded_messages_as_json(any_broker: Broker, mqtt_fleet: str) -> None:
     topics = protocol.Topics(mqtt_fleet)
     status = protocol.DeviceStatus(device="d9", online=True, ts=1.0, agent="fake/1")
     sample = metrics("d9", 1, 1000.0, protocol.ModelStats("m", 4, 10, 1, 1.0, 2.0))
-    with TopicRecorder(broker.host, broker.port) as device:
+    with TopicRecorder(any_broker.host, any_broker.port) as device:
         # Retained, so the tail gets it as soon as it has subscribed: once it printed it, it
         # is subscribed to the telemetry topics too (same SUBSCRIBE) and live messages reach it.
         device.publish(topics.status("d9"), status.encode(), retain=True)
@@ -203,7 +204,7 @@ def test_tail_prints_decoded_messages_as_json(broker: Broker, mqtt_fleet: str) -
                 "telemetry",
                 "tail",
                 "--broker",
-                broker.url,
+                any_broker.url,
                 "--fleet",
                 mqtt_fleet,
                 "--device",

@@ -17,6 +17,9 @@ from broker_admin.mosquitto import find_mosquitto
 from runtime.urls import format_broker_url, parse_broker_url
 from testkit.local_broker import LocalBroker
 
+__all__ = ["Broker", "RemoteBroker", "kind_of", "other_broker", "session_broker"]
+from testkit.brokers import PACKAGES, installed, kind_of, make_broker
+
 ENV_VAR = "MODELCAST_BROKER"
 DOCKER_IMAGE = "eclipse-mosquitto:2.0.20"
 
@@ -103,3 +106,22 @@ def session_broker(workdir: Path) -> Iterator[Broker]:
         "(`make setup` does it: apt-get install mosquitto), or make Docker available",
         pytrace=False,
     )
+
+
+def _require(kind: str) -> None:
+    """Skip without the broker's binary, or fail if MODELCAST_REQUIRE_<KIND>=1 (make test)."""
+    if installed(kind):
+        return
+    package = PACKAGES[kind]
+    message = f"needs {package} (apt-get install {package}, or `make setup` as root)"
+    if os.environ.get(f"MODELCAST_REQUIRE_{kind.upper()}") == "1":
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+@contextmanager
+def other_broker(kind: str, workdir: Path) -> Iterator[Broker]:
+    """A private node of ``kind`` (nats or rabbitmq) on free loopback ports, for the session."""
+    _require(kind)
+    with make_broker(kind, workdir) as node:
+        yield node

@@ -15,7 +15,7 @@ from coordinator.registry import Registry
 from coordinator.service import Coordinator, CoordinatorConfig
 from testkit.edge_process import EdgeProcess
 from testkit.fleet_watch import FleetWatch
-from tests.support.brokers import Broker
+from tests.support.brokers import Broker, kind_of
 from tests.support.fleet import Keys, make_keys
 
 
@@ -51,11 +51,14 @@ class Env:
         self.edges.append(e)
         return e.start()
 
-    def start_coordinator(self, **settings: Any) -> Coordinator:
-        """A coordinator of the fleet on ``tmp/coord.db``; ``settings``: more of its config."""
+    def start_coordinator(self, broker_url: str | None = None, **settings: Any) -> Coordinator:
+        """A coordinator of the fleet on ``tmp/coord.db`` (on ``broker_url``, default the
+        env's broker); ``settings``: more of its config (its ``broker_kind`` is the test
+        broker's unless given)."""
+        settings.setdefault("broker_kind", kind_of(self.broker))
         self.coordinator = Coordinator(
             CoordinatorConfig(
-                broker_url=self.broker.url,
+                broker_url=broker_url or self.broker.url,
                 db_path=self.tmp / "coord.db",
                 keydir=self.keys.dir,
                 fleet=self.fleet,
@@ -87,6 +90,7 @@ def running_env(tmp_path: Path, broker: Broker, fleet: str) -> Iterator[Env]:
 
 
 @pytest.fixture
-def env(tmp_path: Path, broker: Broker, mqtt_fleet: str) -> Iterator[Env]:
-    with running_env(tmp_path, broker, mqtt_fleet) as e:
+def env(tmp_path: Path, any_broker: Broker, mqtt_fleet: str) -> Iterator[Env]:
+    """On Mosquitto; on each broker kind in a test marked ``portable``."""
+    with running_env(tmp_path, any_broker, mqtt_fleet) as e:
         yield e

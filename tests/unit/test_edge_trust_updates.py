@@ -11,7 +11,7 @@ from edge_node.downloader import Downloader
 from edge_node.storage import release_dir
 from edge_node.trust_store import TrustStore
 from edge_node.trust_updates import TrustUpdates
-from protocol import ChunkRequest, Command, Revocations, UpdateState
+from protocol import ChunkRequest, Command, ReportRequest, Revocations, UpdateState
 from tests.support.download_release import CERT, NOW, ROOT
 from tests.support.download_release import RELEASE as RELEASE_KEY
 from tests.support.edge_fakes import DEVICE, TOPICS, Room, release, room
@@ -121,3 +121,28 @@ def test_an_unsigned_command_is_a_rejection(tmp_path: Path) -> None:
     assert sum(s.room.reporter.rejections.values()) == 1 and s.rollbacks.asked == []
     s.trust.on_command(TOPICS.commands(DEVICE), b"")  # a cleared retained message: nothing
     assert sum(s.room.reporter.rejections.values()) == 1
+
+
+def report_request(issued: float, fleet: str = "default") -> bytes:
+    return ReportRequest.new(fleet, issued).sign(RELEASE_KEY, CERT)
+
+
+def test_a_signed_report_request_publishes_status_and_state_again_once(tmp_path: Path) -> None:
+    s = setup(tmp_path)
+    topic = TOPICS.report_request()
+    s.trust.on_report_request(topic, report_request(NOW - 5))
+    assert len(s.room.wire.on(TOPICS.status(DEVICE))) == 1 and len(s.room.wire.states()) == 1
+    s.trust.on_report_request(topic, report_request(NOW - 5))  # a replay: ignored, harmless
+    s.trust.on_report_request(topic, report_request(NOW - 9))  # older: the same
+    assert len(s.room.wire.on(TOPICS.status(DEVICE))) == 1 and s.room.reporter.rejections == {}
+    s.trust.on_report_request(topic, report_request(NOW - 1))  # a newer one (coordinator again)
+    assert len(s.room.wire.on(TOPICS.status(DEVICE))) == 2 and len(s.room.wire.states()) == 2
+
+
+def test_a_report_request_unsigned_or_of_another_fleet_is_a_rejection(tmp_path: Path) -> None:
+    s = setup(tmp_path)
+    topic = TOPICS.report_request()
+    s.trust.on_report_request(topic, b"\x93not a request")
+    s.trust.on_report_request(topic, report_request(NOW - 5, fleet="other"))
+    assert sum(s.room.reporter.rejections.values()) == 2
+    assert s.room.wire.on(TOPICS.status(DEVICE)) == [] and s.room.wire.states() == []
