@@ -143,6 +143,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--strict", action="store_true", help="exit 3 when a target is missed")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     args = parser.parse_args(argv)
+    args.figures = _choose_figures(parser, args)
+    if args.size_mb is not None and args.size_mb <= 0:
+        parser.error("--size-mb must be positive")
+    return args
+
+
+def _choose_figures(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[Figure]:
+    """``--only``'s figures; else the quick ones (all with the sweeps in a full run), or on
+    another broker than Mosquitto delivery and fan-out."""
     if args.only:
         names = [n.strip() for n in args.only.split(",") if n.strip()]
         unknown = [n for n in names if n not in BY_NAME]
@@ -150,14 +159,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error(
                 f"unknown figure(s) {', '.join(unknown)}; choose from " + ", ".join(BY_NAME)
             )
-        args.figures = [BY_NAME[n] for n in names]
-    elif args.broker != "mosquitto":
-        args.figures = [BY_NAME[n] for n in OTHER_BROKER_FIGURES]
-    else:
-        args.figures = [f for f in FIGURES if f.quick or not args.quick]
-    if args.size_mb is not None and args.size_mb <= 0:
-        parser.error("--size-mb must be positive")
-    return args
+        return [BY_NAME[n] for n in names]
+    if args.broker != "mosquitto":
+        return [BY_NAME[n] for n in OTHER_BROKER_FIGURES]
+    return [f for f in FIGURES if f.quick or not args.quick]
 
 
 def _first_line(cmd: list[str]) -> str:

@@ -19,7 +19,13 @@ import protocol
 
 
 class StatusFollower:
-    def __init__(self, topics: protocol.Topics, subscribe: Callable[[str], None]) -> None:
+    """``active`` False: admits everything and subscribes to nothing (a tail of one device, whose
+    exact topics get the retained status anyway, or of one kind)."""
+
+    def __init__(
+        self, topics: protocol.Topics, subscribe: Callable[[str], None], *, active: bool = True
+    ) -> None:
+        self._active = active
         self._topics = topics
         self._subscribe = subscribe
         self._last_status: dict[str, bytes] = {}
@@ -32,7 +38,7 @@ class StatusFollower:
 
     def admit(self, topic: str, payload: bytes) -> bool:
         """Whether to print this message (False: a status already printed)."""
-        device = self._topics.device_of(topic)
+        device = self._topics.device_of(topic) if self._active else None
         if device is None:
             return True
         if topic == self._topics.status(device):
@@ -48,7 +54,7 @@ class StatusFollower:
 
 def status_follower(
     topics: protocol.Topics, kind: str, device: str | None, subscribe: Callable[[str], None]
-) -> StatusFollower | None:
-    """A follower for a fleet-wide tail of every kind (it hears telemetry, and prints status);
-    None for one device (its exact topics get the retained status) or one kind."""
-    return StatusFollower(topics, subscribe) if device is None and kind == "all" else None
+) -> StatusFollower:
+    """The follower of a tail: active for a fleet-wide tail of every kind (it hears telemetry,
+    and prints status)."""
+    return StatusFollower(topics, subscribe, active=device is None and kind == "all")

@@ -203,12 +203,11 @@ def run_tail(
     stop = threading.Event() if stop is None else stop
     inbox: queue.Queue[tuple[str, bytes, bool, float]] = queue.Queue(maxsize=QUEUE_SIZE)
     dropped = 0
-
     follower = status_follower(topics, kind, device, lambda topic: session.subscribe([topic]))
 
     def on_message(topic: str, payload: bytes, retained: bool) -> None:
         nonlocal dropped
-        if follower is not None and not follower.admit(topic, payload):
+        if not follower.admit(topic, payload):
             return
         try:
             inbox.put_nowait((topic, payload, retained, time.time()))

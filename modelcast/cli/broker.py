@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..errors import CommandError
 from .common import Subcommands, add_flags, add_group, add_json_flag
 from .exits import EXIT_FAILED, EXIT_OK
 
@@ -31,6 +32,14 @@ def add_commands(sub: Subcommands) -> None:
         "does by itself). See docs/SECURITY.md.",
     )
     brk.add_argument("--secure", action="store_true", help="the production profile")
+    brk.add_argument(
+        "--kind",
+        choices=("mosquitto", "nats", "rabbitmq"),
+        default="mosquitto",
+        help="nats or rabbitmq (with --secure --state DIR): write that broker's production "
+        "profile into DIR from the same credentials, print how to start it, and exit "
+        "(docs/BROKERS.md)",
+    )
     add_flags(brk, "state", optional=True)
     brk.add_argument(
         "--port",
@@ -125,6 +134,8 @@ def _add_creds_commands(sub: Subcommands) -> None:
 def cmd_broker(args: argparse.Namespace) -> int:
     from broker_admin.profiles import run_broker
 
+    if args.kind != "mosquitto":
+        return _write_other_profile(args)
     port = args.port if args.port is not None else (8883 if args.secure else 1883)
     code = run_broker(
         args.state,
@@ -135,6 +146,22 @@ def cmd_broker(args: argparse.Namespace) -> int:
         tls=tls_options(args),
     )
     return EXIT_OK if code == 0 else EXIT_FAILED
+
+
+def _write_other_profile(args: argparse.Namespace) -> int:
+    from broker_admin.other_brokers import start_command, write_profile
+
+    if not args.secure or args.state is None:
+        raise CommandError(
+            f"--kind {args.kind} writes the production profile: it needs --secure --state DIR "
+            "(for development see docs/BROKERS.md)"
+        )
+    port = args.port if args.port is not None else 8883
+    files = write_profile(args.state, args.kind, port=port, bind=args.bind, tls=tls_options(args))
+    for path in files:
+        print(f"wrote {path}")
+    print(f"start it with: {start_command(args.state, args.kind)}")
+    return EXIT_OK
 
 
 def cmd_creds_add(args: argparse.Namespace) -> int:

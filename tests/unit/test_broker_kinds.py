@@ -7,7 +7,7 @@ import pytest
 
 import protocol
 from coordinator.config import CoordinatorConfig
-from coordinator.tail_status import StatusFollower
+from coordinator.tail_status import StatusFollower, status_follower
 from protocol import ExpiredError, MalformedMessage, ReportRequest, StaleError, open_report_request
 from runtime.broker_kinds import BROKER_KINDS, retained_over_wildcards
 from runtime.errors import SetupError
@@ -63,4 +63,15 @@ def test_the_tail_subscribes_to_nothing_where_the_wildcard_gave_the_status() -> 
     follower = StatusFollower(TOPICS, asked.append)
     assert follower.admit(TOPICS.status("d2"), b"online")
     assert follower.admit(TOPICS.telemetry("d2", "events"), b"e")
+    assert asked == []
+
+
+def test_a_tail_of_one_device_or_one_kind_follows_nothing() -> None:
+    asked: list[str] = []
+    for kind, device in (("all", "d1"), ("metrics", None)):
+        follower = status_follower(TOPICS, kind, device, asked.append)
+        assert follower.admit(TOPICS.telemetry("d1", "metrics"), b"m")
+        assert follower.admit(TOPICS.status("d1"), b"s") and follower.admit(
+            TOPICS.status("d1"), b"s"
+        )
     assert asked == []
