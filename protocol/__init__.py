@@ -17,6 +17,7 @@ from .acceptance import Acceptance, Case, Tensor
 from .chunks import HEADER_SIZE, ChunkFrame, frame_release_id, verify_chunk
 from .commands import ALL_DEVICES, Command, open_command
 from .download import DownloadSession, Phase, Plan, VerifiedChunk
+from .drift import DRIFT_KIND, DriftProfile, DriftSample, DriftThreshold
 from .envelope import KeyCertificate, TrustedRoot, certify, seal
 from .errors import (
     ChunkRejected,
@@ -62,6 +63,7 @@ __all__ = [
     "ALL_DEVICES",
     "DEFAULT_CHUNK_SIZE",
     "DEFAULT_LIMITS",
+    "DRIFT_KIND",
     "HEADER_SIZE",
     "PPM_ALL",
     "Acceptance",
@@ -77,6 +79,9 @@ __all__ = [
     "DeviceStatus",
     "DigestMismatch",
     "DownloadSession",
+    "DriftProfile",
+    "DriftSample",
+    "DriftThreshold",
     "ExpiredError",
     "KeyCertificate",
     "Limits",
