@@ -34,6 +34,16 @@ def add_commands(sub: Subcommands) -> None:
     )
     _add_acceptance_flags(rel)
     rel.add_argument(
+        "--reference",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="reference texts, one a line (60 or more), of what the model is built for: "
+        "embedded here with this model into a drift profile signed into the manifest (under "
+        "64 KB; the texts are not shipped); edges then report how far their inputs drift "
+        "('modelcast drift'). Text-embedding models only",
+    )
+    rel.add_argument(
         "--chunk-size",
         type=int,
         default=None,
@@ -84,7 +94,11 @@ def cmd_release(args: argparse.Namespace) -> int:
     from protocol import DEFAULT_CHUNK_SIZE
 
     from ..acceptance import load_vectors
+    from ..drift_reference import ReferenceProfile, describe, read_reference
 
+    profile = None
+    if args.reference is not None:
+        profile = ReferenceProfile(read_reference(args.reference), args.reference)
     registry = Registry(args.db)
     record = registry.add_release(
         args.model,
@@ -96,6 +110,7 @@ def cmd_release(args: argparse.Namespace) -> int:
         model_kind=args.kind,
         variant=args.variant,
         acceptance=load_vectors(args.acceptance, args.tolerance) if args.acceptance else None,
+        profile=profile,
     )
     kind = record.model_kind
     print(
@@ -104,6 +119,8 @@ def cmd_release(args: argparse.Namespace) -> int:
         f"chunks, sha256 {record.sha256[:16]}...) in fleet {args.fleet}; "
         f"'modelcast deploy {record.name}@{record.version}' to roll it out"
     )
+    if profile is not None and profile.built is not None:
+        print(describe(profile.built))
     return EXIT_OK
 
 
