@@ -134,8 +134,7 @@ def build_release(
     blob store on the way through, so the blob is exactly what the manifest describes even if
     the source file changes meanwhile. The manifest records the model kind the copy declares
     (``req.model_kind``, if given, must agree; see ``runtime.onnxmeta.release_kind``), and the
-    copy must pass ``check`` unless it is a ``file``. ``profile``, if given, makes the drift
-    reference profile signed into the manifest, from the same copy.
+    copy must pass ``check`` unless it is a ``file``; ``profile`` makes the drift profile.
     """
     blob_dir.mkdir(parents=True, exist_ok=True)
     with StagedFile(blob_dir) as staged:
@@ -157,12 +156,18 @@ def build_release(
         # Content-addressed: an existing blob of that name holds the same bytes already.
         blob = (blob_dir / f"{whole.hex()}.onnx").resolve()
         staged.commit(blob)
+    return _record(req, manifest, keys, blob, now)
+
+
+def _record(
+    req: ReleaseRequest, manifest: protocol.Manifest, keys: ReleaseKeys, blob: Path, now: float
+) -> ReleaseRecord:
     return ReleaseRecord(
         fleet=req.fleet,
         name=req.name,
         version=req.version,
-        size=size,
-        sha256=whole.hex(),
+        size=manifest.size,
+        sha256=manifest.sha256.hex(),
         chunk_size=req.chunk_size,
         n_chunks=manifest.n_chunks,
         block_chunks=manifest.block_chunks,

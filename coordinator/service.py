@@ -208,7 +208,14 @@ class Coordinator:
         """Network thread: subscribe to what devices send, and publish everything again."""
         t = self.topics
         self._session.subscribe(
-            [t.all_requests(), t.all_state(), t.all_status(), t.all_events(), t.all_metrics()]
+            [
+                t.all_requests(),
+                t.all_state(),
+                t.all_status(),
+                t.all_events(),
+                t.all_metrics(),
+                t.all_drift(),
+            ]
         )
         self._publishing.on_connect()
 

@@ -119,6 +119,19 @@ class TelemetryReader(Store):
             for r in rows
         }
 
+    def drift_samples(
+        self, fleet: str, since: float | None = None, device: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The drift samples of ``fleet`` since ``since`` (device time; None: all retained),
+        of one device or all, oldest first (``coordinator.drift`` scores them)."""
+        where = "fleet = ?"
+        params: list[Any] = [fleet]
+        if since is not None:
+            where, params = f"{where} AND ts >= ?", [*params, since]
+        if device is not None:
+            where, params = f"{where} AND device = ?", [*params, device]
+        return self._query(f"SELECT * FROM drift WHERE {where} ORDER BY ts, device, seq", params)
+
     def count(self, table: str, fleet: str | None = None) -> int:
         """Rows of one of the telemetry tables (of ``fleet``, or all)."""
         if table not in TELEMETRY_TABLES:

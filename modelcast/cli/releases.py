@@ -33,16 +33,7 @@ def add_commands(sub: Subcommands) -> None:
         "same --version; 'modelcast variants set' says which device takes which",
     )
     _add_acceptance_flags(rel)
-    rel.add_argument(
-        "--reference",
-        type=Path,
-        default=None,
-        metavar="FILE",
-        help="reference texts, one a line (60 or more), of what the model is built for: "
-        "embedded here with this model into a drift profile signed into the manifest (under "
-        "64 KB; the texts are not shipped); edges then report how far their inputs drift "
-        "('modelcast drift'). Text-embedding models only",
-    )
+    _add_reference_flag(rel)
     rel.add_argument(
         "--chunk-size",
         type=int,
@@ -67,6 +58,19 @@ def add_commands(sub: Subcommands) -> None:
     dep.add_argument("release", help="NAME@VERSION")
     add_flags(dep, "db", "fleet")
     dep.set_defaults(func=cmd_deploy)
+
+
+def _add_reference_flag(rel: argparse.ArgumentParser) -> None:
+    rel.add_argument(
+        "--reference",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="reference texts, one a line (60 or more), of what the model is built for: "
+        "embedded here with this model into a drift profile signed into the manifest (under "
+        "64 KB; the texts are not shipped); edges then report how far their inputs drift "
+        "('modelcast drift'). Text-embedding models only",
+    )
 
 
 def _add_acceptance_flags(rel: argparse.ArgumentParser) -> None:

@@ -63,10 +63,10 @@ def test_the_tree_has_every_command() -> None:
     assert top == {
         *("keys", "coordinator", "edge", "release", "deploy", "rollout", "rollback", "config"),
         *("acceptance", "variants", "status", "telemetry", "broker", "creds", "models"),
-        *("quantize", "embed", "demo", "dashboard"),
+        *("quantize", "embed", "demo", "dashboard", "drift"),
     }
     assert ("rollout", "abort") in COMMANDS and ("creds", "list") in COMMANDS
-    assert len(COMMANDS) == 40  # the root, 19 commands and 20 subcommands
+    assert len(COMMANDS) == 41  # the root, 20 commands and 20 subcommands
 
 
 @pytest.mark.parametrize("path", COMMANDS, ids=lambda p: " ".join(p) or "modelcast")

@@ -10,7 +10,7 @@ from pathlib import Path
 import sqlite_utils
 
 import protocol
-from coordinator.db import BUSY_TIMEOUT_S, DEVICE_COLUMNS, Db
+from coordinator.db import BUSY_TIMEOUT_S, DEVICE_COLUMNS, ROLLOUT_COLUMNS, Db
 from coordinator.registry import Registry
 from coordinator.rollout_store import RolloutStore
 from coordinator.telemetry_store import TelemetryStore
@@ -20,13 +20,17 @@ SCHEMA = Path(__file__).with_name("coordinator_schema.sql")
 #: The columns issue 13 added to the devices table: without them, the schema is the one made
 #: before (also before the stores shared one database module), and such databases must open.
 ADDED_IN_I13 = ("limited_requests", "limited_reports", "limited_at", "clock_skew", "clock_checked")
+#: Issue 18 added the drift table (and its indexes) and the rollouts' max_drift column.
+ADDED_IN_I18 = ("max_drift",)
 
 
 def schema_before_i13() -> str:
+    statements = [s for s in SCHEMA.read_text().split(";\n") if s.strip()]
+    kept = [s for s in statements if 'ON "drift"' not in s and 'TABLE "drift"' not in s]
     return "".join(
         line
-        for line in SCHEMA.read_text().splitlines(keepends=True)
-        if not any(f'"{column}"' in line for column in ADDED_IN_I13)
+        for line in ";\n".join([*kept, ""]).splitlines(keepends=True)
+        if not any(f'"{column}"' in line for column in (*ADDED_IN_I13, *ADDED_IN_I18))
     )
 
 
@@ -91,10 +95,15 @@ def test_a_database_of_the_schema_of_before_opens_with_its_rows(tmp_path: Path) 
     finally:
         close_all(registry, telemetry, rollouts)
     migrated = schema_of(db)
-    # only the devices table changed: it has the columns added since, NULL in old rows
-    assert [s for s in migrated if '"devices"' not in s] == [
-        s for s in before if '"devices"' not in s
+    # only the devices and rollouts tables changed (the columns added since, NULL in old
+    # rows), and the drift table is new
+    changed = ('"devices"', '"rollouts"', '"drift"')
+    assert [s for s in migrated if not any(c in s for c in changed)] == [
+        s for s in before if not any(c in s for c in changed)
     ]
+    tables = sqlite_utils.Database(db)
+    assert list(tables.table("rollouts").columns_dict) == list(ROLLOUT_COLUMNS)
+    assert tables.table("drift").exists()
     assert list(sqlite_utils.Database(db).table("devices").columns_dict) == list(DEVICE_COLUMNS)
     close_all(*open_all(db))
     assert schema_of(db) == migrated  # and opening it again changes nothing
