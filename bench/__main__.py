@@ -48,6 +48,7 @@ FIGURES = (
     Figure("idle", "bench.idle", True, "edge_idle_rss_mb, edge_idle_cpu_pct"),
     Figure("halfopen", "bench.halfopen", True, "half_open_detect_s (reported)"),
     Figure("verify", "bench.verify", True, "verify_ms_per_mb, verify_sha256_ratio (reported)"),
+    Figure("drift", "bench.drift", True, "drift_overhead_pct: the drift sketch per inference"),
     Figure("chunk_sweep", "bench.chunk_sweep", False, "throughput vs chunk size (chart data)"),
     Figure("cut_sweep", "bench.cut_sweep", False, "bytes on link vs cut frequency (chart data)"),
 )
@@ -80,6 +81,10 @@ ROWS: tuple[tuple[str, str, Target | None, str], ...] = (
     ("half_open_detect_s", "half-open link detected after", None, " s"),
     ("verify_ms_per_mb", "chunk verification per MB", None, " ms"),
     ("verify_sha256_ratio", "chunk verification / sha256 alone", None, ""),
+    ("drift_overhead_pct", "drift sketch / MiniLM inference", Target("<=", 2, " %"), " %"),
+    ("drift_overhead_paired_pct", "(with - without) / without, per text", None, " %"),
+    ("drift_update_us", "drift sketch counting one vector", None, " us"),
+    ("drift_sample_bytes", "largest drift sample", Target("<=", 2048, " B"), " B"),
 )
 
 

@@ -38,22 +38,30 @@ class ProfileArrays:
     """A profile's vectors as numpy arrays (decoded once)."""
 
     profile: DriftProfile
-    centroid: np.ndarray  # [dims]
+    centroid: np.ndarray  # [dims] float32
     unit_centroid: np.ndarray  # [dims], length 1
     directions: np.ndarray  # [k, dims]
+    #: ``directions.T`` (contiguous) and the centroid's projection: ``(x - c) @ D.T`` is
+    #: computed as ``x @ D.T - c @ D.T``, one product per update
+    directions_t: np.ndarray  # [dims, k]
+    centroid_proj: np.ndarray  # [k]
     edges: np.ndarray  # [k, bins - 1]
 
     @classmethod
     def of(cls, profile: DriftProfile) -> ProfileArrays:
         p = profile
-        centroid = np.frombuffer(p.centroid, dtype="<f4").astype(np.float64)
+        centroid = np.frombuffer(p.centroid, dtype="<f4").astype(np.float32)
         norm = float(np.linalg.norm(centroid)) or 1.0
+        directions = np.frombuffer(p.directions, "<f4").reshape(p.n_directions, p.dims)
+        directions_t = np.ascontiguousarray(directions.T, dtype=np.float32)
         return cls(
             profile=p,
             centroid=centroid,
-            unit_centroid=centroid / norm,
-            directions=np.frombuffer(p.directions, "<f4").reshape(p.n_directions, p.dims),
-            edges=np.frombuffer(p.edges, "<f4").reshape(p.n_directions, p.bins - 1),
+            unit_centroid=(centroid / norm).astype(np.float32),
+            directions=directions,
+            directions_t=directions_t,
+            centroid_proj=centroid @ directions_t,
+            edges=np.frombuffer(p.edges, "<f4").reshape(p.n_directions, p.bins - 1).copy(),
         )
 
 
