@@ -22,7 +22,7 @@ import numpy as np
 
 import protocol
 from protocol.envelope import Envelope
-from runtime.drift_score import DriftScore, Window, score
+from runtime.drift_score import DriftScore, Window, noise_variance, score
 
 from .registry import Registry
 from .telemetry_queries import TelemetryReader
@@ -76,7 +76,9 @@ def _window(row: dict[str, Any], profile: protocol.DriftProfile) -> Window | Non
     raw_proj = row.get("proj_mean")
     proj = None if raw_proj is None else np.asarray(json.loads(raw_proj), dtype=np.float64) * n
     bins = np.asarray(json.loads(row["bins"]), dtype=np.float64).reshape(k, b)
-    return Window(n, mean * n, (var + mean * mean) * n, bins, proj)
+    epsilon = row.get("epsilon")
+    noise = 0.0 if epsilon is None else noise_variance(k, float(epsilon))
+    return Window(n, mean * n, (var + mean * mean) * n, bins, proj, noise)
 
 
 def _pool_into(pools: dict[K, _Pool], key: K, window: Window, ts: float) -> None:

@@ -17,12 +17,13 @@ The figures (``figures``), for ``k`` directions of ``B`` quantile bins each:
   (absent under differential privacy too: its noise is of the order of the figure).
 
 The score is the largest ratio figure / calibrated threshold (``DriftThreshold`` for the
-window's size): ``drifted`` when it reaches 1.
+window's size): ``drifted`` when it reaches 1. A window sent with privacy noise has its PSI
+thresholds raised by what the noise alone adds (``noise_allowance``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -72,6 +73,8 @@ class Window:
     cos_sq_sum: float
     bins: np.ndarray  # [k, B] counts
     proj_sum: np.ndarray | None  # [k]; None when any part came with noise
+    #: variance of the privacy noise in each bin count (summed over the windows added up)
+    noise_var: float = 0.0
 
     def __add__(self, other: Window) -> Window:
         proj = (
@@ -85,6 +88,7 @@ class Window:
             self.cos_sq_sum + other.cos_sq_sum,
             self.bins + other.bins,
             proj,
+            self.noise_var + other.noise_var,
         )
 
     @classmethod
@@ -92,7 +96,8 @@ class Window:
         n = s.count
         bins = np.asarray(s.bins, dtype=np.float64).reshape(s.n_directions, s.n_bins)
         proj = None if s.proj_mean is None or s.epsilon else np.asarray(s.proj_mean) * n
-        return cls(n, s.cos_mean * n, (s.cos_var + s.cos_mean**2) * n, bins, proj)
+        noise = 0.0 if s.epsilon is None else noise_variance(s.n_directions, s.epsilon)
+        return cls(n, s.cos_mean * n, (s.cos_var + s.cos_mean**2) * n, bins, proj, noise)
 
     def to_sample_fields(self) -> dict[str, Any]:
         """The sample's statistics (means, not sums)."""
@@ -131,6 +136,34 @@ class DriftScore:
         }
 
 
+def laplace_scale(n_directions: int, epsilon: float) -> float:
+    """The Laplace scale of the privacy noise: one vector changes the count, the cosine sum,
+    its square and one bin per direction by at most 1 each (L1 sensitivity ``k + 3``)."""
+    return (n_directions + 3) / epsilon
+
+
+def noise_variance(n_directions: int, epsilon: float) -> float:
+    return 2 * laplace_scale(n_directions, epsilon) ** 2
+
+
+def noise_allowance(
+    n_directions: int, bins: int, count: float, noise_var: float, false_alarm: float
+) -> tuple[float, float]:
+    """How much privacy noise of ``noise_var`` per bin raises the ``1 - false_alarm``
+    quantiles of the mean PSI and of one direction's PSI of a window of ``count`` vectors
+    from the reference: simulated (fixed seed, so a score is reproducible) and added to the
+    calibrated thresholds, so noise alone does not raise alarms."""
+    rng = np.random.default_rng(0)
+    shape = (400, n_directions)
+    clean = rng.multinomial(max(int(count), 1), [1.0 / bins] * bins, size=shape).astype(float)
+    noisy = np.maximum(np.rint(clean + rng.normal(0.0, noise_var**0.5, clean.shape)), 0.0)
+    pc, pn = psi_rows(clean), psi_rows(noisy)
+    q = 1 - false_alarm
+    mean = float(np.quantile(pn.mean(axis=1), q) - np.quantile(pc.mean(axis=1), q))
+    one = float(np.quantile(pn, q) - np.quantile(pc, q))
+    return max(mean, 0.0), max(one, 0.0)
+
+
 def psi_rows(bins: np.ndarray) -> np.ndarray:
     """PSI of each row (any leading shape) of bin counts against equal shares."""
     b = bins.shape[-1]
@@ -160,6 +193,12 @@ def raw_figures(
 
 def score(profile: DriftProfile, window: Window) -> DriftScore:
     t = profile.threshold_for(window.count)
+    if window.noise_var > 0:
+        k, b = window.bins.shape
+        extra_mean, extra_one = noise_allowance(
+            k, b, window.bins.sum() / k, window.noise_var, profile.false_alarm
+        )
+        t = replace(t, psi=t.psi + extra_mean, direction_psi=t.direction_psi + extra_one)
     psi, figs = raw_figures(
         profile.ref_cos_mean,
         np.asarray([window.count]),

@@ -18,7 +18,7 @@ import threading
 
 import numpy as np
 
-from .drift_score import ProfileArrays, Window
+from .drift_score import ProfileArrays, Window, laplace_scale, noise_variance
 
 
 def project(arrays: ProfileArrays, vectors: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -116,7 +116,7 @@ def noisy(window: Window, epsilon: float, rng: np.random.Generator) -> Window:
     """``window`` with Laplace noise for ``epsilon``-differential privacy (see the module
     docstring); counts are rounded and kept >= 0, and the projection sums are dropped."""
     k = window.bins.shape[0]
-    scale = (k + 3) / epsilon
+    scale = laplace_scale(k, epsilon)
     bins = np.maximum(np.rint(window.bins + rng.laplace(0, scale, window.bins.shape)), 0)
     count = max(round(window.count + rng.laplace(0, scale)), 0)
     return Window(
@@ -125,4 +125,5 @@ def noisy(window: Window, epsilon: float, rng: np.random.Generator) -> Window:
         float(max(window.cos_sq_sum + rng.laplace(0, scale), 0.0)),
         bins,
         None,
+        window.noise_var + noise_variance(k, epsilon),
     )

@@ -12,7 +12,7 @@ import pytest
 
 from protocol import DEFAULT_LIMITS, DriftProfile, DriftSample, Manifest, ProtocolError
 from runtime.drift_profile import ProfileError, fit_profile
-from runtime.drift_score import ProfileArrays, Window, psi_rows, score
+from runtime.drift_score import ProfileArrays, Window, noise_allowance, psi_rows, score
 from runtime.drift_sketch import DriftSketch, noisy
 
 DIMS = 48
@@ -227,3 +227,16 @@ def test_thresholds_are_calibrated_per_window_size(profile: DriftProfile) -> Non
     assert profile.thresholds[0].psi > profile.thresholds[2].psi  # small windows: more noise
     assert profile.held_out == 100 and profile.ref_count == 300
     assert 0 < profile.explained <= 1
+
+
+def test_privacy_noise_alone_does_not_raise_an_alarm(profile: DriftProfile) -> None:
+    """The PSI thresholds of a noisy window are raised by what the noise alone adds."""
+    rng = np.random.default_rng(9)
+    fresh = [noisy(window_of(profile, cloud(rng, 500)), 2.0, rng) for _ in range(20)]
+    assert all(w.noise_var > 0 for w in fresh)
+    assert sum(score(profile, w).drifted for w in fresh) <= 1
+    moved = noisy(window_of(profile, cloud(rng, 500, 1.0)), 2.0, rng)
+    assert score(profile, moved).drifted
+    pooled = fresh[0] + fresh[1]
+    assert pooled.noise_var == pytest.approx(2 * fresh[0].noise_var)
+    assert noise_allowance(8, 10, 50, 100.0, 0.01)[0] > noise_allowance(8, 10, 50, 1.0, 0.01)[0]
