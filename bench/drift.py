@@ -63,31 +63,7 @@ def run(b: Bench) -> dict[str, Any]:
     sketch = DriftSketch(ProfileArrays.of(profile))
     rounds = int(b.pick(2, 5))
     b.progress(f"drift: {rounds} x {len(fresh)} texts, each embedded with and without the sketch")
-    for text in fresh[:10]:  # warm up
-        embedder.embed([text])
-    plain: list[float] = []  # embed alone
-    paired: list[float] = []  # (embed + update) - embed, same text, back to back
-    sketching = 0.0  # every update and every fold (take), as the edge runs them
-    for r in range(rounds):
-        for i, text in enumerate(fresh):
-            with_first = (i + r) % 2 == 0
-            timings = {}
-            for sketched in (with_first, not with_first):
-                t0 = time.perf_counter()
-                x = embedder.embed([text])
-                t1 = time.perf_counter()
-                if sketched:
-                    sketch.update(x)
-                t2 = time.perf_counter()
-                timings[sketched] = t2 - t0
-                if sketched:
-                    sketching += t2 - t1
-            plain.append(timings[False])
-            paired.append(timings[True] - timings[False])
-            if i % 60 == 59:  # a telemetry tick takes the window
-                t0 = time.perf_counter()
-                sketch.take(1)
-                sketching += time.perf_counter() - t0
+    plain, paired, sketching = _timed(embedder, sketch, fresh, rounds)
     x = embedder.embed([fresh[0]])
     reps = 2000
     t0 = time.perf_counter()
@@ -119,3 +95,36 @@ def run(b: Bench) -> dict[str, Any]:
             "update_pct_of_embed": round(100 * update_s / median_plain, 3),
         },
     }
+
+
+def _timed(
+    embedder: Any, sketch: Any, fresh: list[str], rounds: int
+) -> tuple[list[float], list[float], float]:
+    """Embed times alone, per-text (with - without) differences, and the seconds spent in the
+    sketch (updates and ticks)."""
+    for text in fresh[:10]:  # warm up
+        embedder.embed([text])
+    plain: list[float] = []  # embed alone
+    paired: list[float] = []  # (embed + update) - embed, same text, back to back
+    sketching = 0.0  # every update and every fold (take), as the edge runs them
+    for r in range(rounds):
+        for i, text in enumerate(fresh):
+            with_first = (i + r) % 2 == 0
+            timings = {}
+            for sketched in (with_first, not with_first):
+                t0 = time.perf_counter()
+                x = embedder.embed([text])
+                t1 = time.perf_counter()
+                if sketched:
+                    sketch.update(x)
+                t2 = time.perf_counter()
+                timings[sketched] = t2 - t0
+                if sketched:
+                    sketching += t2 - t1
+            plain.append(timings[False])
+            paired.append(timings[True] - timings[False])
+            if i % 60 == 59:  # a telemetry tick takes the window
+                t0 = time.perf_counter()
+                sketch.take(1)
+                sketching += time.perf_counter() - t0
+    return plain, paired, sketching
