@@ -24,7 +24,7 @@ from .drift_score import ProfileArrays, Window, laplace_scale, noise_variance
 def project(arrays: ProfileArrays, vectors: np.ndarray) -> tuple[np.ndarray, ...]:
     """Cosine of each vector to the centroid, its projections on the directions and its bin
     on each direction: ``(cos [m], proj [m, k], bin [m, k])``."""
-    x = np.asarray(vectors, dtype=np.float32)
+    x = np.asarray(vectors, dtype=np.float64)  # see ProfileArrays.of
     norms = np.sqrt(np.einsum("ij,ij->i", x, x))
     cos = (x @ arrays.unit_centroid) / np.maximum(norms, 1e-12)
     proj = x @ arrays.directions_t - arrays.centroid_proj
