@@ -153,3 +153,39 @@ def test_the_drift_gate_holds_a_version_that_drifts_more_than_the_base() -> None
     assert gated(1.6, None).startswith(HALTED)
     assert gated(None, 0.2) == RUNNING  # no drift samples: nothing to gate on
     assert "drift score <= base + 0.5" in Gates(max_drift=0.5).describe()
+
+
+def test_the_engine_reads_each_versions_pooled_drift_for_the_gate(
+    db: Path, profile: protocol.DriftProfile
+) -> None:
+    from coordinator.rollouts import RolloutEngine, RolloutStore, start_rollout
+
+    store = TelemetryStore(db)
+    for seq in range(10, 13):  # m@2's devices see shifted inputs
+        store.add_drift("default", sample(profile, "d4", seq, 1.0, version=2), NOW)
+    store.flush()
+    registry, rollouts = Registry(db), RolloutStore(db)
+    try:
+        registry.deploy("m", 1, fleet="default")
+        engine = RolloutEngine(registry, store, rollouts, "default")
+        r = start_rollout(
+            registry,
+            rollouts,
+            fleet="default",
+            name="m",
+            version=2,
+            select=protocol.Selector(),
+            stages=(100.0,),
+            soak=1.0,
+            gates=Gates(max_drift=0.5),
+        )
+        new, base = engine.observe(r).health(NOW - 3600)
+        assert new.drift_score is not None and base.drift_score is not None
+        assert new.drift_score > base.drift_score
+        ungated = dataclasses.replace(r, gates=Gates())  # the gate not set: nothing is scored
+        new, base = engine.observe(ungated).health(NOW - 3600)
+        assert new.drift_score is None and base.drift_score is None
+    finally:
+        rollouts.close()
+        registry.close()
+        store.close()
