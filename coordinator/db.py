@@ -139,8 +139,8 @@ _DRIFT_COLUMNS: dict[str, type] = {
     "cos_var": float,
     "n_directions": int,
     "n_bins": int,
-    "bins": str,  # JSON [counts], n_directions x n_bins, row by row
-    "proj_mean": str,  # JSON [floats] or NULL (under differential privacy)
+    "bins": bytes,  # n_directions x n_bins counts, row by row, int32 little-endian
+    "proj_mean": bytes,  # n_directions float64 little-endian, or NULL (differential privacy)
     "epsilon": float,
 }
 

@@ -12,11 +12,10 @@ or is unknown, is skipped and counted (``skipped``).
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +31,6 @@ from .telemetry_store import TelemetryStore
 DEFAULT_SINCE_S = 3600.0
 
 ReleaseKey = tuple[str, int, str]  # model, version, variant ("" for a single build)
-K = TypeVar("K")
 
 
 @dataclass
@@ -42,10 +40,13 @@ class _Pool:
     first: float
     last: float
 
-    def add(self, window: Window, ts: float) -> None:
-        self.window = self.window + window
-        self.samples += 1
-        self.first, self.last = min(self.first, ts), max(self.last, ts)
+    def __add__(self, other: _Pool) -> _Pool:
+        return _Pool(
+            self.window + other.window,
+            self.samples + other.samples,
+            min(self.first, other.first),
+            max(self.last, other.last),
+        )
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -67,26 +68,36 @@ def release_profiles(registry: Registry, fleet: str) -> dict[ReleaseKey, protoco
     return out
 
 
-def _window(row: dict[str, Any], profile: protocol.DriftProfile) -> Window | None:
-    k, b = int(row["n_directions"]), int(row["n_bins"])
-    if (k, b) != (profile.n_directions, profile.bins):
-        return None
-    n = int(row["count"])
-    mean, var = float(row["cos_mean"]), float(row["cos_var"])
-    raw_proj = row.get("proj_mean")
-    proj = None if raw_proj is None else np.asarray(json.loads(raw_proj), dtype=np.float64) * n
-    bins = np.asarray(json.loads(row["bins"]), dtype=np.float64).reshape(k, b)
-    epsilon = row.get("epsilon")
-    noise = 0.0 if epsilon is None else noise_variance(k, float(epsilon))
-    return Window(n, mean * n, (var + mean * mean) * n, bins, proj, noise)
+def _fits(row: dict[str, Any], profile: protocol.DriftProfile | None) -> bool:
+    return profile is not None and (int(row["n_directions"]), int(row["n_bins"])) == (
+        profile.n_directions,
+        profile.bins,
+    )
 
 
-def _pool_into(pools: dict[K, _Pool], key: K, window: Window, ts: float) -> None:
-    pool = pools.get(key)
-    if pool is None:
-        pools[key] = _Pool(window, 1, ts, ts)
-    else:
-        pool.add(window, ts)
+def _pooled(rows: list[dict[str, Any]], profile: protocol.DriftProfile) -> _Pool:
+    """The windows of ``rows`` (all of one release, fitting its profile) added up: bins and
+    projections summed in one numpy pass (rows of an hour of a 1,000-device fleet: 60,000)."""
+    k, b = profile.n_directions, profile.bins
+    counts = np.array([int(r["count"]) for r in rows], dtype=np.float64)
+    means = np.array([float(r["cos_mean"]) for r in rows])
+    variances = np.array([float(r["cos_var"]) for r in rows])
+    bins = np.frombuffer(b"".join(r["bins"] for r in rows), "<i4").reshape(len(rows), k, b)
+    proj = None
+    if all(r["proj_mean"] is not None for r in rows):
+        raw = np.frombuffer(b"".join(r["proj_mean"] for r in rows), "<f8").reshape(len(rows), k)
+        proj = (raw * counts[:, None]).sum(axis=0)
+    noise = sum(noise_variance(k, float(r["epsilon"])) for r in rows if r["epsilon"] is not None)
+    window = Window(
+        int(counts.sum()),
+        float((means * counts).sum()),
+        float(((variances + means * means) * counts).sum()),
+        bins.sum(axis=0, dtype=np.float64),
+        proj,
+        noise,
+    )
+    stamps = [float(r["ts"]) for r in rows]
+    return _Pool(window, len(rows), min(stamps), max(stamps))
 
 
 @dataclass(frozen=True)
@@ -99,19 +110,20 @@ def score_samples(
     rows: list[dict[str, Any]], profiles: dict[ReleaseKey, protocol.DriftProfile]
 ) -> DriftFigures:
     """Scores per device and release, and per release over the fleet (see the docstring)."""
-    per_device: dict[tuple[str, ReleaseKey], _Pool] = {}
-    per_release: dict[ReleaseKey, _Pool] = {}
+    groups: dict[tuple[ReleaseKey, str], list[dict[str, Any]]] = {}
     skipped = 0
     for row in rows:
         key: ReleaseKey = (row["model"], int(row["version"]), row.get("variant") or "")
-        profile = profiles.get(key)
-        window = None if profile is None else _window(row, profile)
-        if window is None:
+        if not _fits(row, profiles.get(key)):
             skipped += 1
             continue
-        ts = float(row["ts"])
-        _pool_into(per_device, (row["device"], key), window, ts)
-        _pool_into(per_release, key, window, ts)
+        groups.setdefault((key, row["device"]), []).append(row)
+    per_device = {
+        (device, key): _pooled(group, profiles[key]) for (key, device), group in groups.items()
+    }
+    per_release: dict[ReleaseKey, _Pool] = {}
+    for (_device, key), pool in per_device.items():
+        per_release[key] = pool if key not in per_release else per_release[key] + pool
     devices = [
         _device_entry(device, key, pool, score(profiles[key], pool.window))
         for (device, key), pool in sorted(per_device.items())

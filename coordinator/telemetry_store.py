@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from protocol import DeviceEvent, DriftSample, MetricsSample
 
 from .db import TELEMETRY_TABLES, Db, create_telemetry_tables
@@ -210,8 +212,8 @@ class TelemetryStore(TelemetryReader):
             sample.cos_var,
             sample.n_directions,
             sample.n_bins,
-            json.dumps(list(sample.bins)),
-            None if sample.proj_mean is None else json.dumps(list(sample.proj_mean)),
+            np.asarray(sample.bins, dtype="<i4").tobytes(),
+            None if sample.proj_mean is None else np.asarray(sample.proj_mean, "<f8").tobytes(),
             sample.epsilon,
         )
         return self._add([("drift", row)])

@@ -251,8 +251,8 @@ class DriftSample:
         if not 1 <= k <= limits.max_drift_directions or not 2 <= b <= limits.max_drift_bins:
             raise MalformedMessage(f"{what}: {k} directions of {b} bins is outside the caps")
         bins = field(obj, "bins", list, what)
-        if len(bins) != k * b or any(type(n) is not int or n < 0 for n in bins):
-            raise MalformedMessage(f"{what}: bins must be {k} x {b} counts >= 0")
+        if len(bins) != k * b or any(type(n) is not int or not 0 <= n < 2**31 for n in bins):
+            raise MalformedMessage(f"{what}: bins must be {k} x {b} counts in 0..2^31-1")
         raw_proj = obj.get("proj_mean")
         if raw_proj is not None and not isinstance(raw_proj, list):
             raise MalformedMessage(f"{what}: proj_mean must be a list")

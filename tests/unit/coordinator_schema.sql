@@ -46,8 +46,8 @@ CREATE TABLE "drift" (
    "cos_var" REAL,
    "n_directions" INTEGER,
    "n_bins" INTEGER,
-   "bins" TEXT,
-   "proj_mean" TEXT,
+   "bins" BLOB,
+   "proj_mean" BLOB,
    "epsilon" REAL
 );
 CREATE TABLE "events" (
