@@ -42,6 +42,7 @@ class TakenWindow:
 @dataclass
 class _Open:
     version: int
+    path: Path  # the model file: another variant of the same version is another window
     variant: str | None
     sketch: DriftSketch
 
@@ -75,16 +76,16 @@ class DriftMonitor:
         window: it is still sent if it holds enough vectors by the next sample."""
         with self._lock:
             current = self._open.get(name)
-            if current is not None and current.version == version:
+            if current is not None and (current.version, current.path) == (version, model_path):
                 return current.sketch
         variant, arrays = kept_profile(model_path.parent)
         with self._lock:
             current = self._open.pop(name, None)
-            if current is not None and current.version != version:
+            if current is not None and (current.version, current.path) != (version, model_path):
                 self._retiring.append((name, current))
             if arrays is None:
                 return None
-            opened = _Open(version, variant, DriftSketch(arrays))
+            opened = _Open(version, model_path, variant, DriftSketch(arrays))
             self._open[name] = opened
         log.info(
             "drift: %s@%d sketched against its reference profile (%d directions)",

@@ -49,7 +49,8 @@ def test_windows_are_taken_once_full_and_a_new_version_retires_the_old(
     rng = np.random.default_rng(1)
     monitor = DriftMonitor()
     v1 = monitor.sketch_for("m", 1, keep_release(tmp_path, 1, profile, "int8"))
-    assert v1 is not None and monitor.sketch_for("m", 1, tmp_path / "x") is v1  # cached
+    path = tmp_path / "models" / "m" / "1" / "model.onnx"
+    assert v1 is not None and monitor.sketch_for("m", 1, path) is v1  # cached
     v1.update(cloud(rng, 20))
     assert monitor.take() == []  # 20 < min_count 30: the window stays open
     v1.update(cloud(rng, 15))
