@@ -20,6 +20,9 @@ from protocol import DriftProfile, DriftThreshold
 
 from .drift_score import FIGURES, ProfileArrays, raw_figures
 from .drift_sketch import project
+from .errors import ProfileError
+
+__all__ = ["ProfileError", "fit_profile"]
 
 DEFAULT_DIRECTIONS = 16
 DEFAULT_BINS = 10
@@ -30,10 +33,6 @@ FALSE_ALARM = 0.01
 #: fewer reference vectors than this cannot both fit a profile and calibrate it
 MIN_REFERENCE = 60
 _FLOOR = 1e-4
-
-
-class ProfileError(ValueError):
-    """The reference cannot make a profile (too few vectors, wrong shape)."""
 
 
 def fit_profile(
