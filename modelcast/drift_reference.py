@@ -63,9 +63,13 @@ class ReferenceProfile:
             )
         try:
             embedder = load_embedder(path)
-            parts = [
-                embedder.embed(self.texts[i : i + BATCH]) for i in range(0, len(self.texts), BATCH)
-            ]
+            parts = []
+            step = max(len(self.texts) // 10, BATCH)  # progress on a long reference
+            for i in range(0, len(self.texts), BATCH):
+                parts.append(embedder.embed(self.texts[i : i + BATCH]))
+                if len(self.texts) > 10 * BATCH and (i + BATCH) // step > i // step:
+                    done = min(i + BATCH, len(self.texts))
+                    log.info("embedded %d of %d reference texts", done, len(self.texts))
         except TextModelError as exc:
             raise ValueError(str(exc)) from None
         log.info("embedded %d reference texts from %s", len(self.texts), self.source)
