@@ -6,6 +6,8 @@ the full table, made by ``python -m tests.support.drift_eval``)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -40,3 +42,28 @@ def test_the_reference_itself_would_not_be_flagged(vectors: Vectors) -> None:
     ref = Vectors(vectors.reference, vectors.reference, {})
     assert rates(profile, ref, 50, windows=WINDOWS)["fresh"] <= 0.01
     assert np.isfinite(profile.ref_cos_mean) and profile.held_out == 100
+
+
+def test_release_reference_signs_the_profile_of_the_released_file(
+    minilm: BuiltMiniLM, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from coordinator.keystore import init_keys
+    from coordinator.registry import Registry
+    from modelcast.cli import main
+    from protocol import Manifest
+    from protocol.envelope import Envelope
+    from tests.support.drift_eval import DATA
+
+    init_keys(tmp_path / "keys")
+    db = tmp_path / "coord.db"
+    common = ["--db", str(db), "--keys", str(tmp_path / "keys")]
+    ref = str(DATA / "support_reference.txt")
+    args = ["release", str(minilm.int8), "--name", "minilm", "--version", "1"]
+    assert main([*args, "--reference", ref, *common]) == 0
+    assert "drift profile: 300 reference texts (100 held out" in capsys.readouterr().out
+    registry = Registry(db)
+    record = registry.release("default", "minilm", 1)
+    registry.close()
+    assert record is not None
+    drift = Manifest.decode(Envelope.decode(record.manifest, 10**6).body).drift
+    assert drift is not None and drift.dims == 384 and drift.n_directions == 16
