@@ -53,6 +53,7 @@ FIGURES = (
     Figure("halfopen", "bench.halfopen", True, "half_open_detect_s (reported)"),
     Figure("verify", "bench.verify", True, "verify_ms_per_mb, verify_sha256_ratio (reported)"),
     Figure("fleet", "bench.fleet", False, "fleet_*: 1000 simulated devices (docs/SCALE.md)"),
+    Figure("drift", "bench.drift", True, "drift_overhead_pct: the drift sketch per inference"),
     Figure("chunk_sweep", "bench.chunk_sweep", False, "throughput vs chunk size (chart data)"),
     Figure("cut_sweep", "bench.cut_sweep", False, "bytes on link vs cut frequency (chart data)"),
 )
@@ -102,6 +103,10 @@ ROWS: tuple[tuple[str, str, Target | None, str], ...] = (
         for what, label, unit in (("rss_mb", "RSS", " MB"), ("cpu_pct", "CPU", " %"))
     ),
     ("fleet_idle_10k_status_ms", "10k idle devices: modelcast status", None, " ms"),
+    ("drift_overhead_pct", "drift sketch / MiniLM inference", Target("<=", 2, " %"), " %"),
+    ("drift_overhead_paired_pct", "(with - without) / without, per text", None, " %"),
+    ("drift_update_us", "drift sketch counting one vector", None, " us"),
+    ("drift_sample_bytes", "largest drift sample", Target("<=", 2048, " B"), " B"),
 )
 
 

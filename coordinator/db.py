@@ -122,6 +122,28 @@ _EVENT_COLUMNS: dict[str, type] = {
     "received_at": float,
 }
 
+#: drift samples (protocol.DriftSample): window statistics, never texts or vectors
+_DRIFT_COLUMNS: dict[str, type] = {
+    "fleet": str,
+    "device": str,
+    "boot": str,
+    "seq": int,
+    "ts": float,
+    "hist": int,
+    "received_at": float,
+    "model": str,
+    "version": int,
+    "variant": str,
+    "count": int,
+    "cos_mean": float,
+    "cos_var": float,
+    "n_directions": int,
+    "n_bins": int,
+    "bins": bytes,  # n_directions x n_bins counts, row by row, int32 little-endian
+    "proj_mean": bytes,  # n_directions float64 little-endian, or NULL (differential privacy)
+    "epsilon": float,
+}
+
 #: The telemetry tables: columns, and the columns that identify a message (a UNIQUE index).
 TELEMETRY_TABLES: dict[str, tuple[dict[str, type], tuple[str, ...]]] = {
     "metrics": (_METRICS_COLUMNS, ("fleet", "device", "boot", "seq")),
@@ -130,6 +152,7 @@ TELEMETRY_TABLES: dict[str, tuple[dict[str, type], tuple[str, ...]]] = {
         ("fleet", "device", "boot", "seq", "model", "version"),
     ),
     "events": (_EVENT_COLUMNS, ("fleet", "device", "boot", "seq")),
+    "drift": (_DRIFT_COLUMNS, ("fleet", "device", "boot", "seq")),
 }
 
 ROLLOUT_COLUMNS: dict[str, type] = {
@@ -158,6 +181,7 @@ ROLLOUT_COLUMNS: dict[str, type] = {
     "gate_report": str,
     "rev": int,
     "synced": int,
+    "max_drift": float,  # added in issue 18: last, so migrated tables have the same order
 }
 
 
@@ -264,6 +288,7 @@ def create_telemetry_tables(db: sqlite_utils.Database) -> None:
     db.table("events").create_index(
         ["fleet", "event", "ts"], index_name="events_kind", if_not_exists=True
     )
+    db.table("drift").create_index(["fleet", "ts"], index_name="drift_ts", if_not_exists=True)
     _create_health_indexes(db)
 
 
@@ -290,6 +315,9 @@ def _create_health_indexes(db: sqlite_utils.Database) -> None:
 
 def create_rollout_tables(db: sqlite_utils.Database) -> None:
     """One row per (fleet, model, version) rollout."""
-    db.table("rollouts").create(
-        ROLLOUT_COLUMNS, pk=("fleet", "name", "version"), if_not_exists=True
-    )
+    rollouts = db.table("rollouts")
+    rollouts.create(ROLLOUT_COLUMNS, pk=("fleet", "name", "version"), if_not_exists=True)
+    present = rollouts.columns_dict  # made before a gate existed: it gets the column (NULL)
+    for column, kind in ROLLOUT_COLUMNS.items():
+        if column not in present:
+            rollouts.add_column(column, kind)

@@ -41,7 +41,9 @@ log = logging.getLogger(__name__)
 
 INBOX_SIZE = 10_000
 #: Device messages handled on the network thread (see ``on_message``).
-_TELEMETRY_KINDS = frozenset({"telemetry/metrics", "telemetry/events"})
+_TELEMETRY_KINDS = frozenset(
+    {"telemetry/metrics", "telemetry/events", f"telemetry/{protocol.DRIFT_KIND}"}
+)
 #: Device messages under the report rate limit.
 _REPORT_KINDS = frozenset({"state", "status", *_TELEMETRY_KINDS})
 #: Refusals of one reason logged one by one; after that every hundredth.
@@ -49,9 +51,8 @@ LOUD_REJECTIONS = 10
 #: Safety-net timeout of the worker's wait: it is woken by messages (and the stop sentinel).
 WAKE_S = 0.5
 
-DeviceMessage = (
-    protocol.DeviceState | protocol.DeviceStatus | protocol.DeviceEvent | protocol.MetricsSample
-)
+TelemetryMessage = protocol.DeviceEvent | protocol.MetricsSample | protocol.DriftSample
+DeviceMessage = protocol.DeviceState | protocol.DeviceStatus | TelemetryMessage
 
 
 @dataclass(frozen=True)
@@ -236,12 +237,12 @@ class Ingestion:
         else:
             self._on_telemetry(message, item)
 
-    def _on_telemetry(
-        self, message: protocol.DeviceEvent | protocol.MetricsSample, item: Inbound
-    ) -> None:
+    def _on_telemetry(self, message: TelemetryMessage, item: Inbound) -> None:
         if isinstance(message, protocol.DeviceEvent):
             self._devices.on_event(message)
             self._telemetry.add_event(self._fleet, message, item.received_at)
+        elif isinstance(message, protocol.DriftSample):
+            self._telemetry.add_drift(self._fleet, message, item.received_at)
         else:
             self._telemetry.add_metrics(self._fleet, message, item.received_at)
         if not item.retained:  # telemetry is never retained, but a stray retained one is old
@@ -271,4 +272,6 @@ def _decode(kind: str, payload: bytes) -> DeviceMessage:
         return protocol.DeviceStatus.decode(payload)
     if kind == "telemetry/events":
         return protocol.DeviceEvent.decode(payload)
+    if kind == f"telemetry/{protocol.DRIFT_KIND}":
+        return protocol.DriftSample.decode(payload)
     return protocol.MetricsSample.decode(payload)

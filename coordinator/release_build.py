@@ -27,6 +27,14 @@ from .release_record import ReleaseRecord
 DEFAULT_EXPIRES_IN = 90 * 86400.0
 
 
+class ProfileBuilder(Protocol):
+    """Builds the drift reference profile of the model at ``path`` (of ``kind``): the
+    application embeds its reference set with the model (``modelcast release --reference``).
+    Raises ``ValueError`` saying why it cannot."""
+
+    def __call__(self, path: Path, kind: str) -> protocol.DriftProfile: ...
+
+
 class ModelCheck(Protocol):
     """``runtime.model_check.check_model``: ``ModelCheckError`` if the model at ``path`` does not
     load, run once, or meet ``acceptance``; ``label`` names the file in what it says."""
@@ -132,6 +140,7 @@ def build_release(
     now: float,
     *,
     check: ModelCheck | None = None,
+    profile: ProfileBuilder | None = None,
 ) -> ReleaseRecord:
     """Copy, hash, check and sign ``req`` (already checked): the record to store.
 
@@ -139,7 +148,8 @@ def build_release(
     blob store on the way through, so the blob is exactly what the manifest describes even if
     the source file changes meanwhile. The manifest records the model kind the copy declares
     (``req.model_kind``, if given, must agree; see ``runtime.onnxmeta.release_kind``), and the
-    copy must pass ``check`` (None: ``runtime.model_check.check_model``) unless it is a ``file``.
+    copy must pass ``check`` (None: ``runtime.model_check.check_model``) unless it is a ``file``;
+    ``profile`` makes the drift profile.
     """
     blob_dir.mkdir(parents=True, exist_ok=True)
     with StagedFile(blob_dir) as staged:
@@ -151,16 +161,23 @@ def build_release(
             raise RegistryError(f"{req.model_path} is empty: nothing to release")
         staged.file.flush()
         kind = _checked_kind(req, staged.path, check)
-        manifest = _manifest(req, whole, hashes, size, kind, now)
+        drift = None if profile is None else _profile(req, staged.path, kind, profile)
+        manifest = _manifest(req, whole, hashes, size, kind, now, drift)
         # Content-addressed: an existing blob of that name holds the same bytes already.
         blob = (blob_dir / f"{whole.hex()}.onnx").resolve()
         staged.commit(blob)
+    return _record(req, manifest, keys, blob, now)
+
+
+def _record(
+    req: ReleaseRequest, manifest: protocol.Manifest, keys: ReleaseKeys, blob: Path, now: float
+) -> ReleaseRecord:
     return ReleaseRecord(
         fleet=req.fleet,
         name=req.name,
         version=req.version,
-        size=size,
-        sha256=whole.hex(),
+        size=manifest.size,
+        sha256=manifest.sha256.hex(),
         chunk_size=req.chunk_size,
         n_chunks=manifest.n_chunks,
         block_chunks=manifest.block_chunks,
@@ -180,8 +197,28 @@ def _check_runs(req: ReleaseRequest, path: Path, kind: str, check: ModelCheck) -
         raise RegistryError(f"cannot release {req.release} ({req.model_path}): {exc}") from None
 
 
+def _profile(
+    req: ReleaseRequest, path: Path, kind: str, profile: ProfileBuilder
+) -> protocol.DriftProfile:
+    if kind == KIND_FILE:
+        raise RegistryError(
+            f"cannot release {req.release}: a drift reference needs a model, and a "
+            f"{KIND_FILE} release is never run"
+        )
+    try:
+        return profile(path, kind)
+    except ValueError as exc:
+        raise RegistryError(f"cannot release {req.release}: drift reference: {exc}") from None
+
+
 def _manifest(
-    req: ReleaseRequest, whole: bytes, hashes: bytes, size: int, kind: str, now: float
+    req: ReleaseRequest,
+    whole: bytes,
+    hashes: bytes,
+    size: int,
+    kind: str,
+    now: float,
+    drift: protocol.DriftProfile | None = None,
 ) -> protocol.Manifest:
     manifest = protocol.Manifest(
         fleet=req.fleet,
@@ -196,6 +233,7 @@ def _manifest(
         model_kind=kind,
         variant=req.variant or None,
         acceptance=req.acceptance,
+        drift=drift,
     )
     try:
         manifest.check()

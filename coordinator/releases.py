@@ -15,6 +15,7 @@ from .keystore import ReleaseKeys
 from .release_build import (
     DEFAULT_EXPIRES_IN,
     ModelCheck,
+    ProfileBuilder,
     ReleaseRequest,
     build_release,
     check_release_request,
@@ -45,11 +46,13 @@ class ReleaseStore(Store):
         variant: str | None = None,
         acceptance: protocol.Acceptance | None = None,
         check: ModelCheck | None = None,
+        profile: ProfileBuilder | None = None,
     ) -> ReleaseRecord:
         """Hash, check, sign and store a release of ``model_path`` as ``name@version`` in
         ``fleet`` (see ``release_build.build_release``; ``check`` is the model check it runs,
         which tests replace to ship what only the devices' own check catches; None:
-        ``runtime.model_check.check_model``)."""
+        ``runtime.model_check.check_model``; ``profile``
+        makes the drift reference profile signed into the manifest)."""
         req = ReleaseRequest(
             model_path=Path(model_path),
             name=name,
@@ -66,7 +69,7 @@ class ReleaseStore(Store):
         if latest is not None and (version < latest or (version == latest and not variant)):
             raise RegistryError(_not_monotonic(req.release, fleet, latest))
         now = time.time() if now is None else now
-        record = build_release(req, self.blob_dir, keys, now, check=check)
+        record = build_release(req, self.blob_dir, keys, now, check=check, profile=profile)
         self._insert_if_newest(record)
         log.info(
             "release %s added to fleet %s: %s model, %d bytes, %d chunks, sha256 %s",

@@ -17,6 +17,7 @@ from protocol import PPM_ALL
 
 from .deployer import rollout_spec
 from .deployments import Deployment
+from .drift import version_scores
 from .registry import Registry
 from .rollout_plan import (
     ACTIVE_STATES,
@@ -108,7 +109,14 @@ class RolloutEngine:
             rows = {
                 (h["model"], h["version"]): h for h in self._telemetry.health(self._fleet, since)
             }
-            return _health(rows.get((r.name, r.version))), _health(rows.get((r.name, r.base)))
+            drift: dict[tuple[str, int], float] = {}
+            if r.gates.max_drift is not None:
+                drift = version_scores(self._telemetry, self._registry, self._fleet, since)
+            base_drift = None if r.base is None else drift.get((r.name, r.base))
+            return (
+                _health(rows.get((r.name, r.version)), drift.get((r.name, r.version))),
+                _health(rows.get((r.name, r.base)), base_drift),
+            )
 
         return Observation(views, health)
 
@@ -175,12 +183,13 @@ def _base(r: Rollout) -> str:
     return f"{r.name}@{r.base}" if r.base is not None else "nothing (no base version)"
 
 
-def _health(row: dict[str, Any] | None) -> Health:
+def _health(row: dict[str, Any] | None, drift_score: float | None = None) -> Health:
     if row is None:
-        return Health()
+        return Health(drift_score=drift_score)
     return Health(
         inferences=int(row["inferences"]),
         errors=int(row["errors"]),
         error_rate=row["error_rate"],
         latency_p95_ms=row["latency_p95_ms"],
+        drift_score=drift_score,
     )

@@ -14,9 +14,12 @@ A rollout goes through its stages (percentages of the devices its selector match
 3. *soaks* for ``soak`` seconds, then the gates are read from telemetry since the soak began:
    the error rate of the new version may exceed the base version's by at most
    ``max_error_rate``, and its p95 latency may not exceed ``max_p95_ms`` nor ``max_p95_ratio``
-   times the base version's (over the same window); while those gates
-   are set and the new version has served no inference yet, the soak goes on (up to the stage
-   timeout). Pass: the next stage (or ``completed``); fail: ``halted``, with the reason.
+   times the base version's (over the same window), and its input drift score (the devices'
+   drift samples pooled, ``coordinator.drift``) may exceed the base version's by at most
+   ``max_drift`` (with no drift figures for the base, its score is taken as 1, the drifted
+   line); while those gates are set and the new version has served no inference yet, the soak
+   goes on (up to the stage timeout). Pass: the next stage (or ``completed``); fail:
+   ``halted``, with the reason.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ class Gates:
     max_error_rate: float | None = None
     max_p95_ms: float | None = None
     max_p95_ratio: float | None = None
+    max_drift: float | None = None
 
     def describe(self) -> str:
         parts = [f"activation failures <= {self.max_failure_rate:.0%}"]
@@ -57,6 +61,8 @@ class Gates:
             parts.append(f"p95 <= {self.max_p95_ms:g} ms")
         if self.max_p95_ratio is not None:
             parts.append(f"p95 <= {self.max_p95_ratio:g} x base")
+        if self.max_drift is not None:
+            parts.append(f"drift score <= base + {self.max_drift:g}")
         return ", ".join(parts)
 
     def to_dict(self) -> dict[str, float | None]:
@@ -65,6 +71,7 @@ class Gates:
             "max_error_rate": self.max_error_rate,
             "max_p95_ms": self.max_p95_ms,
             "max_p95_ratio": self.max_p95_ratio,
+            "max_drift": self.max_drift,
         }
 
 
@@ -137,6 +144,8 @@ class Health:
     errors: int = 0
     error_rate: float | None = None
     latency_p95_ms: float | None = None
+    #: the pooled drift score of the version's devices (None: no drift samples)
+    drift_score: float | None = None
 
 
 @dataclass(frozen=True)
@@ -252,8 +261,9 @@ def _gated(r: Rollout, now: float, obs: Observation, report: dict[str, Any]) -> 
     """The soak is over: read the gates, then the next stage, completed, or halted."""
     assert r.soak_started is not None and r.stage_started is not None
     new, base = obs.health(r.soak_started)
+    g = r.gates
     gated = any(
-        g is not None for g in (r.gates.max_error_rate, r.gates.max_p95_ms, r.gates.max_p95_ratio)
+        v is not None for v in (g.max_error_rate, g.max_p95_ms, g.max_p95_ratio, g.max_drift)
     )
     if gated and new.inferences == 0 and now - r.stage_started < r.stage_timeout:
         return r  # no traffic is not the same as no errors: soak on until there is some
@@ -298,7 +308,21 @@ def _gate_failure(r: Rollout, new: Health, base: Health) -> str | None:
             f"p95 latency {p95:.1f} ms of {r.release} exceeds {g.max_p95_ratio:g} x the base "
             f"version's {base_p95:.1f} ms"
         )
-    return None
+    return _drift_failure(r, new, base)
+
+
+def _drift_failure(r: Rollout, new: Health, base: Health) -> str | None:
+    if r.gates.max_drift is None or new.drift_score is None:
+        return None
+    base_score = 1.0 if base.drift_score is None else base.drift_score
+    allowed = base_score + r.gates.max_drift
+    if new.drift_score <= allowed:
+        return None
+    shown = "no figures: 1" if base.drift_score is None else f"{base.drift_score:.2f}"
+    return (
+        f"input drift score {new.drift_score:.2f} of {r.release} exceeds {allowed:.2f} (base "
+        f"{shown} + {r.gates.max_drift:g}): its devices' inputs are further from its reference"
+    )
 
 
 def _pct(rate: float | None) -> str:
@@ -311,6 +335,7 @@ def _health_dict(h: Health) -> dict[str, Any]:
         "errors": h.errors,
         "error_rate": h.error_rate,
         "latency_p95_ms": h.latency_p95_ms,
+        "drift_score": h.drift_score,
     }
 
 

@@ -65,6 +65,7 @@ def _from_row(row: dict[str, Any]) -> StoredRollout:
             max_error_rate=row["max_error_rate"],
             max_p95_ms=row["max_p95_ms"],
             max_p95_ratio=row.get("max_p95_ratio"),
+            max_drift=row.get("max_drift"),
         ),
         rate=row["rate"],
         stage_timeout=float(row["stage_timeout"]),

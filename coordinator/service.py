@@ -227,7 +227,14 @@ class Coordinator:
         refreshes what the retained messages said (protocol.report_request)."""
         t = self.topics
         self._session.subscribe(
-            [t.all_requests(), t.all_state(), t.all_status(), t.all_events(), t.all_metrics()]
+            [
+                t.all_requests(),
+                t.all_state(),
+                t.all_status(),
+                t.all_events(),
+                t.all_metrics(),
+                t.all_drift(),
+            ]
         )
         if not retained_over_wildcards(self.config.broker_kind):
             self._subscribe_known_devices()

@@ -13,6 +13,7 @@ from protocol.textmodel import KIND_TENSORS
 from runtime.display import printable
 
 from .clock_skew import describe_skew
+from .drift import drift_report
 from .registry import Registry
 from .rollout_plan import Rollout
 from .rollout_status import rollout_summary
@@ -46,10 +47,15 @@ def fleet_status(
         health = store.health(fleet, since)
     finally:
         store.close()
+    drift = _drift_by_device(db_path, fleet, since) if shown else {}
     listed = []
     for row in shown:
         device = _device(row)
         device["metrics"] = latest.get(row["device_id"])
+        scores = drift.get(row["device_id"], [])
+        # the drift of each model version the device sent drift samples for (modelcast drift)
+        device["drift"] = scores
+        device["drifted"] = any(s["drifted"] for s in scores) if scores else None
         listed.append(device)
     return {
         "fleet": fleet,
@@ -86,6 +92,16 @@ def _rollouts(db_path: Path, fleet: str) -> list[dict[str, Any]]:
         return [_rollout(s.rollout) for s in rollouts.all(fleet)]
     finally:
         rollouts.close()
+
+
+def _drift_by_device(
+    db_path: Path, fleet: str, since: float | None
+) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for d in drift_report(db_path, fleet, since=since)["devices"]:
+        entry = {k: d[k] for k in ("model", "version", "variant", "score", "drifted")}
+        out.setdefault(d["device_id"], []).append(entry)
+    return out
 
 
 def _rollout(r: Rollout) -> dict[str, Any]:
@@ -267,6 +283,7 @@ def format_status(status: dict[str, Any], *, now: float | None = None) -> str:
         "DISK-FREE",
         "POLICY",
         "RATE-LIMITED",
+        "DRIFT",
         "REASON",
     )
     rows: list[tuple[str, ...]] = [columns, *(_device_cells(d, now) for d in devices)]
@@ -302,8 +319,18 @@ def _device_cells(d: dict[str, Any], now: float) -> tuple[str, ...]:
         _megabytes(metrics.get("disk_free_mb")),
         _policy(d.get("config")),
         _rate_limited(d, now),
+        _drift(d),
         d["reason"] or "",
     )
+
+
+def _drift(d: dict[str, Any]) -> str:
+    """``DRIFTED m@2``, ``no``, or ``-`` (no drift samples in the window)."""
+    scores = d.get("drift") or []
+    drifted = [f"{s['model']}@{s['version']}" for s in scores if s["drifted"]]
+    if drifted:
+        return "DRIFTED " + ",".join(drifted)
+    return "no" if scores else "-"
 
 
 def _rate_limited(d: dict[str, Any], now: float) -> str:

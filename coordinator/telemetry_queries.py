@@ -120,6 +120,23 @@ class TelemetryReader(Store):
             for r in rows
         }
 
+    def drift_samples(
+        self, fleet: str, since: float | None = None, device: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The drift samples of ``fleet`` since ``since`` (device time; None: all retained),
+        of one device or all, in no particular order (``coordinator.drift`` scores them)."""
+        where = "fleet = ?"
+        params: list[Any] = [fleet]
+        if since is not None:
+            where, params = f"{where} AND ts >= ?", [*params, since]
+        if device is not None:
+            where, params = f"{where} AND device = ?", [*params, device]
+        columns = (
+            "device, ts, model, version, variant, count, cos_mean, cos_var, n_directions, "
+            "n_bins, bins, proj_mean, epsilon"
+        )
+        return self._query(f"SELECT {columns} FROM drift WHERE {where}", params)
+
     def count(self, table: str, fleet: str | None = None) -> int:
         """Rows of one of the telemetry tables (of ``fleet``, or all)."""
         if table not in TELEMETRY_TABLES:

@@ -28,7 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from protocol import DeviceEvent, MetricsSample
+import numpy as np
+
+from protocol import DeviceEvent, DriftSample, MetricsSample
 
 from .db import TELEMETRY_TABLES, Db, create_telemetry_tables
 from .telemetry_queries import ACTIVATION_FAILED, TelemetryReader
@@ -194,6 +196,30 @@ class TelemetryStore(TelemetryReader):
             received_at,
         )
         return self._add([("events", row)])
+
+    def add_drift(self, fleet: str, sample: DriftSample, received_at: float) -> bool:
+        """Buffer a decoded drift sample (window statistics only). False when dropped."""
+        row = (
+            fleet,
+            sample.device,
+            sample.boot,
+            sample.seq,
+            sample.ts,
+            int(sample.hist),
+            received_at,
+            sample.model,
+            sample.version,
+            sample.variant or "",
+            sample.count,
+            sample.cos_mean,
+            sample.cos_var,
+            sample.n_directions,
+            sample.n_bins,
+            np.asarray(sample.bins, dtype="<i4").tobytes(),
+            None if sample.proj_mean is None else np.asarray(sample.proj_mean, "<f8").tobytes(),
+            sample.epsilon,
+        )
+        return self._add([("drift", row)])
 
     def _add(self, rows: list[tuple[str, tuple[Any, ...]]]) -> bool:
         with self._cond:

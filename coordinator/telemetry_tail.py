@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any, TextIO
 
 import protocol
@@ -31,7 +32,7 @@ from .tail_status import status_follower
 
 log = logging.getLogger(__name__)
 
-KINDS = ("metrics", "events", "status", "all")
+KINDS = ("metrics", "events", "drift", "status", "all")
 #: messages waiting to be printed; beyond it (a stalled terminal) new ones are dropped
 QUEUE_SIZE = 10_000
 _WAKE_S = 0.2
@@ -47,6 +48,7 @@ def tail_filters(
     return {
         "metrics": [f"{base}/telemetry/metrics"],
         "events": [f"{base}/telemetry/events"],
+        "drift": [f"{base}/telemetry/drift"],
         "status": [f"{base}/status"],
         "all": [f"{base}/status", f"{base}/telemetry/+"],
     }[kind]
@@ -56,6 +58,14 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value).hex()
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+_DECODERS: dict[str, Callable[[bytes], Any]] = {
+    "metrics": protocol.MetricsSample.decode,
+    "events": protocol.DeviceEvent.decode,
+    "status": protocol.DeviceStatus.decode,
+    "drift": protocol.DriftSample.decode,
+}
 
 
 def decode_message(
@@ -72,9 +82,12 @@ def decode_message(
     when the payload is empty (a retained message being deleted)."""
     prefix = f"{topics.base}/devices/"
     device, _, rest = topic.removeprefix(prefix).partition("/")
-    kind = {"status": "status", "telemetry/metrics": "metrics", "telemetry/events": "events"}.get(
-        rest, rest
-    )
+    kind = {
+        "status": "status",
+        "telemetry/metrics": "metrics",
+        "telemetry/events": "events",
+        "telemetry/drift": "drift",
+    }.get(rest, rest)
     record: dict[str, Any] = {
         "received_at": time.time() if received_at is None else received_at,
         "topic": topic,
@@ -86,17 +99,12 @@ def decode_message(
         record["cleared"] = True
         return record
     try:
-        message: protocol.MetricsSample | protocol.DeviceEvent | protocol.DeviceStatus
         if not topic.startswith(prefix) or not protocol.is_valid_name(device):
             raise protocol.MalformedMessage(f"unexpected topic {topic!r}")
-        if kind == "metrics":
-            message = protocol.MetricsSample.decode(payload)
-        elif kind == "events":
-            message = protocol.DeviceEvent.decode(payload)
-        elif kind == "status":
-            message = protocol.DeviceStatus.decode(payload)
-        else:
+        decoder = _DECODERS.get(kind)
+        if decoder is None:
             raise protocol.MalformedMessage(f"unknown kind {kind!r}", reason="unknown-kind")
+        message = decoder(payload)
         if message.device != device:
             raise protocol.MalformedMessage(
                 f"payload names device {message.device!r}", reason="device-mismatch"
@@ -156,6 +164,12 @@ def _format_line(record: dict[str, Any]) -> str:
             f"disk={msg['disk_free_mb']:.0f}M up={msg['uptime_s']:.0f}s "
             f"inf={msg['inferences']} err={msg['errors']} p95={_ms(msg['latency_p95_ms'])} "
             f"active={_releases(msg['active'])}{' ' + models if models else ''}{tail}{retained}"
+        )
+    if kind == "drift":
+        noise = f" epsilon={msg['epsilon']:g}" if msg["epsilon"] is not None else ""
+        return (
+            f"{head} drift {msg['model']}@{msg['version']} seq={msg['seq']} n={msg['count']} "
+            f"cos={msg['cos_mean']:.3f}{noise}{tail}{retained}"
         )
     if kind == "events":
         release = ""

@@ -86,9 +86,10 @@ class EdgeAgent:
             interval=config.telemetry_interval,
             capacity=config.telemetry_queue,
             clock=clock,
+            drift_epsilon=config.drift_epsilon,
         )
         self.inference = InferenceService(
-            self.actives, self.telemetry.stats, integrity=self.integrity
+            self.actives, self.telemetry.stats, integrity=self.integrity, drift=self.telemetry.drift
         )
         self.endpoint: LocalEndpoint | None = None
         if config.http is not None:

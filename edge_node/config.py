@@ -37,6 +37,9 @@ class EdgeConfig:
     telemetry_interval: float = 60.0
     #: telemetry messages kept on disk while the broker is unreachable (oldest dropped beyond)
     telemetry_queue: int = 10_000
+    #: Laplace noise on drift samples for epsilon-differential privacy per inference
+    #: (docs/DRIFT.md); None: exact window statistics
+    drift_epsilon: float | None = None
     #: the local inference endpoint, (host, port); port 0 picks a free one; None: no endpoint
     http: tuple[str, int] | None = ("127.0.0.1", 8470)
     #: free-form labels reported in the device profile (site=plant-3, class=gateway)

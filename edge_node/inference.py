@@ -2,7 +2,8 @@
 
 ``run`` feeds named tensors to any model; ``embed`` takes texts for a text-embedding model
 (tokenised here, on the device; see text.py). Inputs and outputs never leave the device; only
-counts and latencies go into telemetry.
+counts and latencies go into telemetry, and, for a release with a drift profile, each vector
+updates the drift sketch (drift.py) before it is returned.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,10 +21,14 @@ from runtime.model_check import DTYPES
 
 from .activation import load_session
 from .active import ActiveModel, ActiveModels
+from .drift import DriftMonitor
 from .errors import ActivationError, InferenceError, TextModelError
 from .integrity import ModelIntegrity
 from .metrics import InferenceStats
 from .text import TextEmbedder, check_texts, session_kind
+
+if TYPE_CHECKING:
+    from runtime.drift_sketch import DriftSketch
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,7 @@ class _Loaded:
     version: int
     session: Any
     embedder: TextEmbedder | None  # set for a text-embedding model
+    sketch: DriftSketch | None = None  # set when the release carries a drift profile
 
 
 class InferenceService:
@@ -62,11 +68,13 @@ class InferenceService:
         stats: InferenceStats,
         threads: int = 1,
         integrity: ModelIntegrity | None = None,
+        drift: DriftMonitor | None = None,
     ) -> None:
         self.actives = actives
         self.stats = stats
         self.threads = threads
         self.integrity = integrity or ModelIntegrity(actives)
+        self.drift = drift
         self._lock = threading.Lock()
         self._sessions: dict[str, _Loaded] = {}
 
@@ -120,7 +128,8 @@ class InferenceService:
                 embedder = TextEmbedder(session)
         except TextModelError as exc:  # activation checked it: only if the host changed
             raise InferenceError(f"{name}@{version}: {exc}", status=500) from None
-        return _Loaded(version, session, embedder)
+        sketch = None if self.drift is None else self.drift.sketch_for(name, version, path)
+        return _Loaded(version, session, embedder, sketch)
 
     def embed(self, name: str, texts: list[str]) -> EmbeddingResult:
         """One vector per text from text-embedding model ``name`` (400 if it is not one)."""
@@ -143,6 +152,8 @@ class InferenceService:
             raise InferenceError(f"{name}@{loaded.version} failed: {exc}", status=500) from None
         latency_ms = (time.perf_counter() - start) * 1000
         self.stats.record(name, loaded.version, latency_ms, ok=True)
+        if loaded.sketch is not None:  # counted, then dropped: vectors never leave the device
+            loaded.sketch.update(vectors)
         return EmbeddingResult(name, loaded.version, vectors, latency_ms)
 
     def run(self, name: str, inputs: dict[str, Any]) -> InferenceResult:

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import msgpack
 
-from protocol import DeviceEvent, MetricsSample, Topics
+from protocol import DRIFT_KIND, DeviceEvent, DriftSample, MetricsSample, Topics
 from protocol.codec import pack
 
+from .drift import DriftMonitor
 from .metrics import InferenceStats, ProcessSampler
 from .outbox import Outbox, Publish
 
@@ -38,6 +39,7 @@ class Telemetry:
         interval: float,
         capacity: int,
         clock: Callable[[], float] = time.time,
+        drift_epsilon: float | None = None,
     ) -> None:
         self.device = device
         self.boot = boot
@@ -46,6 +48,7 @@ class Telemetry:
         self.clock = clock
         self.outbox = Outbox(data_dir / "telemetry.sqlite", add_dropped, capacity=capacity)
         self.stats = InferenceStats()
+        self.drift = DriftMonitor(drift_epsilon)
         self.sampler = ProcessSampler(data_dir)
         self.seq = 0
         self._next_sample = time.monotonic() + interval
@@ -100,6 +103,27 @@ class Telemetry:
                 **process,
             ).encode(),
         )
+        self._drift_samples(connected, ts)
+
+    def _drift_samples(self, connected: bool, ts: float) -> None:
+        """A ``drift`` sample per model version whose window is full enough (drift.py)."""
+        for taken in self.drift.take():
+            self.seq += 1
+            self.outbox.add(
+                self.topics.telemetry(self.device, DRIFT_KIND),
+                DriftSample(
+                    device=self.device,
+                    boot=self.boot,
+                    seq=self.seq,
+                    ts=ts,
+                    hist=not connected,
+                    model=taken.model,
+                    version=taken.version,
+                    variant=taken.variant,
+                    epsilon=taken.epsilon,
+                    **taken.window.to_sample_fields(),
+                ).encode(),
+            )
 
     def due(self) -> bool:
         now = time.monotonic()

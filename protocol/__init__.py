@@ -18,6 +18,7 @@ from .chunks import HEADER_SIZE, ChunkFrame, frame_release_id, verify_chunk
 from .commands import ALL_DEVICES, Command, open_command
 from .compression import CODEC_ZSTD, SUPPORTED_CODECS, compress_chunk, decompress_chunk
 from .download import DownloadSession, Phase, Plan, VerifiedChunk
+from .drift import DRIFT_KIND, DriftProfile, DriftSample, DriftThreshold
 from .envelope import KeyCertificate, TrustedRoot, certify, seal
 from .errors import (
     ChunkRejected,
@@ -65,6 +66,7 @@ __all__ = [
     "CODEC_ZSTD",
     "DEFAULT_CHUNK_SIZE",
     "DEFAULT_LIMITS",
+    "DRIFT_KIND",
     "HEADER_SIZE",
     "PPM_ALL",
     "SUPPORTED_CODECS",
@@ -81,6 +83,9 @@ __all__ = [
     "DeviceStatus",
     "DigestMismatch",
     "DownloadSession",
+    "DriftProfile",
+    "DriftSample",
+    "DriftThreshold",
     "ExpiredError",
     "KeyCertificate",
     "Limits",

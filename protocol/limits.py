@@ -59,6 +59,15 @@ class Limits:
     max_text_tokens: int = 8192
     max_embedding_dimensions: int = 16384
 
+    # --- drift (protocol/drift.py) --------------------------------------------------------
+    #: the vectors of a reference profile signed into a manifest (centroid, directions, edges)
+    max_drift_profile_bytes: int = 64 * KIB
+    max_drift_directions: int = 64
+    max_drift_bins: int = 32
+    max_drift_thresholds: int = 16
+    #: one drift telemetry sample
+    max_drift_sample_bytes: int = 2 * KIB
+
     # --- the deployment index -------------------------------------------------------------
     max_targets: int = 256
     max_variants: int = 16

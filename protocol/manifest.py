@@ -16,6 +16,7 @@ from .codec import (
     pack,
     unpack_map,
 )
+from .drift import DriftProfile
 from .envelope import KeyCertificate, TrustedRoot, seal
 from .errors import ExpiredError, MalformedMessage, OversizedMessage
 from .limits import DEFAULT_BLOCK_CHUNKS, DEFAULT_LIMITS, Limits
@@ -55,6 +56,9 @@ class Manifest:
     variant: str | None = None
     #: inputs, expected outputs and a tolerance each edge checks before activating
     acceptance: Acceptance | None = None
+    #: the reference profile edges compare their inputs with (protocol/drift.py); None: no
+    #: drift figures for this release
+    drift: DriftProfile | None = None
 
     @property
     def n_chunks(self) -> int:
@@ -117,6 +121,8 @@ class Manifest:
             extra["variant"] = self.variant
         if self.acceptance is not None:
             extra["acceptance"] = self.acceptance.to_dict()
+        if self.drift is not None:
+            extra["drift"] = self.drift.to_dict()
         return extra
 
     def encode(self) -> bytes:
@@ -171,6 +177,9 @@ class Manifest:
                 if obj.get("acceptance") is None
                 else Acceptance.from_dict(obj["acceptance"], limits)
             ),
+            drift=None
+            if obj.get("drift") is None
+            else DriftProfile.from_dict(obj["drift"], limits),
         )
         m.check(limits)
         return m
@@ -211,6 +220,8 @@ class Manifest:
             raise MalformedMessage(f"{what}: expires before it was created")
         if self.acceptance is not None:
             self.acceptance.check(limits)
+        if self.drift is not None:
+            self.drift.check(limits)
 
     def sign(self, key: SigningKey, cert: bytes) -> bytes:
         return seal(KIND_MANIFEST, self.encode(), key, cert)

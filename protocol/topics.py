@@ -107,6 +107,9 @@ class Topics:
     def all_metrics(self) -> str:
         return f"{self.base}/devices/+/telemetry/metrics"
 
+    def all_drift(self) -> str:
+        return f"{self.base}/devices/+/telemetry/drift"
+
     def all_telemetry(self) -> str:
         return f"{self.base}/devices/+/telemetry/+"
 

@@ -39,3 +39,8 @@ class AcceptanceMiss(ModelCheckError):
         super().__init__(message)
         self.max_error = max_error
         self.case = case
+
+
+class ProfileError(SetupError):
+    """A drift reference cannot make a profile: too few vectors, or not one vector per item
+    (``runtime.drift_profile``)."""

@@ -33,6 +33,7 @@ def add_commands(sub: Subcommands) -> None:
         "same --version; 'modelcast variants set' says which device takes which",
     )
     _add_acceptance_flags(rel)
+    _add_reference_flag(rel)
     rel.add_argument(
         "--chunk-size",
         type=int,
@@ -57,6 +58,19 @@ def add_commands(sub: Subcommands) -> None:
     dep.add_argument("release", help="NAME@VERSION")
     add_flags(dep, "db", "fleet")
     dep.set_defaults(func=cmd_deploy)
+
+
+def _add_reference_flag(rel: argparse.ArgumentParser) -> None:
+    rel.add_argument(
+        "--reference",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="reference texts, one a line (60 or more), of what the model is built for: "
+        "embedded here with this model into a drift profile signed into the manifest (under "
+        "64 KB; the texts are not shipped); edges then report how far their inputs drift "
+        "('modelcast drift'). Text-embedding models only",
+    )
 
 
 def _add_acceptance_flags(rel: argparse.ArgumentParser) -> None:
@@ -84,7 +98,11 @@ def cmd_release(args: argparse.Namespace) -> int:
     from protocol import DEFAULT_CHUNK_SIZE
 
     from ..acceptance import load_vectors
+    from ..drift_reference import ReferenceProfile, describe, read_reference
 
+    profile = None
+    if args.reference is not None:
+        profile = ReferenceProfile(read_reference(args.reference), args.reference)
     registry = Registry(args.db)
     record = registry.add_release(
         args.model,
@@ -96,6 +114,7 @@ def cmd_release(args: argparse.Namespace) -> int:
         model_kind=args.kind,
         variant=args.variant,
         acceptance=load_vectors(args.acceptance, args.tolerance) if args.acceptance else None,
+        profile=profile,
     )
     kind = record.model_kind
     print(
@@ -104,6 +123,8 @@ def cmd_release(args: argparse.Namespace) -> int:
         f"chunks, sha256 {record.sha256[:16]}...) in fleet {args.fleet}; "
         f"'modelcast deploy {record.name}@{record.version}' to roll it out"
     )
+    if profile is not None and profile.built is not None:
+        print(describe(profile.built))
     return EXIT_OK
 
 

@@ -132,6 +132,15 @@ def _add_gates(start: argparse.ArgumentParser) -> None:
         help="p95 inference latency the new version may have, as a multiple of the old "
         "version's over the same soak (needs traffic on both); unset: not gated",
     )
+    start.add_argument(
+        "--max-drift",
+        type=float,
+        default=None,
+        metavar="D",
+        help="input drift score (modelcast drift) the new version's devices may have above "
+        "the old version's over the same soak; no figures for the old version count as 1 "
+        "(the drifted line); needs releases made with --reference; unset: not gated",
+    )
 
 
 def cmd_rollout_start(args: argparse.Namespace) -> int:
@@ -150,7 +159,11 @@ def cmd_rollout_start(args: argparse.Namespace) -> int:
         stages=args.stages,
         soak=args.soak,
         gates=Gates(
-            args.max_failure_rate, args.max_error_rate, args.max_p95_ms, args.max_p95_ratio
+            args.max_failure_rate,
+            args.max_error_rate,
+            args.max_p95_ms,
+            args.max_p95_ratio,
+            args.max_drift,
         ),
         rate=args.rate,
         stage_timeout=args.stage_timeout,

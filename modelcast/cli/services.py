@@ -87,6 +87,16 @@ HTTP = EnvFlag(
     "MODELCAST_HTTP",
     fallback="127.0.0.1:8470",
 )
+DRIFT_EPSILON = EnvFlag(
+    "--drift-epsilon",
+    "add Laplace noise to the drift samples for epsilon-differential privacy per inference "
+    "(docs/DRIFT.md; smaller is more private and noisier; needs larger windows); default: "
+    "exact window statistics (never texts or vectors either way)",
+    "MODELCAST_DRIFT_EPSILON",
+    type=float,
+    eager=True,
+    metavar="EPSILON",
+)
 MAINTENANCE_WINDOW = EnvFlag(
     "--maintenance-window",
     "activate new versions only inside this daily UTC window (downloads go on; signed "
@@ -144,6 +154,7 @@ def _add_edge_tuning(edge: argparse.ArgumentParser) -> None:
         "--reconnect-max", type=float, default=30.0, help="reconnect delay cap in seconds"
     )
     TELEMETRY_INTERVAL.add_to(edge)
+    DRIFT_EPSILON.add_to(edge)
     edge.add_argument(
         "--telemetry-queue",
         type=int,
@@ -221,6 +232,8 @@ def cmd_edge(args: argparse.Namespace) -> int:
         raise CommandError("need 0 < --reconnect-min <= --reconnect-max")
     if args.telemetry_interval <= 0:
         raise CommandError("--telemetry-interval must be positive")
+    if args.drift_epsilon is not None and not args.drift_epsilon > 0:
+        raise CommandError("--drift-epsilon must be positive")
     creds = load_creds(args, "device")
     device = args.id or (creds.username if creds is not None else None)
     if device is None:
@@ -243,6 +256,7 @@ def cmd_edge(args: argparse.Namespace) -> int:
         reconnect_max=args.reconnect_max,
         telemetry_interval=args.telemetry_interval,
         telemetry_queue=args.telemetry_queue,
+        drift_epsilon=args.drift_epsilon,
         http=parse_http(args.http),
         tags=parse_tags(args.tag),
         creds=creds,

@@ -24,7 +24,7 @@ def add_commands(sub: Subcommands) -> None:
     tail.add_argument("--device", default=None, metavar="ID", help="only this device")
     tail.add_argument(
         "--kind",
-        choices=["metrics", "events", "status", "all"],
+        choices=["metrics", "events", "drift", "status", "all"],
         default="all",
         help="which messages",
     )

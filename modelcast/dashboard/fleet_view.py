@@ -43,6 +43,9 @@ def health(device: Mapping[str, Any], figures: Mapping[str, Any] | None) -> tupl
         problems.append(f"disk {disk:.0f} MB free")
     if (device.get("rate_limited") or {}).get("reports"):
         problems.append("rate-limited")
+    drifted = [f"{d['model']}@{d['version']}" for d in device.get("drift") or [] if d["drifted"]]
+    if drifted:  # its inputs moved away from the release's reference (docs/DRIFT.md)
+        problems.append(f"input drift {', '.join(drifted)}")
     if problems:
         return WARN, ", ".join(problems)
     if device.get("online") is None:

@@ -54,7 +54,21 @@ def gate_rows(
         rows.append(GateRow("p95 latency", f"<= {limit:g} ms", _ms(p95), verdict))
     if gates.get("max_p95_ratio") is not None:
         rows.append(_p95_ratio(float(gates["max_p95_ratio"]), new, base))
+    if gates.get("max_drift") is not None:
+        rows.append(_drift(float(gates["max_drift"]), new, base))
     return rows
+
+
+def _drift(limit: float, new: Mapping[str, Any], base: Mapping[str, Any]) -> GateRow:
+    """The input drift gate (docs/DRIFT.md): read at the soak's end (a live reading has none)."""
+    base_score = base.get("drift_score")
+    allowed = (1.0 if base_score is None else float(base_score)) + limit
+    shown = "none: 1" if base_score is None else f"{base_score:.2f}"
+    threshold = f"<= {allowed:.2f} (base {shown} + {limit:g})"
+    score = new.get("drift_score")
+    if score is None:
+        return GateRow("input drift", threshold, "-", WAITING)
+    return GateRow("input drift", threshold, f"{score:.2f}", FAIL if score > allowed else PASS)
 
 
 def _failures(limit: float, reading: Mapping[str, Any]) -> GateRow:

@@ -30,6 +30,26 @@ CREATE TABLE "devices" (
    "clock_checked" REAL,
    PRIMARY KEY ("fleet", "device_id")
 );
+CREATE TABLE "drift" (
+   "fleet" TEXT,
+   "device" TEXT,
+   "boot" TEXT,
+   "seq" INTEGER,
+   "ts" REAL,
+   "hist" INTEGER,
+   "received_at" REAL,
+   "model" TEXT,
+   "version" INTEGER,
+   "variant" TEXT,
+   "count" INTEGER,
+   "cos_mean" REAL,
+   "cos_var" REAL,
+   "n_directions" INTEGER,
+   "n_bins" INTEGER,
+   "bins" BLOB,
+   "proj_mean" BLOB,
+   "epsilon" REAL
+);
 CREATE TABLE "events" (
    "fleet" TEXT,
    "device" TEXT,
@@ -136,6 +156,7 @@ CREATE TABLE "rollouts" (
    "gate_report" TEXT,
    "rev" INTEGER,
    "synced" INTEGER,
+   "max_drift" REAL,
    PRIMARY KEY ("fleet", "name", "version")
 );
 CREATE TABLE "variant_rules" (
@@ -145,6 +166,12 @@ CREATE TABLE "variant_rules" (
    "default_variant" TEXT,
    PRIMARY KEY ("fleet", "name")
 );
+CREATE INDEX "drift_age"
+    ON "drift" ("fleet", "received_at");
+CREATE UNIQUE INDEX "drift_identity"
+    ON "drift" ("fleet", "device", "boot", "seq");
+CREATE INDEX "drift_ts"
+    ON "drift" ("fleet", "ts");
 CREATE INDEX "events_age"
     ON "events" ("fleet", "received_at");
 CREATE UNIQUE INDEX "events_identity"

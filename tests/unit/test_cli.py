@@ -63,10 +63,10 @@ def test_the_tree_has_every_command() -> None:
     assert top == {
         *("keys", "coordinator", "edge", "release", "deploy", "rollout", "rollback", "config"),
         *("acceptance", "variants", "status", "telemetry", "broker", "creds", "models"),
-        *("quantize", "prune", "embed", "demo", "dashboard", "simulate"),
+        *("quantize", "prune", "embed", "demo", "dashboard", "simulate", "drift"),
     }
     assert ("rollout", "abort") in COMMANDS and ("creds", "list") in COMMANDS
-    assert len(COMMANDS) == 42  # the root, 21 commands and 20 subcommands
+    assert len(COMMANDS) == 43  # the root, 22 commands and 20 subcommands
 
 
 @pytest.mark.parametrize("path", COMMANDS, ids=lambda p: " ".join(p) or "modelcast")

@@ -22,6 +22,22 @@ def test_health_names_the_worst_thing_first() -> None:
     assert level == WARN and said.startswith("clock -1h") and "disk 100 MB free" in said
     assert health(device("a"), {"inferences": 100, "errors": 1}) == (OK, "100 inferences")
     assert health(device("a", online=None), None) == (OK, "no status yet")
+    drift = [
+        {"model": "m", "version": 2, "drifted": True},
+        {"model": "n", "version": 1, "drifted": False},
+    ]
+    assert health(device("a", drift=drift), None) == (WARN, "input drift m@2")
+
+
+def test_the_drift_gate_reads_the_scores_of_the_soak() -> None:
+    gates = {"max_failure_rate": 0.0, "max_drift": 0.5}
+    reading = {"devices": 2, "activation_failures": 0, "new": {"drift_score": 1.8}, "base": {}}
+    row = gate_rows(gates, reading)[-1]
+    assert (row.gate, row.verdict, row.value) == ("input drift", FAIL, "1.80")
+    assert "base none: 1" in row.threshold
+    passing = {**reading, "new": {"drift_score": 1.1}, "base": {"drift_score": 0.9}}
+    assert gate_rows(gates, passing)[-1].verdict == PASS
+    assert gate_rows(gates, {})[-1].verdict == WAITING
 
 
 def test_filters_counts_and_pages() -> None:

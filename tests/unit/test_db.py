@@ -10,7 +10,7 @@ from pathlib import Path
 import sqlite_utils
 
 import protocol
-from coordinator.db import BUSY_TIMEOUT_S, DEVICE_COLUMNS, HEALTH_INDEXES, Db
+from coordinator.db import BUSY_TIMEOUT_S, DEVICE_COLUMNS, HEALTH_INDEXES, ROLLOUT_COLUMNS, Db
 from coordinator.registry import Registry
 from coordinator.rollout_store import RolloutStore
 from coordinator.telemetry_store import TelemetryStore
@@ -31,7 +31,11 @@ def statements(schema: str) -> list[str]:
 
 
 def schema_before_i14() -> list[str]:
-    kept = [s for s in statements(SCHEMA.read_text()) if not _made_in_i14(s)]
+    kept = [
+        s
+        for s in statements(SCHEMA.read_text())
+        if not _made_in_i14(s) and 'ON "drift"' not in s and 'TABLE "drift"' not in s
+    ]
     return sorted([*kept, DROPPED_IN_I14], key=lambda s: (not s.startswith("CREATE TABLE"), s))
 
 
@@ -39,12 +43,16 @@ def _made_in_i14(statement: str) -> bool:
     return any(f'INDEX "{name}"' in statement for name in HEALTH_INDEXES)
 
 
+#: Issue 18 added the drift table (and its indexes) and the rollouts' max_drift column.
+ADDED_IN_I18 = ("max_drift",)
+
+
 def schema_before_i13() -> str:
     return "".join(
         "".join(
             line
             for line in statement.splitlines(keepends=True)
-            if not any(f'"{column}"' in line for column in ADDED_IN_I13)
+            if not any(f'"{column}"' in line for column in (*ADDED_IN_I13, *ADDED_IN_I18))
         )
         + ";\n"
         for statement in schema_before_i14()
@@ -111,15 +119,19 @@ def test_a_database_of_the_schema_of_before_opens_with_its_rows(tmp_path: Path) 
     finally:
         close_all(registry, telemetry, rollouts)
     migrated = schema_of(db)
-    # the devices table has the columns added since, NULL in old rows; the health indexes
-    # replaced the one they cover; nothing else changed
-    assert [s for s in migrated if '"devices"' not in s and not _made_in_i14(s)] == [
-        s for s in before if '"devices"' not in s and s != DROPPED_IN_I14
+    # the devices and rollouts tables have the columns added since, NULL in old rows; the
+    # health indexes replaced the one they cover; the drift table is new; nothing else changed
+    changed = ('"devices"', '"rollouts"', '"drift"')
+    assert [s for s in migrated if not any(c in s for c in changed) and not _made_in_i14(s)] == [
+        s for s in before if not any(c in s for c in changed) and s != DROPPED_IN_I14
     ]
     assert DROPPED_IN_I14 in before and DROPPED_IN_I14 not in migrated
     assert sorted(s for s in migrated if _made_in_i14(s)) == [
         s for s in statements(SCHEMA.read_text()) if _made_in_i14(s)
     ]
+    tables = sqlite_utils.Database(db)
+    assert list(tables.table("rollouts").columns_dict) == list(ROLLOUT_COLUMNS)
+    assert tables.table("drift").exists()
     assert list(sqlite_utils.Database(db).table("devices").columns_dict) == list(DEVICE_COLUMNS)
     close_all(*open_all(db))
     assert schema_of(db) == migrated  # and opening it again changes nothing

@@ -73,6 +73,7 @@ def test_fleet_status_and_its_table(tmp_path: Path) -> None:
         "DISK-FREE",
         "POLICY",
         "RATE-LIMITED",
+        "DRIFT",
         "REASON",
     ]
     assert "10m ago" in lines[2] and "hash-mismatch" in lines[2]
