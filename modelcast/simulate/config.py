@@ -9,7 +9,7 @@ from pathlib import Path
 
 from protocol import ProtocolError, VerifyKey, check_name
 from runtime.errors import SetupError
-from runtime.urls import parse_broker_url
+from runtime.urls import parse_broker_list
 
 from .device import DeviceOptions
 from .errors import SimulationError
@@ -56,7 +56,8 @@ class SimConfig:
         try:
             check_name(self.fleet, "fleet")
             check_name(self.device_id(self.devices - 1), "device id (--prefix and a number)")
-            parse_broker_url(self.broker_url)
+            if any(b.tls for b in parse_broker_list(self.broker_url)):
+                raise SimulationError("simulated devices connect without TLS: use mqtt:// URLs")
         except (ProtocolError, SetupError) as exc:
             raise SimulationError(str(exc)) from None
         self.trust_pem()  # a missing or unreadable trust file stops it here

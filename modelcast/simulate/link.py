@@ -67,8 +67,7 @@ class Link:
         mux: ClientMux,
         pacer: WavePacer,
         *,
-        host: str,
-        port: int,
+        brokers: tuple[tuple[str, int], ...],
         client_id: str,
         will: Will,
         keepalive: int,
@@ -77,8 +76,13 @@ class Link:
     ) -> None:
         self._mux = mux
         self._pacer = pacer
-        self._host = host
-        self._port = port
+        if not brokers:
+            raise ValueError("a link needs at least one broker")
+        self._brokers = brokers
+        self._current = 0  # the broker the next attempt goes to (``--broker URL1,URL2``)
+        self._dialled: tuple[str, int] | None = None  # the broker paho was last connected to
+        self._moved = False  # this connection is on another broker than the last one
+        self.failovers = 0
         self._keepalive = keepalive
         self._backoff = backoff
         self._connack_timeout = connack_timeout
@@ -166,12 +170,15 @@ class Link:
         if attempt != self._attempt or self._stopping:
             return
         self._counted = False
+        broker = self._brokers[self._current]
         try:
-            if self._started:
+            if self._started and broker == self._dialled:
                 self.client.reconnect()
             else:
                 self._started = True
-                self.client.connect(self._host, self._port, keepalive=self._keepalive)
+                self._moved = self._dialled is not None
+                self._dialled = broker
+                self.client.connect(*broker, keepalive=self._keepalive)
         except OSError as exc:
             self._failed(_os_reason(exc))
             return
@@ -182,6 +189,7 @@ class Link:
         if attempt == self._attempt and not self.connected and not self._stopping:
             self._count("no-connack")
             if self.client.disconnect() != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                self._next_broker()
                 self._schedule(self._backoff.next())  # no socket: no disconnect callback
 
     def _count(self, reason: str) -> None:
@@ -190,7 +198,15 @@ class Link:
 
     def _failed(self, reason: str) -> None:
         self._count(reason)
+        self._next_broker()
         self._schedule(self._backoff.next())
+
+    def _next_broker(self) -> None:
+        """After a failure, the next attempt goes to the next broker of the list (as
+        ``runtime.mqtt.MqttSession`` does); with one broker, nothing changes."""
+        if len(self._brokers) > 1:
+            self._current = (self._current + 1) % len(self._brokers)
+            self.failovers += 1
 
     # --- paho callbacks (the loop thread) ------------------------------------------------
     def _on_connect(
@@ -204,7 +220,9 @@ class Link:
         self.ever_connected = True
         self.connects += 1
         if self._handler is not None:
-            self._handler.on_connect(bool(getattr(flags, "session_present", False)))
+            # on another broker, the session (and what was in flight) stayed on the old one
+            present = bool(getattr(flags, "session_present", False)) and not self._moved
+            self._handler.on_connect(present)
 
     def _on_disconnect(
         self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any
@@ -217,6 +235,7 @@ class Link:
             return
         if not was and not self._counted:
             self._count("closed-before-connack")
+        self._next_broker()
         self._schedule(self._backoff.next())
 
     def _on_publish(

@@ -23,7 +23,7 @@ from multiprocessing.connection import Connection
 
 from protocol import DeviceStatus, Topics, TrustedRoot, VerifyKey
 from runtime.mqtt import Backoff, Will
-from runtime.urls import parse_broker_url
+from runtime.urls import parse_broker_list
 
 from .config import REFUSED_AFTER, WorkerPlan
 from .device import VirtualDevice
@@ -49,7 +49,7 @@ class Worker:
         self._rng = rng or random.Random()
         self._stopping = False
         trust = TrustedRoot(VerifyKey.from_pem(config.trust_pem()))
-        host, port = parse_broker_url(config.broker_url)
+        brokers = tuple((b.host, b.port) for b in parse_broker_list(config.broker_url))
         pacer = WavePacer(plan.connect_rate, self.mux.now, self._rng)
         options = config.options()
         self.devices: list[tuple[Link, VirtualDevice]] = []
@@ -58,8 +58,7 @@ class Worker:
             link = Link(
                 self.mux,
                 pacer,
-                host=host,
-                port=port,
+                brokers=brokers,
                 client_id=f"modelcast-edge-{config.fleet}-{spec.device}",
                 will=Will(status, DeviceStatus(spec.device, online=False).encode()),
                 keepalive=config.keepalive,

@@ -6,6 +6,7 @@ refuses connections stops the simulation with a message naming its limit."""
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -112,3 +113,35 @@ def test_a_broker_at_its_connection_limit_is_named(env: Env, tmp_path: Path) -> 
     doc = json.loads(out.read_text())  # a script still gets the summary, and why it stopped
     assert "max_connections" in doc["error"] and doc["devices"] == 10
     assert doc["ever_online"] < 10
+
+
+@pytest.mark.timeout(120)
+def test_a_broker_list_moves_devices_past_a_dead_first_broker(env: Env) -> None:
+    """``--broker URL1,URL2``: every device's first broker refuses, so each moves to the second
+    (as every other client does, runtime.urls.parse_broker_list) and verifies the release."""
+    with socket.socket() as probe:  # a loopback port with nothing listening on it
+        probe.bind(("127.0.0.1", 0))
+        dead = f"mqtt://127.0.0.1:{probe.getsockname()[1]}"
+    model = env.tmp / "m.onnx"
+    make_model(model, 64 * 1024)
+    env.registry.add_release(
+        model, name="m", version=1, keys=env.keys.release, fleet=env.fleet, chunk_size=CHUNK
+    )
+    env.registry.deploy("m", 1, fleet=env.fleet)
+    coordinator = env.start_coordinator(poll_interval=0.05)
+    assert coordinator.wait_connected(10)
+    out = env.tmp / "listed.json"
+    sim = simulate(
+        env,
+        "--until-active",
+        "m@1",
+        "--duration",
+        "90",
+        "--json",
+        str(out),
+        devices=20,
+        url=f"{dead},{env.broker.url}",
+    )
+    assert finish(sim, 100) == 0, sim.log()[-3000:]
+    summary = json.loads(out.read_text())
+    assert summary["active"] == {"m@1": 20} and summary["ever_online"] == 20
