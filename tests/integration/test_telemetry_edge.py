@@ -74,7 +74,8 @@ def test_a_plain_paho_subscriber_reads_status_and_telemetry(env: Env) -> None:
         ):
             assert key in sample, key
         assert sample["device"] == "d1" and sample["rss_mb"] > 0
-        assert sample["bytes_received"] > 200_000  # the model came over this link
+        # the model came over this link (200 kB, some of it zstd-compressed on the wire)
+    assert sample["bytes_received"] > 100_000
 
 
 def test_local_endpoint_answers_and_its_latency_appears_in_metrics(env: Env) -> None:
