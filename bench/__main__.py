@@ -94,6 +94,7 @@ ROWS: tuple[tuple[str, str, Target | None, str], ...] = (
     ("fleet_publish_ratio", "bytes published for the fleet / size", Target("<=", 1.1), ""),
     ("fleet_telemetry_loss", "telemetry lost: 1 - stored / sent", Target("<=", 0), ""),
     ("fleet_status_ms", "modelcast status at the fleet's size", Target("<=", 1000, " ms"), " ms"),
+    ("fleet_dashboard_ms", "dashboard fleet page, all devices", Target("<=", 1000, " ms"), " ms"),
     ("fleet_rollout_stage_error", "5 % stage: |selected - 5 %| / devices", Target("<=", 0.02), ""),
     ("fleet_coordinator_rss_mb", "coordinator (bench) process RSS", None, " MB"),
     ("fleet_broker_rss_mb", "broker peak RSS, delivering to the fleet", None, " MB"),

@@ -9,6 +9,7 @@
   online before the deploy) over the model size;
 - ``fleet_telemetry_loss``: 1 - stored / made, N devices sampling every second for 60 s
   (quick: 20 s);
+- ``fleet_dashboard_ms``: the dashboard's fleet page with all N devices, server time;
 - ``fleet_status_ms``: ``modelcast status`` and ``status --json`` at N devices, the slower;
 - ``fleet_rollout_stage_error``: a 5 % stage at N devices, |selected - 5 % of N| / N;
 - ``fleet_coordinator_rss_mb``: this process, which runs the coordinator, at N devices (the
@@ -79,6 +80,7 @@ def run(b: Bench) -> dict[str, Any]:
         "fleet_publish_ratio": delivery["publish_ratio"],
         "fleet_telemetry_loss": telemetry["loss"],
         "fleet_status_ms": max(status.values()),
+        "fleet_dashboard_ms": delivery["dashboard"]["page_ms"],
         "fleet_rollout_stage_error": delivery["stage"]["error_fraction"],
         "fleet_coordinator_rss_mb": delivery["rss"]["coordinator_process_mb"],
         "fleet_broker_rss_mb": delivery["broker_peak_mb"],

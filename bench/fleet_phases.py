@@ -43,6 +43,7 @@ from testkit.procfs import proc_cpu_s, proc_status_kb
 from .baseline import read_chunks
 from .common import Bench, BenchError
 from .fleet_baseline import fanout_baseline
+from .fleet_dashboard import dashboard_fleet_ms
 from .rss import reset_hwm
 
 #: connects a second, all worker processes together (the simulator's default is 300)
@@ -162,6 +163,7 @@ def delivery_phase(rig: Rig, size: int) -> dict[str, Any]:
                 )
             stage = rollout_stage(rig, registry, sim, fleet, version=ROUNDS + 1)
             status = status_ms(b.workdir / f"{fleet}.db", fleet)
+            dashboard = dashboard_fleet_ms(b.workdir / f"{fleet}.db", fleet, rig.url)
             rss = {
                 "coordinator_process_mb": rss_mb([os.getpid()]),
                 "harness_before_coordinator_mb": round(harness_kb / 1024, 1),
@@ -187,6 +189,7 @@ def delivery_phase(rig: Rig, size: int) -> dict[str, Any]:
         ),
         "stage": stage,
         "status_ms": status,
+        "dashboard": dashboard,
         "rss": rss,
     }
 

@@ -64,6 +64,7 @@ def test_quick_fleet_writes_every_figure_of_a_small_fleet(tmp_path: Path) -> Non
     assert doc["fleet_publish_ratio"] >= 1.0
     assert 0 <= doc["fleet_telemetry_loss"] <= 1
     assert doc["fleet_status_ms"] > 0
+    assert 0 < doc["fleet_dashboard_ms"] < 60_000  # the fleet page was served, with its timing
     assert doc["fleet_broker_rss_mb"] > 0
     delivery = doc["details"]["fleet"]["delivery"]
     for r in delivery["rounds"]:
