@@ -22,6 +22,7 @@ from runtime.files import StagedFile
 from runtime.model_check import check_model
 from runtime.onnxmeta import release_kind
 
+from .delta_build import build_deltas
 from .errors import RegistryError
 from .keystore import ReleaseKeys
 from .release_record import ReleaseRecord
@@ -118,8 +119,10 @@ def build_release(
     now: float,
     *,
     check: ModelCheck = check_model,
+    bases: list[ReleaseRecord] | None = None,
 ) -> ReleaseRecord:
-    """Copy, hash, check and sign ``req`` (already checked): the record to store.
+    """Copy, hash, check and sign ``req`` (already checked): the record to store, with a delta
+    from each of ``bases`` (earlier releases of the model) that is worth offering.
 
     The file is read once: each chunk-sized piece is hashed and copied into the content-addressed
     blob store on the way through, so the blob is exactly what the manifest describes even if
@@ -142,7 +145,8 @@ def build_release(
             raise RegistryError(f"cannot release {req.release}: {exc}") from None
         if kind != KIND_FILE:
             _check_runs(req, staged.path, kind, check)
-        manifest = _manifest(req, whole, hashes, size, kind, now)
+        deltas = build_deltas(staged.path, bases or [], blob_dir, req.chunk_size, req.release)
+        manifest = _manifest(req, whole, hashes, size, kind, now, deltas)
         # Content-addressed: an existing blob of that name holds the same bytes already.
         blob = (blob_dir / f"{whole.hex()}.onnx").resolve()
         staged.commit(blob)
@@ -172,7 +176,13 @@ def _check_runs(req: ReleaseRequest, path: Path, kind: str, check: ModelCheck) -
 
 
 def _manifest(
-    req: ReleaseRequest, whole: bytes, hashes: bytes, size: int, kind: str, now: float
+    req: ReleaseRequest,
+    whole: bytes,
+    hashes: bytes,
+    size: int,
+    kind: str,
+    now: float,
+    deltas: tuple[protocol.DeltaRef, ...] = (),
 ) -> protocol.Manifest:
     manifest = protocol.Manifest(
         fleet=req.fleet,
@@ -187,6 +197,7 @@ def _manifest(
         model_kind=kind,
         variant=req.variant or None,
         acceptance=req.acceptance,
+        deltas=deltas,
     )
     try:
         manifest.check()

@@ -11,6 +11,7 @@ import protocol
 from runtime.model_check import check_model
 
 from .db import RELEASE_COLUMNS, Store
+from .delta_build import DEFAULT_DELTA_BASES
 from .errors import RegistryError
 from .keystore import ReleaseKeys
 from .release_build import (
@@ -46,10 +47,12 @@ class ReleaseStore(Store):
         variant: str | None = None,
         acceptance: protocol.Acceptance | None = None,
         check: ModelCheck = check_model,
+        delta_bases: int = DEFAULT_DELTA_BASES,
     ) -> ReleaseRecord:
         """Hash, check, sign and store a release of ``model_path`` as ``name@version`` in
         ``fleet`` (see ``release_build.build_release``; ``check`` is the model check it runs,
-        which tests replace to ship what only the devices' own check catches)."""
+        which tests replace to ship what only the devices' own check catches), with deltas from
+        the ``delta_bases`` newest earlier releases of the same variant (``delta_build``)."""
         req = ReleaseRequest(
             model_path=Path(model_path),
             name=name,
@@ -66,7 +69,8 @@ class ReleaseStore(Store):
         if latest is not None and (version < latest or (version == latest and not variant)):
             raise RegistryError(_not_monotonic(req.release, fleet, latest))
         now = time.time() if now is None else now
-        record = build_release(req, self.blob_dir, keys, now, check=check)
+        bases = self.delta_bases(fleet, name, variant or "", version, delta_bases)
+        record = build_release(req, self.blob_dir, keys, now, check=check, bases=bases)
         self._insert_if_newest(record)
         log.info(
             "release %s added to fleet %s: %s model, %d bytes, %d chunks, sha256 %s",
@@ -101,6 +105,23 @@ class ReleaseStore(Store):
         if cursor.rowcount != 1:
             latest = self.latest_version(record.fleet, record.name)
             raise RegistryError(_not_monotonic(record.release, record.fleet, latest or 0))
+
+    def delta_bases(
+        self, fleet: str, name: str, variant: str, version: int, count: int
+    ) -> list[ReleaseRecord]:
+        """The ``count`` newest releases of ``name`` (``variant``) before ``version``."""
+        if count <= 0:
+            return []
+        with self._db.lock:
+            rows = list(
+                self._db.sql.table("releases").rows_where(
+                    "fleet = ? AND name = ? AND variant = ? AND version < ?",
+                    [fleet, name, variant, version],
+                    order_by="version DESC",
+                    limit=count,
+                )
+            )
+        return [ReleaseRecord.from_row(r) for r in rows]
 
     def latest_version(self, fleet: str, name: str) -> int | None:
         with self._db.lock:

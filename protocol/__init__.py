@@ -16,6 +16,8 @@ Text typed by operators (selectors, rules, settings) is read by the application
 from .acceptance import Acceptance, Case, Tensor
 from .chunks import HEADER_SIZE, ChunkFrame, frame_release_id, verify_chunk
 from .commands import ALL_DEVICES, Command, open_command
+from .delta import DeltaBaseMismatch, DeltaError, DeltaResultMismatch, apply_delta
+from .delta_ref import DeltaOf, DeltaRef
 from .download import DownloadSession, Phase, Plan, VerifiedChunk
 from .envelope import KeyCertificate, TrustedRoot, certify, seal
 from .errors import (
@@ -71,6 +73,11 @@ __all__ = [
     "ChunkRequest",
     "Command",
     "ConfigEntry",
+    "DeltaBaseMismatch",
+    "DeltaError",
+    "DeltaOf",
+    "DeltaRef",
+    "DeltaResultMismatch",
     "DeploymentIndex",
     "DeviceEvent",
     "DeviceState",
@@ -108,6 +115,7 @@ __all__ = [
     "VerifiedChunk",
     "VerifiedManifest",
     "VerifyKey",
+    "apply_delta",
     "apply_revocations",
     "apply_rotation",
     "certify",

@@ -15,7 +15,15 @@ import pytest
 import zstandard
 from onnx import TensorProto, helper, numpy_helper
 
-from protocol import DEFAULT_LIMITS, Limits, MalformedMessage
+from protocol import (
+    DEFAULT_LIMITS,
+    DeltaRef,
+    Limits,
+    MalformedMessage,
+    Manifest,
+    ProtocolError,
+    Topics,
+)
 from protocol.delta import (
     MAGIC,
     OP_COPY,
@@ -306,3 +314,71 @@ def test_the_rest_frame_must_hold_what_the_header_says(pair) -> None:
         rest_zlen=len(rest),
     )
     refused(past, base)
+
+
+# --- the manifest's deltas ---------------------------------------------------------------
+def delta_ref(size: int = 5000, chunk_size: int = 4096, **changes: object) -> DeltaRef:
+    n = (size + chunk_size - 1) // chunk_size
+    ref = DeltaRef(
+        base=b"b" * 32,
+        base_version=1,
+        base_sha256=b"s" * 32,
+        size=size,
+        sha256=b"d" * 32,
+        chunks=b"c" * 32 * n,
+    )
+    return replace(ref, **changes)  # type: ignore[arg-type]
+
+
+def release(**changes: object) -> Manifest:
+    m = Manifest(
+        fleet="f",
+        name="m",
+        version=2,
+        size=100_000,
+        sha256=b"t" * 32,
+        chunk_size=4096,
+        chunks=b"h" * 32 * 25,
+        created=1.0,
+        expires=2.0,
+    )
+    return replace(m, **changes)  # type: ignore[arg-type]
+
+
+def test_a_manifest_carries_its_deltas_signed_and_each_stream_has_its_own_id() -> None:
+    plain = release()
+    offered = release(deltas=(delta_ref(), delta_ref(base=b"o" * 32, base_version=0)))
+    assert Manifest.decode(offered.encode()) == offered
+    assert Manifest.decode(plain.encode()).deltas == ()
+    assert offered.release_id != plain.release_id  # the deltas are part of what is signed
+    stream = offered.delta_stream(offered.deltas[0])
+    other = offered.delta_stream(offered.deltas[1])
+    assert (stream.size, stream.sha256, stream.n_chunks) == (5000, b"d" * 32, 2)
+    assert len({stream.release_id, other.release_id, offered.release_id}) == 3
+    assert stream.stream == "~delta-" + (b"b" * 8).hex()
+    topics = Topics("f")
+    assert topics.chunk_block("m", 2, 0, None, stream.stream).endswith(f"/m/2/{stream.stream}/0")
+    assert topics.chunk_prefix("m", 2, "int8", stream.stream).endswith(f"/int8/{stream.stream}/")
+    with pytest.raises(ValueError):
+        topics.chunk_block("m", 2, 0, None, "../x")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"base": b"short"},
+        {"sha256": b"short"},
+        {"chunks": b"c" * 32 * 5},
+        {"size": 0},
+    ],
+)
+def test_a_malformed_delta_ref_is_refused(bad: dict[str, object]) -> None:
+    m = release(deltas=(delta_ref(**bad),))
+    with pytest.raises(ProtocolError):
+        Manifest.decode(m.encode())
+
+
+def test_too_many_deltas_are_refused() -> None:
+    m = release(deltas=(delta_ref(),) * (DEFAULT_LIMITS.max_deltas + 1))
+    with pytest.raises(ProtocolError, match="deltas"):
+        Manifest.decode(m.encode())
