@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import collections
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 
 from protocol import (
     ChunkRequest,
     DigestMismatch,
     DownloadSession,
+    Manifest,
     Phase,
     ProtocolError,
     Target,
@@ -37,10 +39,18 @@ from protocol import (
 )
 
 from .config import EdgeConfig
+from .delta_updates import DeltaFailed, DeltaPlan, DeltaUpdates
 from .errors import StorageError
 from .reporter import Reporter
 from .shared import Download, Slots, Verified, Wire
-from .storage import PartialDownload, release_dir, salvage_final, verified_file
+from .storage import (
+    FINAL,
+    PART,
+    PartialDownload,
+    release_dir,
+    salvage_final,
+    verified_file,
+)
 
 log = logging.getLogger("modelcast.edge")
 
@@ -63,6 +73,7 @@ class Downloader:
         wire: Wire,
         slots: Slots,
         reporter: Reporter,
+        deltas: DeltaUpdates | None = None,
     ) -> None:
         self.device = config.device_id
         self._data = config.data_dir
@@ -74,6 +85,7 @@ class Downloader:
         self._wire = wire
         self._slots = slots
         self._reporter = reporter
+        self._deltas = deltas
         #: releases (id prefixes) this process downloaded or gave up, most recent last: their
         #: late resends are expected on the resend topic
         self._finished: collections.deque[bytes] = collections.deque(maxlen=FINISHED_REMEMBERED)
@@ -87,26 +99,40 @@ class Downloader:
 
     # --- starting --------------------------------------------------------------------------
     def begin(self, release: VerifiedManifest) -> Verified | None:
-        """Download ``release``, resuming from what is on disk; already verified on disk (a
-        restart between verification and activation): return it."""
+        """Download ``release`` (or a delta to it from a release held here: ``delta_updates``),
+        resuming from what is on disk; already verified on disk (a restart between verification
+        and activation): return it."""
         m = release.manifest
         directory = release_dir(self._data, m.name, m.version, m.variant)
         done = verified_file(directory, m)
         if done is not None:
             log.info("edge %s: %s already verified on disk, activating", self.device, m.release)
             return Verified(release, done)
+        # a delta only for a fresh start: a part file resumes, a corrupt file is repaired
+        started = any((directory / f).exists() for f in (FINAL, PART))
+        plan = None if self._deltas is None or started else self._deltas.plan(release)
+        if plan is None:
+            return self._start(release, directory, None)
+        done = verified_file(plan.directory, plan.stream.manifest)
+        if done is not None:  # downloaded before a restart, not applied yet
+            return self._apply(plan, done)
+        return self._start(plan.stream, plan.directory, plan)
+
+    def _start(
+        self, release: VerifiedManifest, directory: Path, delta: DeltaPlan | None
+    ) -> Verified | None:
+        m = release.manifest
         try:
             repairing = salvage_final(directory)  # a model.onnx that failed: reuse its chunks
             part = PartialDownload(directory, m, release.envelope)
             held = part.recover()
         except StorageError as exc:
             self._storage_failed(exc, release=m.release)
-            self._start_over_later(release)
+            self._start_over_later(release if delta is None else delta.target)
             return None
         session = DownloadSession(release, held, now=self._clock())
-        dl = Download(
-            release, part, session, self._topics.chunk_prefix(m.name, m.version, m.variant)
-        )
+        prefix = self._topics.chunk_prefix(m.name, m.version, m.variant, m.stream)
+        dl = Download(release, part, session, prefix, delta)
         self._slots.download = dl
         self._reporter.download_started()
         if repairing:
@@ -169,12 +195,8 @@ class Downloader:
             return
         plan = dl.session.plan(self.device, self._clock(), self._window)
         m = dl.release.manifest
-        self._wire.unsubscribe(
-            [self._topics.chunk_block(m.name, m.version, b, m.variant) for b in plan.unsubscribe]
-        )
-        self._wire.subscribe(
-            [self._topics.chunk_block(m.name, m.version, b, m.variant) for b in plan.subscribe]
-        )
+        self._wire.unsubscribe(self._blocks(m, plan.unsubscribe))
+        self._wire.subscribe(self._blocks(m, plan.subscribe))
         if plan.request is not None:
             self._send_request(plan.request)
 
@@ -214,12 +236,7 @@ class Downloader:
             len(request.indices()),
         )
         # re-subscribing is idempotent at the broker and repairs a subscription lost in a race
-        self._wire.subscribe(
-            [
-                self._topics.chunk_block(m.name, m.version, b, m.variant)
-                for b in sorted(dl.session.subscribed)
-            ]
-        )
+        self._wire.subscribe(self._blocks(m, sorted(dl.session.subscribed)))
         self._send_request(request)
 
     # --- chunks --------------------------------------------------------------------------
@@ -296,14 +313,28 @@ class Downloader:
             # never try the check again).
             self.drop(discard=False)
             self._storage_failed(exc, release=dl.label)
-            self._start_over_later(release)
+            self._start_over_later(dl.target)
             return None
         self._finished.append(release.id[:16])
         self._slots.download = None
         self._unsubscribe_blocks(dl)
+        if dl.delta is not None:
+            return self._apply(dl.delta, path)
         self._reporter.set_state(UpdateState.VERIFIED, reason=None, release=release)
         self._reporter.event("verified", model=m.name, version=m.version)
         return Verified(release, path)
+
+    def _apply(self, plan: DeltaPlan, delta: Path) -> Verified | None:
+        """The delta is downloaded: make the release from it, or download the release whole."""
+        assert self._deltas is not None  # a plan comes from it
+        try:
+            path = self._deltas.apply(plan, delta)
+        except DeltaFailed:
+            return self.begin(plan.target)  # refused now: the whole release
+        m = plan.target.manifest
+        self._reporter.set_state(UpdateState.VERIFIED, reason=None, release=plan.target)
+        self._reporter.event("verified", model=m.name, version=m.version, detail=plan.cost)
+        return Verified(plan.target, path)
 
     def drop(self, *, discard: bool) -> None:
         """Give up the download (``discard``: its part file too)."""
@@ -319,13 +350,11 @@ class Downloader:
         self._slots.download = None
 
     def _unsubscribe_blocks(self, dl: Download) -> None:
-        m = dl.release.manifest
-        self._wire.unsubscribe(
-            [
-                self._topics.chunk_block(m.name, m.version, b, m.variant)
-                for b in dl.session.subscribed
-            ]
-        )
+        self._wire.unsubscribe(self._blocks(dl.release.manifest, dl.session.subscribed))
+
+    def _blocks(self, m: Manifest, blocks: Iterable[int]) -> list[str]:
+        """The topics of ``blocks`` of ``m`` (of a delta's chunk stream: its own)."""
+        return [self._topics.chunk_block(m.name, m.version, b, m.variant, m.stream) for b in blocks]
 
     def close(self) -> None:
         """At shutdown: make what was written durable, and close the part file."""

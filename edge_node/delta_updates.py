@@ -1,0 +1,176 @@
+"""Updating by delta: choose one the release offers, apply it, or fall back to the release.
+
+A release's signed manifest may offer deltas from earlier releases (``protocol.DeltaRef``). When
+the edge holds the base of one (its active file or the one before, matched by the base's signed
+sha256, and hashed again first: a base that rotted on disk makes a wrong file), the downloader
+fetches the delta's chunk stream instead of the release, into ``.delta-HEX/`` in the release's
+directory, like any release (resumable, each chunk verified). Then ``apply`` writes the new file
+tensor by tensor (``protocol.apply_delta``: a few segments in memory, never the model), checks
+its whole sha256 against the release's, and puts it where the full download would have.
+
+Any failure (base missing, corrupt or unknown; a delta that does not apply, or makes the wrong
+file) is reported as a ``delta-fallback`` event with its reason, and the release is downloaded
+whole; its id is remembered so that it is not tried by delta again in this process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from protocol import DeltaError, DeltaRef, VerifiedManifest, apply_delta
+from runtime.files import fsync_dir, sha256_file, write_atomic
+
+from .active import ActiveModels
+from .reporter import Reporter
+from .storage import FINAL, MANIFEST, release_dir
+
+log = logging.getLogger("modelcast.edge")
+
+#: the file a delta is applied into, in the release's directory, before it is verified
+APPLYING = "model.applying"
+
+
+@dataclass(frozen=True)
+class DeltaPlan:
+    """A delta chosen for ``target``: its chunk stream, and the verified base it applies to."""
+
+    target: VerifiedManifest
+    ref: DeltaRef
+    base: Path
+    stream: VerifiedManifest
+    #: the release's directory (``storage.release_dir``)
+    target_dir: Path
+
+    @property
+    def directory(self) -> Path:
+        """Where the delta itself is downloaded."""
+        return self.target_dir / f".delta-{self.ref.base[:8].hex()}"
+
+    @property
+    def cost(self) -> str:
+        """What the update cost, e.g. ``0.3 MB of 86.6 MB (delta from m@1)``."""
+        m = self.target.manifest
+        return (
+            f"{_mb(self.ref.size)} of {_mb(m.size)} (delta from {m.name}@{self.ref.base_version})"
+        )
+
+
+class DeltaFailed(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class DeltaUpdates:
+    def __init__(self, device: str, data: Path, actives: ActiveModels, reporter: Reporter) -> None:
+        self._device = device
+        self._data = data
+        self._actives = actives
+        self._reporter = reporter
+        #: releases (ids) whose delta failed here: downloaded whole from then on
+        self._refused: set[bytes] = set()
+
+    def plan(self, release: VerifiedManifest) -> DeltaPlan | None:
+        """The delta to download for ``release``, or None: download it whole."""
+        m = release.manifest
+        if not m.deltas or release.id in self._refused:
+            return None
+        held = self._held(m.name)
+        for ref in m.deltas:
+            base = held.get(ref.base_sha256.hex())
+            if base is None:
+                continue
+            try:
+                digest = sha256_file(base)
+            except OSError as exc:
+                self._refuse(release, DeltaFailed("delta-base-missing", f"{base}: {exc}"))
+                return None
+            if digest != ref.base_sha256:
+                detail = f"{base} no longer matches the sha256 it was verified with"
+                self._refuse(release, DeltaFailed("delta-base-corrupt", detail))
+                return None
+            stream = m.delta_stream(ref)
+            verified = VerifiedManifest(stream, stream.release_id, release.signer, release.envelope)
+            target_dir = release_dir(self._data, m.name, m.version, m.variant)
+            return DeltaPlan(release, ref, base, verified, target_dir)
+        if held:
+            offered = ", ".join(f"{m.name}@{d.base_version}" for d in m.deltas)
+            detail = f"deltas from {offered}, none of which is held here"
+            self._refuse(release, DeltaFailed("delta-base-unknown", detail))
+        return None
+
+    def _held(self, name: str) -> dict[str, Path]:
+        """The verified files of ``name`` on this device, by their signed sha256 (hex)."""
+        active = self._actives.get(name)
+        if active is None:
+            return {}
+        held = {active.sha256: active.path}
+        if active.previous_path is not None and active.previous_sha256:
+            held.setdefault(active.previous_sha256, active.previous_path)
+        return held
+
+    def apply(self, plan: DeltaPlan, delta: Path) -> Path:
+        """Apply the downloaded ``delta`` to the plan's base: the release's verified file, in
+        place of a full download. ``DeltaFailed`` (reported, refused) on any failure."""
+        try:
+            return self._apply(plan, delta)
+        except DeltaError as exc:
+            self._refuse(plan.target, DeltaFailed(exc.reason, exc.detail))
+            raise DeltaFailed(exc.reason, exc.detail) from None
+        except OSError as exc:
+            failed = DeltaFailed("delta-apply-failed", str(exc))
+            self._refuse(plan.target, failed)
+            raise failed from None
+        finally:
+            (plan.target_dir / APPLYING).unlink(missing_ok=True)
+            shutil.rmtree(plan.directory, ignore_errors=True)
+
+    def _apply(self, plan: DeltaPlan, delta: Path) -> Path:
+        m = plan.target.manifest
+        out_path = plan.target_dir / APPLYING
+        digest = hashlib.sha256()
+        with delta.open("rb") as d, plan.base.open("rb") as b, out_path.open("wb") as out:
+            fd = b.fileno()
+            size = os.fstat(fd).st_size
+            pieces = apply_delta(d.read, lambda at, n: os.pread(fd, n, at), base_size=size)
+            for piece in pieces:
+                out.write(piece)
+                digest.update(piece)
+            out.flush()
+            os.fdatasync(out.fileno())
+        if digest.digest() != m.sha256:
+            raise DeltaError(
+                "the file the delta made does not match the release's sha256",
+                reason="delta-result-mismatch",
+            )
+        write_atomic(plan.target_dir / MANIFEST, plan.target.envelope)
+        final = plan.target_dir / FINAL
+        os.replace(out_path, final)
+        fsync_dir(plan.target_dir)
+        log.info("edge %s: %s applied: %s", self._device, m.release, plan.cost)
+        self._reporter.event("delta-applied", model=m.name, version=m.version, detail=plan.cost)
+        return final
+
+    def _refuse(self, release: VerifiedManifest, failed: DeltaFailed) -> None:
+        m = release.manifest
+        self._refused.add(release.id)
+        log.warning(
+            "edge %s: %s by delta: %s; downloading it whole", self._device, m.release, failed
+        )
+        self._reporter.event(
+            "delta-fallback",
+            reason=failed.reason,
+            detail=failed.detail,
+            model=m.name,
+            version=m.version,
+        )
+
+
+def _mb(size: int) -> str:
+    return f"{size / (1 << 20):.1f} MB"
