@@ -48,6 +48,7 @@ FIGURES = (
     Figure("idle", "bench.idle", True, "edge_idle_rss_mb, edge_idle_cpu_pct"),
     Figure("halfopen", "bench.halfopen", True, "half_open_detect_s (reported)"),
     Figure("verify", "bench.verify", True, "verify_ms_per_mb, verify_sha256_ratio (reported)"),
+    Figure("updates", "bench.updates", True, "update_bytes_*: what an update of MiniLM costs"),
     Figure("chunk_sweep", "bench.chunk_sweep", False, "throughput vs chunk size (chart data)"),
     Figure("cut_sweep", "bench.cut_sweep", False, "bytes on link vs cut frequency (chart data)"),
 )
@@ -80,6 +81,12 @@ ROWS: tuple[tuple[str, str, Target | None, str], ...] = (
     ("half_open_detect_s", "half-open link detected after", None, " s"),
     ("verify_ms_per_mb", "chunk verification per MB", None, " ms"),
     ("verify_sha256_ratio", "chunk verification / sha256 alone", None, ""),
+    ("update_bytes_first", "MiniLM first install: bytes / size", Target("<=", 1.0), ""),
+    ("update_bytes_same", "same weights, new release: bytes / size", Target("<=", 0.02), ""),
+    ("update_bytes_head", "last layer changed: bytes / size", Target("<=", 0.05), ""),
+    ("update_bytes_full", "every weight changed: bytes / size", Target("<=", 0.65), ""),
+    ("update_apply_ratio", "delta apply / writing the same bytes", Target("<=", 2.0), ""),
+    ("update_apply_rss_growth_mb", "RSS growth applying a delta", Target("<=", 64, " MB"), " MB"),
 )
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import protocol
 from protocol.delta_encode import encode_delta
+from runtime.delta_kernel import unplane
 from runtime.files import StagedFile
 
 from .release_record import ReleaseRecord
@@ -98,6 +99,7 @@ def _check_applies(read: Callable[[int], bytes], base: mmap.mmap, target_sha256:
         read,
         lambda offset, length: base[offset : offset + length],
         base_size=len(base),
+        kernel=unplane,
     )
     for piece in pieces:
         digest.update(piece)

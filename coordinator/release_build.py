@@ -121,8 +121,7 @@ def build_release(
     check: ModelCheck = check_model,
     bases: list[ReleaseRecord] | None = None,
 ) -> ReleaseRecord:
-    """Copy, hash, check and sign ``req`` (already checked): the record to store, with a delta
-    from each of ``bases`` (earlier releases of the model) that is worth offering.
+    """Copy, hash, check and sign ``req`` (already checked), with deltas from ``bases``.
 
     The file is read once: each chunk-sized piece is hashed and copied into the content-addressed
     blob store on the way through, so the blob is exactly what the manifest describes even if
@@ -143,12 +142,10 @@ def build_release(
             kind = release_kind(staged.path, req.model_kind, label=str(req.model_path))
         except ValueError as exc:
             raise RegistryError(f"cannot release {req.release}: {exc}") from None
-        if kind != KIND_FILE:
-            _check_runs(req, staged.path, kind, check)
+        _check_runs(req, staged.path, kind, check)
         deltas = build_deltas(staged.path, bases or [], blob_dir, req.chunk_size, req.release)
         manifest = _manifest(req, whole, hashes, size, kind, now, deltas)
-        # Content-addressed: an existing blob of that name holds the same bytes already.
-        blob = (blob_dir / f"{whole.hex()}.onnx").resolve()
+        blob = (blob_dir / f"{whole.hex()}.onnx").resolve()  # content-addressed: same bytes
         staged.commit(blob)
     return ReleaseRecord(
         fleet=req.fleet,
@@ -168,7 +165,10 @@ def build_release(
 
 
 def _check_runs(req: ReleaseRequest, path: Path, kind: str, check: ModelCheck) -> None:
-    """Run ``check`` on the staged copy at ``path``: what each edge would find."""
+    """Run ``check`` on the staged copy at ``path``: what each edge would find (a ``file`` is
+    never run)."""
+    if kind == KIND_FILE:
+        return
     try:
         check(path, kind, req.acceptance, label=str(req.model_path))
     except ModelCheckError as exc:

@@ -15,14 +15,19 @@ whole; its id is remembered so that it is not tried by delta again in this proce
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
+import queue
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from protocol import DeltaError, DeltaRef, VerifiedManifest, apply_delta
+from protocol import DeltaError, DeltaRef, UpdateState, VerifiedManifest, apply_delta
+from protocol.delta import read_header
+from runtime.delta_kernel import unplane
 from runtime.files import fsync_dir, sha256_file, write_atomic
 
 from .active import ActiveModels
@@ -134,27 +139,15 @@ class DeltaUpdates:
     def _apply(self, plan: DeltaPlan, delta: Path) -> Path:
         m = plan.target.manifest
         out_path = plan.target_dir / APPLYING
-        digest = hashlib.sha256()
-        with delta.open("rb") as d, plan.base.open("rb") as b, out_path.open("wb") as out:
-            fd = b.fileno()
-            size = os.fstat(fd).st_size
-            pieces = apply_delta(d.read, lambda at, n: os.pread(fd, n, at), base_size=size)
-            for piece in pieces:
-                out.write(piece)
-                digest.update(piece)
-            out.flush()
-            os.fdatasync(out.fileno())
-        if digest.digest() != m.sha256:
-            raise DeltaError(
-                "the file the delta made does not match the release's sha256",
-                reason="delta-result-mismatch",
-            )
+        apply_file(delta, plan.base, out_path, m.sha256)
         write_atomic(plan.target_dir / MANIFEST, plan.target.envelope)
         final = plan.target_dir / FINAL
         os.replace(out_path, final)
         fsync_dir(plan.target_dir)
         log.info("edge %s: %s applied: %s", self._device, m.release, plan.cost)
         self._reporter.event("delta-applied", model=m.name, version=m.version, detail=plan.cost)
+        self._reporter.set_state(UpdateState.VERIFIED, reason=None, release=plan.target)
+        self._reporter.event("verified", model=m.name, version=m.version, detail=plan.cost)
         return final
 
     def _refuse(self, release: VerifiedManifest, failed: DeltaFailed) -> None:
@@ -172,5 +165,75 @@ class DeltaUpdates:
         )
 
 
+def apply_file(delta: Path, base: Path, out: Path, sha256: bytes) -> None:
+    """Write the file ``delta`` makes from ``base`` to ``out`` (synced): ``DeltaError`` unless
+    it is exactly the file whose sha256 is ``sha256``.
+
+    A header that promises another file than the release is refused before anything is
+    written. The output is hashed on a thread of its own (``PieceHasher``) while the next
+    segment is decompressed and written, so an apply costs about what a download's writes do.
+    """
+    with delta.open("rb") as d:
+        promised = read_header(d.read).target_sha256
+    if promised != sha256:
+        raise DeltaError(
+            "the delta makes another file than the release (its sha256 differs)",
+            reason="delta-result-mismatch",
+        )
+    hasher = PieceHasher(f"hash-{out.parent.name}")
+    try:
+        with delta.open("rb") as d, base.open("rb") as b, out.open("wb") as o:
+            fd = b.fileno()
+            size = os.fstat(fd).st_size
+            read_base = functools.partial(_pread, fd)
+            pieces = apply_delta(
+                d.read, read_base, base_size=size, kernel=unplane, check_sha256=False
+            )
+            for piece in pieces:
+                o.write(piece)
+                hasher.add(piece)
+            o.flush()
+            os.fdatasync(o.fileno())
+    finally:
+        digest = hasher.close()
+    if digest != sha256:
+        raise DeltaError(
+            "the file the delta made does not match the release's sha256",
+            reason="delta-result-mismatch",
+        )
+
+
+class PieceHasher:
+    """sha256 of the pieces handed to ``add``, in order, on a thread of its own (at most
+    ``QUEUED`` pieces wait: memory stays a few segments)."""
+
+    QUEUED = 2
+
+    def __init__(self, name: str) -> None:
+        self._pieces: queue.Queue[bytes | None] = queue.Queue(self.QUEUED)
+        self._digest = hashlib.sha256()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def add(self, piece: bytes) -> None:
+        self._pieces.put(piece)
+
+    def close(self) -> bytes:
+        """The digest of everything added (waits for the thread)."""
+        self._pieces.put(None)
+        self._thread.join()
+        return self._digest.digest()
+
+    def _run(self) -> None:
+        while (piece := self._pieces.get()) is not None:
+            self._digest.update(piece)
+
+
+def _pread(fd: int, offset: int, length: int) -> bytes:
+    return os.pread(fd, length, offset)
+
+
 def _mb(size: int) -> str:
+    if size < 100 * 1024:
+        return f"{size / 1024:.1f} KB"
     return f"{size / (1 << 20):.1f} MB"

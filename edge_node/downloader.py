@@ -43,14 +43,7 @@ from .delta_updates import DeltaFailed, DeltaPlan, DeltaUpdates
 from .errors import StorageError
 from .reporter import Reporter
 from .shared import Download, Slots, Verified, Wire
-from .storage import (
-    FINAL,
-    PART,
-    PartialDownload,
-    release_dir,
-    salvage_final,
-    verified_file,
-)
+from .storage import FINAL, PART, PartialDownload, release_dir, salvage_final, verified_file
 
 log = logging.getLogger("modelcast.edge")
 
@@ -99,9 +92,8 @@ class Downloader:
 
     # --- starting --------------------------------------------------------------------------
     def begin(self, release: VerifiedManifest) -> Verified | None:
-        """Download ``release`` (or a delta to it from a release held here: ``delta_updates``),
-        resuming from what is on disk; already verified on disk (a restart between verification
-        and activation): return it."""
+        """Download ``release`` (or a delta to it: ``delta_updates``), resuming from what is on
+        disk; already verified on disk (restarted before activating it): return it."""
         m = release.manifest
         directory = release_dir(self._data, m.name, m.version, m.variant)
         done = verified_file(directory, m)
@@ -328,13 +320,9 @@ class Downloader:
         """The delta is downloaded: make the release from it, or download the release whole."""
         assert self._deltas is not None  # a plan comes from it
         try:
-            path = self._deltas.apply(plan, delta)
+            return Verified(plan.target, self._deltas.apply(plan, delta))
         except DeltaFailed:
             return self.begin(plan.target)  # refused now: the whole release
-        m = plan.target.manifest
-        self._reporter.set_state(UpdateState.VERIFIED, reason=None, release=plan.target)
-        self._reporter.event("verified", model=m.name, version=m.version, detail=plan.cost)
-        return Verified(plan.target, path)
 
     def drop(self, *, discard: bool) -> None:
         """Give up the download (``discard``: its part file too)."""

@@ -171,6 +171,17 @@ def xor_bytes(a: bytes, b: bytes) -> bytes:
     return (int.from_bytes(a, "little") ^ int.from_bytes(b, "little")).to_bytes(n, "little")
 
 
+#: ``(planes, base bytes or None, width) -> target bytes`` of one XOR (base given) or LIT record
+Unplane = Callable[[bytes, bytes | None, int], bytes]
+
+
+def unplane(planes: bytes, base: bytes | None, width: int) -> bytes:
+    """The pure-Python ``Unplane``; callers that may use numpy pass a faster one
+    (``runtime.delta_kernel.unplane``)."""
+    data = from_planes(planes, width)
+    return data if base is None else xor_bytes(data, base)
+
+
 def dictionary_of(
     ranges: tuple[tuple[int, int], ...], read_base: Callable[[int, int], bytes]
 ) -> zstandard.ZstdCompressionDict | None:
@@ -196,32 +207,27 @@ def apply_delta(
     *,
     base_size: int,
     limits: Limits = DEFAULT_LIMITS,
+    kernel: Unplane = unplane,
+    check_sha256: bool = True,
 ) -> Iterator[bytes]:
     """The target's bytes, in order, from a delta read with ``read(n)`` (fewer bytes only at its
     end) against a base of ``base_size`` bytes read with ``read_base(offset, length)``.
 
     Raises ``DeltaError`` (malformed, oversized, another base) or ``DeltaResultMismatch`` (the
     output is not the file the header promises; raised after the last byte is yielded, so the
-    caller must not use what it wrote until the generator is exhausted).
+    caller must not use what it wrote until the generator is exhausted). ``check_sha256=False``:
+    the caller hashes the output itself (on another thread, say) and compares it with the
+    header's ``target_sha256`` (``read_header``).
     """
     reader = _Reader(read)
-    if reader.take(len(MAGIC)) != MAGIC:
-        raise DeltaError("not a modelcast delta (bad magic)")
-    (header_len,) = _U32.unpack(reader.take(4))
-    if header_len > limits.max_delta_header_bytes:
-        raise DeltaError(f"delta header of {header_len} bytes exceeds the cap")
-    header = DeltaHeader.decode(reader.take(header_len), limits)
+    header = read_header(reader.take, limits)
     if header.base_size != base_size:
         raise DeltaBaseMismatch(f"delta is for a {header.base_size}-byte base, not {base_size}")
-    rest = _decompress(
-        reader.take(header.rest_zlen),
-        header.rest_size,
-        dictionary_of(header.dictionary, read_base),
-        "rest",
-    )
-    digest = hashlib.sha256()
+    with_dict = zstandard.ZstdDecompressor(dict_data=dictionary_of(header.dictionary, read_base))
+    rest = _decompress(reader.take(header.rest_zlen), header.rest_size, with_dict, "rest")
+    digest = hashlib.sha256() if check_sha256 else None
     written = rest_pos = 0
-    for piece in _records(reader, header, read_base, limits):
+    for piece in _records(reader, header, read_base, limits, kernel):
         if piece is None:  # END
             break
         if isinstance(piece, int):
@@ -231,14 +237,15 @@ def apply_delta(
         written += len(piece)
         if written > header.target_size:
             raise DeltaError(f"delta writes more than the target's {header.target_size} bytes")
-        digest.update(piece)
+        if digest is not None:
+            digest.update(piece)
         yield piece
     if written != header.target_size or rest_pos != len(rest):
         raise DeltaError(
             f"delta wrote {written} of {header.target_size} bytes and used {rest_pos} of "
             f"{len(rest)} rest bytes"
         )
-    if digest.digest() != header.target_sha256:
+    if digest is not None and digest.digest() != header.target_sha256:
         raise DeltaResultMismatch("the applied delta does not match the sha256 it promises")
 
 
@@ -258,9 +265,11 @@ def _records(
     header: DeltaHeader,
     read_base: Callable[[int, int], bytes],
     limits: Limits,
+    kernel: Unplane,
 ) -> Iterator[bytes | int | None]:
     """Each record's output (bytes), or for REST its length (int); None at END."""
     segment_cap = limits.max_delta_segment_bytes
+    dctx = zstandard.ZstdDecompressor()  # one for every segment: reused, frame after frame
     while True:
         op = reader.take(1)[0]
         if op == OP_END:
@@ -277,17 +286,20 @@ def _records(
         elif op == OP_XOR:
             offset, length = _U64X2.unpack(reader.take(16))
             _check_base_range(offset, length, header.base_size)
-            xored = _segment(reader, length, segment_cap)
-            yield xor_bytes(xored, _read_exact(read_base, offset, length))
+            planes, width = _segment(reader, length, segment_cap, dctx)
+            yield kernel(planes, _read_exact(read_base, offset, length), width)
         elif op == OP_LIT:
             (length,) = _U64.unpack(reader.take(8))
-            yield _segment(reader, length, segment_cap)
+            planes, width = _segment(reader, length, segment_cap, dctx)
+            yield kernel(planes, None, width)
         else:
             raise DeltaError(f"delta record type {op} is unknown")
 
 
-def _segment(reader: _Reader, length: int, cap: int) -> bytes:
-    """An XOR or LIT record's payload: its planes, decompressed and put back in element order."""
+def _segment(
+    reader: _Reader, length: int, cap: int, dctx: zstandard.ZstdDecompressor
+) -> tuple[bytes, int]:
+    """An XOR or LIT record's payload: its planes, decompressed, and their width."""
     width, zlen = _WIDTH_ZLEN.unpack(reader.take(9))
     if not 0 < length <= cap:
         raise DeltaError(f"delta segment of {length} bytes outside 1..{cap}")
@@ -295,12 +307,10 @@ def _segment(reader: _Reader, length: int, cap: int) -> bytes:
         raise DeltaError(f"delta segment width {width} does not divide its {length} bytes")
     if zlen > cap + 1024:
         raise DeltaError(f"delta segment frame of {zlen} bytes exceeds the cap")
-    return from_planes(_decompress(reader.take(zlen), length, None, "segment"), width)
+    return _decompress(reader.take(zlen), length, dctx, "segment"), width
 
 
-def _decompress(
-    frame: bytes, size: int, dictionary: zstandard.ZstdCompressionDict | None, what: str
-) -> bytes:
+def _decompress(frame: bytes, size: int, dctx: zstandard.ZstdDecompressor, what: str) -> bytes:
     """Exactly ``size`` bytes from one zstd frame; a frame that claims or makes more is refused
     before it is expanded (a decompression bomb)."""
     if size == 0 and not frame:
@@ -311,7 +321,6 @@ def _decompress(
         raise DeltaError(f"delta {what}: not a zstd frame ({exc})") from None
     if claimed not in (-1, size):
         raise DeltaError(f"delta {what}: frame claims {claimed} bytes, the record says {size}")
-    dctx = zstandard.ZstdDecompressor(dict_data=dictionary)
     try:
         out = dctx.decompress(frame, max_output_size=size)
     except zstandard.ZstdError as exc:

@@ -66,32 +66,10 @@ def encode_delta(
         base_spans = [TensorSpan("", 1, 0, len(base_v))]
         target_spans = [TensorSpan("", 1, 0, len(target_v))]
     plan = _plan(base_spans, target_spans, len(target_v))
-    dictionary = _dictionary_ranges(base_spans, len(base_v), limits)
-    rest = b"".join(bytes(target_v[a:b]) for kind, a, b, _ in plan if kind == "rest")
-    if len(rest) > limits.max_delta_rest_bytes:
-        raise DeltaError(
-            f"{len(rest)} bytes of the file are not tensors, over the "
-            f"{limits.max_delta_rest_bytes} a delta may carry"
-        )
-    dict_data = dictionary_of(dictionary, lambda o, n: bytes(base_v[o : o + n]))
-    rest_frame = (
-        zstandard.ZstdCompressor(level=options.level, dict_data=dict_data).compress(rest)
-        if rest
-        else b""
+    yield _head(
+        base_v, target_v, plan, _dictionary_ranges(base_spans, len(base_v), limits), options, limits
     )
-    header = DeltaHeader(
-        base_size=len(base_v),
-        base_sha256=hashlib.sha256(base_v).digest(),
-        target_size=len(target_v),
-        target_sha256=hashlib.sha256(target_v).digest(),
-        dictionary=dictionary,
-        rest_size=len(rest),
-        rest_zlen=len(rest_frame),
-    )
-    header.check(limits)
-    yield header.encode() + rest_frame
     cctx = zstandard.ZstdCompressor(level=options.level)
-    segment = limits.max_delta_segment_bytes
     for kind, start, end, base_span in plan:
         if kind == "rest":
             yield record_prefix(OP_REST, end - start)
@@ -102,16 +80,61 @@ def encode_delta(
             yield record_prefix(OP_COPY, base_span.offset, end - start)
         else:
             width = _width(base_span, options, start, end)
-            for s in range(start, end, segment):
-                e = min(end, s + segment)
-                data = bytes(target_v[s:e])
-                if base_span is None:
-                    yield _segment(cctx, record_prefix(OP_LIT, e - s), data, width)
-                else:
-                    b0 = base_span.offset + (s - start)
-                    xored = xor_bytes(data, bytes(base_v[b0 : b0 + e - s]))
-                    yield _segment(cctx, record_prefix(OP_XOR, b0, e - s), xored, width)
+            yield from _segments(cctx, base_v, target_v, (start, end), base_span, width, limits)
     yield bytes([OP_END])
+
+
+def _head(
+    base_v: memoryview,
+    target_v: memoryview,
+    plan: list[Step],
+    dictionary: tuple[tuple[int, int], ...],
+    options: DeltaOptions,
+    limits: Limits,
+) -> bytes:
+    """The magic, the header and the rest's zstd frame."""
+    rest = b"".join(bytes(target_v[a:b]) for kind, a, b, _ in plan if kind == "rest")
+    if len(rest) > limits.max_delta_rest_bytes:
+        raise DeltaError(
+            f"{len(rest)} bytes of the file are not tensors, over the "
+            f"{limits.max_delta_rest_bytes} a delta may carry"
+        )
+    dict_data = dictionary_of(dictionary, lambda o, n: bytes(base_v[o : o + n]))
+    cctx = zstandard.ZstdCompressor(level=options.level, dict_data=dict_data)
+    rest_frame = cctx.compress(rest) if rest else b""
+    header = DeltaHeader(
+        base_size=len(base_v),
+        base_sha256=hashlib.sha256(base_v).digest(),
+        target_size=len(target_v),
+        target_sha256=hashlib.sha256(target_v).digest(),
+        dictionary=dictionary,
+        rest_size=len(rest),
+        rest_zlen=len(rest_frame),
+    )
+    header.check(limits)
+    return header.encode() + rest_frame
+
+
+def _segments(
+    cctx: zstandard.ZstdCompressor,
+    base_v: memoryview,
+    target_v: memoryview,
+    span: tuple[int, int],
+    base_span: TensorSpan | None,
+    width: int,
+    limits: Limits,
+) -> Iterator[bytes]:
+    """The XOR (``base_span`` given) or LIT records of the target's bytes in ``span``."""
+    start, end = span
+    for s in range(start, end, limits.max_delta_segment_bytes):
+        e = min(end, s + limits.max_delta_segment_bytes)
+        data = bytes(target_v[s:e])
+        if base_span is None:
+            yield _segment(cctx, record_prefix(OP_LIT, e - s), data, width)
+        else:
+            b0 = base_span.offset + (s - start)
+            xored = xor_bytes(data, bytes(base_v[b0 : b0 + e - s]))
+            yield _segment(cctx, record_prefix(OP_XOR, b0, e - s), xored, width)
 
 
 def _spans(view: memoryview) -> list[TensorSpan]:

@@ -48,3 +48,38 @@ def test_quick_delivery_writes_a_positive_ratio(tmp_path: Path) -> None:
     assert detail["size_bytes"] >= 4 << 20
     assert detail["chunks_published"] >= detail["size_bytes"] // detail["chunk_size"]
     assert "delivery_ratio" in proc.stdout  # the console table
+
+
+@pytest.mark.timeout(300)
+def test_updates_figure_measures_each_kind_of_new_version(tmp_path: Path) -> None:
+    if find_mosquitto() is None:
+        pytest.skip("the harness starts its own mosquitto: needs the binary")
+    from modelcast.textmodels.sources import minilm_available
+
+    if not minilm_available():
+        pytest.skip("needs the MiniLM weights package (make setup installs it)")
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--only", "updates", "--json", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = json.loads(out.read_text())
+    assert doc["errors"] == {}
+    # bytes, not speed: the first install is the whole model, the others deltas
+    assert doc["update_bytes_first"] >= 1.0
+    assert doc["update_bytes_same"] <= 0.02
+    assert doc["update_bytes_head"] <= 0.05
+    assert doc["update_bytes_full"] <= 0.65
+    assert doc["update_apply_ratio"] > 0 and doc["update_apply_rss_growth_mb"] > 0
+    kinds = [v["key"] for v in doc["details"]["updates"]["versions"]]
+    assert kinds == [
+        "update_bytes_first",
+        "update_bytes_same",
+        "update_bytes_head",
+        "update_bytes_full",
+    ]

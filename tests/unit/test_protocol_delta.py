@@ -382,3 +382,21 @@ def test_too_many_deltas_are_refused() -> None:
     m = release(deltas=(delta_ref(),) * (DEFAULT_LIMITS.max_deltas + 1))
     with pytest.raises(ProtocolError, match="deltas"):
         Manifest.decode(m.encode())
+
+
+def test_the_numpy_kernel_makes_what_the_pure_one_makes() -> None:
+    from protocol.delta import unplane as pure
+    from runtime.delta_kernel import unplane as fast
+
+    rng = np.random.default_rng(5)
+    for width in (1, 2, 4, 8):
+        planes, base = rng.bytes(width * 1000), rng.bytes(width * 1000)
+        assert fast(planes, base, width) == pure(planes, base, width)
+        assert fast(planes, None, width) == pure(planes, None, width)
+    w = weights()
+    base, target = model_bytes(w), model_bytes(scaled(w, {"w1", "half"}, 1e-3))
+    delta = make(base, target)
+    pieces = apply_delta(
+        io.BytesIO(delta).read, base_reader(base), base_size=len(base), limits=SMALL, kernel=fast
+    )
+    assert b"".join(pieces) == target
