@@ -59,10 +59,9 @@ class DeltaPlan:
     @property
     def cost(self) -> str:
         """What the update cost, e.g. ``0.3 MB of 86.6 MB (delta from m@1)``."""
-        m = self.target.manifest
-        return (
-            f"{_mb(self.ref.size)} of {_mb(m.size)} (delta from {m.name}@{self.ref.base_version})"
-        )
+        m, ref = self.target.manifest, self.ref
+        base = f"{m.name}@{ref.base_version}"
+        return f"{megabytes(ref.size)} of {megabytes(m.size)} (delta from {base})"
 
 
 class DeltaFailed(Exception):
@@ -233,7 +232,8 @@ def _pread(fd: int, offset: int, length: int) -> bytes:
     return os.pread(fd, length, offset)
 
 
-def _mb(size: int) -> str:
+def megabytes(size: int) -> str:
+    """``0.3 MB``, or ``5.0 KB`` under 100 KB: what an update cost, said in its events."""
     if size < 100 * 1024:
         return f"{size / 1024:.1f} KB"
     return f"{size / (1 << 20):.1f} MB"

@@ -39,7 +39,7 @@ from protocol import (
 )
 
 from .config import EdgeConfig
-from .delta_updates import DeltaFailed, DeltaPlan, DeltaUpdates
+from .delta_updates import DeltaFailed, DeltaPlan, DeltaUpdates, megabytes
 from .errors import StorageError
 from .reporter import Reporter
 from .shared import Download, Slots, Verified, Wire
@@ -313,7 +313,8 @@ class Downloader:
         if dl.delta is not None:
             return self._apply(dl.delta, path)
         self._reporter.set_state(UpdateState.VERIFIED, reason=None, release=release)
-        self._reporter.event("verified", model=m.name, version=m.version)
+        whole = f"{megabytes(m.size)} (the whole release)"
+        self._reporter.event("verified", model=m.name, version=m.version, detail=whole)
         return Verified(release, path)
 
     def _apply(self, plan: DeltaPlan, delta: Path) -> Verified | None:
@@ -340,8 +341,7 @@ class Downloader:
     def _unsubscribe_blocks(self, dl: Download) -> None:
         self._wire.unsubscribe(self._blocks(dl.release.manifest, dl.session.subscribed))
 
-    def _blocks(self, m: Manifest, blocks: Iterable[int]) -> list[str]:
-        """The topics of ``blocks`` of ``m`` (of a delta's chunk stream: its own)."""
+    def _blocks(self, m: Manifest, blocks: Iterable[int]) -> list[str]:  # a delta's: its own
         return [self._topics.chunk_block(m.name, m.version, b, m.variant, m.stream) for b in blocks]
 
     def close(self) -> None:

@@ -249,6 +249,9 @@ def _play(demo: _Demo, devices: list[str]) -> None:
     status = _wait_recorded(demo, everyone)
     board.note(f"every edge, the late joiner included, runs {name}@2:")
     board.note(format_status(status))
+    for device in everyone:
+        cost = demo.watch.costs.get((device, 2), "?")
+        board.note(f"  {device}: {name}@2 cost {cost}")
     if text:
         board.note(f"each edge answers the similarity query with {name}@2")
         _ask_edges(demo, everyone)
