@@ -40,6 +40,7 @@ def fleet_status(
     store = TelemetryStore(db_path)
     try:
         latest = store.latest_metrics(fleet)
+        updates = store.last_updates(fleet)
         health = store.health(fleet, since)
     finally:
         store.close()
@@ -52,6 +53,7 @@ def fleet_status(
     for row in rows:
         device = _device(row)
         device["metrics"] = latest.get(row["device_id"])
+        device["last_update"] = updates.get(row["device_id"])
         devices.append(device)
     return {
         "fleet": fleet,
@@ -244,10 +246,22 @@ def format_status(status: dict[str, Any], *, now: float | None = None) -> str:
     lines = [header, *_table(rows)]
     if not devices:
         lines.append("(no device has reported yet)")
+    lines.extend(format_updates(devices))
     lines.append("")
     lines.extend(format_health(status))
     lines.extend(format_rollouts(status))
     return "\n".join(lines)
+
+
+def format_updates(devices: list[dict[str, Any]]) -> list[str]:
+    """What each device's last update cost (its ``verified`` event), when it said so."""
+    said = [(d["device_id"], d.get("last_update")) for d in devices]
+    lines = [
+        printable(f"  {device}: {u['model']}@{u['version']} cost {u['cost']}")
+        for device, u in said
+        if u is not None
+    ]
+    return ["last update of each device:", *lines] if lines else []
 
 
 def _device_cells(d: dict[str, Any], now: float) -> tuple[str, ...]:

@@ -249,9 +249,6 @@ def _play(demo: _Demo, devices: list[str]) -> None:
     status = _wait_recorded(demo, everyone)
     board.note(f"every edge, the late joiner included, runs {name}@2:")
     board.note(format_status(status))
-    for device in everyone:
-        cost = demo.watch.costs.get((device, 2), "?")
-        board.note(f"  {device}: {name}@2 cost {cost}")
     if text:
         board.note(f"each edge answers the similarity query with {name}@2")
         _ask_edges(demo, everyone)
@@ -272,6 +269,7 @@ def _wait_recorded(demo: _Demo, devices: list[str]) -> dict[str, Any]:
         return all(
             rows.get(d, {}).get("state") == "active"
             and rows[d].get("active", {}).get(demo.models.name) == 2
+            and (rows[d].get("last_update") or {}).get("version") == 2  # what it cost
             for d in devices
         )
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from protocol import DeviceEvent, DeviceState, DeviceStatus, ProtocolError, Topics, UpdateState
+from protocol import DeviceState, DeviceStatus, ProtocolError, Topics, UpdateState
 from runtime.mqtt import MqttSession
 from testkit.faultproxy import FaultProxy
 from testkit.local_broker import LocalBroker
@@ -122,9 +122,6 @@ class DemoWatch:
         self.model = model
         self.ports: dict[str, int] = {}
         self.variants: dict[str, str] = {}
-        #: what each device's updates cost, by version: the detail of its ``verified`` event
-        #: (``0.3 MB of 86.6 MB (delta from m@1)``, ``86.6 MB (the whole release)``)
-        self.costs: dict[tuple[str, int], str] = {}
         self._cond = threading.Condition()
         self._session = MqttSession(
             broker_url,
@@ -132,7 +129,7 @@ class DemoWatch:
             on_message=self.on_message,
             clean_session=True,
             on_connect=lambda _present: self._session.subscribe(
-                [self.topics.all_state(), self.topics.all_status(), self.topics.all_events()]
+                [self.topics.all_state(), self.topics.all_status()]
             ),
         )
 
@@ -152,19 +149,12 @@ class DemoWatch:
                 runs = status.profile.get("variants")
                 if isinstance(runs, dict):
                     self.variants[status.device] = str(runs.get(self.model, ""))
-            elif topic.endswith("/telemetry/events"):
-                self._on_event(DeviceEvent.decode(payload))
             else:
                 self.board.update(DeviceState.decode(payload))
         except (ProtocolError, TypeError, ValueError):
             return
         with self._cond:
             self._cond.notify_all()
-
-    def _on_event(self, event: DeviceEvent) -> None:
-        wanted = event.event == "verified" and event.model == self.model
-        if wanted and event.detail and event.version is not None:
-            self.costs[(event.device, event.version)] = event.detail
 
     def all_active(self, devices: list[str], version: int) -> bool:
         """Every one of ``devices`` runs ``model@version`` and has said where its endpoint is."""

@@ -12,7 +12,7 @@ import pytest
 
 from modelcast.demo_fleet import DemoProcesses, DemoWatch
 from modelcast.progress import ProgressBoard
-from protocol import DeviceEvent, DeviceState, DeviceStatus, UpdateState
+from protocol import DeviceState, DeviceStatus, UpdateState
 from runtime import __version__
 
 
@@ -71,17 +71,3 @@ def test_processes_run_the_cli_and_report_one_that_exited(tmp_path: Path) -> Non
         assert (tmp_path / "v.log").read_text().strip() == f"modelcast {__version__}"
     finally:
         procs.stop_all()
-
-
-def test_verified_events_say_what_each_update_cost() -> None:
-    watch = _watch()
-    events = watch.topics.telemetry("e1", "events")
-
-    def event(name: str, model: str, version: int, detail: str | None) -> bytes:
-        return DeviceEvent("e1", name, 1.0, model=model, version=version, detail=detail).encode()
-
-    watch.on_message(events, event("verified", "m", 2, "5.0 KB of 86.6 MB (delta from m@1)"), False)
-    watch.on_message(events, event("verified", "other", 2, "1.0 MB (the whole release)"), False)
-    watch.on_message(events, event("activated", "m", 3, "fp32"), False)
-    watch.on_message(events, b"\x00not msgpack", False)
-    assert watch.costs == {("e1", 2): "5.0 KB of 86.6 MB (delta from m@1)"}
