@@ -298,22 +298,13 @@ def test_the_rest_frame_must_hold_what_the_header_says(pair) -> None:
         rest_zlen=len(rest),
     )
     assert apply(ok, base) == target
-    lying = crafted(
-        base,
-        target,
-        rest + record_prefix(OP_REST, 11) + bytes([OP_END]),
-        rest_size=5,
-        rest_zlen=len(rest),
-    )
-    refused(lying, base)
-    past = crafted(
-        base,
-        target,
-        rest + record_prefix(OP_REST, 12) + bytes([OP_END]),
-        rest_size=11,
-        rest_zlen=len(rest),
-    )
-    refused(past, base)
+
+    def with_rest(rest_size: int, rest_record: int) -> bytes:
+        records = rest + record_prefix(OP_REST, rest_record) + bytes([OP_END])
+        return crafted(base, target, records, rest_size=rest_size, rest_zlen=len(rest))
+
+    refused(with_rest(5, 11), base)  # the frame holds more than the header says
+    refused(with_rest(11, 12), base)  # a REST record past the rest
 
 
 # --- the manifest's deltas ---------------------------------------------------------------

@@ -3,6 +3,7 @@ signed into the manifest, and served as chunk streams of their own."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -30,10 +31,8 @@ def keys(tmp_path: Path) -> ReleaseKeys:
 
 @pytest.fixture
 def registry(tmp_path: Path) -> Iterator[Registry]:
-    (tmp_path / "db").mkdir()
-    reg = Registry(tmp_path / "db" / "registry.db")
-    yield reg
-    reg.close()
+    with contextlib.closing(Registry(tmp_path / "coord.db")) as opened:
+        yield opened
 
 
 def versions(tmp_path: Path, n: int) -> list[Path]:
