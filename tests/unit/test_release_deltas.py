@@ -115,3 +115,20 @@ def test_the_cache_serves_each_delta_as_a_stream_of_its_own(
     assert cache.get(stream.short_id) == stream
     assert stream.stream.startswith("~delta-") and stream.size == manifest.deltas[0].size
     assert Path(stream.blob_path).exists()
+
+
+def test_the_cli_says_which_deltas_a_release_offers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from modelcast.cli import main
+
+    init_keys(tmp_path / "keys")
+    paths = versions(tmp_path, 3)
+    common = ["--name", "m", "--db", str(tmp_path / "c.db"), "--keys", str(tmp_path / "keys")]
+    for v, path in enumerate(paths[:2], start=1):
+        assert main(["release", str(path), "--version", str(v), *common]) == 0
+    out = capsys.readouterr().out
+    assert "with deltas of" not in out.splitlines()[0]
+    assert ", with deltas of " in out.splitlines()[1] and "bytes from v1;" in out.splitlines()[1]
+    assert main(["release", str(paths[2]), "--version", "3", "--delta-bases", "0", *common]) == 0
+    assert "with deltas" not in capsys.readouterr().out
