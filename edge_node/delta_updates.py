@@ -38,6 +38,8 @@ log = logging.getLogger("modelcast.edge")
 
 #: the file a delta is applied into, in the release's directory, before it is verified
 APPLYING = "model.applying"
+#: stalls in a row without a chunk after which a delta is given up for its release
+MAX_STALLS = 3
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,8 @@ class DeltaUpdates:
         self._reporter = reporter
         #: releases (ids) whose delta failed here: downloaded whole from then on
         self._refused: set[bytes] = set()
+        #: the delta downloading: its stalls in a row without a chunk, and chunks held then
+        self._stalls: tuple[bytes, int, int] = (b"", 0, 0)
 
     def plan(self, release: VerifiedManifest) -> DeltaPlan | None:
         """The delta to download for ``release``, or None: download it whole."""
@@ -108,6 +112,18 @@ class DeltaUpdates:
             detail = f"deltas from {offered}, none of which is held here"
             self._refuse(release, DeltaFailed("delta-base-unknown", detail))
         return None
+
+    def stalled(self, plan: DeltaPlan, held: int) -> bool:
+        """The delta's download stalled (again): True, refused, after ``MAX_STALLS`` in a row
+        without a new chunk (a coordinator that no longer has the delta's blob, say)."""
+        sid, stalls, before = self._stalls
+        stalls = stalls + 1 if (sid, before) == (plan.stream.id, held) else 1
+        self._stalls = (plan.stream.id, stalls, held)
+        if stalls <= MAX_STALLS:
+            return False
+        detail = f"{stalls - 1} repairs in a row brought no chunk of the delta"
+        self._refuse(plan.target, DeltaFailed("delta-stalled", detail))
+        return True
 
     def _held(self, name: str) -> dict[str, Path]:
         """The verified files of ``name`` on this device, by their signed sha256 (hex)."""

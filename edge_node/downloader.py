@@ -127,51 +127,13 @@ class Downloader:
         dl = Download(release, part, session, prefix, delta)
         self._slots.download = dl
         self._reporter.download_started()
-        if repairing:
-            self._announce_repair(release, len(held))
-        else:
-            self._announce(release, len(held))
+        self._reporter.announce_download(dl, len(held), repairing=repairing)
         self._reporter.set_state(UpdateState.DOWNLOADING, reason=None)
         self._reporter.flush_state()  # the first report after a (re)start: how much was on disk
         if session.phase is Phase.COMPLETE:
             return self._complete(dl)
         self.pump()
         return None
-
-    def _announce(self, release: VerifiedManifest, held: int) -> None:
-        m = release.manifest
-        if held:
-            log.info(
-                "edge %s: resuming %s with %d/%d chunks already verified on disk",
-                self.device,
-                m.release,
-                held,
-                m.n_chunks,
-            )
-            self._reporter.event(
-                "resumed",
-                model=m.name,
-                version=m.version,
-                detail=f"{held}/{m.n_chunks} chunks on disk",
-            )
-        else:
-            log.info(
-                "edge %s: downloading %s (%d bytes, %d chunks)",
-                self.device,
-                m.release,
-                m.size,
-                m.n_chunks,
-            )
-            self._reporter.event("downloading", model=m.name, version=m.version)
-
-    def _announce_repair(self, release: VerifiedManifest, held: int) -> None:
-        m = release.manifest
-        detail = (
-            f"{m.n_chunks - held} of {m.n_chunks} chunks no longer match their hashes: "
-            "fetching them again"
-        )
-        log.warning("edge %s: repairing %s: %s", self.device, m.release, detail)
-        self._reporter.event("repairing", model=m.name, version=m.version, detail=detail)
 
     def _start_over_later(self, release: VerifiedManifest) -> None:
         """Await ``release`` again: once the back-off ends, the index follower chooses it anew
@@ -376,6 +338,16 @@ class Downloader:
             version=int(version) if version.isdigit() else None,
         )
 
+    def _give_up_delta(self, dl: Download) -> bool:
+        """A delta that stalled again without a chunk (``DeltaUpdates.stalled``): drop it and
+        await its release, which is now downloaded whole."""
+        assert self._deltas is not None and dl.delta is not None
+        if not self._deltas.stalled(dl.delta, dl.session.held_count):
+            return False
+        self.drop(discard=True)
+        self._start_over_later(dl.delta.target)
+        return True
+
     def tick(self, now: float) -> bool:
         """The periodic work of a download: resume after the back-off, repair a stall, sync.
         True when the back-off ended with a release to start over: choose targets again."""
@@ -386,6 +358,8 @@ class Downloader:
                 self.pump()
             timeout = max(self._stall_timeout, 4 * self._interval_ewma)
             if self._slots.connected and dl.session.stalled(now, timeout):
+                if dl.delta is not None and self._give_up_delta(dl):
+                    return True  # the release, whole
                 self._repair(dl)
             if now - self._synced_at >= self._sync_interval:
                 self._synced_at = now

@@ -122,3 +122,20 @@ def test_a_delta_from_a_base_the_edge_does_not_hold_falls_back(env: Env) -> None
     )
     env.registry.deploy("m", 3, fleet=env.fleet)
     fell_back(env, edge, v3, "delta-base-unknown", version=3)
+
+
+def test_a_delta_the_coordinator_cannot_serve_is_given_up_for_the_release(env: Env) -> None:
+    v1, v2 = two_versions(env, seed=13)
+    edge = env.edge("patient", extra=("--stall-timeout", "0.5"))
+    env.start_coordinator()
+    release_and_deploy(env.registry, env.keys, v1, "m", 1, env.fleet, chunk_size=CHUNK)
+    env.watch.wait_active(edge.device, "m", 1)
+    env.registry.add_release(
+        v2, name="m", version=2, keys=env.keys.release, fleet=env.fleet, chunk_size=CHUNK
+    )
+    record = env.registry.release(env.fleet, "m", 2)
+    assert record is not None
+    for stream in record.delta_streams():  # its blob lost: no chunk of the delta ever comes
+        Path(stream.blob_path).unlink()
+    env.registry.deploy("m", 2, fleet=env.fleet)
+    fell_back(env, edge, v2, "delta-stalled")
