@@ -108,7 +108,10 @@ class Manifest:
             self.chunks,
         ]
         # Optional fields join, named, only when set: releases without them keep their ids.
+        # Not the deltas offered: they do not change the release's bytes, and an edge that
+        # predates them ignores the field and must compute the same id.
         extra = self._optional_fields()
+        extra.pop("deltas", None)
         if extra:
             fields.append(extra)
         return hashlib.sha256(pack(fields)).digest()
