@@ -255,13 +255,12 @@ def format_status(status: dict[str, Any], *, now: float | None = None) -> str:
 
 def format_updates(devices: list[dict[str, Any]]) -> list[str]:
     """What each device's last update cost (its ``verified`` event), when it said so."""
-    said = [(d["device_id"], d.get("last_update")) for d in devices]
-    lines = [
-        printable(f"  {device}: {u['model']}@{u['version']} cost {u['cost']}")
-        for device, u in said
-        if u is not None
+    rows = [
+        (d["device_id"], f"{u['model']}@{u['version']}", u["cost"])
+        for d in devices
+        if (u := d.get("last_update")) is not None
     ]
-    return ["last update of each device:", *lines] if lines else []
+    return ["", *_table([("DEVICE", "LAST-UPDATE", "COST"), *rows])] if rows else []
 
 
 def _device_cells(d: dict[str, Any], now: float) -> tuple[str, ...]:

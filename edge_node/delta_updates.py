@@ -31,6 +31,7 @@ from runtime.delta_kernel import unplane
 from runtime.files import fsync_dir, sha256_file, write_atomic
 
 from .active import ActiveModels
+from .errors import EdgeError
 from .reporter import Reporter
 from .storage import FINAL, MANIFEST, release_dir
 
@@ -66,7 +67,9 @@ class DeltaPlan:
         return f"{megabytes(ref.size)} of {megabytes(m.size)} (delta from {base})"
 
 
-class DeltaFailed(Exception):
+class DeltaFailed(EdgeError):
+    """A delta given up (and reported) for its release: ``reason`` names why."""
+
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
