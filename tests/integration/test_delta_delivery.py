@@ -8,14 +8,17 @@ delta from a base the edge does not hold) falls back to the full release with it
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from coordinator import delta_build
-from protocol import DeviceEvent
+from protocol import DeviceEvent, DeviceState, UpdateState
 from runtime.files import sha256_file
+from runtime.urls import parse_broker_url
 from testkit.edge_process import EdgeProcess
+from testkit.faultproxy import FaultProxy
 from testkit.synthetic_models import make_model, perturb_model
 from tests.support.env import Env
 from tests.support.fleet import release_and_deploy
@@ -37,6 +40,14 @@ def first_install(env: Env, v1: Path, devices: list[str]) -> list[EdgeProcess]:
     for e in edges:
         env.watch.wait_active(e.device, "m", 1)
     return edges
+
+
+def downloading(version: int) -> Callable[[DeviceState], bool]:
+    return lambda s: s.state is UpdateState.DOWNLOADING and s.version == version
+
+
+def active(version: int) -> Callable[[DeviceState], bool]:
+    return lambda s: s.state is UpdateState.ACTIVE and s.active.get("m") == version
 
 
 def events(env: Env, device: str, name: str) -> list[DeviceEvent]:
@@ -139,3 +150,41 @@ def test_a_delta_the_coordinator_cannot_serve_is_given_up_for_the_release(env: E
         Path(stream.blob_path).unlink()
     env.registry.deploy("m", 2, fleet=env.fleet)
     fell_back(env, edge, v2, "delta-stalled")
+
+
+def test_a_mixed_fleet_gets_the_delta_and_the_release_at_once_each_sent_once(env: Env) -> None:
+    v1 = make_model(env.tmp / "m1.onnx", 4 * MB, seed=17)
+    v2 = perturb_model(v1, env.tmp / "m2.onnx", noise=1e-3, seed=18)  # every weight moved
+    host, port = parse_broker_url(env.broker.url)
+    with FaultProxy(host, port, rate_bytes_per_s=512 * 1024) as slow:
+        old = env.edge("old", broker_url=slow.url)  # its delta takes seconds
+        env.start_coordinator()
+        release_and_deploy(env.registry, env.keys, v1, "m", 1, env.fleet, chunk_size=CHUNK)
+        env.watch.wait_active(old.device, "m", 1)
+        coordinator = env.coordinator
+        assert coordinator is not None
+        before = coordinator.bytes_published
+        release_and_deploy(env.registry, env.keys, v2, "m", 2, env.fleet, chunk_size=CHUNK)
+        env.watch.wait_state(old.device, lambda s: downloading(2)(s) and s.chunks_held > 0)
+        fresh = env.edge("fresh")  # joins while the old edge is on its delta
+        started = {
+            e.device: env.watch.wait_state_received(e.device, downloading(2)).at
+            for e in (old, fresh)
+        }
+        done = {
+            e.device: env.watch.wait_state_received(e.device, active(2), 120).at
+            for e in (old, fresh)
+        }
+        assert started["fresh"] < done["old"]  # both at once
+        for e in (old, fresh):
+            assert sha256_file(e.model_path("m", 2)) == sha256_file(v2)
+    record = env.registry.release(env.fleet, "m", 2)
+    assert record is not None
+    (ref,) = record.signed.deltas
+    assert 0.3 * record.size < ref.size < 0.9 * record.size
+    sent = coordinator.bytes_published - before
+    # the release once for the fresh edge, the delta once for the old one, nothing twice
+    assert record.size + ref.size <= sent < 1.1 * (record.size + ref.size), (sent, ref.size)
+    assert events(env, old.device, "delta-applied") and not events(
+        env, fresh.device, "delta-applied"
+    )
