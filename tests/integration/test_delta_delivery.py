@@ -185,6 +185,26 @@ def test_a_mixed_fleet_gets_the_delta_and_the_release_at_once_each_sent_once(env
     sent = coordinator.bytes_published - before
     # the release once for the fresh edge, the delta once for the old one, nothing twice
     assert record.size + ref.size <= sent < 1.1 * (record.size + ref.size), (sent, ref.size)
-    assert events(env, old.device, "delta-applied") and not events(
-        env, fresh.device, "delta-applied"
-    )
+    env.watch.wait_event(old.device, lambda e: e.event == "delta-applied" and e.version == 2)
+    assert not events(env, fresh.device, "delta-applied")
+
+
+def test_a_delta_killed_mid_download_resumes_from_its_chunks_on_disk(env: Env) -> None:
+    v1 = make_model(env.tmp / "m1.onnx", 4 * MB, seed=19)
+    v2 = perturb_model(v1, env.tmp / "m2.onnx", noise=1e-3, seed=20)
+    host, port = parse_broker_url(env.broker.url)
+    with FaultProxy(host, port, rate_bytes_per_s=256 * 1024) as slow:
+        edge = env.edge("killed", broker_url=slow.url)
+        env.start_coordinator()
+        release_and_deploy(env.registry, env.keys, v1, "m", 1, env.fleet, chunk_size=CHUNK)
+        env.watch.wait_active(edge.device, "m", 1, timeout=120)
+        release_and_deploy(env.registry, env.keys, v2, "m", 2, env.fleet, chunk_size=CHUNK)
+        env.watch.wait_state(edge.device, lambda s: downloading(2)(s) and s.chunks_held >= 4)
+        edge.kill()
+        edge.start()
+        env.watch.wait_active(edge.device, "m", 2, timeout=120)
+    assert sha256_file(edge.model_path("m", 2)) == sha256_file(v2)
+    resumed = env.watch.wait_event(edge.device, lambda e: e.event == "resumed")
+    assert resumed.detail is not None and int(resumed.detail.split("/")[0]) >= 4
+    env.watch.wait_event(edge.device, lambda e: e.event == "delta-applied" and e.version == 2)
+    assert not events(env, edge.device, "delta-fallback")
