@@ -178,6 +178,8 @@ def test_a_mixed_fleet_gets_the_delta_and_the_release_at_once_each_sent_once(env
         assert started["fresh"] < done["old"]  # both at once
         for e in (old, fresh):
             assert sha256_file(e.model_path("m", 2)) == sha256_file(v2)
+        # events travel after the state (by the outbox): awaited while the link is up
+        env.watch.wait_event(old.device, lambda e: e.event == "delta-applied" and e.version == 2)
     record = env.registry.release(env.fleet, "m", 2)
     assert record is not None
     (ref,) = record.signed.deltas
@@ -185,7 +187,6 @@ def test_a_mixed_fleet_gets_the_delta_and_the_release_at_once_each_sent_once(env
     sent = coordinator.bytes_published - before
     # the release once for the fresh edge, the delta once for the old one, nothing twice
     assert record.size + ref.size <= sent < 1.1 * (record.size + ref.size), (sent, ref.size)
-    env.watch.wait_event(old.device, lambda e: e.event == "delta-applied" and e.version == 2)
     assert not events(env, fresh.device, "delta-applied")
 
 
@@ -203,8 +204,9 @@ def test_a_delta_killed_mid_download_resumes_from_its_chunks_on_disk(env: Env) -
         edge.kill()
         edge.start()
         env.watch.wait_active(edge.device, "m", 2, timeout=120)
+        # events travel after the state (by the outbox): awaited while the link is up
+        resumed = env.watch.wait_event(edge.device, lambda e: e.event == "resumed")
+        env.watch.wait_event(edge.device, lambda e: e.event == "delta-applied" and e.version == 2)
     assert sha256_file(edge.model_path("m", 2)) == sha256_file(v2)
-    resumed = env.watch.wait_event(edge.device, lambda e: e.event == "resumed")
     assert resumed.detail is not None and int(resumed.detail.split("/")[0]) >= 4
-    env.watch.wait_event(edge.device, lambda e: e.event == "delta-applied" and e.version == 2)
     assert not events(env, edge.device, "delta-fallback")
