@@ -87,8 +87,12 @@ class DeltaUpdates:
         #: the delta downloading: its stalls in a row without a chunk, and chunks held then
         self._stalls: tuple[bytes, int, int] = (b"", 0, 0)
 
-    def plan(self, release: VerifiedManifest) -> DeltaPlan | None:
-        """The delta to download for ``release``, or None: download it whole."""
+    def plan(
+        self, release: VerifiedManifest, *, fetch_whole: int | None = None
+    ) -> DeltaPlan | None:
+        """The delta to download for ``release``, or None: download it whole. ``fetch_whole``:
+        what downloading it whole would fetch, when the caller knows better than its size
+        (chunks copied from the device's own disk): a delta no smaller is not chosen."""
         m = release.manifest
         if not m.deltas or release.id in self._refused:
             return None
@@ -97,6 +101,15 @@ class DeltaUpdates:
             base = held.get(ref.base_sha256.hex())
             if base is None:
                 continue
+            if fetch_whole is not None and fetch_whole <= ref.size:
+                log.info(
+                    "edge %s: %s: %d bytes to fetch whole, the delta is %d: whole",
+                    self._device,
+                    m.release,
+                    fetch_whole,
+                    ref.size,
+                )
+                return None
             try:
                 digest = sha256_file(base)
             except OSError as exc:
