@@ -253,7 +253,11 @@ class ChunkServer:
         if device is not None:
             return self._topics.resend(device)
         return self._topics.chunk_block(
-            record.name, record.version, index // record.block_chunks, record.variant or None
+            record.name,
+            record.version,
+            index // record.block_chunks,
+            record.variant or None,
+            record.stream or None,
         )
 
     def _await_room(self, link: BrokerLink) -> bool:

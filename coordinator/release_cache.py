@@ -30,6 +30,8 @@ class ReleaseCache:
             return self._by_id.get(short_id)
 
     def add(self, records: Iterable[ReleaseRecord]) -> None:
+        """Cache ``records``, and the chunk stream of each delta they offer."""
+        records = [s for r in records for s in (r, *r.delta_streams())]
         with self._lock:
             for record in records:
                 self._by_id[record.short_id] = record
@@ -49,7 +51,7 @@ class ReleaseCache:
             return record
         builds = self._releases.release_variants(self._fleet, name, version)
         self.add(builds)
-        for build in builds:
+        for build in (s for b in builds for s in (b, *b.delta_streams())):
             if build.short_id == short_id:
                 return build
         return builds[0] if builds else None
