@@ -7,18 +7,22 @@ import contextlib
 import hashlib
 import io
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import protocol
+from coordinator.chunk_serving import ChunkServer
 from coordinator.delta_build import delta_blob
 from coordinator.keystore import ReleaseKeys, init_keys, load_release_keys
+from coordinator.progress import Progress
 from coordinator.registry import Registry
 from coordinator.release_cache import ReleaseCache
 from protocol.textmodel import KIND_FILE
 from testkit.synthetic_models import make_model, perturb_model
+from tests.unit.coordinator_fakes import FakeLink
 
 CHUNK = 16 * 1024
 
@@ -115,6 +119,36 @@ def test_the_cache_serves_each_delta_as_a_stream_of_its_own(
     assert cache.get(stream.short_id) == stream
     assert stream.stream.startswith("~delta-") and stream.size == manifest.deltas[0].size
     assert Path(stream.blob_path).exists()
+    assert cache.release_of(stream.short_id) == records[2].short_id
+    assert cache.release_of(records[2].short_id) == records[2].short_id
+
+
+def test_a_device_taking_the_delta_counts_toward_its_releases_fresh_hold(
+    tmp_path: Path, registry: Registry, keys: ReleaseKeys
+) -> None:
+    """d1 and d2 are both expected to ask for m@3; d2 asks for the delta instead. The sender
+    does not hold the release's chunks waiting for d2 (it would, for the whole hold)."""
+    records = release_all(registry, keys, versions(tmp_path, 3))
+    release, stream = records[2], records[2].delta_streams()[0]
+    wanted = frozenset({"d1", "d2"})
+    server = ChunkServer(
+        protocol.Topics("default"),
+        ReleaseCache(registry, "default"),
+        lambda rid: wanted if rid == release.short_id else frozenset(),
+        Progress(),
+        threading.Event(),
+        max_pending=64,
+        fresh_hold=30.0,
+    )
+    try:
+        for device, rec in (("d2", stream), ("d1", release)):
+            ask = protocol.ChunkRequest(device, "m", 3, rec.short_id, ((0, 1),), fresh=True)
+            server.on_request(ask)
+        batch = server.next_batch(FakeLink())  # held: [] after 30 s
+        assert {(rid, i) for rid, i, _ in batch} == {(release.short_id, 0), (stream.short_id, 0)}
+        assert server.askers(release.short_id) == wanted
+    finally:
+        server.close()
 
 
 def test_the_cli_says_which_deltas_a_release_offers(
