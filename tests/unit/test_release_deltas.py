@@ -3,12 +3,10 @@ signed into the manifest, and served as chunk streams of their own."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import os
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,7 @@ import pytest
 import protocol
 from coordinator.chunk_serving import ChunkServer
 from coordinator.delta_build import delta_blob
-from coordinator.keystore import ReleaseKeys, init_keys, load_release_keys
+from coordinator.keystore import ReleaseKeys, init_keys
 from coordinator.progress import Progress
 from coordinator.registry import Registry
 from coordinator.release_cache import ReleaseCache
@@ -25,18 +23,6 @@ from testkit.synthetic_models import make_model, perturb_model
 from tests.unit.coordinator_fakes import FakeLink
 
 CHUNK = 16 * 1024
-
-
-@pytest.fixture
-def keys(tmp_path: Path) -> ReleaseKeys:
-    init_keys(tmp_path / "keys")
-    return load_release_keys(tmp_path / "keys")
-
-
-@pytest.fixture
-def registry(tmp_path: Path) -> Iterator[Registry]:
-    with contextlib.closing(Registry(tmp_path / "coord.db")) as opened:
-        yield opened
 
 
 def versions(tmp_path: Path, n: int) -> list[Path]:
