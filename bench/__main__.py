@@ -54,6 +54,7 @@ FIGURES = (
     Figure("verify", "bench.verify", True, "verify_ms_per_mb, verify_sha256_ratio (reported)"),
     Figure("fleet", "bench.fleet", False, "fleet_*: 1000 simulated devices (docs/SCALE.md)"),
     Figure("drift", "bench.drift", True, "drift_overhead_pct: the drift sketch per inference"),
+    Figure("updates", "bench.updates", True, "update_bytes_*: what an update of MiniLM costs"),
     Figure("chunk_sweep", "bench.chunk_sweep", False, "throughput vs chunk size (chart data)"),
     Figure("cut_sweep", "bench.cut_sweep", False, "bytes on link vs cut frequency (chart data)"),
 )
@@ -108,6 +109,12 @@ ROWS: tuple[tuple[str, str, Target | None, str], ...] = (
     ("drift_overhead_paired_pct", "(with - without) / without, per text", None, " %"),
     ("drift_update_us", "drift sketch counting one vector", None, " us"),
     ("drift_sample_bytes", "largest drift sample", Target("<=", 2048, " B"), " B"),
+    ("update_bytes_first", "MiniLM first install: bytes / size", Target("<=", 1.0), ""),
+    ("update_bytes_same", "same weights, new release: bytes / size", Target("<=", 0.02), ""),
+    ("update_bytes_head", "last layer changed: bytes / size", Target("<=", 0.05), ""),
+    ("update_bytes_full", "every weight changed: bytes / size", Target("<=", 0.65), ""),
+    ("update_apply_ratio", "delta apply / writing the same bytes", Target("<=", 2.0), ""),
+    ("update_apply_rss_growth_mb", "RSS growth applying a delta", Target("<=", 64, " MB"), " MB"),
 )
 
 

@@ -145,10 +145,13 @@ class ChunkServer:
                 reason="wrong-release",
             )
         self._codec.on_request(record.short_id, req)
-        expected = self._expected_askers(record.short_id)
+        # the devices that take a delta take it instead of the release: they count toward the
+        # release's hold (its expected askers), and a delta's stream has none of its own
+        held_for = self._releases.release_of(record.short_id)
+        expected = self._expected_askers(held_for)
         with self._schedule:
             self._hold.on_request(
-                record.short_id,
+                held_for,
                 req.device,
                 fresh=req.fresh,
                 expected=expected,
@@ -253,7 +256,11 @@ class ChunkServer:
         if device is not None:
             return self._topics.resend(device)
         return self._topics.chunk_block(
-            record.name, record.version, index // record.block_chunks, record.variant or None
+            record.name,
+            record.version,
+            index // record.block_chunks,
+            record.variant or None,
+            record.stream or None,
         )
 
     def _await_room(self, link: BrokerLink) -> bool:

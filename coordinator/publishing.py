@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from protocol import Target
 
@@ -27,6 +27,7 @@ from .broker_link import BrokerLink
 from .deployer import DeploymentPublisher, Publication
 from .progress import Progress
 from .release_cache import ReleaseCache
+from .release_record import ReleaseRecord
 from .trust_publisher import TrustPublisher
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,7 @@ class Publishing:
         self._republish.clear()
         if not self._publish_trust(link, republish):
             return
-        previous = {r.short_id for r in self._deployer.records}
+        previous = _stream_ids(self._deployer.records)
         plan = self._deployer.plan(time.time(), republish=republish)
         if plan is None:
             return
@@ -119,7 +120,7 @@ class Publishing:
             return
         self._deployer.commit(plan)
         self._releases.add(plan.records)
-        retired = previous - {r.short_id for r in plan.records}
+        retired = previous - _stream_ids(plan.records)
         if retired:
             self._retire(retired)
         self._on_index(plan.index.entries)
@@ -150,3 +151,8 @@ class Publishing:
                 )
                 return False
         return True
+
+
+def _stream_ids(records: Iterable[ReleaseRecord]) -> set[bytes]:
+    """The short ids of ``records`` and of the chunk streams of their deltas."""
+    return {s.short_id for r in records for s in (r, *r.delta_streams())}

@@ -20,6 +20,7 @@ from protocol.textmodel import KIND_FILE
 from runtime.errors import ModelCheckError
 from runtime.files import StagedFile
 
+from .delta_build import build_deltas
 from .errors import RegistryError
 from .keystore import ReleaseKeys
 from .release_record import ReleaseRecord
@@ -141,15 +142,17 @@ def build_release(
     *,
     check: ModelCheck | None = None,
     profile: ProfileBuilder | None = None,
+    bases: list[ReleaseRecord] | None = None,
 ) -> ReleaseRecord:
-    """Copy, hash, check and sign ``req`` (already checked): the record to store.
+    """Copy, hash, check and sign ``req`` (already checked), with deltas from ``bases``.
 
     The file is read once: each chunk-sized piece is hashed and copied into the content-addressed
     blob store on the way through, so the blob is exactly what the manifest describes even if
     the source file changes meanwhile. The manifest records the model kind the copy declares
     (``req.model_kind``, if given, must agree; see ``runtime.onnxmeta.release_kind``), and the
     copy must pass ``check`` (None: ``runtime.model_check.check_model``) unless it is a ``file``;
-    ``profile`` makes the drift profile.
+    ``profile`` makes the drift profile, and each of ``bases`` a delta to this release when it is
+    worth sending (coordinator/delta_build.py).
     """
     blob_dir.mkdir(parents=True, exist_ok=True)
     with StagedFile(blob_dir) as staged:
@@ -162,7 +165,8 @@ def build_release(
         staged.file.flush()
         kind = _checked_kind(req, staged.path, check)
         drift = None if profile is None else _profile(req, staged.path, kind, profile)
-        manifest = _manifest(req, whole, hashes, size, kind, now, drift)
+        deltas = build_deltas(staged.path, bases or [], blob_dir, req.chunk_size, req.release)
+        manifest = _manifest(req, whole, hashes, size, kind, now, drift, deltas)
         # Content-addressed: an existing blob of that name holds the same bytes already.
         blob = (blob_dir / f"{whole.hex()}.onnx").resolve()
         staged.commit(blob)
@@ -190,7 +194,10 @@ def _record(
 
 
 def _check_runs(req: ReleaseRequest, path: Path, kind: str, check: ModelCheck) -> None:
-    """Run ``check`` on the staged copy at ``path``: what each edge would find."""
+    """Run ``check`` on the staged copy at ``path``: what each edge would find (a ``file`` is
+    never run)."""
+    if kind == KIND_FILE:
+        return
     try:
         check(path, kind, req.acceptance, label=str(req.model_path))
     except ModelCheckError as exc:
@@ -219,6 +226,7 @@ def _manifest(
     kind: str,
     now: float,
     drift: protocol.DriftProfile | None = None,
+    deltas: tuple[protocol.DeltaRef, ...] = (),
 ) -> protocol.Manifest:
     manifest = protocol.Manifest(
         fleet=req.fleet,
@@ -234,6 +242,7 @@ def _manifest(
         variant=req.variant or None,
         acceptance=req.acceptance,
         drift=drift,
+        deltas=deltas,
     )
     try:
         manifest.check()

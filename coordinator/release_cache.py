@@ -23,16 +23,27 @@ class ReleaseCache:
         self._fleet = fleet
         self._lock = threading.Lock()
         self._by_id: dict[bytes, ReleaseRecord] = {}
+        self._release_of: dict[bytes, bytes] = {}  # a delta's stream -> the release it makes
 
     def get(self, short_id: bytes) -> ReleaseRecord | None:
         """The cached release with that id (never reads the database)."""
         with self._lock:
             return self._by_id.get(short_id)
 
-    def add(self, records: Iterable[ReleaseRecord]) -> None:
+    def release_of(self, short_id: bytes) -> bytes:
+        """The release a delta's stream (``short_id``) makes; any other id unchanged. A device
+        asking for a delta is one more asker of its release (the sender's fresh hold)."""
         with self._lock:
-            for record in records:
+            return self._release_of.get(short_id, short_id)
+
+    def add(self, records: Iterable[ReleaseRecord]) -> None:
+        """Cache ``records``, and the chunk stream of each delta they offer."""
+        pairs = [(s, r.short_id) for r in records for s in (r, *r.delta_streams())]
+        with self._lock:
+            for record, release in pairs:
                 self._by_id[record.short_id] = record
+                if record.short_id != release:
+                    self._release_of[record.short_id] = release
 
     def cached(self, req: protocol.ChunkRequest) -> bool:
         """Whether the release ``req`` names is cached (so it can be served without the
@@ -49,7 +60,7 @@ class ReleaseCache:
             return record
         builds = self._releases.release_variants(self._fleet, name, version)
         self.add(builds)
-        for build in builds:
+        for build in (s for b in builds for s in (b, *b.delta_streams())):
             if build.short_id == short_id:
                 return build
         return builds[0] if builds else None

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import protocol
@@ -26,16 +27,47 @@ class ReleaseRecord:
     blob_path: str
     created: float
     variant: str = ""  # "" when the version has a single build
+    #: not a column: set on the record of a delta's chunk stream (``delta_streams``) only
+    stream: str = ""
 
     @property
     def release(self) -> str:
-        return f"{self.name}@{self.version}" + (f" ({self.variant})" if self.variant else "")
+        label = f"{self.name}@{self.version}" + (f" ({self.variant})" if self.variant else "")
+        return f"{label} {self.stream}" if self.stream else label
+
+    @property
+    def signed(self) -> protocol.Manifest:
+        """The manifest's body, as signed."""
+        envelope = Envelope.decode(self.manifest, protocol.DEFAULT_LIMITS.max_envelope_bytes)
+        return protocol.Manifest.decode(envelope.body)
 
     @property
     def model_kind(self) -> str:
         """The kind the signed manifest records (``tensors`` or ``text-embedding``)."""
-        envelope = Envelope.decode(self.manifest, protocol.DEFAULT_LIMITS.max_envelope_bytes)
-        return protocol.Manifest.decode(envelope.body).model_kind
+        return self.signed.model_kind
+
+    def delta_streams(self) -> list[ReleaseRecord]:
+        """A record for the chunk stream of each delta the manifest offers: served like a
+        release, from the blob ``SHA256.delta`` beside this release's blob."""
+        if self.stream:
+            return []
+        manifest = self.signed
+        streams = []
+        for ref in manifest.deltas:
+            stream = manifest.delta_stream(ref)
+            blob = Path(self.blob_path).parent / f"{ref.sha256.hex()}.delta"
+            streams.append(
+                replace(
+                    self,
+                    size=ref.size,
+                    sha256=ref.sha256.hex(),
+                    n_chunks=ref.n_chunks,
+                    release_id=stream.release_id,
+                    blob_path=str(blob),
+                    stream=stream.stream or "",
+                )
+            )
+        return streams
 
     @property
     def short_id(self) -> bytes:

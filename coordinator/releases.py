@@ -10,6 +10,7 @@ from pathlib import Path
 import protocol
 
 from .db import RELEASE_COLUMNS, Store
+from .delta_build import DEFAULT_DELTA_BASES
 from .errors import RegistryError
 from .keystore import ReleaseKeys
 from .release_build import (
@@ -47,12 +48,14 @@ class ReleaseStore(Store):
         acceptance: protocol.Acceptance | None = None,
         check: ModelCheck | None = None,
         profile: ProfileBuilder | None = None,
+        delta_bases: int = DEFAULT_DELTA_BASES,
     ) -> ReleaseRecord:
         """Hash, check, sign and store a release of ``model_path`` as ``name@version`` in
         ``fleet`` (see ``release_build.build_release``; ``check`` is the model check it runs,
         which tests replace to ship what only the devices' own check catches; None:
-        ``runtime.model_check.check_model``; ``profile``
-        makes the drift reference profile signed into the manifest)."""
+        ``runtime.model_check.check_model``; ``profile`` makes the drift reference profile
+        signed into the manifest), with deltas from the ``delta_bases`` newest earlier releases
+        of the same variant (``delta_build``)."""
         req = ReleaseRequest(
             model_path=Path(model_path),
             name=name,
@@ -69,17 +72,12 @@ class ReleaseStore(Store):
         if latest is not None and (version < latest or (version == latest and not variant)):
             raise RegistryError(_not_monotonic(req.release, fleet, latest))
         now = time.time() if now is None else now
-        record = build_release(req, self.blob_dir, keys, now, check=check, profile=profile)
-        self._insert_if_newest(record)
-        log.info(
-            "release %s added to fleet %s: %s model, %d bytes, %d chunks, sha256 %s",
-            req.release,
-            fleet,
-            record.model_kind,
-            record.size,
-            record.n_chunks,
-            record.sha256[:16],
+        bases = self.delta_bases(fleet, name, variant or "", version, delta_bases)
+        record = build_release(
+            req, self.blob_dir, keys, now, check=check, profile=profile, bases=bases
         )
+        self._insert_if_newest(record)
+        _log_added(record)
         return record
 
     def _insert_if_newest(self, record: ReleaseRecord) -> None:
@@ -104,6 +102,23 @@ class ReleaseStore(Store):
         if cursor.rowcount != 1:
             latest = self.latest_version(record.fleet, record.name)
             raise RegistryError(_not_monotonic(record.release, record.fleet, latest or 0))
+
+    def delta_bases(
+        self, fleet: str, name: str, variant: str, version: int, count: int
+    ) -> list[ReleaseRecord]:
+        """The ``count`` newest releases of ``name`` (``variant``) before ``version``."""
+        if count <= 0:
+            return []
+        with self._db.lock:
+            rows = list(
+                self._db.sql.table("releases").rows_where(
+                    "fleet = ? AND name = ? AND variant = ? AND version < ?",
+                    [fleet, name, variant, version],
+                    order_by="version DESC",
+                    limit=count,
+                )
+            )
+        return [ReleaseRecord.from_row(r) for r in rows]
 
     def latest_version(self, fleet: str, name: str) -> int | None:
         with self._db.lock:
@@ -152,4 +167,16 @@ def _not_monotonic(release: str, fleet: str, latest: int) -> str:
     return (
         f"cannot release {release} in fleet {fleet}: version {latest} already exists and "
         "versions must increase"
+    )
+
+
+def _log_added(record: ReleaseRecord) -> None:
+    log.info(
+        "release %s added to fleet %s: %s model, %d bytes, %d chunks, sha256 %s",
+        record.release,
+        record.fleet,
+        record.model_kind,
+        record.size,
+        record.n_chunks,
+        record.sha256[:16],
     )

@@ -44,6 +44,7 @@ def fleet_status(
     store = TelemetryStore(db_path)
     try:
         latest = store.latest_metrics(fleet) if shown else {}
+        updates = store.last_updates(fleet) if shown else {}
         health = store.health(fleet, since)
     finally:
         store.close()
@@ -52,6 +53,8 @@ def fleet_status(
     for row in shown:
         device = _device(row)
         device["metrics"] = latest.get(row["device_id"])
+        # what the device's latest update cost on the wire (telemetry_queries.last_updates)
+        device["last_update"] = updates.get(row["device_id"])
         scores = drift.get(row["device_id"], [])
         # the drift of each model version the device sent drift samples for (modelcast drift)
         device["drift"] = scores
@@ -290,10 +293,21 @@ def format_status(status: dict[str, Any], *, now: float | None = None) -> str:
     lines = [*header, *_table(rows)]
     if not devices:
         lines.append("(no device matches)" if filters else "(no device has reported yet)")
+    lines.extend(format_updates(devices))
     lines.append("")
     lines.extend(format_health(status))
     lines.extend(format_rollouts(status))
     return "\n".join(lines)
+
+
+def format_updates(devices: list[dict[str, Any]]) -> list[str]:
+    """What each device's last update cost (its ``verified`` event), when it said so."""
+    rows = [
+        (d["device_id"], f"{u['model']}@{u['version']}", u["cost"])
+        for d in devices
+        if (u := d.get("last_update")) is not None
+    ]
+    return ["", *_table([("DEVICE", "LAST-UPDATE", "COST"), *rows])] if rows else []
 
 
 def _device_cells(d: dict[str, Any], now: float) -> tuple[str, ...]:

@@ -40,6 +40,7 @@ from runtime.mqtt import Backoff, MqttSession, Will
 from .activator import Activator
 from .active import ActiveModels, AgentRecord
 from .config import EdgeConfig
+from .delta_updates import DeltaUpdates
 from .downloader import Downloader
 from .http_api import LocalEndpoint
 from .index_follower import DeviceTraits, IndexFollower
@@ -149,6 +150,7 @@ class EdgeAgent:
             wire=self.mqtt,
             slots=self.slots,
             reporter=self.reporter,
+            deltas=DeltaUpdates(self.device, self.data, self.actives, self.reporter),
         )
         self.activator = Activator(
             device=self.device,

@@ -51,11 +51,37 @@ class Reused:
     refused: int  # chunks whose local copy did not match the new manifest's hash
 
 
+#: what a download that reuses nothing (a delta's stream) starts with
+NOTHING_REUSED = Reused((), 0, (), 0)
+
+
 def reuse_from_disk(part: PartialDownload, manifest: Manifest, held: Iterable[int]) -> Reused:
     """``reuse_chunks`` from every other verified release of the model beside ``part``'s
     directory (``models/NAME/VERSION[/VARIANT]``)."""
-    model_dir = part.dir.parent if manifest.variant is None else part.dir.parent.parent
-    return reuse_chunks(part, manifest, held, find_sources(model_dir, part.dir, manifest))
+    sources = find_sources(_model_dir(part.dir, manifest), part.dir, manifest)
+    return reuse_chunks(part, manifest, held, sources)
+
+
+def bytes_to_fetch(directory: Path, manifest: Manifest) -> int:
+    """What downloading ``manifest``'s release whole into ``directory`` would fetch once the
+    chunks other verified releases on this device hold are reused (by their kept manifests:
+    an estimate, since a local copy that rotted is asked for after all). The edge compares it
+    with a delta's size (``DeltaUpdates.plan``)."""
+    local = {
+        s.manifest.chunk_hash(i)
+        for s in find_sources(_model_dir(directory, manifest), directory, manifest)
+        for i in range(s.manifest.n_chunks)
+    }
+    return sum(
+        manifest.chunk_length(i)
+        for i in range(manifest.n_chunks)
+        if manifest.chunk_hash(i) not in local
+    )
+
+
+def _model_dir(directory: Path, manifest: Manifest) -> Path:
+    """``models/NAME`` from a release's ``models/NAME/VERSION[/VARIANT]``."""
+    return directory.parent if manifest.variant is None else directory.parent.parent
 
 
 def find_sources(model_dir: Path, target: Path, manifest: Manifest) -> list[Source]:
@@ -81,11 +107,15 @@ def _release_dirs(model_dir: Path) -> Iterable[Path]:
     except OSError:
         return []
     found = []
-    for v in versions:
+    for v in versions:  # a delta's own download (``VERSION/.delta-HEX``) is not a release
         if (v / FINAL).is_file():
             found.append(v)
         try:
-            found.extend(d for d in v.iterdir() if d.is_dir() and (d / FINAL).is_file())
+            found.extend(
+                d
+                for d in v.iterdir()
+                if d.is_dir() and not d.name.startswith(".") and (d / FINAL).is_file()
+            )
         except OSError:
             continue
     return found

@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import collections
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 
 from protocol import (
     ChunkRequest,
     DigestMismatch,
     DownloadSession,
+    Manifest,
     Phase,
     ProtocolError,
     Target,
@@ -36,12 +38,13 @@ from protocol import (
     frame_release_id,
 )
 
-from .chunk_reuse import Reused, reuse_from_disk
+from .chunk_reuse import NOTHING_REUSED, bytes_to_fetch, reuse_from_disk
 from .config import EdgeConfig
+from .delta_updates import DeltaFailed, DeltaPlan, DeltaUpdates, megabytes
 from .errors import StorageError
 from .reporter import Reporter
 from .shared import Download, Slots, Verified, Wire
-from .storage import PartialDownload, release_dir, salvage_final, verified_file
+from .storage import FINAL, PART, PartialDownload, release_dir, salvage_final, verified_file
 
 log = logging.getLogger("modelcast.edge")
 
@@ -64,6 +67,7 @@ class Downloader:
         wire: Wire,
         slots: Slots,
         reporter: Reporter,
+        deltas: DeltaUpdates | None = None,
     ) -> None:
         self.device = config.device_id
         self._data = config.data_dir
@@ -75,6 +79,7 @@ class Downloader:
         self._wire = wire
         self._slots = slots
         self._reporter = reporter
+        self._deltas = deltas
         #: releases (id prefixes) this process downloaded or gave up, most recent last: their
         #: late resends are expected on the resend topic
         self._finished: collections.deque[bytes] = collections.deque(maxlen=FINISHED_REMEMBERED)
@@ -88,87 +93,56 @@ class Downloader:
 
     # --- starting --------------------------------------------------------------------------
     def begin(self, release: VerifiedManifest) -> Verified | None:
-        """Download ``release``, resuming from what is on disk; already verified on disk (a
-        restart between verification and activation): return it."""
+        """Download ``release`` (or a delta to it: ``delta_updates``), resuming from what is on
+        disk; already verified on disk (restarted before activating it): return it."""
         m = release.manifest
         directory = release_dir(self._data, m.name, m.version, m.variant)
         done = verified_file(directory, m)
         if done is not None:
             log.info("edge %s: %s already verified on disk, activating", self.device, m.release)
             return Verified(release, done)
+        # a delta only for a fresh start: a part file resumes, a corrupt file is repaired
+        started = any((directory / f).exists() for f in (FINAL, PART))
+        plan = None
+        if self._deltas is not None and not started and m.deltas:
+            # a delta only when smaller than what the whole release leaves to fetch after reuse
+            fetch_whole = bytes_to_fetch(directory, m)
+            plan = self._deltas.plan(release, fetch_whole=fetch_whole)
+        if plan is None:
+            return self._start(release, directory, None)
+        done = verified_file(plan.directory, plan.stream.manifest)
+        if done is not None:  # downloaded before a restart, not applied yet
+            return self._apply(plan, done)
+        return self._start(plan.stream, plan.directory, plan)
+
+    def _start(
+        self, release: VerifiedManifest, directory: Path, delta: DeltaPlan | None
+    ) -> Verified | None:
+        m = release.manifest
         try:
             repairing = salvage_final(directory)  # a model.onnx that failed: reuse its chunks
             part = PartialDownload(directory, m, release.envelope)
             held = part.recover()
-            reused = reuse_from_disk(part, m, held)
+            # a delta's chunks are nowhere else on the device: reuse is for whole releases
+            reused = reuse_from_disk(part, m, held) if delta is None else NOTHING_REUSED
         except StorageError as exc:
             self._storage_failed(exc, release=m.release)
-            self._start_over_later(release)
+            self._start_over_later(release if delta is None else delta.target)
             return None
         session = DownloadSession(release, held, reused=reused.indices, now=self._clock())
-        dl = Download(
-            release, part, session, self._topics.chunk_prefix(m.name, m.version, m.variant)
-        )
+        prefix = self._topics.chunk_prefix(m.name, m.version, m.variant, m.stream)
+        dl = Download(release, part, session, prefix, delta)
         self._slots.download = dl
         self._reporter.download_started()
         if reused.indices or reused.refused:
-            self._announce_reuse(release, reused)
-        if repairing:
-            self._announce_repair(release, len(held))
-        else:
-            self._announce(release, len(held))
+            self._reporter.announce_reuse(release, reused)
+        self._reporter.announce_download(dl, len(held), repairing=repairing)
         self._reporter.set_state(UpdateState.DOWNLOADING, reason=None)
         self._reporter.flush_state()  # the first report after a (re)start: how much was on disk
         if session.phase is Phase.COMPLETE:
             return self._complete(dl)
         self.pump()
         return None
-
-    def _announce(self, release: VerifiedManifest, held: int) -> None:
-        m = release.manifest
-        if held:
-            log.info(
-                "edge %s: resuming %s with %d/%d chunks already verified on disk",
-                self.device,
-                m.release,
-                held,
-                m.n_chunks,
-            )
-            self._reporter.event(
-                "resumed",
-                model=m.name,
-                version=m.version,
-                detail=f"{held}/{m.n_chunks} chunks on disk",
-            )
-        else:
-            log.info(
-                "edge %s: downloading %s (%d bytes, %d chunks)",
-                self.device,
-                m.release,
-                m.size,
-                m.n_chunks,
-            )
-            self._reporter.event("downloading", model=m.name, version=m.version)
-
-    def _announce_reuse(self, release: VerifiedManifest, reused: Reused) -> None:
-        m = release.manifest
-        detail = (
-            f"reused {reused.size} of {m.size} bytes ({len(reused.indices)} of {m.n_chunks} "
-            f"chunks) from {', '.join(reused.sources) or 'nothing'}"
-        )
-        if reused.refused:
-            detail += f"; {reused.refused} local chunks no longer matched and are asked for"
-        log.info("edge %s: %s: %s", self.device, m.release, detail)
-        self._reporter.event("reused", model=m.name, version=m.version, detail=detail)
-
-    def _announce_repair(self, release: VerifiedManifest, held: int) -> None:
-        m = release.manifest
-        detail = (
-            f"{m.n_chunks - held} of {m.n_chunks} chunks no longer match their hashes: "
-            "fetching them again"
-        )
-        log.warning("edge %s: repairing %s: %s", self.device, m.release, detail)
-        self._reporter.event("repairing", model=m.name, version=m.version, detail=detail)
 
     def _start_over_later(self, release: VerifiedManifest) -> None:
         """Await ``release`` again: once the back-off ends, the index follower chooses it anew
@@ -184,12 +158,8 @@ class Downloader:
             return
         plan = dl.session.plan(self.device, self._clock(), self._window)
         m = dl.release.manifest
-        self._wire.unsubscribe(
-            [self._topics.chunk_block(m.name, m.version, b, m.variant) for b in plan.unsubscribe]
-        )
-        self._wire.subscribe(
-            [self._topics.chunk_block(m.name, m.version, b, m.variant) for b in plan.subscribe]
-        )
+        self._wire.unsubscribe(self._blocks(m, plan.unsubscribe))
+        self._wire.subscribe(self._blocks(m, plan.subscribe))
         if plan.request is not None:
             self._send_request(plan.request)
 
@@ -229,12 +199,7 @@ class Downloader:
             len(request.indices()),
         )
         # re-subscribing is idempotent at the broker and repairs a subscription lost in a race
-        self._wire.subscribe(
-            [
-                self._topics.chunk_block(m.name, m.version, b, m.variant)
-                for b in sorted(dl.session.subscribed)
-            ]
-        )
+        self._wire.subscribe(self._blocks(m, sorted(dl.session.subscribed)))
         self._send_request(request)
 
     # --- chunks --------------------------------------------------------------------------
@@ -311,14 +276,25 @@ class Downloader:
             # never try the check again).
             self.drop(discard=False)
             self._storage_failed(exc, release=dl.label)
-            self._start_over_later(release)
+            self._start_over_later(dl.target)
             return None
         self._finished.append(release.id[:16])
         self._slots.download = None
         self._unsubscribe_blocks(dl)
+        if dl.delta is not None:
+            return self._apply(dl.delta, path)
         self._reporter.set_state(UpdateState.VERIFIED, reason=None, release=release)
-        self._reporter.event("verified", model=m.name, version=m.version)
+        whole = f"{megabytes(m.size)} (the whole release)"
+        self._reporter.event("verified", model=m.name, version=m.version, detail=whole)
         return Verified(release, path)
+
+    def _apply(self, plan: DeltaPlan, delta: Path) -> Verified | None:
+        """The delta is downloaded: make the release from it, or download the release whole."""
+        assert self._deltas is not None  # a plan comes from it
+        try:
+            return Verified(plan.target, self._deltas.apply(plan, delta))
+        except DeltaFailed:
+            return self.begin(plan.target)  # refused now: the whole release
 
     def drop(self, *, discard: bool) -> None:
         """Give up the download (``discard``: its part file too)."""
@@ -334,13 +310,10 @@ class Downloader:
         self._slots.download = None
 
     def _unsubscribe_blocks(self, dl: Download) -> None:
-        m = dl.release.manifest
-        self._wire.unsubscribe(
-            [
-                self._topics.chunk_block(m.name, m.version, b, m.variant)
-                for b in dl.session.subscribed
-            ]
-        )
+        self._wire.unsubscribe(self._blocks(dl.release.manifest, dl.session.subscribed))
+
+    def _blocks(self, m: Manifest, blocks: Iterable[int]) -> list[str]:  # a delta's: its own
+        return [self._topics.chunk_block(m.name, m.version, b, m.variant, m.stream) for b in blocks]
 
     def close(self) -> None:
         """At shutdown: make what was written durable, and close the part file."""
@@ -374,6 +347,16 @@ class Downloader:
             version=int(version) if version.isdigit() else None,
         )
 
+    def _give_up_delta(self, dl: Download) -> bool:
+        """A delta that stalled again without a chunk (``DeltaUpdates.stalled``): drop it and
+        await its release, which is now downloaded whole."""
+        assert self._deltas is not None and dl.delta is not None
+        if not self._deltas.stalled(dl.delta, dl.session.held_count):
+            return False
+        self.drop(discard=True)
+        self._start_over_later(dl.delta.target)
+        return True
+
     def tick(self, now: float) -> bool:
         """The periodic work of a download: resume after the back-off, repair a stall, sync.
         True when the back-off ended with a release to start over: choose targets again."""
@@ -384,6 +367,8 @@ class Downloader:
                 self.pump()
             timeout = max(self._stall_timeout, 4 * self._interval_ewma)
             if self._slots.connected and dl.session.stalled(now, timeout):
+                if dl.delta is not None and self._give_up_delta(dl):
+                    return True  # the release, whole
                 self._repair(dl)
             if now - self._synced_at >= self._sync_interval:
                 self._synced_at = now

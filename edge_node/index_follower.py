@@ -174,7 +174,7 @@ class IndexFollower:
             failed=self._record.failed,
             told=self._told,
             rollback_tried=self._rollback_tried,
-            download=None if dl is None else _ref(dl.release),
+            download=None if dl is None else _ref(dl.target),
             deferred=None if deferred is None else _ref(deferred.release),
             pending=self._slots.pending,
         )

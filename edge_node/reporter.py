@@ -34,6 +34,7 @@ from protocol import (
 from runtime import __version__
 
 from .active import ActiveModels
+from .chunk_reuse import Reused
 from .rejection_throttle import RejectionThrottle
 from .shared import Download, Slots, Wire
 
@@ -104,6 +105,50 @@ class Reporter:
 
     def download_started(self) -> None:
         self._logged_decile = -1
+
+    def announce_download(self, dl: Download, held: int, *, repairing: bool) -> None:
+        """A download (re)starts with ``held`` chunks on disk: its log line and event
+        (``downloading``, ``resumed``, or ``repairing`` a corrupt file)."""
+        m = dl.release.manifest
+        if repairing:
+            detail = (
+                f"{m.n_chunks - held} of {m.n_chunks} chunks no longer match their hashes: "
+                "fetching them again"
+            )
+            log.warning("edge %s: repairing %s: %s", self.device, dl.label, detail)
+            self.event("repairing", model=m.name, version=m.version, detail=detail)
+        elif held:
+            log.info(
+                "edge %s: resuming %s with %d/%d chunks already verified on disk",
+                self.device,
+                dl.label,
+                held,
+                m.n_chunks,
+            )
+            detail = f"{held}/{m.n_chunks} chunks on disk"
+            self.event("resumed", model=m.name, version=m.version, detail=detail)
+        else:
+            log.info(
+                "edge %s: downloading %s (%d bytes, %d chunks)",
+                self.device,
+                dl.label,
+                m.size,
+                m.n_chunks,
+            )
+            self.event("downloading", model=m.name, version=m.version)
+
+    def announce_reuse(self, release: VerifiedManifest, reused: Reused) -> None:
+        """Chunks of ``release`` copied from the device's own disk (``chunk_reuse``): its log
+        line and ``reused`` event, with how many local copies no longer matched."""
+        m = release.manifest
+        detail = (
+            f"reused {reused.size} of {m.size} bytes ({len(reused.indices)} of {m.n_chunks} "
+            f"chunks) from {', '.join(reused.sources) or 'nothing'}"
+        )
+        if reused.refused:
+            detail += f"; {reused.refused} local chunks no longer matched and are asked for"
+        log.info("edge %s: %s: %s", self.device, m.release, detail)
+        self.event("reused", model=m.name, version=m.version, detail=detail)
 
     def progress(self, dl: Download) -> None:
         """A chunk of ``dl`` was written: the state says so at its pace, the log every 10%.

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from protocol import DownloadSession, Target, VerifiedManifest
 
 from .storage import PartialDownload
+
+if TYPE_CHECKING:  # delta_updates reports through the reporter, which imports this module
+    from .delta_updates import DeltaPlan
 
 
 class Wire(Protocol):
@@ -39,9 +42,18 @@ class Download:
     part: PartialDownload
     session: DownloadSession
     chunk_prefix: str  # what the topic of each of its chunks starts with
+    #: set when ``release`` is the chunk stream of a delta to ``delta.target``
+    delta: DeltaPlan | None = None
+
+    @property
+    def target(self) -> VerifiedManifest:
+        """The release this download installs (the delta's target, for a delta)."""
+        return self.release if self.delta is None else self.delta.target
 
     @property
     def label(self) -> str:
+        if self.delta is not None:
+            return f"{self.release.manifest.release} (delta from v{self.delta.ref.base_version})"
         return self.release.manifest.release
 
 

@@ -269,6 +269,7 @@ def _wait_recorded(demo: _Demo, devices: list[str]) -> dict[str, Any]:
         return all(
             rows.get(d, {}).get("state") == "active"
             and rows[d].get("active", {}).get(demo.models.name) == 2
+            and (rows[d].get("last_update") or {}).get("version") == 2  # what it cost
             for d in devices
         )
 

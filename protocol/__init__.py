@@ -17,6 +17,8 @@ from .acceptance import Acceptance, Case, Tensor
 from .chunks import HEADER_SIZE, ChunkFrame, frame_release_id, verify_chunk
 from .commands import ALL_DEVICES, Command, open_command
 from .compression import CODEC_ZSTD, SUPPORTED_CODECS, compress_chunk, decompress_chunk
+from .delta import DeltaBaseMismatch, DeltaError, DeltaResultMismatch, apply_delta
+from .delta_ref import DeltaOf, DeltaRef
 from .download import DownloadSession, Phase, Plan, VerifiedChunk
 from .drift import DRIFT_KIND, DriftProfile, DriftSample, DriftThreshold
 from .envelope import KeyCertificate, TrustedRoot, certify, seal
@@ -77,6 +79,11 @@ __all__ = [
     "ChunkRequest",
     "Command",
     "ConfigEntry",
+    "DeltaBaseMismatch",
+    "DeltaError",
+    "DeltaOf",
+    "DeltaRef",
+    "DeltaResultMismatch",
     "DeploymentIndex",
     "DeviceEvent",
     "DeviceState",
@@ -118,6 +125,7 @@ __all__ = [
     "VerifiedChunk",
     "VerifiedManifest",
     "VerifyKey",
+    "apply_delta",
     "apply_revocations",
     "apply_rotation",
     "certify",

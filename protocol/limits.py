@@ -54,6 +54,17 @@ class Limits:
     max_acceptance_tensors: int = 16
     max_tensor_rank: int = 8
 
+    # --- deltas (protocol/delta.py) ---------------------------------------------------------
+    #: deltas one manifest offers (one per base release)
+    max_deltas: int = 4
+    #: a delta's header (its dictionary ranges are most of it)
+    max_delta_header_bytes: int = 1 * MIB
+    #: the non-tensor bytes of a model (graph, metadata) a delta carries whole, and the base's
+    #: that serve as their dictionary: both are held in memory while a delta is applied
+    max_delta_rest_bytes: int = 16 * MIB
+    #: one XOR or literal record: what applying holds in memory at once (a few times this)
+    max_delta_segment_bytes: int = 4 * MIB
+
     # --- text models (the file's metadata) ------------------------------------------------
     max_tokenizer_bytes: int = 32 * MIB
     max_text_tokens: int = 8192

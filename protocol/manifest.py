@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .acceptance import Acceptance
 from .codec import (
@@ -16,6 +16,7 @@ from .codec import (
     pack,
     unpack_map,
 )
+from .delta_ref import DeltaOf, DeltaRef
 from .drift import DriftProfile
 from .envelope import KeyCertificate, TrustedRoot, seal
 from .errors import ExpiredError, MalformedMessage, OversizedMessage
@@ -59,6 +60,10 @@ class Manifest:
     #: the reference profile edges compare their inputs with (protocol/drift.py); None: no
     #: drift figures for this release
     drift: DriftProfile | None = None
+    #: deltas from earlier releases an edge holding one of them may download instead
+    deltas: tuple[DeltaRef, ...] = ()
+    #: set on the stream of one delta only (``delta_stream``), never on a signed manifest
+    delta_of: DeltaOf | None = None
 
     @property
     def n_chunks(self) -> int:
@@ -107,7 +112,10 @@ class Manifest:
             self.chunks,
         ]
         # Optional fields join, named, only when set: releases without them keep their ids.
+        # Not the deltas offered: they do not change the release's bytes, and an edge that
+        # predates them ignores the field and must compute the same id.
         extra = self._optional_fields()
+        extra.pop("deltas", None)
         if extra:
             fields.append(extra)
         return hashlib.sha256(pack(fields)).digest()
@@ -123,7 +131,30 @@ class Manifest:
             extra["acceptance"] = self.acceptance.to_dict()
         if self.drift is not None:
             extra["drift"] = self.drift.to_dict()
+        if self.deltas:
+            extra["deltas"] = [d.to_dict() for d in self.deltas]
+        if self.delta_of is not None:
+            extra["delta_of"] = self.delta_of.to_dict()
         return extra
+
+    def delta_stream(self, ref: DeltaRef) -> Manifest:
+        """The chunk stream of ``ref`` (one of ``deltas``): chunked, requested, verified and
+        resumed like a release, under an id of its own (its chunk topics: ``stream``)."""
+        return replace(
+            self,
+            size=ref.size,
+            sha256=ref.sha256,
+            chunks=ref.chunks,
+            acceptance=None,
+            drift=None,
+            deltas=(),
+            delta_of=DeltaOf(target=self.release_id, base=ref.base),
+        )
+
+    @property
+    def stream(self) -> str | None:
+        """The chunk topic level of a delta's stream (None: the release's own chunks)."""
+        return None if self.delta_of is None else f"~delta-{self.delta_of.base[:8].hex()}"
 
     def encode(self) -> bytes:
         optional_fields = self._optional_fields()
@@ -180,6 +211,10 @@ class Manifest:
             drift=None
             if obj.get("drift") is None
             else DriftProfile.from_dict(obj["drift"], limits),
+            deltas=_deltas(obj.get("deltas"), what, limits),
+            delta_of=(
+                None if obj.get("delta_of") is None else DeltaOf.from_dict(obj["delta_of"], what)
+            ),
         )
         m.check(limits)
         return m
@@ -222,9 +257,23 @@ class Manifest:
             self.acceptance.check(limits)
         if self.drift is not None:
             self.drift.check(limits)
+        if len(self.deltas) > limits.max_deltas:
+            raise OversizedMessage(f"{what}: {len(self.deltas)} deltas exceeds {limits.max_deltas}")
+        for ref in self.deltas:
+            ref.check(self.chunk_size, what, limits)
 
     def sign(self, key: SigningKey, cert: bytes) -> bytes:
         return seal(KIND_MANIFEST, self.encode(), key, cert)
+
+
+def _deltas(raw: object, what: str, limits: Limits) -> tuple[DeltaRef, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise MalformedMessage(f"{what}: deltas must be a list")
+    if len(raw) > limits.max_deltas:
+        raise OversizedMessage(f"{what}: {len(raw)} deltas exceeds {limits.max_deltas}")
+    return tuple(DeltaRef.from_dict(d, what, limits) for d in raw)
 
 
 @dataclass(frozen=True)

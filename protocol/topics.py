@@ -58,14 +58,26 @@ class Topics:
         """Signed commands for every device of the fleet."""
         return f"{self.base}/commands"
 
-    def chunk_block(self, name: str, version: int, block: int, variant: str | None = None) -> str:
-        """Chunks of one block of a release, published once and fanned out by the broker."""
-        return f"{self.chunk_prefix(name, version, variant)}{int(block)}"
+    def chunk_block(
+        self,
+        name: str,
+        version: int,
+        block: int,
+        variant: str | None = None,
+        stream: str | None = None,
+    ) -> str:
+        """Chunks of one block of a release, published once and fanned out by the broker.
+        ``stream``: of a delta to that release (``Manifest.stream``) instead."""
+        return f"{self.chunk_prefix(name, version, variant, stream)}{int(block)}"
 
-    def chunk_prefix(self, name: str, version: int, variant: str | None = None) -> str:
-        """What every chunk topic of one release (variant) starts with."""
+    def chunk_prefix(
+        self, name: str, version: int, variant: str | None = None, stream: str | None = None
+    ) -> str:
+        """What every chunk topic of one release (variant), or of a delta to it, starts with."""
         topic = f"{self.base}/chunks/{check_name(name)}/{int(version)}/"
-        return f"{topic}{check_name(variant, 'variant')}/" if variant else topic
+        if variant:
+            topic = f"{topic}{check_name(variant, 'variant')}/"
+        return f"{topic}{_check_stream(stream)}/" if stream else topic
 
     def resend(self, device: str) -> str:
         """Chunks published again for this one device (any release: frames carry the release
@@ -121,3 +133,12 @@ class Topics:
             return None
         device_id = topic[len(prefix) :].split("/", 1)[0]
         return device_id if is_valid_name(device_id) else None
+
+
+def _check_stream(stream: str) -> str:
+    """A delta stream's topic level: ``~delta-`` and 16 hex digits (never a valid name, so it
+    never meets a variant's level)."""
+    tail = stream.removeprefix("~delta-")
+    if len(tail) != 16 or tail.strip("0123456789abcdef"):
+        raise ValueError(f"{stream!r} is not a delta stream")
+    return stream

@@ -107,3 +107,28 @@ def make_slow_model(path: Path, *, inputs: int = 16, width: int = 256, matmuls: 
     )
     model.ir_version = 8
     return _save(model, path)
+
+
+def perturb_model(
+    src: Path,
+    dst: Path,
+    *,
+    tensors: set[str] | None = None,
+    noise: float = 1e-3,
+    seed: int = 1,
+    doc: str | None = None,
+) -> Path:
+    """A new version of the model at ``src``: each float initializer in ``tensors`` (all, if
+    None) times ``1 + noise * N(0, 1)``, as training moves weights; the rest unchanged. ``doc``
+    replaces the model's doc string (a new release of identical weights)."""
+    model = onnx.load(str(src))
+    rng = np.random.default_rng(seed)
+    for i, init in enumerate(model.graph.initializer):
+        if (tensors is not None and init.name not in tensors) or init.data_type != 1:
+            continue
+        a = numpy_helper.to_array(init)
+        moved = (a * (1 + noise * rng.standard_normal(a.shape))).astype(np.float32)
+        model.graph.initializer[i].CopyFrom(numpy_helper.from_array(moved, init.name))
+    if doc is not None:
+        model.doc_string = doc
+    return _save(model, dst)

@@ -51,6 +51,14 @@ def add_commands(sub: Subcommands) -> None:
         f"is signed; '{KIND_FILE}' ships any file as it is: delivered, verified and activated "
         "like a model, never loaded or run (edges before this kind refuse the release)",
     )
+    rel.add_argument(
+        "--delta-bases",
+        type=int,
+        default=2,
+        metavar="N",
+        help="offer deltas from the N newest earlier releases of this model and variant (edges "
+        "holding one download only what changed; 0: none; docs/PROTOCOL.md 'Deltas')",
+    )
     add_flags(rel, "db", "keys", "fleet")
     rel.set_defaults(func=cmd_release)
 
@@ -115,13 +123,16 @@ def cmd_release(args: argparse.Namespace) -> int:
         variant=args.variant,
         acceptance=load_vectors(args.acceptance, args.tolerance) if args.acceptance else None,
         profile=profile,
+        delta_bases=max(0, args.delta_bases),
     )
     kind = record.model_kind
+    deltas = [f"{d.size} bytes from v{d.base_version}" for d in record.signed.deltas]
     print(
         f"released {record.release} ({kind if kind == KIND_FILE else f'{kind} model'}, "
         f"{record.size} bytes, {record.n_chunks} "
-        f"chunks, sha256 {record.sha256[:16]}...) in fleet {args.fleet}; "
-        f"'modelcast deploy {record.name}@{record.version}' to roll it out"
+        f"chunks, sha256 {record.sha256[:16]}...) in fleet {args.fleet}"
+        + (f", with deltas of {', '.join(deltas)}" if deltas else "")
+        + f"; 'modelcast deploy {record.name}@{record.version}' to roll it out"
     )
     if profile is not None and profile.built is not None:
         print(describe(profile.built))

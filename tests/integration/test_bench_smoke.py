@@ -72,3 +72,27 @@ def test_quick_fleet_writes_every_figure_of_a_small_fleet(tmp_path: Path) -> Non
         assert set(r["timeline_s"]) == {"began", "first_chunk", "verified"}
     assert delivery["stage"]["selected"] == delivery["stage"]["hash_expected"]
     assert "fleet_idle_10k_status_ms" not in doc  # full run only
+
+
+@pytest.mark.timeout(300)
+def test_updates_figure_measures_each_kind_of_new_version(tmp_path: Path) -> None:
+    """The update figures on the real MiniLM: bytes, not speed (the byte counts are fixed by
+    the seeds; only the apply ratio and the RSS depend on the machine)."""
+    from modelcast.textmodels.sources import minilm_available
+
+    if find_mosquitto() is None or not minilm_available():
+        pytest.skip("needs the mosquitto binary and the MiniLM weights (make setup)")
+    out = tmp_path / "bench.json"
+    args = [sys.executable, "-m", "bench", "--quick", "--only", "updates", "--json", str(out)]
+    proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=280)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = json.loads(out.read_text())
+    assert doc["errors"] == {}
+    # the whole model, nothing to start from: its chunks compressed on the wire
+    assert 0.5 < doc["update_bytes_first"] <= 1.0
+    assert doc["update_bytes_same"] <= 0.02
+    assert doc["update_bytes_head"] <= 0.05
+    assert doc["update_bytes_full"] <= 0.65
+    assert doc["update_apply_ratio"] > 0 and doc["update_apply_rss_growth_mb"] > 0
+    kinds = [v["key"] for v in doc["details"]["updates"]["versions"]]
+    assert kinds == [f"update_bytes_{k}" for k in ("first", "same", "head", "full")]

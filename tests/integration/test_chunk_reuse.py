@@ -1,6 +1,7 @@
 """Chunk reuse end to end (issue 15): an edge that holds m@1 gets m@2 by copying the chunks the
 two share from its own disk; the coordinator publishes only the others. Real Mosquitto, the real
-coordinator, the edge as a real process."""
+coordinator, the edge as a real process. Released without deltas (``delta_bases=0``): a delta
+may well be smaller here, and the edge would rightly choose it (test_delta_delivery.py)."""
 
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ def test_a_new_version_travels_as_the_chunks_that_changed(env: Env) -> None:
     env.watch.wait_active(edge.device, "m", 1)
     before = coordinator.chunks_published
 
-    release_and_deploy(env.registry, env.keys, m2, "m", 2, env.fleet)
+    release_and_deploy(env.registry, env.keys, m2, "m", 2, env.fleet, delta_bases=0)
     final = env.watch.wait_active(edge.device, "m", 2)
     assert sha256_file(edge.model_path("m", 2)) == sha256_file(m2)
     old, new = chunk_hashes(env, "m", 1), chunk_hashes(env, "m", 2)
@@ -62,7 +63,7 @@ def test_a_new_version_travels_as_the_chunks_that_changed(env: Env) -> None:
 
     # the same bytes again, as a new release: nothing travels
     before = coordinator.chunks_published
-    release_and_deploy(env.registry, env.keys, m2, "m", 3, env.fleet)
+    release_and_deploy(env.registry, env.keys, m2, "m", 3, env.fleet, delta_bases=0)
     env.watch.wait_active(edge.device, "m", 3)
     assert coordinator.chunks_published == before
     assert sha256_file(edge.model_path("m", 3)) == sha256_file(m2)

@@ -6,9 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from coordinator.delta_build import DEFAULT_DELTA_BASES
 from coordinator.keystore import ReleaseKeys, init_keys, load_release_keys
 from coordinator.registry import Registry
-from protocol import Acceptance
+from protocol import DEFAULT_CHUNK_SIZE, Acceptance
 from testkit.cli_process import REPO
 
 __all__ = ["REPO", "Keys", "devices_check_only", "make_keys", "release_and_deploy"]
@@ -50,9 +51,17 @@ def release_and_deploy(
     version: int,
     fleet: str,
     chunk_size: int | None = None,
+    delta_bases: int | None = None,
 ) -> None:
-    kwargs = {"chunk_size": chunk_size} if chunk_size else {}
+    """Release ``model`` as ``name@version`` and deploy it (``chunk_size``, ``delta_bases``:
+    the registry's defaults unless given)."""
     registry.add_release(
-        model, name=name, version=version, keys=keys.release, fleet=fleet, **kwargs
+        model,
+        name=name,
+        version=version,
+        keys=keys.release,
+        fleet=fleet,
+        chunk_size=chunk_size or DEFAULT_CHUNK_SIZE,
+        delta_bases=DEFAULT_DELTA_BASES if delta_bases is None else delta_bases,
     )
     registry.deploy(name, version, fleet=fleet)

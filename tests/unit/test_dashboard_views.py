@@ -146,3 +146,30 @@ def test_stage_counts_and_who_runs_each_release() -> None:
     ]
     rows = release_rows(releases, devices, {"aa": 25})
     assert [(r["devices"], r["published"]) for r in rows] == [(2, 25), (0, 0), (1, 0)]
+    assert [r["updates"] for r in rows] == [[], [], []]  # no device said what it cost
+
+
+def test_what_each_update_cost_is_listed_under_the_release_it_made() -> None:
+    releases = [
+        {"model": "m", "version": 2, "variant": "", "release_id": "aa", "size": 10},
+        {"model": "m", "version": 1, "variant": "", "release_id": "bb", "size": 10},
+    ]
+    delta, whole = "5.0 KB of 86.6 MB (delta from m@1)", "86.6 MB (the whole release)"
+    devices = [
+        {
+            **device("a", active={"m": 2}),
+            "last_update": {"model": "m", "version": 2, "cost": delta},
+        },
+        {
+            **device("b", active={"m": 2}),
+            "last_update": {"model": "m", "version": 2, "cost": delta},
+        },
+        {
+            **device("c", active={"m": 2}),
+            "last_update": {"model": "m", "version": 2, "cost": whole},
+        },
+        {**device("d", active={"m": 1}), "last_update": None},
+    ]
+    rows = release_rows(releases, devices, {})
+    assert rows[0]["updates"] == [{"cost": delta, "devices": 2}, {"cost": whole, "devices": 1}]
+    assert rows[1]["updates"] == []

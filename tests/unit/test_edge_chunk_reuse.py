@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edge_node.chunk_reuse import find_sources
+from edge_node.chunk_reuse import bytes_to_fetch, find_sources
 from edge_node.storage import FINAL, MANIFEST, release_dir
 from protocol import ChunkRequest, DownloadSession, UpdateState, VerifiedManifest
 from tests.support.edge_fakes import CHUNK, DEVICE, TOPICS, frame, pieces, release
@@ -96,3 +96,29 @@ def test_the_session_counts_reused_chunks_as_held_and_apart() -> None:
     assert session.bytes_reused == CHUNK + rel.manifest.chunk_length(7)
     plan = session.plan(DEVICE, 0.0, 8)
     assert plan.request is not None and plan.request.indices() == [2, 3, 4, 5, 6]
+
+
+def test_what_a_whole_download_would_fetch_counts_only_chunks_held_nowhere(
+    tmp_path: Path,
+) -> None:
+    """The figure the edge weighs a delta against (``DeltaUpdates.plan(fetch_whole=...)``)."""
+    data = tmp_path / "data"
+    new = release(version=2, chunks=NEW)
+    target = release_dir(data, "m", 2)
+    assert bytes_to_fetch(target, new.manifest) == new.manifest.size  # nothing on disk
+    install(data, release(version=1, chunks=OLD), OLD)
+    assert bytes_to_fetch(target, new.manifest) == CHUNK + len(NEW[7])  # chunks 6 and 7
+
+
+def test_a_deltas_own_download_is_no_source(tmp_path: Path) -> None:
+    """``VERSION/.delta-HEX`` keeps the target's manifest beside the delta's bytes: counted as a
+    source, every chunk of the target would look local and the delta never be chosen."""
+    data = tmp_path / "data"
+    new = release(version=2, chunks=NEW)
+    target = release_dir(data, "m", 2)
+    stream = target / ".delta-0011223344556677"
+    stream.mkdir(parents=True)
+    (stream / MANIFEST).write_bytes(new.envelope)
+    (stream / FINAL).write_bytes(b"the delta's bytes")
+    assert find_sources(data / "models" / "m", target, new.manifest) == []
+    assert bytes_to_fetch(target, new.manifest) == new.manifest.size

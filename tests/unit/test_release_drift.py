@@ -3,7 +3,6 @@ the manifest; what cannot make one is refused and stores nothing."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +10,7 @@ import pytest
 
 import protocol
 from coordinator.errors import RegistryError
-from coordinator.keystore import ReleaseKeys, init_keys, load_release_keys
+from coordinator.keystore import ReleaseKeys, init_keys
 from coordinator.registry import Registry
 from modelcast.cli import EXIT_FAILED, main
 from protocol.envelope import Envelope
@@ -19,19 +18,6 @@ from protocol.textmodel import KIND_FILE, KIND_TENSORS
 from runtime.drift_profile import fit_profile
 from testkit.synthetic_models import make_model
 from tests.unit.test_drift import cloud
-
-
-@pytest.fixture
-def keys(tmp_path: Path) -> ReleaseKeys:
-    init_keys(tmp_path / "keys")
-    return load_release_keys(tmp_path / "keys")
-
-
-@pytest.fixture
-def registry(tmp_path: Path) -> Iterator[Registry]:
-    reg = Registry(tmp_path / "coord.db")
-    yield reg
-    reg.close()
 
 
 def test_the_profile_is_built_from_the_staged_copy_and_signed(

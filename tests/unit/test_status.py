@@ -197,3 +197,40 @@ def test_status_reads_the_kind_of_a_deployed_release(tmp_path: Path) -> None:
     registry.deploy("m", 1, fleet="f")
     registry.close()
     assert fleet_status(db, "f")["kinds"] == {"m": "tensors"}
+
+
+def test_status_says_what_each_device_s_last_update_cost(tmp_path: Path) -> None:
+    db = tmp_path / "registry.db"
+    registry = Registry(db)
+    for device in ("edge-1", "edge-2", "edge-3"):
+        registry.record_status("default", protocol.DeviceStatus(device, online=True), seen=1.0)
+    registry.close()
+    store = TelemetryStore(db)
+    said = [
+        ("edge-1", 1, "86.6 MB (the whole release)", 10.0),
+        ("edge-1", 2, "5.0 KB of 86.6 MB (delta from m@1)", 20.0),
+        ("edge-2", 2, "86.6 MB (the whole release)", 15.0),
+        ("edge-3", 2, None, 15.0),  # an edge too old to say
+    ]
+    for seq, (device, version, detail, ts) in enumerate(said):
+        event = protocol.DeviceEvent(
+            device, "verified", ts, boot="b", seq=seq, model="m", version=version, detail=detail
+        )
+        store.add_event("default", event, received_at=ts)
+    store.flush()
+    store.close()
+
+    status = fleet_status(db)
+    updates = {d["device_id"]: d["last_update"] for d in status["devices"]}
+    assert updates == {
+        "edge-1": {"model": "m", "version": 2, "cost": "5.0 KB of 86.6 MB (delta from m@1)"},
+        "edge-2": {"model": "m", "version": 2, "cost": "86.6 MB (the whole release)"},
+        "edge-3": None,
+    }
+    lines = format_status(status, now=30.0).splitlines()
+    first = lines.index("DEVICE  LAST-UPDATE  COST")
+    assert lines[first + 1 : first + 3] == [
+        "edge-1  m@2          5.0 KB of 86.6 MB (delta from m@1)",
+        "edge-2  m@2          86.6 MB (the whole release)",
+    ]
+    assert lines[first + 3] == ""  # edge-3 said nothing: no row
