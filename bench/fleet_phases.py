@@ -164,12 +164,7 @@ def delivery_phase(rig: Rig, size: int) -> dict[str, Any]:
             stage = rollout_stage(rig, registry, sim, fleet, version=ROUNDS + 1)
             status = status_ms(b.workdir / f"{fleet}.db", fleet)
             dashboard = dashboard_fleet_ms(b.workdir / f"{fleet}.db", fleet, rig.url)
-            rss = {
-                "coordinator_process_mb": rss_mb([os.getpid()]),
-                "harness_before_coordinator_mb": round(harness_kb / 1024, 1),
-                "broker_mb": rss_mb([rig.broker_pid]),
-                "simulator_mb": rss_mb(sim.pids),
-            }
+            rss = rss_at_n(rig, sim, harness_kb)
     finally:
         service.stop()
         registry.close()
@@ -191,6 +186,16 @@ def delivery_phase(rig: Rig, size: int) -> dict[str, Any]:
         "status_ms": status,
         "dashboard": dashboard,
         "rss": rss,
+    }
+
+
+def rss_at_n(rig: Rig, sim: SimulatedFleet, harness_kb: int) -> dict[str, float]:
+    """The RSS of every process at N devices (the coordinator runs in this process)."""
+    return {
+        "coordinator_process_mb": rss_mb([os.getpid()]),
+        "harness_before_coordinator_mb": round(harness_kb / 1024, 1),
+        "broker_mb": rss_mb([rig.broker_pid]),
+        "simulator_mb": rss_mb(sim.pids),
     }
 
 
