@@ -31,6 +31,14 @@ from tests.support.edge_fakes import CHUNK, Clock, frame, pieces, release
 from tests.unit.test_simulate_device import TOPICS, Sim, Wire, target
 
 
+def cached(rel: VerifiedManifest) -> tuple[VerifiedChunks, ReleaseBytes]:
+    """A process's cache, and ``rel``'s place in it for one device."""
+    cache = VerifiedChunks()
+    entry = cache.acquire(rel)
+    assert entry is not None
+    return cache, entry
+
+
 def check(entry: ReleaseBytes, rel: VerifiedManifest, raw: bytes) -> memoryview:
     return entry.verify(rel.manifest, rel.id, ChunkFrame.decode(raw))
 
@@ -38,9 +46,7 @@ def check(entry: ReleaseBytes, rel: VerifiedManifest, raw: bytes) -> memoryview:
 def test_equal_bytes_are_compared_not_hashed_and_share_one_copy() -> None:
     chunks = pieces(3)
     rel = release(chunks=chunks)
-    cache = VerifiedChunks()
-    entry = cache.acquire(rel)
-    assert entry is not None
+    cache, entry = cached(rel)
     first = check(entry, rel, frame(rel, 1, chunks))
     again = check(entry, rel, bytes(bytearray(frame(rel, 1, chunks))))  # another message
     assert again is first and first.tobytes() == chunks[1]
@@ -58,8 +64,7 @@ def test_equal_bytes_are_compared_not_hashed_and_share_one_copy() -> None:
 def test_a_tampered_chunk_is_refused_after_the_good_one_was_cached(tamper: object) -> None:
     chunks = pieces(3)
     rel = release(chunks=chunks)
-    entry = VerifiedChunks().acquire(rel)
-    assert entry is not None
+    _, entry = cached(rel)
     check(entry, rel, frame(rel, 0, chunks))
     bad = ChunkFrame.encode(0, rel.id, tamper(chunks[0]))  # type: ignore[operator]
     with pytest.raises(ChunkRejected) as err:
@@ -71,8 +76,7 @@ def test_a_tampered_chunk_is_refused_after_the_good_one_was_cached(tamper: objec
 def test_a_refused_chunk_is_never_cached() -> None:
     chunks = pieces(2)
     rel = release(chunks=chunks)
-    entry = VerifiedChunks().acquire(rel)
-    assert entry is not None
+    _, entry = cached(rel)
     with pytest.raises(ChunkRejected):
         check(entry, rel, ChunkFrame.encode(0, rel.id, b"x" * CHUNK))
     assert entry.chunks[0] is None
@@ -82,8 +86,7 @@ def test_a_refused_chunk_is_never_cached() -> None:
 def test_the_header_is_checked_before_any_comparison() -> None:
     chunks = pieces(2)
     rel, other = release(chunks=chunks), release(version=9, chunks=chunks)
-    entry = VerifiedChunks().acquire(rel)
-    assert entry is not None
+    _, entry = cached(rel)
     check(entry, rel, frame(rel, 0, chunks))
     with pytest.raises(ChunkRejected) as err:
         check(entry, rel, ChunkFrame.encode(0, other.id, chunks[0]))
@@ -96,9 +99,7 @@ def test_the_header_is_checked_before_any_comparison() -> None:
 def test_a_compressed_chunk_is_compared_after_its_capped_decompression() -> None:
     chunks = [bytes(CHUNK), bytes(range(256)) * 4]  # compressible
     rel = release(chunks=chunks)
-    cache = VerifiedChunks()
-    entry = cache.acquire(rel)
-    assert entry is not None
+    cache, entry = cached(rel)
     packed = compress_chunk(chunks[0])
     assert packed is not None
     plain = check(entry, rel, frame(rel, 0, chunks))
@@ -141,9 +142,7 @@ def sink_with_all(entry: ReleaseBytes, rel: VerifiedManifest, chunks: list[bytes
 def test_the_whole_file_sha256_is_computed_once_per_release_and_process() -> None:
     chunks = pieces(5)
     rel = release(chunks=chunks)
-    cache = VerifiedChunks()
-    entry = cache.acquire(rel)
-    assert entry is not None
+    cache, entry = cached(rel)
     for _ in range(3):
         sink_with_all(entry, rel, chunks)
     assert entry.file_sha256 == rel.manifest.sha256 == hashlib.sha256(b"".join(chunks)).digest()
@@ -156,8 +155,7 @@ def test_chunks_that_agree_with_the_manifest_but_not_its_file_hash_are_still_ref
     good = release(chunks=chunks).manifest
     lying = replace(good, sha256=hashlib.sha256(b"another file").digest())
     rel = open_manifest(TRUST, Manifest.sign(lying, RELEASE, CERT), now=NOW, fleet="default")
-    entry = VerifiedChunks().acquire(rel)
-    assert entry is not None
+    _, entry = cached(rel)
     for _ in range(2):  # computed once, refused each time
         with pytest.raises(DigestMismatch):
             sink_with_all(entry, rel, chunks)
@@ -166,9 +164,7 @@ def test_chunks_that_agree_with_the_manifest_but_not_its_file_hash_are_still_ref
 def test_a_sink_with_bytes_of_its_own_hashes_them() -> None:
     chunks = pieces(3)
     rel = release(chunks=chunks)
-    cache = VerifiedChunks()
-    entry = cache.acquire(rel)
-    assert entry is not None
+    cache, entry = cached(rel)
     sink = SharedSink(rel.manifest, entry)
     session = DownloadSession(rel)  # verified elsewhere: not the cache's objects
     for i in range(3):
