@@ -19,6 +19,10 @@
   of the coordinator (a ``modelcast coordinator`` process), the simulator and the broker, and
   ``modelcast status`` at that size.
 
+The simulator hashes each release's bytes once per process and compares later devices' bytes
+with them (``modelcast simulate``'s default, docs/SCALE.md); ``MODELCAST_BENCH_FLEET_VERIFY_EACH=1``
+makes every simulated device hash everything, as real edges do each on its own CPU.
+
 See docs/SCALE.md for the figures and what breaks first beyond them.
 """
 
@@ -39,6 +43,14 @@ DEVICES = 1000
 IDLE_DEVICES = 10_000
 #: overrides DEVICES (and IDLE_DEVICES, ten times it), e.g. for a smoke test or a push to the limit
 DEVICES_ENV = "MODELCAST_BENCH_FLEET_DEVICES"
+#: set (to anything but 0): every simulated device hashes every chunk and its whole file, as a
+#: real edge does on its own CPU; unset, each simulator process hashes a release's bytes once
+#: and compares later devices' bytes with them (``modelcast simulate --verify-each``)
+VERIFY_EACH_ENV = "MODELCAST_BENCH_FLEET_VERIFY_EACH"
+
+
+def verify_each() -> bool:
+    return os.environ.get(VERIFY_EACH_ENV, "") not in ("", "0")
 
 
 def devices() -> int:
@@ -59,19 +71,20 @@ def processes() -> int:
 
 def run(b: Bench) -> dict[str, Any]:
     size = b.size(2, 8)
-    n, p = devices(), processes()
+    n, p, each = devices(), processes(), verify_each()
     raise_soft_limit()  # the broker, started below, inherits it: one descriptor per client
-    b.progress(f"fleet: {n} devices on {p} processes, {size / MB:.0f} MB releases")
+    mode = "every device hashes" if each else "hashed once per simulator process"
+    b.progress(f"fleet: {n} devices on {p} processes, {size / MB:.0f} MB releases, {mode}")
     with LocalBroker(extra_conf=LARGE_CONF.read_text(), workdir=b.dir("broker-fleet")) as broker:
         assert broker.pid is not None
-        rig = Rig(b, broker.url, broker.pid, n, p)
+        rig = Rig(b, broker.url, broker.pid, n, p, each)
         delivery = delivery_phase(rig, size)
         telemetry = telemetry_phase(rig, b.pick(20.0, 60.0))
     idle = None
     if not b.quick:  # on a broker of its own: its memory is the idle fleet's, not a delivery's
         with LocalBroker(extra_conf=LARGE_CONF.read_text(), workdir=b.dir("broker-idle")) as broker:
             assert broker.pid is not None
-            rig = Rig(b, broker.url, broker.pid, n, p)
+            rig = Rig(b, broker.url, broker.pid, n, p, each)
             idle = idle_phase(rig, IDLE_DEVICES if n == DEVICES else 10 * n, 60.0)
     status = delivery["status_ms"]
     out: dict[str, Any] = {
@@ -98,6 +111,7 @@ def run(b: Bench) -> dict[str, Any]:
         "devices": n,
         "processes": p,
         "broker_profile": "broker_config/large.conf",
+        "verification": mode,
         "delivery": delivery,
         "telemetry": telemetry,
         "idle": idle,

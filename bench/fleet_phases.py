@@ -62,6 +62,8 @@ class Rig:
     broker_pid: int
     devices: int
     processes: int
+    #: every simulated device hashes its bytes (``--verify-each``), not once per process
+    verify_each: bool = False
 
     def config(self, fleet: str, *, telemetry_interval: float, devices: int = 0) -> SimConfig:
         return SimConfig(
@@ -72,6 +74,7 @@ class Rig:
             processes=self.processes,
             telemetry_interval=telemetry_interval,
             connect_rate=CONNECT_RATE,
+            verify_each=self.verify_each,
         )
 
 

@@ -14,14 +14,14 @@ already holds mostly do not.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
 from .chunks import ChunkFrame, verify_chunk
 from .compression import SUPPORTED_CODECS
 from .errors import DigestMismatch, SequenceError
-from .manifest import VerifiedManifest
+from .manifest import Manifest, VerifiedManifest
 from .messages import ChunkRequest
 from .ranges import to_ranges
 
@@ -32,6 +32,10 @@ from .ranges import to_ranges
 #: stored once). Measured with ``python -m bench`` (fanout, 20 edges): 2 windows published
 #: 1.7-1.9 times the model, 8 windows 1.2-1.3 times.
 LOOKAHEAD_WINDOWS = 8
+
+#: checks a chunk frame against the manifest and returns its bytes (``chunks.verify_chunk``'s
+#: signature); raises ``ChunkRejected`` for a chunk that does not match
+ChunkVerifier = Callable[[Manifest, bytes, ChunkFrame], memoryview]
 
 
 class Phase(StrEnum):
@@ -62,7 +66,10 @@ class DownloadSession:
     """One release's download. ``held``: chunks already in the part file (a resume); ``reused``:
     chunks the edge copied (and verified) from another release of the same model on its disk.
     Both are known before the first ``plan``, so neither is ever asked for; reused chunks are
-    also counted apart (``reused_count``, ``bytes_reused``) for the state report."""
+    also counted apart (``reused_count``, ``bytes_reused``) for the state report. ``verify``
+    checks each chunk (``verify_chunk``, unless a caller that has verified the same bytes
+    already, such as the simulator, brings its own: it must refuse what ``verify_chunk``
+    refuses)."""
 
     def __init__(
         self,
@@ -71,8 +78,10 @@ class DownloadSession:
         *,
         reused: Iterable[int] = (),
         now: float = 0.0,
+        verify: ChunkVerifier = verify_chunk,
     ):
         self.release = release
+        self._verify = verify
         self.manifest = release.manifest
         n = self.manifest.n_chunks
         self._held = bytearray(n)
@@ -137,7 +146,7 @@ class DownloadSession:
     def accept(self, frame: bytes) -> VerifiedChunk | None:
         """Verify a chunk frame. None for a chunk already held (duplicates are harmless)."""
         chunk = ChunkFrame.decode(frame)
-        data = verify_chunk(self.manifest, self.release.id, chunk)
+        data = self._verify(self.manifest, self.release.id, chunk)
         self.received += 1
         if self._held[chunk.index]:
             self.duplicates += 1

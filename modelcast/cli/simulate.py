@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import CommandError
-from .common import Subcommands, add_flags
+from .common import EnvFlag, Subcommands, add_flags
 from .exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from .parsing import parse_release
 from .services import TELEMETRY_INTERVAL, TRUST
@@ -69,8 +69,35 @@ def add_commands(sub: Subcommands) -> None:
         help="write chunks as the edge does, under DIR/DEVICE (none: verify them in memory)",
     )
     sim.add_argument("--json", type=Path, metavar="FILE", help="write the summary here (JSON)")
+    _add_verify_flags(sim)
     _add_run_flags(sim)
     sim.set_defaults(func=cmd_simulate)
+
+
+VERIFY_CACHE_MB = EnvFlag(
+    "--verify-cache-mb",
+    "MB of verified chunks a worker process keeps to compare with (beyond it: hashed)",
+    "MODELCAST_SIM_VERIFY_CACHE_MB",
+    type=int,
+    fallback="512",  # verified.DEFAULT_CAP_MB (not imported: --help loads no simulator)
+    metavar="MB",
+)
+
+
+def _add_verify_flags(sim: argparse.ArgumentParser) -> None:
+    """How devices check what they receive: every device checks every chunk and the whole file;
+    by default, bytes equal to bytes already verified in the same process are accepted by
+    comparison instead of being hashed again (see docs/SCALE.md)."""
+    sim.add_argument(
+        "--verify-each",
+        action="store_true",
+        default=os.environ.get("MODELCAST_SIM_VERIFY_EACH", "") not in ("", "0"),
+        help="hash every device's chunks and whole file, as real edges do each on its own CPU "
+        "(env MODELCAST_SIM_VERIFY_EACH=1). Default: each worker process hashes a release's "
+        "bytes once and accepts later devices' chunks when byte-for-byte equal to them (a "
+        "memcmp; any other bytes are hashed, a tampered chunk is refused as before)",
+    )
+    VERIFY_CACHE_MB.add_to(sim)
 
 
 def _add_run_flags(sim: argparse.ArgumentParser) -> None:
@@ -149,6 +176,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         profiles=tuple(parse_profile(p) for p in args.profile) or (DeviceProfile(),),
         disk=args.disk,
         connect_rate=args.connect_rate,
+        verify_each=args.verify_each,
+        verify_cache_mb=args.verify_cache_mb,
     )
     stop = threading.Event()
     interrupted: list[int] = []

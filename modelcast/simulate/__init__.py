@@ -13,6 +13,7 @@ The modules, one job each:
   ``follower`` (the signed index and manifests, the edge's target choice), ``download``
   (``protocol.DownloadSession`` on the wire), ``reporting`` (state, status, events, samples),
   ``sinks`` (where verified chunks go: hashed in memory, or the edge's part files);
+  ``verified`` (a process's chunks verified once, compared with rather than hashed again);
 - ``spec``: who a device is (``DeviceProfile``) and what it holds (``Memory``);
 - ``worker``: one process's devices and loop; ``runner``: the parent (``SimulatedFleet``),
   which starts the workers and sums their ``report``s; ``config``: the settings and the split;

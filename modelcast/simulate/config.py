@@ -14,6 +14,7 @@ from runtime.urls import parse_broker_list
 from .device import DeviceOptions
 from .errors import SimulationError
 from .spec import DeviceProfile, DeviceSpec
+from .verified import DEFAULT_CAP_MB, VerifiedChunks
 
 #: connects a second over the whole simulation, first connects and reconnects alike
 DEFAULT_CONNECT_RATE = 300.0
@@ -41,6 +42,10 @@ class SimConfig:
     stall_timeout: float = 10.0
     #: seconds between the workers' reports to the parent
     report_interval: float = 0.5
+    #: hash every device's bytes like a real edge, rather than once per worker process
+    verify_each: bool = False
+    #: MB of verified chunks a worker process keeps to compare later devices' bytes with
+    verify_cache_mb: int = DEFAULT_CAP_MB
 
     def __post_init__(self) -> None:
         if self.devices < 1:
@@ -51,6 +56,8 @@ class SimConfig:
             raise SimulationError("--telemetry-interval must be 0.5 to 86400 seconds")
         if self.connect_rate <= 0:
             raise SimulationError("--connect-rate must be above 0")
+        if self.verify_cache_mb < 0:
+            raise SimulationError("--verify-cache-mb must be >= 0")
         if not self.profiles:
             raise SimulationError("at least one device profile is needed")
         try:
@@ -94,6 +101,12 @@ class SimConfig:
             stall_timeout=self.stall_timeout,
             telemetry_interval=self.telemetry_interval,
         )
+
+    def verified_chunks(self) -> VerifiedChunks | None:
+        """A worker process's cache of verified chunks; None with ``verify_each``."""
+        if self.verify_each:
+            return None
+        return VerifiedChunks(self.verify_cache_mb << 20, whole_file=self.disk is None)
 
     def plans(self) -> list[WorkerPlan]:
         """The devices of each worker: consecutive numbers, as even as they divide."""

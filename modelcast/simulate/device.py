@@ -38,6 +38,7 @@ from .follower import SimFollower
 from .reporting import SimReporter, Wire
 from .sinks import SinkFactory
 from .spec import Active, DeviceSpec, Memory
+from .verified import VerifiedChunks
 
 log = logging.getLogger("modelcast.simulate")
 
@@ -63,6 +64,7 @@ class VirtualDevice:
         clock: Callable[[], float],
         sinks: SinkFactory,
         options: DeviceOptions = DeviceOptions(),
+        verified: VerifiedChunks | None = None,
     ) -> None:
         self.spec = spec
         self.device = spec.device
@@ -81,11 +83,13 @@ class VirtualDevice:
         #: downloaded (late block publications, late resends), manifests no longer wanted
         self.unwanted = 0
         self.unwanted_bytes = 0
-        self._rooms(sinks, options)
+        self._rooms(sinks, options, verified)
         self._local_policy = self.memory.policy
         self.configure({})
 
-    def _rooms(self, sinks: SinkFactory, options: DeviceOptions) -> None:
+    def _rooms(
+        self, sinks: SinkFactory, options: DeviceOptions, verified: VerifiedChunks | None
+    ) -> None:
         """The reporter, the downloader and the index follower, sharing the wire and clock."""
         topics, wire, clock = self.topics, self._wire, self._clock
         self.reporter = SimReporter(
@@ -106,6 +110,7 @@ class VirtualDevice:
             connected=lambda: self.connected,
             window=options.window,
             stall_timeout=options.stall_timeout,
+            verified=verified,
             topics=topics,
             wire=wire,
             clock=clock,

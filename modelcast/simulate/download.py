@@ -5,7 +5,9 @@ outstanding, asked for in half windows), the same block subscriptions (up to
 ``LOOKAHEAD_WINDOWS`` windows ahead), the same stall repair (everything outstanding asked for
 again, flagged ``repair``, after ``stall_timeout`` without progress, longer on a slow link).
 Every chunk is verified against the signed manifest (``DownloadSession.accept``), written to a
-``sinks.Sink`` and committed; the whole-file sha256 is checked at the end.
+``sinks.Sink`` and committed; the whole-file sha256 is checked at the end. With a process's
+``verified.VerifiedChunks`` (the default), bytes already verified in the process are accepted
+by comparison, not hashed again (see ``verified`` for why that checks the same thing).
 
 What the edge does beyond it and a virtual device does not: no write back-off after a storage
 error (the chunk is simply asked for again), no periodic sync of a memory sink.
@@ -28,10 +30,12 @@ from protocol import (
     UpdateState,
     VerifiedManifest,
     frame_release_id,
+    verify_chunk,
 )
 
 from .reporting import SimReporter, Wire
-from .sinks import Sink, SinkFactory
+from .sinks import SharedSink, Sink, SinkFactory
+from .verified import ReleaseBytes, VerifiedChunks
 
 #: releases remembered as finished or given up: their late resends are dropped quietly
 FINISHED_REMEMBERED = 16
@@ -43,6 +47,8 @@ class Download:
     sink: Sink
     session: DownloadSession
     chunk_prefix: str
+    #: the process's verified chunks of this release (None: every chunk hashed here)
+    shared: ReleaseBytes | None = None
 
 
 class SimDownloader:
@@ -58,6 +64,7 @@ class SimDownloader:
         connected: Callable[[], bool],
         window: int,
         stall_timeout: float,
+        verified: VerifiedChunks | None = None,
     ) -> None:
         self.device = device
         self._topics = topics
@@ -68,6 +75,7 @@ class SimDownloader:
         self._connected = connected
         self._window = window
         self._stall_timeout = stall_timeout
+        self._verified = verified
         self.current: Download | None = None
         self._finished: collections.deque[bytes] = collections.deque(maxlen=FINISHED_REMEMBERED)
         self._interval_ewma = 0.0
@@ -92,16 +100,19 @@ class SimDownloader:
     def begin(self, release: VerifiedManifest) -> VerifiedManifest | None:
         """Download ``release`` (resuming what a disk sink holds); the release once verified."""
         m = release.manifest
+        shared = self._verified.acquire(release) if self._verified is not None else None
         try:
-            sink = self._sinks(release)
+            sink = self._open_sink(release, shared)
             held = sink.recover()
         except StorageError as exc:
+            self._let_go(shared)
             self._storage_failed(exc, release)
             return None
-        session = DownloadSession(release, held, now=self._clock())
+        verify = shared.verify if shared is not None else verify_chunk
+        session = DownloadSession(release, held, now=self._clock(), verify=verify)
         self.began_at.setdefault(m.release, self._clock())
         prefix = self._topics.chunk_prefix(m.name, m.version, m.variant)
-        self.current = Download(release, sink, session, prefix)
+        self.current = Download(release, sink, session, prefix, shared)
         if held:
             detail = f"{len(held)}/{m.n_chunks} chunks on disk"
             self._reporter.event("resumed", model=m.name, version=m.version, detail=detail)
@@ -113,6 +124,17 @@ class SimDownloader:
             return self._complete(self.current)
         self.pump()
         return None
+
+    def _open_sink(self, release: VerifiedManifest, shared: ReleaseBytes | None) -> Sink:
+        """A ``SharedSink`` over the process's verified chunks when kept in memory; the
+        configured sink (``--disk``: the edge's part file) otherwise."""
+        if shared is not None and self._verified is not None and self._verified.whole_file:
+            return SharedSink(release.manifest, shared)
+        return self._sinks(release)
+
+    def _let_go(self, shared: ReleaseBytes | None) -> None:
+        if shared is not None and self._verified is not None:
+            self._verified.release(shared)
 
     # --- the wire ------------------------------------------------------------------------
     def pump(self) -> None:
@@ -219,7 +241,7 @@ class SimDownloader:
             topic = self._topics.manifest(m.name, m.version, m.variant)
             self._reporter.reject(topic, exc, update_state=True, model=m.name, version=m.version)
             dl.sink.discard()
-            dl.sink = self._sinks(release)
+            dl.sink = self._open_sink(release, dl.shared)
             self.pump()
             return None
         except StorageError as exc:
@@ -227,6 +249,7 @@ class SimDownloader:
             self._storage_failed(exc, release)
             return None
         self._finished.append(release.id[:16])
+        self._let_go(dl.shared)
         self.current = None
         self._wire.unsubscribe(self._blocks(dl, sorted(dl.session.subscribed)))
         self._reporter.set_state(UpdateState.VERIFIED, reason=None, release=release)
@@ -243,6 +266,7 @@ class SimDownloader:
             dl.sink.discard()
         else:
             dl.sink.close()
+        self._let_go(dl.shared)
         self.current = None
 
     def _storage_failed(self, exc: StorageError, release: VerifiedManifest) -> None:

@@ -47,6 +47,9 @@ class WorkerReport:
     telemetry_made: int = 0
     telemetry_acked: int = 0
     telemetry_refused: int = 0
+    #: ``verified.VerifyCounts`` of the process (chunks compared or hashed, files hashed or
+    #: shared); empty with ``--verify-each``
+    verification: Mapping[str, int] = field(default_factory=dict)
     final: bool = False
 
 
@@ -141,12 +144,21 @@ class FleetSnapshot:
             f"{self._total('telemetry_acked')} acknowledged by the broker, "
             f"{self._total('telemetry_refused')} refused (queue full)"
         )
+        check = self.verification
+        lines.append(
+            "  verification:      "
+            + (_counts(check) + " (shared per process)" if check else "every device hashes")
+        )
         failures = self.failures
         lines.append("  failures:          " + (_counts(failures) if failures else "none"))
         connects = _sum(r.connect_failures for r in self.workers)
         if connects:
             lines.append("  failed connects:   " + _counts(connects))
         return "\n".join(lines)
+
+    @property
+    def verification(self) -> dict[str, int]:
+        return _sum(r.verification for r in self.workers)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -170,6 +182,7 @@ class FleetSnapshot:
                 "refused": self._total("telemetry_refused"),
             },
             "failures": self.failures,
+            "verification": self.verification,
             "connect_failures": _sum(r.connect_failures for r in self.workers),
             "workers": [asdict(r) for r in self.workers],
         }

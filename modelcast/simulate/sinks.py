@@ -5,6 +5,9 @@
   of the hashed prefix waits in memory until the chunks before it are in; past
   ``max_waiting`` bytes waiting, a chunk is refused like a failed write (``StorageError``: the
   device asks for it again, as a repair), so memory stays bounded whatever the broker does.
+- ``SharedSink`` (the default unless ``--verify-each``) keeps no file and no bytes: a
+  process's devices share the chunks verified once (``verified.ReleaseBytes``), and the
+  whole-file sha256 of those chunks is computed once per process (see ``verified``).
 - With ``--disk DIR``, each device writes exactly as the edge does: ``edge_node.storage``'s
   part file under ``DIR/DEVICE/models/...`` (pwrite, journal, background hash and flush
   threads), resumed on the next run.
@@ -23,6 +26,8 @@ from typing import Protocol
 from edge_node.errors import StorageError
 from edge_node.storage import PartialDownload, release_dir
 from protocol import Manifest, VerifiedChunk, VerifiedManifest
+
+from .verified import ReleaseBytes
 
 #: bytes of chunks that arrived ahead of the hashed prefix, kept per device at most
 DEFAULT_MAX_WAITING = 4 << 20
@@ -92,6 +97,53 @@ class MemorySink:
     def close(self) -> None:
         self._waiting.clear()
         self._waiting_bytes = 0
+
+    def discard(self) -> None:
+        self.close()
+
+
+class SharedSink:
+    """A memory sink over a process's verified chunks: it remembers which chunks it holds (a
+    byte per chunk) and, for a chunk that is not the cache's own object, the bytes."""
+
+    def __init__(self, manifest: Manifest, entry: ReleaseBytes) -> None:
+        self._n_chunks = manifest.n_chunks
+        self._entry = entry
+        self._have = bytearray(manifest.n_chunks)
+        self._count = 0
+        self._own: dict[int, memoryview] = {}  # bytes that are not the cached chunk
+
+    def recover(self) -> list[int]:
+        return []
+
+    def write(self, chunk: VerifiedChunk) -> None:
+        if self._have[chunk.index]:
+            return
+        self._have[chunk.index] = 1
+        self._count += 1
+        if not self._entry.is_cached(chunk.index, chunk.data):
+            self._own[chunk.index] = chunk.data
+
+    def sha256(self) -> bytes:
+        """The cached release's sha256 (once per process) when every chunk is the cached one;
+        else this device's own bytes hashed."""
+        if self._count != self._n_chunks:
+            raise StorageError(f"{self._count} of {self._n_chunks} chunks held")
+        if not self._own:
+            return self._entry.whole_sha256()
+        self._entry.counts.files_hashed += 1
+        h = hashlib.sha256()
+        for i, cached in enumerate(self._entry.chunks):
+            data = self._own.get(i, cached)
+            assert data is not None  # every chunk not in _own is a cached one
+            h.update(data)
+        return h.digest()
+
+    def finalize(self) -> None:
+        return None
+
+    def close(self) -> None:
+        self._own.clear()
 
     def discard(self) -> None:
         self.close()

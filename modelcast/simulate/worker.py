@@ -19,6 +19,7 @@ import random
 import signal
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import asdict
 from multiprocessing.connection import Connection
 
 from protocol import DeviceStatus, Topics, TrustedRoot, VerifyKey
@@ -52,6 +53,7 @@ class Worker:
         brokers = tuple((b.host, b.port) for b in parse_broker_list(config.broker_url))
         pacer = WavePacer(plan.connect_rate, self.mux.now, self._rng)
         options = config.options()
+        self.verified = config.verified_chunks()
         self.devices: list[tuple[Link, VirtualDevice]] = []
         for spec in plan.specs():
             status = Topics(config.fleet).status(spec.device)
@@ -72,6 +74,7 @@ class Worker:
                 clock=time.time,
                 sinks=self._sinks(spec.device),
                 options=options,
+                verified=self.verified,
             )
             self.devices.append((link, device))
 
@@ -178,6 +181,7 @@ class Worker:
             connect_failures=connects,
             refused=refused,
             refused_devices=refused_devices,
+            verification=asdict(self.verified.counts) if self.verified is not None else {},
             final=final,
             **totals,
         )
