@@ -60,13 +60,6 @@ class ChunkCodec:
             self._zstd.discard(req.device)
             self._plain_askers.setdefault(release_id, set()).add(req.device)
 
-    def frame(self, release_id: bytes, index: int, data: bytes, device: str | None) -> bytes:
-        """The chunk frame to publish: to ``device`` alone (a resend), or on its block (None)."""
-        packed = self._packed(release_id, index, data, device)
-        if packed is not None:
-            return protocol.ChunkFrame.encode(index, release_id, packed, compressed=True)
-        return protocol.ChunkFrame.encode(index, release_id, data)
-
     def framed(
         self, raw: bytearray, index: int, release_id: bytes, device: str | None
     ) -> bytes | bytearray:

@@ -30,6 +30,15 @@ HALF = bytes(CHUNK // 2) + hashlib.shake_256(b"noise").digest(CHUNK // 2)
 NOISE = hashlib.shake_256(b"random").digest(CHUNK)
 
 
+def frame(
+    codec: ChunkCodec, release_id: bytes, index: int, data: bytes, device: str | None
+) -> bytes:
+    """What the sender publishes for this chunk: the plain frame ``ChunkSource.read_frame``
+    reads, through the codec."""
+    plain = bytearray(ChunkFrame.encode(index, release_id, data))
+    return bytes(codec.framed(plain, index, release_id, device))
+
+
 def test_a_chunk_is_compressed_only_when_that_saves_five_percent() -> None:
     packed = compress_chunk(HALF)
     assert packed is not None and len(packed) < 0.6 * CHUNK
@@ -130,7 +139,7 @@ def test_the_coordinator_compresses_each_chunk_once_whoever_asks() -> None:
     codec = ChunkCodec()
     for d in ("a", "b", "c"):
         codec.on_request(REL.id[:16], request(d))
-    frames = [codec.frame(REL.id, i, CHUNKS[i], dev) for dev in (None, "a", "b") for i in range(4)]
+    frames = [frame(codec, REL.id, i, CHUNKS[i], dev) for dev in (None, "a", "b") for i in range(4)]
     assert [decoded(f) for f in frames] == CHUNKS * 3
     flags = [ChunkFrame.decode(f).compressed for f in frames]
     assert flags == [True, True, False, True] * 3  # the noise travels raw
@@ -141,14 +150,14 @@ def test_the_coordinator_compresses_each_chunk_once_whoever_asks() -> None:
 def test_an_older_device_gets_raw_chunks_and_makes_block_publications_raw() -> None:
     codec = ChunkCodec()
     codec.on_request(REL.id[:16], request("new"))
-    assert ChunkFrame.decode(codec.frame(REL.id, 0, HALF, None)).compressed
+    assert ChunkFrame.decode(frame(codec, REL.id, 0, HALF, None)).compressed
     codec.on_request(REL.id[:16], request("old", codecs=()))
-    assert not ChunkFrame.decode(codec.frame(REL.id, 0, HALF, None)).compressed
-    assert not ChunkFrame.decode(codec.frame(REL.id, 0, HALF, "old")).compressed
-    assert ChunkFrame.decode(codec.frame(REL.id, 0, HALF, "new")).compressed
+    assert not ChunkFrame.decode(frame(codec, REL.id, 0, HALF, None)).compressed
+    assert not ChunkFrame.decode(frame(codec, REL.id, 0, HALF, "old")).compressed
+    assert ChunkFrame.decode(frame(codec, REL.id, 0, HALF, "new")).compressed
     codec.forget([REL.id])  # retired: its askers and cached chunks go
     assert codec.stats().cached_bytes == 0
-    assert ChunkFrame.decode(codec.frame(REL.id, 0, HALF, None)).compressed
+    assert ChunkFrame.decode(frame(codec, REL.id, 0, HALF, None)).compressed
 
 
 def test_the_cache_is_bounded_and_an_evicted_chunk_is_compressed_again() -> None:
@@ -157,8 +166,8 @@ def test_the_cache_is_bounded_and_an_evicted_chunk_is_compressed_again() -> None
     codec.on_request(REL.id[:16], request("a"))
     halves = [HALF[:-8] + os.urandom(8) for _ in range(3)]
     for i, data in enumerate(halves):
-        codec.frame(REL.id, i, data, None)
+        frame(codec, REL.id, i, data, None)
     assert codec.stats().cached_bytes <= 2 * size
-    codec.frame(REL.id, 0, halves[0], None)  # evicted (the oldest): compressed again
-    codec.frame(REL.id, 2, halves[2], None)  # still cached
+    frame(codec, REL.id, 0, halves[0], None)  # evicted (the oldest): compressed again
+    frame(codec, REL.id, 2, halves[2], None)  # still cached
     assert codec.stats().compressions == 4
