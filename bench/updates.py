@@ -170,9 +170,9 @@ def _downloader_writes(source: Path) -> Callable[[], None]:
     """The baseline: the bytes of ``source`` as the edge writes a release from the network,
     with its own code: each chunk frame accepted (``DownloadSession.accept``: header, release
     id, the chunk's sha256 against the manifest), written (``PartialDownload.write``: pwrite,
-    the whole-file hash on its thread, flush-behind), committed; then the whole hash and the
-    rename of ``finalize`` (which syncs). The frames are in memory already: the network's own
-    time is not counted. Returns the timed part as a callable."""
+    flush-behind), committed; then ``finish`` and the rename of ``finalize`` (which syncs).
+    The frames are in memory already: the network's own time is not counted. Returns the timed
+    part as a callable."""
     whole, hashes, size = hash_chunks(_pieces(source, DEFAULT_CHUNK_SIZE))
     manifest = Manifest(
         fleet="bench",
@@ -201,7 +201,7 @@ def _downloader_writes(source: Path) -> Callable[[], None]:
             assert chunk is not None
             part.write(chunk)
             session.commit(chunk, 0.0)
-        session.finish(part.sha256())
+        session.finish()
         part.finalize()
 
     return write

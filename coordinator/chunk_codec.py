@@ -1,6 +1,6 @@
 """Which chunks the sender publishes compressed, and their compressed bytes, computed once.
 
-A chunk goes out zstd-compressed (``protocol.compress_chunk``: only when that saves at least
+A chunk goes out zstd-compressed (``protocol.ChunkCompressor``: only when that saves at least
 5 %) when every device it is meant for said it decodes zstd (``ChunkRequest.codecs``): for a
 resend, that one device; for a publication on a block topic, every device that asked for the
 release (a device older than compression, among them, makes the release's block publications
@@ -12,9 +12,10 @@ verdict "not worth it") is kept in an LRU bounded by ``cache_bytes`` of compress
 dropped when the release is retired (``forget``). A chunk evicted and sent again is compressed
 again; ``compressions`` counts them all.
 
-Threads: ``on_request`` runs where chunk requests do (network thread or worker), ``frame`` on
+Threads: ``on_request`` runs where chunk requests do (network thread or worker), ``framed`` on
 the sender. ``_lock`` guards the askers, the cache and the counters; it is never held while
-compressing or while taking another lock.
+compressing or while taking another lock. Each thread that compresses has its own zstd context
+(``_compressors``), reused from chunk to chunk.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class ChunkCodec:
         self._compressions = 0
         self._compressed_sent = 0
         self._raw_sent = 0
+        self._compressors = threading.local()  # .zstd: this thread's protocol.ChunkCompressor
 
     def on_request(self, release_id: bytes, req: protocol.ChunkRequest) -> None:
         """Note whether the asker of ``release_id`` (16 bytes) decodes zstd."""
@@ -83,7 +85,7 @@ class ChunkCodec:
             if known:
                 self._cache.move_to_end(key)
         if wanted and not known:
-            packed = protocol.compress_chunk(data)
+            packed = self._compressor().compress(data)
             self._remember(key, packed)
         compressed = wanted and packed is not None
         with self._lock:
@@ -92,6 +94,12 @@ class ChunkCodec:
             else:
                 self._raw_sent += 1
         return packed if compressed else None
+
+    def _compressor(self) -> protocol.ChunkCompressor:
+        compressor: protocol.ChunkCompressor | None = getattr(self._compressors, "zstd", None)
+        if compressor is None:
+            compressor = self._compressors.zstd = protocol.ChunkCompressor()
+        return compressor
 
     def _remember(self, key: tuple[bytes, int], packed: bytes | None) -> None:
         with self._lock:

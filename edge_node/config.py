@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from protocol import DEFAULT_LIMITS, Limits
+from protocol import DEFAULT_LIMITS, DEFAULT_WINDOW, Limits
 from runtime.credentials import ClientCreds
 
 
@@ -18,7 +18,7 @@ class EdgeConfig:
     trust_path: Path
     fleet: str = "default"
     #: chunks asked for and not yet received, at most (pull-based flow control)
-    window: int = 32
+    window: int = DEFAULT_WINDOW
     #: re-ask for outstanding chunks after this long without progress (grows with slow links)
     stall_timeout: float = 10.0
     keepalive: int = 30
@@ -31,8 +31,8 @@ class EdgeConfig:
     sync_interval: float = 0.5
     #: MQTT messages waiting for the worker, at most; beyond it the network thread waits (and
     #: after 0.5 s drops the message). Twice the window: a full window of chunks plus what
-    #: arrives for devices ahead on the same blocks (16 MiB at most with 256 KiB chunks)
-    inbox_size: int = 64
+    #: arrives for devices ahead on the same blocks (16 MiB at most with 512 KiB chunks)
+    inbox_size: int = 2 * DEFAULT_WINDOW
     #: seconds between metrics samples
     telemetry_interval: float = 60.0
     #: telemetry messages kept on disk while the broker is unreachable (oldest dropped beyond)

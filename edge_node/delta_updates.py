@@ -34,6 +34,7 @@ from .active import ActiveModels
 from .errors import EdgeError
 from .reporter import Reporter
 from .storage import FINAL, MANIFEST, release_dir
+from .write_behind import WriteBehind
 
 log = logging.getLogger("modelcast.edge")
 
@@ -202,7 +203,8 @@ def apply_file(delta: Path, base: Path, out: Path, sha256: bytes) -> None:
 
     A header that promises another file than the release is refused before anything is
     written. The output is hashed on a thread of its own (``PieceHasher``) while the next
-    segment is decompressed and written, so an apply costs about what a download's writes do.
+    segment is decompressed and written, and synced behind the writes (``WriteBehind``, as a
+    download's part file is), so an apply costs about what a download's writes do.
     """
     with delta.open("rb") as d:
         promised = read_header(d.read).target_sha256
@@ -220,11 +222,16 @@ def apply_file(delta: Path, base: Path, out: Path, sha256: bytes) -> None:
             pieces = apply_delta(
                 d.read, read_base, base_size=size, kernel=unplane, check_sha256=False
             )
-            for piece in pieces:
-                o.write(piece)
-                hasher.add(piece)
-            o.flush()
-            os.fdatasync(o.fileno())
+            behind = WriteBehind(o.fileno(), f"flush-{out.parent.name}")
+            try:
+                for piece in pieces:
+                    o.write(piece)
+                    hasher.add(piece)
+                    behind.wrote(len(piece))
+                o.flush()
+                os.fdatasync(o.fileno())
+            finally:
+                behind.close()
     finally:
         digest = hasher.close()
     if digest != sha256:
@@ -238,15 +245,15 @@ class PieceHasher:
     """sha256 of the pieces handed to ``add``, in order, on a thread of its own (at most
     ``QUEUED`` pieces wait: memory stays a few segments)."""
 
-    QUEUED = 2
+    QUEUED = 8
 
     def __init__(self, name: str) -> None:
-        self._pieces: queue.Queue[bytes | None] = queue.Queue(self.QUEUED)
+        self._pieces: queue.Queue[bytes | memoryview | None] = queue.Queue(self.QUEUED)
         self._digest = hashlib.sha256()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def add(self, piece: bytes) -> None:
+    def add(self, piece: bytes | memoryview) -> None:
         self._pieces.put(piece)
 
     def close(self) -> bytes:

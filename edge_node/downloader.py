@@ -26,7 +26,6 @@ from pathlib import Path
 
 from protocol import (
     ChunkRequest,
-    DigestMismatch,
     DownloadSession,
     Manifest,
     Phase,
@@ -257,20 +256,16 @@ class Downloader:
 
     # --- the end of a download -----------------------------------------------------------
     def _complete(self, dl: Download) -> Verified | None:
-        """Every chunk is written: check the whole file, and hand it over if it is right."""
+        """Every chunk is written, each checked against its signed hash: make the file durable
+        under its final name and hand it over (``DownloadSession.finish`` says why the whole
+        file is not hashed again here)."""
         self._reporter.set_state(UpdateState.VERIFYING, reason=None)
         self._reporter.flush_state()
         release = dl.release
         m = release.manifest
         try:
-            digest = dl.part.sha256()
-            dl.session.finish(digest)
+            dl.session.finish()
             path = dl.part.finalize()
-        except DigestMismatch as exc:
-            topic = self._topics.manifest(m.name, m.version, m.variant)
-            self._reporter.reject(topic, exc, update_state=True)
-            self.pump()
-            return None
         except StorageError as exc:
             # Start over once the back-off allows (left as it is, the complete session would
             # never try the check again).

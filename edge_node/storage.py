@@ -9,15 +9,19 @@
         manifest.env                    the signed manifest, kept with the model it describes
         model.part                      chunks written in place as they arrive (sparse)
         held.bitmap                     one byte per chunk: the journal of chunks written and synced
-        model.onnx                      the whole file, once its sha256 matched (a ``file``
-                                        release's too: the name is the layout's)
+        model.onnx                      the whole file, once every chunk matched its signed
+                                        hash (a ``file`` release's too: the name is the layout's)
 
 Chunks are written with ``pwrite`` at their offset, straight from the received buffer, so memory
-does not grow with model size; the whole-file sha256 is computed along the way, on a background
-thread (``whole_hash``; chunks arrive mostly in order), so completion does not read the file
-back. The bitmap is written (atomically) after the data is synced, in batches. On resume every
-chunk that the bitmap claims, or whose region holds data, is hashed again, so a torn write or a
-lying journal costs a re-fetch of that chunk, never a bad model.
+does not grow with model size. Each chunk's sha256 was checked against the signed manifest
+before it is written (``DownloadSession.accept``), and every chunk already on disk is hashed
+again on resume (``recover``), so a complete part file is, chunk by chunk, what the manifest
+describes: completion does not hash the file a second time (docs/PROTOCOL.md, "Verified"). The
+file's own sha256 is checked wherever it is read back: a verified file found at start
+(``verified_file``), the active files at start and before every inference session
+(``integrity``). The bitmap is written (atomically) after the data is synced, in batches; a
+torn write or a lying journal costs a re-fetch of that chunk, never a bad model. Written data
+is synced behind the writes and dropped from the page cache (``write_behind``).
 """
 
 from __future__ import annotations
@@ -26,8 +30,6 @@ import contextlib
 import hashlib
 import os
 import shutil
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 from protocol import DEFAULT_LIMITS, Manifest, ProtocolError, VerifiedChunk
@@ -35,16 +37,12 @@ from protocol.envelope import Envelope
 from runtime.files import fsync_dir, fsync_file, sha256_file, write_atomic
 
 from .errors import StorageError
-from .whole_hash import WholeFileHasher
+from .write_behind import WriteBehind
 
 PART = "model.part"
 FINAL = "model.onnx"
 BITMAP = "held.bitmap"
 MANIFEST = "manifest.env"
-#: Written bytes after which a background thread starts writing them back to disk (fdatasync),
-#: so that a sync (periodic, or the final one before the file is verified) finds little left to
-#: write and does not stall the download.
-FLUSH_BEHIND_BYTES = 4 << 20
 
 
 def release_dir(data: Path, name: str, version: int, variant: str | None = None) -> Path:
@@ -78,21 +76,8 @@ class PartialDownload:
             raise StorageError(f"cannot open {directory / PART}: {exc}") from exc
         self._bitmap = bytearray(manifest.n_chunks)
         self._dirty = False
-        # The whole-file sha256, kept on a background thread over the longest prefix of chunks
-        # written so far, so that completion does not read the whole file back. None once
-        # used: a second completion (after a digest mismatch) reads the file back.
-        self._whole: WholeFileHasher | None = WholeFileHasher(
-            self._fd,
-            manifest.n_chunks,
-            manifest.chunk_size,
-            manifest.chunk_length,
-            self._bitmap,
-            name=f"hash-{directory.name}",
-        )
-        self._unflushed = 0  # bytes written since the last (background or real) flush
-        self._flusher: threading.Thread | None = None
-        self._flush_wanted = threading.Event()
-        self._closing = False
+        # syncs behind the writes and keeps the part file out of the page cache
+        self._behind = WriteBehind(self._fd, f"flush-{directory.name}")
 
     # --- resume --------------------------------------------------------------------------
     def recover(self) -> list[int]:
@@ -133,39 +118,13 @@ class PartialDownload:
             raise StorageError(f"short write of chunk {chunk.index}: {written} bytes")
         self._bitmap[chunk.index] = 1
         self._dirty = True
-        self._flush_behind(written)
-        if self._whole is not None:
-            self._whole.feed(chunk.index, chunk.data)
-
-    def _flush_behind(self, written: int) -> None:
-        """Hand the background flusher the data written so far, every FLUSH_BEHIND_BYTES. It
-        only starts the disk writes early; durability still comes from ``sync``."""
-        self._unflushed += written
-        if self._unflushed < FLUSH_BEHIND_BYTES:
-            return
-        self._unflushed = 0
-        if self._flusher is None:
-            self._flusher = threading.Thread(
-                target=self._flush_loop, name=f"flush-{self.dir.name}", daemon=True
-            )
-            self._flusher.start()
-        self._flush_wanted.set()
-
-    def _flush_loop(self) -> None:
-        while True:
-            self._flush_wanted.wait()
-            self._flush_wanted.clear()
-            if self._closing:
-                return
-            # an error shows again, and is reported, at the next sync()
-            with contextlib.suppress(OSError):
-                os.fdatasync(self._fd)
+        self._behind.wrote(written)
 
     def sync(self) -> None:
         """Make written chunks durable, then record them in the journal."""
         if not self._dirty:
             return
-        self._unflushed = 0
+        self._behind.synced()
         try:
             os.fdatasync(self._fd)
             self._sync_manifest()
@@ -180,36 +139,6 @@ class PartialDownload:
             self._manifest_synced = True
 
     # --- completion ----------------------------------------------------------------------
-    def iter_file(self, block: int = 1 << 20) -> Iterator[bytes]:
-        size = self.manifest.size
-        pos = 0
-        while pos < size:
-            data = os.pread(self._fd, min(block, size - pos), pos)
-            if not data:
-                raise StorageError(f"{self.dir / PART} is shorter than {size} bytes")
-            yield data
-            pos += len(data)
-
-    def sha256(self) -> bytes:
-        """The whole file's sha256, once every chunk is written. The first call returns the hash
-        computed on the way: over each chunk's bytes as they were written, in order, and over
-        the bytes read back for chunks already on disk (resumed, or written out of order). Any
-        later call (the chunks fetched again after a digest mismatch) reads the file back."""
-        whole, self._whole = self._whole, None
-        if whole is not None:
-            try:
-                digest = whole.digest()
-            except (OSError, ValueError) as exc:
-                raise StorageError(f"reading {self.dir / PART} back: {exc}") from exc
-            finally:
-                whole.close()
-            if digest is not None:
-                return digest
-        h = hashlib.sha256()
-        for piece in self.iter_file():
-            h.update(piece)
-        return h.digest()
-
     def finalize(self) -> Path:
         """Rename the verified part file to ``model.onnx`` (durably) and return its path. The
         journal is not written first: the file is complete and verified, and should a crash
@@ -233,14 +162,7 @@ class PartialDownload:
         return final
 
     def close(self) -> None:
-        if self._whole is not None:
-            self._whole.close()
-            self._whole = None
-        if self._flusher is not None:  # it uses the descriptor: stop it first
-            self._closing = True
-            self._flush_wanted.set()
-            self._flusher.join()
-            self._flusher = None
+        self._behind.close()  # it uses the descriptor: stop it first
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from protocol import VariantRule
+from protocol import DEFAULT_CHUNK_SIZE, VariantRule
 from runtime.display import printable
 from testkit.local_broker import LocalBroker
 
@@ -89,7 +89,14 @@ class _Demo:
         )
 
 
-def _release(registry: Registry, keys: Path, models: DemoModels, name: str, version: int) -> str:
+def _release(
+    registry: Registry,
+    keys: Path,
+    models: DemoModels,
+    name: str,
+    version: int,
+    chunk_size: int | None = None,
+) -> str:
     """Release ``name@version``: a text model as two variants (fp32 and int8), the synthetic
     model as one build (the first file, then the second). Says what it released."""
     builds: list[tuple[DemoRelease, str | None]]
@@ -108,6 +115,7 @@ def _release(registry: Registry, keys: Path, models: DemoModels, name: str, vers
             keys=load_release_keys(keys),
             fleet=FLEET,
             variant=variant,
+            chunk_size=chunk_size or DEFAULT_CHUNK_SIZE,
         )
         said.append(f"{build.label}: {rec.model_kind} model, {rec.size} bytes")
     return "; ".join(said)
@@ -168,7 +176,9 @@ def run_demo(
                 board.note(links.describe())
             if flaky and model == "auto":  # 90 MB through 256 KB/s links would take minutes
                 model = "synthetic"
-            registry, models = _release_first(work, board, model, int(size_mb * (1 << 20)))
+            registry, models = _release_first(
+                work, board, model, int(size_mb * (1 << 20)), links.chunk_size
+            )
             watch = DemoWatch(broker.url, FLEET, board, models.name)
             watch.start()
             procs = DemoProcesses(work)
@@ -200,7 +210,7 @@ def run_demo(
 
 
 def _release_first(
-    workdir: Path, board: ProgressBoard, model: str, size_bytes: int
+    workdir: Path, board: ProgressBoard, model: str, size_bytes: int, chunk_size: int | None
 ) -> tuple[Registry, DemoModels]:
     """Keys, the coordinator's database and the demo's models; release 1 deployed."""
     from coordinator.keystore import init_keys
@@ -217,7 +227,7 @@ def _release_first(
         # --tag class=..., see _edge_class); each downloads only its own variant.
         small = VariantRule("int8", {"class": "small"})
         registry.set_variant_rules(FLEET, name, [small], "fp32")
-    first = _release(registry, keys, models, name, 1)
+    first = _release(registry, keys, models, name, 1, chunk_size)
     registry.deploy(name, 1, fleet=FLEET)
     board.note(
         f"released and deployed {name}@1 ({first}); "
@@ -241,7 +251,8 @@ def _play(demo: _Demo, devices: list[str]) -> None:
         board.note(f"all edges run {name}@1; each answers a similarity query locally")
         _ask_edges(demo, devices)
     board.note(f"all edges run {name}@1; releasing {name}@2 and starting a late joiner")
-    board.note(f"released {name}@2 ({_release(demo.registry, demo.keys, demo.models, name, 2)})")
+    second = _release(demo.registry, demo.keys, demo.models, name, 2, demo.links.chunk_size)
+    board.note(f"released {name}@2 ({second})")
     demo.registry.deploy(name, 2, fleet=FLEET)
     everyone = [*devices, "edge-late"]
     demo.start_edge("edge-late", len(devices))

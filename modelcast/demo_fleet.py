@@ -29,6 +29,9 @@ FLAKY_RATE_BYTES_PER_S = 256 * 1024
 FLAKY_LATENCY_S = 0.05
 #: ...and the edges retry quickly, so a cut costs a moment, not the default backoff.
 FLAKY_EDGE_ARGS = ("--reconnect-min", "0.2", "--reconnect-max", "2")
+#: ...and the releases are cut in 64 KiB chunks, as an operator would for such links: a chunk cut
+#: off is sent again whole, and the default 512 KiB takes 2 s at 256 KB/s.
+FLAKY_CHUNK_SIZE = 64 * 1024
 
 
 class DemoProcesses:
@@ -73,11 +76,17 @@ class EdgeLinks:
         self.flaky = flaky
         self.proxies: dict[str, FaultProxy] = {}
 
+    @property
+    def chunk_size(self) -> int | None:
+        """The chunk size releases are cut in for these links (None: the default)."""
+        return FLAKY_CHUNK_SIZE if self.flaky else None
+
     def describe(self) -> str:
         low, high = FLAKY_CUT_AFTER_S
         return (
             f"flaky links: each edge's connection is cut every {low:g}-{high:g} s, carries "
-            f"{FLAKY_RATE_BYTES_PER_S // 1024} KB/s and adds {FLAKY_LATENCY_S * 1000:.0f} ms"
+            f"{FLAKY_RATE_BYTES_PER_S // 1024} KB/s and adds {FLAKY_LATENCY_S * 1000:.0f} ms; "
+            f"releases in {FLAKY_CHUNK_SIZE // 1024} KiB chunks"
         )
 
     def edge_args(self, device: str) -> list[str]:

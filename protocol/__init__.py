@@ -16,7 +16,13 @@ Text typed by operators (selectors, rules, settings) is read by the application
 from .acceptance import Acceptance, Case, Tensor
 from .chunks import HEADER_SIZE, ChunkFrame, frame_release_id, verify_chunk
 from .commands import ALL_DEVICES, Command, open_command
-from .compression import CODEC_ZSTD, SUPPORTED_CODECS, compress_chunk, decompress_chunk
+from .compression import (
+    CODEC_ZSTD,
+    SUPPORTED_CODECS,
+    ChunkCompressor,
+    compress_chunk,
+    decompress_chunk,
+)
 from .delta import DeltaBaseMismatch, DeltaError, DeltaResultMismatch, apply_delta
 from .delta_ref import DeltaOf, DeltaRef
 from .download import DownloadSession, Phase, Plan, VerifiedChunk
@@ -42,7 +48,7 @@ from .fleet_config import (
     settings_for,
 )
 from .index import DeploymentIndex, RolloutBlock, Target, open_index
-from .limits import DEFAULT_CHUNK_SIZE, DEFAULT_LIMITS, Limits
+from .limits import DEFAULT_CHUNK_SIZE, DEFAULT_LIMITS, DEFAULT_WINDOW, Limits
 from .manifest import Manifest, VerifiedManifest, hash_chunks, open_manifest
 from .messages import ChunkRequest, DeviceEvent, DeviceState, DeviceStatus, UpdateState
 from .names import check_name, is_valid_name
@@ -68,12 +74,14 @@ __all__ = [
     "CODEC_ZSTD",
     "DEFAULT_CHUNK_SIZE",
     "DEFAULT_LIMITS",
+    "DEFAULT_WINDOW",
     "DRIFT_KIND",
     "HEADER_SIZE",
     "PPM_ALL",
     "SUPPORTED_CODECS",
     "Acceptance",
     "Case",
+    "ChunkCompressor",
     "ChunkFrame",
     "ChunkRejected",
     "ChunkRequest",

@@ -32,10 +32,46 @@ MIN_SAVING = 0.05
 ZSTD_LEVEL = 3
 
 
+#: bytes of each of the three samples (start, middle, end) a chunk's probe compresses
+PROBE_BYTES = 4096
+
+
+class ChunkCompressor:
+    """Compresses chunks with one zstd context, reused: a fresh context per 256 KiB chunk cost
+    as much as compressing it (random bytes: 4.3 GB/s with a new context each, 8 GB/s reused).
+
+    A chunk is first probed: three 4 KiB samples, compressed together, must save at least half
+    of ``MIN_SAVING``, or the chunk goes raw without being compressed whole (incompressible
+    bytes, such as an already compressed file, cost a quarter of the time). On MiniLM, fp32 and
+    int8, and a delta-rebuilt MiniLM, every chunk passed the probe and compressed as before.
+    Not thread-safe: one per thread."""
+
+    def __init__(self) -> None:
+        self._zstd = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+
+    def compress(self, data: bytes | memoryview) -> bytes | None:
+        """``data`` zstd-compressed, or None when that saves less than ``MIN_SAVING``."""
+        if not self._worth_trying(data):
+            return None
+        packed = self._zstd.compress(data)
+        return packed if len(packed) <= len(data) * (1.0 - MIN_SAVING) else None
+
+    def _worth_trying(self, data: bytes | memoryview) -> bool:
+        n = len(data)
+        if n < 8 * PROBE_BYTES:
+            return True  # small: compressing it whole is as cheap as a probe
+        view = memoryview(data)
+        middle = n // 2
+        sample = b"".join(
+            (view[:PROBE_BYTES], view[middle : middle + PROBE_BYTES], view[n - PROBE_BYTES :])
+        )
+        return len(self._zstd.compress(sample)) <= len(sample) * (1.0 - MIN_SAVING / 2)
+
+
 def compress_chunk(data: bytes | memoryview) -> bytes | None:
-    """``data`` zstd-compressed, or None when that saves less than ``MIN_SAVING``."""
-    packed = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(data)
-    return packed if len(packed) <= len(data) * (1.0 - MIN_SAVING) else None
+    """``data`` zstd-compressed, or None when that saves less than ``MIN_SAVING`` (a context of
+    its own: for one-off calls; a sender compressing many chunks keeps a ``ChunkCompressor``)."""
+    return ChunkCompressor().compress(data)
 
 
 def decompress_chunk(payload: bytes | memoryview, expected: int, index: int) -> bytes:

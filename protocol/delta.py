@@ -172,7 +172,7 @@ def xor_bytes(a: bytes, b: bytes) -> bytes:
 
 
 #: ``(planes, base bytes or None, width) -> target bytes`` of one XOR (base given) or LIT record
-Unplane = Callable[[bytes, bytes | None, int], bytes]
+Unplane = Callable[[bytes, bytes | None, int], bytes | memoryview]
 
 
 def unplane(planes: bytes, base: bytes | None, width: int) -> bytes:
@@ -209,7 +209,7 @@ def apply_delta(
     limits: Limits = DEFAULT_LIMITS,
     kernel: Unplane = unplane,
     check_sha256: bool = True,
-) -> Iterator[bytes]:
+) -> Iterator[bytes | memoryview]:
     """The target's bytes, in order, from a delta read with ``read(n)`` (fewer bytes only at its
     end) against a base of ``base_size`` bytes read with ``read_base(offset, length)``.
 
@@ -266,7 +266,7 @@ def _records(
     read_base: Callable[[int, int], bytes],
     limits: Limits,
     kernel: Unplane,
-) -> Iterator[bytes | int | None]:
+) -> Iterator[bytes | memoryview | int | None]:
     """Each record's output (bytes), or for REST its length (int); None at END."""
     segment_cap = limits.max_delta_segment_bytes
     dctx = zstandard.ZstdDecompressor()  # one for every segment: reused, frame after frame

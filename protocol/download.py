@@ -2,8 +2,8 @@
 it says what to write, what to ask for and what to subscribe to. The edge does the I/O.
 
 Order is enforced: a chunk is ``accept``-ed (verified against the manifest), then, once the caller
-has written it, ``commit``-ed; ``finish`` takes the whole-file sha256 only when every chunk is
-committed. Driving it out of order raises ``SequenceError``.
+has written it, ``commit``-ed; ``finish`` only once every chunk is committed. Driving it out of
+order raises ``SequenceError``.
 
 Flow control is pull-based: at most ``window`` chunks are outstanding (asked for, not yet here).
 The device subscribes only to the chunk *blocks* it still lacks chunks in, up to
@@ -176,11 +176,18 @@ class DownloadSession:
         self._outstanding.pop(chunk.index, None)
         self._lost.add(chunk.index)
 
-    def finish(self, file_sha256: bytes) -> None:
-        """The whole-file check. On a mismatch the session forgets every chunk (start over)."""
+    def finish(self, file_sha256: bytes | None = None) -> None:
+        """Every chunk is held: the download is verified.
+
+        Each chunk matched its hash in the signed manifest, on arrival (``accept``) or, for the
+        chunks the caller brought as ``held`` or ``reused``, when the caller hashed them, so the
+        file they make up at their offsets is the one the manifest describes; hashing it whole
+        again would check the same bytes twice (docs/PROTOCOL.md, "Verified"). A caller that
+        did hash the whole file (the simulator, a file read back) passes ``file_sha256``, and it
+        must match: on a mismatch the session forgets every chunk (start over)."""
         if self.phase is not Phase.COMPLETE:
             raise SequenceError(f"finish() in phase {self.phase.value}; all chunks must be held")
-        if file_sha256 != self.manifest.sha256:
+        if file_sha256 is not None and file_sha256 != self.manifest.sha256:
             self._held = bytearray(self.manifest.n_chunks)
             self._held_count = 0
             self._cursor = 0

@@ -10,8 +10,15 @@ from dataclasses import dataclass
 KIB = 1024
 MIB = 1024 * KIB
 
-#: What a release is cut into unless its publisher says otherwise (a default, not a cap).
-DEFAULT_CHUNK_SIZE = 256 * KIB
+#: What a release is cut into unless its publisher says otherwise (a default, not a cap). 512 KiB
+#: since issue 14: per-chunk work (a publish, a PUBACK, a frame to verify and write, in three
+#: processes) is what bounds a delivery's throughput on a machine's CPU, and halving the chunks
+#: took ``delivery_ratio`` from 0.58-0.63 to 0.71-0.73 (docs/BENCHMARKS.md). Slow, often cut
+#: links (a chunk is resent whole after a cut) want smaller ones: ``release --chunk-size``.
+DEFAULT_CHUNK_SIZE = 512 * KIB
+#: Chunks a device asks for and has not received yet, at most (pull-based flow control): 8 MiB
+#: in flight at the default chunk size (measured: 16 MiB is no faster).
+DEFAULT_WINDOW = 16
 #: Chunks per subscription block: an edge subscribes to the blocks it still lacks chunks in.
 DEFAULT_BLOCK_CHUNKS = 16
 

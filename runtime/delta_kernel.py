@@ -12,9 +12,11 @@ from __future__ import annotations
 import numpy as np
 
 
-def unplane(planes: bytes, base: bytes | None, width: int) -> bytes:
+def unplane(planes: bytes, base: bytes | None, width: int) -> bytes | memoryview:
     """The target bytes of one XOR (``base`` given) or literal record from its ``width`` byte
-    planes (see ``protocol.delta.to_planes``)."""
+    planes (see ``protocol.delta.to_planes``): a view of one array, interleaved and XORed in
+    place (a new array for the XOR and a ``tobytes`` copy made it 3x slower: 4.7 ms per 4 MB
+    against 1.6, most of it the first touch of fresh memory)."""
     data = np.frombuffer(planes, dtype=np.uint8)
     if width > 1:
         # one plane into each column: measured 3x faster than a transposed copy
@@ -23,6 +25,10 @@ def unplane(planes: bytes, base: bytes | None, width: int) -> bytes:
         for i in range(width):
             out[:, i] = rows[i]
         data = out.reshape(-1)
-    if base is None:
-        return data.tobytes()
-    return np.bitwise_xor(data, np.frombuffer(base, dtype=np.uint8)).tobytes()
+    elif base is None:
+        return planes  # one plane: the bytes themselves
+    else:
+        data = data.copy()  # the planes' buffer is read-only
+    if base is not None:
+        np.bitwise_xor(data, np.frombuffer(base, dtype=np.uint8), out=data)
+    return data.data

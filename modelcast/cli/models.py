@@ -114,9 +114,9 @@ def _add_prune(sub: Subcommands) -> None:
         "LayerNorm), tensors under 1024 elements, embedding tables (read by Gather) and "
         "quantization scales and zero points. Reports the accuracy cost (a text-embedding "
         "model: the cosine of each built-in sentence's embedding to the source's; any other: "
-        "the outputs' difference on generated inputs) and the bytes on the wire, each 256 KiB "
-        "chunk zstd-compressed as the coordinator sends it, before and after. The metadata "
-        "(model kind, embedded tokenizer) is kept. See docs/MODELS.md.",
+        "the outputs' difference on generated inputs) and the bytes on the wire, each chunk "
+        "(of the default size) zstd-compressed as the coordinator sends it, before and after. "
+        "The metadata (model kind, embedded tokenizer) is kept. See docs/MODELS.md.",
     )
     prune.add_argument("model", type=Path, help="the source ONNX file")
     prune.add_argument(
@@ -180,6 +180,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
+    from protocol import DEFAULT_CHUNK_SIZE
     from protocol.textmodel import KIND_TEXT_EMBEDDING
     from runtime.onnxmeta import read_model_kind
 
@@ -210,6 +211,6 @@ def cmd_prune(args: argparse.Namespace) -> int:
         size, wire = path.stat().st_size, wire_bytes(path)
         print(
             f"on the wire ({label}): {wire} bytes, {100 * wire / size:.1f}% of its {size} "
-            "bytes (256 KiB chunks, zstd where it saves at least 5%)"
+            f"bytes ({DEFAULT_CHUNK_SIZE // 1024} KiB chunks, zstd where it saves at least 5%)"
         )
     return EXIT_OK

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from protocol.limits import DEFAULT_CHUNK_SIZE
 from protocol.textmodel import KIND_FILE, MODEL_KINDS
 
 from ..errors import CommandError
@@ -37,8 +38,9 @@ def add_commands(sub: Subcommands) -> None:
     rel.add_argument(
         "--chunk-size",
         type=int,
-        default=None,
-        help="chunk size in bytes (default 262144; 4096..998976)",
+        default=DEFAULT_CHUNK_SIZE,
+        help="chunk size in bytes (4096..998976; smaller for slow links that are often cut: "
+        "a chunk cut off is sent again whole)",
     )
     rel.add_argument(
         "--kind",
@@ -103,7 +105,6 @@ def _add_acceptance_flags(rel: argparse.ArgumentParser) -> None:
 def cmd_release(args: argparse.Namespace) -> int:
     from coordinator.keystore import load_release_keys
     from coordinator.registry import Registry
-    from protocol import DEFAULT_CHUNK_SIZE
 
     from ..acceptance import load_vectors
     from ..drift_reference import ReferenceProfile, describe, read_reference

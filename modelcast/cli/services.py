@@ -8,6 +8,7 @@ import signal
 import threading
 from collections.abc import Callable
 
+from protocol.limits import DEFAULT_CHUNK_SIZE, DEFAULT_WINDOW, MIB
 from runtime.broker_kinds import BROKER_KINDS, DEFAULT_BROKER_KIND
 
 from ..errors import CommandError
@@ -135,7 +136,11 @@ def add_commands(sub: Subcommands) -> None:
 def _add_edge_tuning(edge: argparse.ArgumentParser) -> None:
     """Flow control, connection and telemetry settings."""
     edge.add_argument(
-        "--window", type=int, default=32, help="chunks in flight at most (flow control)"
+        "--window",
+        type=int,
+        default=DEFAULT_WINDOW,
+        help="chunks in flight at most (flow control; "
+        f"{DEFAULT_WINDOW * DEFAULT_CHUNK_SIZE // MIB} MiB at the default chunk size)",
     )
     edge.add_argument(
         "--stall-timeout",

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from protocol import ProtocolError, VerifyKey, check_name
+from protocol import DEFAULT_WINDOW, ProtocolError, VerifyKey, check_name
 from runtime.errors import SetupError
 from runtime.urls import parse_broker_list
 
@@ -38,7 +38,7 @@ class SimConfig:
     keepalive: int = 60
     #: seconds a device waits for the broker's CONNACK before it tries again
     connack_timeout: float = 10.0
-    window: int = 32
+    window: int = DEFAULT_WINDOW
     stall_timeout: float = 10.0
     #: seconds between the workers' reports to the parent
     report_interval: float = 0.5

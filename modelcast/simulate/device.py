@@ -22,6 +22,7 @@ from typing import Any
 
 from edge_node.policy import Policy, effective_policy
 from protocol import (
+    DEFAULT_WINDOW,
     ProtocolError,
     SignatureError,
     Topics,
@@ -48,7 +49,7 @@ class DeviceOptions:
     """The edge settings a virtual device has (``edge_node.config.EdgeConfig``'s defaults)."""
 
     fleet: str = "default"
-    window: int = 32
+    window: int = DEFAULT_WINDOW
     stall_timeout: float = 10.0
     state_interval: float = 0.5
     telemetry_interval: float = 60.0

@@ -9,11 +9,12 @@
   process's devices share the chunks verified once (``verified.ReleaseBytes``), and the
   whole-file sha256 of those chunks is computed once per process (see ``verified``).
 - With ``--disk DIR``, each device writes exactly as the edge does: ``edge_node.storage``'s
-  part file under ``DIR/DEVICE/models/...`` (pwrite, journal, background hash and flush
-  threads), resumed on the next run.
+  part file under ``DIR/DEVICE/models/...`` (pwrite, journal, background flush thread),
+  resumed on the next run; the whole-file sha256, which the edge does not take (each chunk was
+  checked), is the part file read back (``DiskSink``).
 
-Both have the part file's calls (``edge_node.storage.PartialDownload``): ``recover``, ``write``,
-``sha256``, ``finalize``, ``close``, ``discard``.
+All have the part file's calls (``edge_node.storage.PartialDownload``): ``recover``, ``write``,
+``finalize``, ``close``, ``discard``; and ``sha256``.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from pathlib import Path
 from typing import Protocol
 
 from edge_node.errors import StorageError
-from edge_node.storage import PartialDownload, release_dir
+from edge_node.storage import PART, PartialDownload, release_dir
 from protocol import Manifest, VerifiedChunk, VerifiedManifest
+from runtime.files import sha256_file
 
 from .verified import ReleaseBytes
 
@@ -153,12 +155,40 @@ def memory_sinks(max_waiting: int = DEFAULT_MAX_WAITING) -> SinkFactory:
     return lambda release: MemorySink(release.manifest, max_waiting)
 
 
+class DiskSink:
+    """The edge's part file, and the whole-file sha256 of it as written (read back)."""
+
+    def __init__(self, part: PartialDownload) -> None:
+        self._part = part
+
+    def recover(self) -> list[int]:
+        return self._part.recover()
+
+    def write(self, chunk: VerifiedChunk) -> None:
+        self._part.write(chunk)
+
+    def sha256(self) -> bytes:
+        try:
+            return sha256_file(self._part.dir / PART)
+        except OSError as exc:
+            raise StorageError(f"reading {self._part.dir / PART} back: {exc}") from exc
+
+    def finalize(self) -> Path:
+        return self._part.finalize()
+
+    def close(self) -> None:
+        self._part.close()
+
+    def discard(self) -> None:
+        self._part.discard()
+
+
 def disk_sinks(root: Path, device: str) -> SinkFactory:
     """Part files under ``root/device``, laid out as the edge lays out its data directory."""
 
     def open_part(release: VerifiedManifest) -> Sink:
         m = release.manifest
         directory = release_dir(root / device, m.name, m.version, m.variant)
-        return PartialDownload(directory, m, release.envelope)
+        return DiskSink(PartialDownload(directory, m, release.envelope))
 
     return open_part

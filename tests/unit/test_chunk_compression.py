@@ -39,6 +39,34 @@ def frame(
     return bytes(codec.framed(plain, index, release_id, device))
 
 
+class CountingZstd:
+    """A zstd context that records the size of everything it is asked to compress."""
+
+    def __init__(self) -> None:
+        self.inner = zstandard.ZstdCompressor(level=protocol.compression.ZSTD_LEVEL)
+        self.sizes: list[int] = []
+
+    def compress(self, data: bytes) -> bytes:
+        self.sizes.append(len(data))
+        return self.inner.compress(data)
+
+
+def test_a_probe_keeps_incompressible_chunks_from_being_compressed_whole() -> None:
+    size = protocol.DEFAULT_CHUNK_SIZE
+    probe = 3 * protocol.compression.PROBE_BYTES
+    compressor = protocol.ChunkCompressor()
+    counting = CountingZstd()
+    compressor._zstd = counting  # type: ignore[assignment]
+    noise = hashlib.shake_256(b"big noise").digest(size)
+    assert compressor.compress(noise) is None
+    assert counting.sizes == [probe]  # the probe only
+    # every eighth byte varies: compressible everywhere, the probe says so, the chunk is packed
+    sparse = bytes(b if i % 8 == 0 else 0 for i, b in enumerate(noise))
+    packed = compressor.compress(sparse)
+    assert packed is not None and decompress_chunk(packed, size, 0) == sparse
+    assert counting.sizes == [probe, probe, size]
+
+
 def test_a_chunk_is_compressed_only_when_that_saves_five_percent() -> None:
     packed = compress_chunk(HALF)
     assert packed is not None and len(packed) < 0.6 * CHUNK

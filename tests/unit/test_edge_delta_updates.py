@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+import edge_node.delta_updates as delta_updates
+import edge_node.write_behind as write_behind
 from edge_node.delta_updates import DeltaFailed, DeltaUpdates
 from edge_node.storage import FINAL, MANIFEST, release_dir
 from protocol import DeltaRef, Manifest, VerifiedManifest, hash_chunks, open_manifest
@@ -75,6 +77,34 @@ def test_an_edge_holding_the_base_downloads_the_delta_and_applies_it(edge: Edge)
     (applied,) = edge.room.events.named("delta-applied")
     assert applied.detail is not None and applied.detail.endswith("(delta from m@1)")
     assert edge.fallbacks() == []
+
+
+def test_an_apply_syncs_its_output_behind_the_writes(
+    edge: Edge, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Like a download's part file, the file a delta makes is synced (and dropped from the
+    page cache) behind its writes (``WriteBehind``, tested with the part file), not all at the
+    end: every byte written is handed to it, and it is stopped before the file is closed."""
+    seen: list[tuple[str, int]] = []
+
+    class Recording(write_behind.WriteBehind):
+        def wrote(self, n: int) -> None:
+            seen.append(("wrote", n))
+            super().wrote(n)
+
+        def close(self) -> None:
+            seen.append(("close", 0))
+            super().close()
+
+    monkeypatch.setattr(delta_updates, "WriteBehind", Recording)
+    plan = edge.deltas.plan(edge.second)
+    assert plan is not None
+    plan.directory.mkdir(parents=True)
+    (plan.directory / FINAL).write_bytes(edge.delta)
+    made = edge.deltas.apply(plan, plan.directory / FINAL)
+    assert made.read_bytes() == edge.v2
+    assert sum(n for what, n in seen if what == "wrote") == len(edge.v2)
+    assert seen[-1] == ("close", 0)
 
 
 def test_a_whole_download_cheaper_than_the_delta_is_preferred(edge: Edge) -> None:

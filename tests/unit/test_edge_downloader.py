@@ -3,12 +3,12 @@ write back-off after storage errors, starting over, stalls, late resends."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+import edge_node.storage as storage
 from edge_node.config import EdgeConfig
 from edge_node.downloader import Downloader, write_backoff
 from edge_node.errors import StorageError
@@ -210,21 +210,24 @@ def test_a_part_file_that_cannot_be_finished_is_started_over_after_the_backoff(
     assert not s.downloader.tick(s.room.clock.now + 0.6)  # once
 
 
-def test_a_whole_file_mismatch_starts_the_download_over(
+def test_completion_trusts_the_verified_chunks_and_reads_nothing_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Every chunk matched its signed hash on arrival: the last one makes the release verified
+    without the file being read back or hashed whole (docs/PROTOCOL.md, "Verified")."""
     s = setup(tmp_path, window=4)
     s.downloader.begin(REL)
     for i in range(7):
         s.chunk(i)
-    dl = s.room.slots.download
-    assert dl is not None
-    monkeypatch.setattr(dl.part, "sha256", lambda: hashlib.sha256(b"another file").digest())
-    assert s.chunk(7) is None
-    state = s.room.wire.states()[-1]
-    assert state.state == UpdateState.REJECTED and "sha256" in (state.reason or "")
-    assert s.room.slots.download is dl and dl.session.held_count == 0
-    assert s.requests()[-1].indices() == [0, 1, 2, 3]  # from the start again
+
+    def refuse(*args: object) -> bytes:
+        raise AssertionError("the part file was read back")
+
+    monkeypatch.setattr(storage.os, "pread", refuse)
+    verified = s.chunk(7)
+    assert verified is not None and verified.release.id == REL.id
+    assert verified.path.read_bytes() == b"".join(CHUNKS)
+    assert s.room.wire.states()[-1].state == UpdateState.VERIFIED
 
 
 def test_a_stalled_download_asks_again_for_what_is_outstanding(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
-"""The edge's part file: the whole-file sha256 computed on the way (in order, out of order,
-resumed, and read back after a mismatch), the background flusher, and the journal."""
+"""The edge's part file: chunks in any order or resumed make the release's file without it being
+read back, the background flusher (which drops what it synced from the page cache), and the
+journal."""
 
 from __future__ import annotations
 
@@ -7,13 +8,12 @@ import hashlib
 import os
 import random
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import edge_node.storage as storage
-import edge_node.whole_hash as whole_hash
+import edge_node.write_behind as write_behind
 from edge_node.errors import StorageError
 from edge_node.storage import BITMAP, FINAL, MANIFEST, PART, PartialDownload, salvage_final
 from protocol import Manifest, VerifiedChunk, hash_chunks
@@ -41,79 +41,64 @@ def _part(tmp_path: Path) -> PartialDownload:
     return PartialDownload(tmp_path / "r", _manifest(), b"envelope")
 
 
-def _no_read_back(part: PartialDownload) -> None:
-    def refuse(block: int = 0) -> Iterator[bytes]:
-        raise AssertionError("the whole file was read back")
-
-    part.iter_file = refuse  # type: ignore[method-assign]
-
-
-def test_in_order_the_digest_needs_no_read_back(tmp_path: Path) -> None:
-    part = _part(tmp_path)
-    part.recover()
-    for i in range(N_CHUNKS):
-        part.write(_chunk(i))
-    _no_read_back(part)
-    assert part.sha256() == hashlib.sha256(DATA).digest()
-    part.close()
-
-
-@pytest.mark.parametrize("seed", range(5))
-def test_out_of_order_the_digest_is_right(tmp_path: Path, seed: int) -> None:
-    order = list(range(N_CHUNKS))
-    random.Random(seed).shuffle(order)
-    part = _part(tmp_path)
-    part.recover()
+def _complete(part: PartialDownload, order: list[int], monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Write ``order``'s chunks and finalize, with every read of the part file refused: the
+    chunks were verified on arrival, completion must not hash the file again."""
     for i in order:
         part.write(_chunk(i))
-    assert part.sha256() == hashlib.sha256(DATA).digest()
-    part.close()
+
+    def refuse(fd: int, length: int, offset: int) -> bytes:
+        raise AssertionError(f"the part file was read back at {offset}")
+
+    with monkeypatch.context() as m:
+        m.setattr(storage.os, "pread", refuse)
+        return part.finalize()
 
 
-def test_resumed_chunks_are_read_back_for_the_digest(tmp_path: Path) -> None:
+@pytest.mark.parametrize("seed", [None, *range(5)])
+def test_chunks_in_any_order_make_the_file_without_a_read_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int | None
+) -> None:
+    order = list(range(N_CHUNKS))
+    if seed is not None:
+        random.Random(seed).shuffle(order)
+    part = _part(tmp_path)
+    part.recover()
+    assert _complete(part, order, monkeypatch).read_bytes() == DATA
+
+
+def test_resumed_chunks_are_hashed_once_on_resume_and_the_rest_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     first = _part(tmp_path)
     first.recover()
     for i in (0, 1, 2, 5, 7):
         first.write(_chunk(i))
     first.sync()
     first.close()
+    flip(tmp_path / "r" / PART, 5 * CHUNK + 9)  # chunk 5 rots on the disk meanwhile
     again = _part(tmp_path)
     held = again.recover()
-    assert held == [0, 1, 2, 5, 7]
-    for i in range(N_CHUNKS):
-        if i not in held:
-            again.write(_chunk(i))
-    assert again.sha256() == hashlib.sha256(DATA).digest()
-    again.close()
+    assert held == [0, 1, 2, 7]
+    missing = [i for i in range(N_CHUNKS) if i not in held]
+    assert _complete(again, missing, monkeypatch).read_bytes() == DATA
 
 
-def test_after_a_first_digest_the_file_is_read_back(tmp_path: Path) -> None:
-    part = _part(tmp_path)
-    part.recover()
-    for i in range(N_CHUNKS):
-        part.write(_chunk(i))
-    assert part.sha256() == hashlib.sha256(DATA).digest()
-    # what a mismatch would be about: the disk now differs from what was written
-    path = tmp_path / "r" / PART
-    with path.open("r+b") as f:
-        f.seek(5)
-        f.write(b"X")
-    assert part.sha256() == hashlib.sha256(path.read_bytes()).digest()
-    part.close()
-
-
-def test_the_flusher_runs_behind_the_writes_and_stops_on_close(
+def test_the_flusher_runs_behind_the_writes_drops_what_it_synced_and_stops_on_close(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(storage, "FLUSH_BEHIND_BYTES", CHUNK)
+    monkeypatch.setattr(write_behind, "FLUSH_BEHIND_BYTES", CHUNK)
+    dropped = threading.Event()
+    monkeypatch.setattr(write_behind, "drop_cached", lambda fd: dropped.set())
     part = _part(tmp_path)
     part.recover()
+    assert not part._behind.running  # nothing written yet: no thread
     for i in range(N_CHUNKS):
         part.write(_chunk(i))
-    flusher = part._flusher
-    assert flusher is not None and flusher.is_alive()
+    assert part._behind.running
+    assert dropped.wait(10), "the flusher did not drop the synced pages"
     part.close()
-    assert not flusher.is_alive()
+    assert not part._behind.running
     assert (tmp_path / "r" / PART).read_bytes() == DATA
 
 
@@ -129,49 +114,17 @@ def test_a_fresh_download_writes_no_empty_journal(tmp_path: Path) -> None:
     part.close()
 
 
-def test_a_short_part_file_fails_the_digest_with_a_storage_error(tmp_path: Path) -> None:
-    """The background hasher reads back chunks written out of order; a file cut short under it
-    (another process, a broken disk) is a StorageError at completion, not a wrong digest."""
+def test_a_part_file_cut_short_fails_completion_with_a_storage_error(tmp_path: Path) -> None:
+    """A file cut short under the download (another process, a broken disk) is a StorageError
+    at completion, not a model."""
     part = _part(tmp_path)
     part.recover()
-    for i in range(1, N_CHUNKS):
+    for i in range(N_CHUNKS):
         part.write(_chunk(i))
     os.truncate(tmp_path / "r" / PART, SIZE - 100)
-    part.write(_chunk(0))
-    with pytest.raises(StorageError, match="short"):
-        part.sha256()
-    part.close()
-
-
-def test_the_hash_queue_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Received chunks wait for the hasher in memory: past the cap the writer waits."""
-    monkeypatch.setattr(whole_hash, "MAX_QUEUED_BYTES", 2 * CHUNK)
-    release = threading.Event()
-    hashed: list[int] = []
-
-    class SlowHash:
-        def update(self, data: bytes) -> None:
-            release.wait(10)
-            hashed.append(len(data))
-
-    part = _part(tmp_path)
-    part.recover()
-    assert part._whole is not None
-    part._whole._hash = SlowHash()  # type: ignore[assignment]
-    fed = threading.Event()
-
-    def writer() -> None:
-        for i in range(4):
-            part.write(_chunk(i))
-        fed.set()
-
-    t = threading.Thread(target=writer)
-    t.start()
-    assert not fed.wait(0.5), "four chunks were queued past a cap of two"
-    release.set()
-    assert fed.wait(10)
-    t.join()
-    part.close()
+    with pytest.raises(StorageError, match=f"has {SIZE - 100} bytes, the release {SIZE}"):
+        part.finalize()
+    assert not (tmp_path / "r" / FINAL).exists()
 
 
 def test_finalize_leaves_the_model_and_its_manifest_and_no_journal(tmp_path: Path) -> None:
@@ -183,7 +136,6 @@ def test_finalize_leaves_the_model_and_its_manifest_and_no_journal(tmp_path: Pat
     assert (tmp_path / "r" / BITMAP).exists()
     for i in range(N_CHUNKS // 2, N_CHUNKS):
         part.write(_chunk(i))
-    assert part.sha256() == hashlib.sha256(DATA).digest()
     final = part.finalize()
     assert final.read_bytes() == DATA
     assert sorted(p.name for p in (tmp_path / "r").iterdir()) == [MANIFEST, final.name]
@@ -200,7 +152,6 @@ def test_a_longer_part_file_left_by_another_build_is_cut_to_the_release(tmp_path
     part.recover()
     for i in range(N_CHUNKS):
         part.write(_chunk(i))
-    assert part.sha256() == hashlib.sha256(DATA).digest()
     assert part.finalize().read_bytes() == DATA
 
 

@@ -53,6 +53,17 @@ def test_full_flow_to_verified() -> None:
     assert s.last_progress == float(N_CHUNKS - 1)
 
 
+def test_every_chunk_verified_is_enough_to_finish() -> None:
+    """Without a whole-file digest: each chunk matched its signed hash on the way in."""
+    s = DownloadSession(REL)
+    for i in reversed(range(N_CHUNKS)):
+        with pytest.raises(SequenceError):
+            s.finish()
+        take_chunk(s, i)
+    s.finish()
+    assert s.phase is Phase.VERIFIED
+
+
 def test_bytes_held_counts_the_short_last_chunk() -> None:
     s = DownloadSession(REL)
     assert s.bytes_held == 0

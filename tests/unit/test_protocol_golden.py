@@ -291,7 +291,8 @@ def test_chunk_request_bytes() -> None:
     ("name", "value"),
     [
         ("HEADER_SIZE", 32),
-        ("DEFAULT_CHUNK_SIZE", 256 * 1024),
+        ("DEFAULT_CHUNK_SIZE", 512 * 1024),
+        ("DEFAULT_WINDOW", 16),
     ],
 )
 def test_documented_constants(name: str, value: int) -> None:
