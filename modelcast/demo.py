@@ -176,9 +176,7 @@ def run_demo(
                 board.note(links.describe())
             if flaky and model == "auto":  # 90 MB through 256 KB/s links would take minutes
                 model = "synthetic"
-            registry, models = _release_first(
-                work, board, model, int(size_mb * (1 << 20)), links.chunk_size
-            )
+            registry, models = _release_first(work, board, model, int(size_mb * (1 << 20)), links)
             watch = DemoWatch(broker.url, FLEET, board, models.name)
             watch.start()
             procs = DemoProcesses(work)
@@ -210,9 +208,10 @@ def run_demo(
 
 
 def _release_first(
-    workdir: Path, board: ProgressBoard, model: str, size_bytes: int, chunk_size: int | None
+    workdir: Path, board: ProgressBoard, model: str, size_bytes: int, links: EdgeLinks
 ) -> tuple[Registry, DemoModels]:
-    """Keys, the coordinator's database and the demo's models; release 1 deployed."""
+    """Keys, the coordinator's database and the demo's models; release 1 deployed (in the
+    chunk size the links want)."""
     from coordinator.keystore import init_keys
     from coordinator.registry import Registry
 
@@ -227,7 +226,7 @@ def _release_first(
         # --tag class=..., see _edge_class); each downloads only its own variant.
         small = VariantRule("int8", {"class": "small"})
         registry.set_variant_rules(FLEET, name, [small], "fp32")
-    first = _release(registry, keys, models, name, 1, chunk_size)
+    first = _release(registry, keys, models, name, 1, links.chunk_size)
     registry.deploy(name, 1, fleet=FLEET)
     board.note(
         f"released and deployed {name}@1 ({first}); "

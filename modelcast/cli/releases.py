@@ -39,8 +39,7 @@ def add_commands(sub: Subcommands) -> None:
         "--chunk-size",
         type=int,
         default=DEFAULT_CHUNK_SIZE,
-        help="chunk size in bytes (4096..998976; smaller for slow links that are often cut: "
-        "a chunk cut off is sent again whole)",
+        help="chunk size in bytes, 4096..998976 (smaller for slow links that are often cut)",
     )
     rel.add_argument(
         "--kind",
