@@ -146,7 +146,8 @@ def coordinator_round(
         poll_interval=DEFAULT_POLL_INTERVAL,
     )
     try:
-        time.sleep(0.2)  # its subscriptions are acknowledged
+        if not service.wait_subscribed(10):
+            raise BenchError("the coordinator could not subscribe")
         start = pubs.go()
         count, last = _wait_counter(lambda: service.telemetry.samples_stored, expected)
         pubs.wait_done()

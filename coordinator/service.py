@@ -212,6 +212,11 @@ class Coordinator:
     def wait_connected(self, timeout: float) -> bool:
         return self._session.wait_connected(timeout)
 
+    def wait_subscribed(self, timeout: float) -> bool:
+        """Until connected with every subscription acknowledged: reports that devices publish
+        from then on reach the coordinator."""
+        return self._session.wait_subscribed(timeout)
+
     def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
         """Block until ``predicate()`` holds; it is re-checked whenever the service makes
         progress (a message handled, chunks published, an index published)."""

@@ -122,6 +122,10 @@ class MqttSession:
         self._pending = 0
         self._pending_lock = threading.Condition()
         self.connected = threading.Event()
+        #: connected, and every SUBSCRIBE sent on this connection acknowledged (``subscribed``)
+        self.subscribed = threading.Event()
+        self._unacked_subs: set[int] = set()  # SUBSCRIBE packet ids without their SUBACK
+        self._subs_lock = threading.Lock()
         self.reconnects = 0
         self.connects = 0
         self.failovers = 0
@@ -161,6 +165,7 @@ class MqttSession:
         client.on_disconnect = self._handle_disconnect
         client.on_message = self._handle_message
         client.on_publish = self._handle_publish
+        client.on_subscribe = self._handle_subscribe
         client.on_socket_open = self._handle_socket_open
         return client
 
@@ -222,6 +227,11 @@ class MqttSession:
     def wait_connected(self, timeout: float) -> bool:
         return self.connected.wait(timeout)
 
+    def wait_subscribed(self, timeout: float) -> bool:
+        """Until connected with every subscription made so far acknowledged by the broker: from
+        then on, what another client publishes to those topics reaches this one."""
+        return self.subscribed.wait(timeout)
+
     def stop(
         self, final: list[tuple[str, bytes, bool]] | None = None, timeout: float = 3.0
     ) -> None:
@@ -273,8 +283,15 @@ class MqttSession:
             return self._pending_lock.wait_for(lambda: self._pending < limit, timeout)
 
     def subscribe(self, topics: list[str], qos: int = 1) -> None:
-        if topics:
-            self._client.subscribe([(t, qos) for t in topics])
+        if not topics:
+            return
+        # Held while paho queues the packet: its SUBACK (handled on the network thread, which
+        # takes this lock) cannot be counted before its packet id is.
+        with self._subs_lock:
+            rc, mid = self._client.subscribe([(t, qos) for t in topics])
+            if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and mid is not None:
+                self._unacked_subs.add(mid)
+                self.subscribed.clear()
 
     def unsubscribe(self, topics: list[str]) -> None:
         if topics:
@@ -317,9 +334,12 @@ class MqttSession:
             f" (broker {self._current + 1} of {len(self._brokers)})" if self.failovers else "",
         )
         session_present = session_present and not distrust
+        with self._subs_lock:  # a new connection: what was in flight on the last one is gone
+            self._unacked_subs.clear()
         self.connected.set()
         if self._on_connect_cb is not None:
             self._on_connect_cb(session_present)
+        self._check_subscribed()
 
     def _handle_connect_fail(self, client: paho.Client, userdata: Any) -> None:
         delay = self._set_next_delay()
@@ -333,6 +353,7 @@ class MqttSession:
     ) -> None:
         was = self.connected.is_set()
         self.connected.clear()
+        self.subscribed.clear()
         if self._stopping:
             log.info("%s: disconnected", self.client_id)
             return
@@ -367,6 +388,18 @@ class MqttSession:
             self._on_message(msg.topic, bytes(msg.payload), bool(msg.retain))
         except Exception:  # a handler bug must not kill the network thread
             log.exception("%s: message handler failed on %s", self.client_id, msg.topic)
+
+    def _handle_subscribe(
+        self, client: paho.Client, userdata: Any, mid: int, reasons: Any, properties: Any
+    ) -> None:
+        with self._subs_lock:
+            self._unacked_subs.discard(mid)
+        self._check_subscribed()
+
+    def _check_subscribed(self) -> None:
+        with self._subs_lock:
+            if self.connected.is_set() and not self._unacked_subs:
+                self.subscribed.set()
 
     def _handle_publish(
         self, client: paho.Client, userdata: Any, mid: int, reason: Any, properties: Any

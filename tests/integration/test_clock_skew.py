@@ -46,10 +46,9 @@ def test_status_shows_the_clock_skew_of_each_device(
         devices.publish(replayed, old.encode(), retain=True)
         try:
             coord = env.start_coordinator()
-            assert coord.wait_connected(30)
-            # The retained state comes once the broker has the coordinator's subscriptions (one
-            # SUBSCRIBE): only then do reports published from another connection reach it.
-            assert coord.wait_until(lambda: coord.messages_processed >= 1, 30)
+            # only once the broker has acknowledged the coordinator's subscriptions do reports
+            # published from another connection reach it
+            assert coord.wait_subscribed(30)
             offsets = {"behind": -DAY, "epoch": None, "right": 0.0}
             for device, offset in offsets.items():
                 for kind, payload in reports_at(device, offset):
