@@ -17,7 +17,7 @@ why (each skipped tensor is counted under its reason):
 The report says the accuracy cost (a text-embedding model: the cosine of each built-in
 sentence's embedding to the source's; any other: the outputs' difference on generated inputs)
 and the size on the wire: the file cut in chunks of the default size, each compressed as the
-coordinator does (``protocol.compress_chunk``), before and after.
+coordinator does (``protocol.ChunkCompressor``), before and after.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from protocol import DEFAULT_CHUNK_SIZE, compress_chunk
+from protocol import DEFAULT_CHUNK_SIZE, ChunkCompressor
 from runtime.files import write_atomic
 
 from .errors import CommandError
@@ -119,9 +119,12 @@ def _skip_reason(name: str, w: np.ndarray, protected: dict[str, str]) -> str | N
 
 
 def wire_bytes(path: Path, chunk_size: int = DEFAULT_CHUNK_SIZE) -> int:
-    """What ``path`` costs on the wire: each chunk compressed as the coordinator sends it."""
+    """What ``path`` costs on the wire: each chunk compressed as the coordinator sends it (one
+    zstd context for the file, as the coordinator's sender keeps one)."""
+    compressor = ChunkCompressor()
     with path.open("rb") as f:
-        return sum(len(compress_chunk(c) or c) for c in iter(lambda: f.read(chunk_size), b""))
+        chunks = iter(lambda: f.read(chunk_size), b"")
+        return sum(len(compressor.compress(c) or c) for c in chunks)
 
 
 @dataclass(frozen=True)
