@@ -155,32 +155,14 @@ def memory_sinks(max_waiting: int = DEFAULT_MAX_WAITING) -> SinkFactory:
     return lambda release: MemorySink(release.manifest, max_waiting)
 
 
-class DiskSink:
+class DiskSink(PartialDownload):
     """The edge's part file, and the whole-file sha256 of it as written (read back)."""
-
-    def __init__(self, part: PartialDownload) -> None:
-        self._part = part
-
-    def recover(self) -> list[int]:
-        return self._part.recover()
-
-    def write(self, chunk: VerifiedChunk) -> None:
-        self._part.write(chunk)
 
     def sha256(self) -> bytes:
         try:
-            return sha256_file(self._part.dir / PART)
+            return sha256_file(self.dir / PART)
         except OSError as exc:
-            raise StorageError(f"reading {self._part.dir / PART} back: {exc}") from exc
-
-    def finalize(self) -> Path:
-        return self._part.finalize()
-
-    def close(self) -> None:
-        self._part.close()
-
-    def discard(self) -> None:
-        self._part.discard()
+            raise StorageError(f"reading {self.dir / PART} back: {exc}") from exc
 
 
 def disk_sinks(root: Path, device: str) -> SinkFactory:
@@ -189,6 +171,6 @@ def disk_sinks(root: Path, device: str) -> SinkFactory:
     def open_part(release: VerifiedManifest) -> Sink:
         m = release.manifest
         directory = release_dir(root / device, m.name, m.version, m.variant)
-        return DiskSink(PartialDownload(directory, m, release.envelope))
+        return DiskSink(directory, m, release.envelope)
 
     return open_part
